@@ -1,0 +1,92 @@
+"""The `metalstream` command: one entry point, subcommands contributed by each component.
+
+Each component keeps its subcommands in its own module and exposes them as `COMMANDS`; this
+module only assembles them and turns errors into exit codes: 0 ok, 1 operation failed,
+2 bad input. Tracebacks are shown only with --debug.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import EXIT_FAILED, MetalstreamError
+
+COMPONENT_COMMAND_MODULES = (
+    "tarball_builder.cli",  # ks lint/render, build
+    "pxe.cli",  # serve, image, token, dnsmasq-config
+    "deployer.commands",  # agent, install
+    "deployer.lab",  # vm, demo
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="metalstream")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug incl. every command run).")
+@click.option("--debug", is_flag=True, envvar="METALSTREAM_DEBUG", help="Show tracebacks for unexpected errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """metalstream: put an operating system on bare-metal machines in seconds.
+
+    Build an image once from a kickstart (`ks`, `build`), serve it with the PXE/HTTP service
+    (`serve`, `image`, `token`), and let the deployer agent stream it onto each machine's disk
+    (`agent`, `install`).
+
+    Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing was changed).
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ctx.obj = {"debug": debug}
+
+
+def _register_components() -> None:
+    for module_name in COMPONENT_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            # The installer environment ships only the deployer package; other components are absent there.
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register_components()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns (and exits with) the process exit code."""
+    debug = os.environ.get("METALSTREAM_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv)
+    try:
+        returned = cli.main(args=argv, prog_name="metalstream", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("metalstream: aborted", err=True)
+        code = EXIT_FAILED
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except MetalstreamError as exc:
+        click.echo(f"metalstream: error: {exc}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("metalstream: interrupted", err=True)
+        code = 130
+    except Exception as exc:  # an unexpected bug: say so plainly, never a bare traceback unless asked
+        if debug:
+            raise
+        click.echo(f"metalstream: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True)
+        code = EXIT_FAILED
+    else:
+        # A command may return an int exit code (e.g. `ks lint` returns 2 when it found problems).
+        code = returned if isinstance(returned, int) else 0
+    if argv is None:
+        sys.exit(code)
+    return code
+

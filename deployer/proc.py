@@ -1,0 +1,97 @@
+"""The one place metalstream runs other programs.
+
+Every call logs its argv, has a timeout and, on failure, raises CommandError carrying argv,
+exit status and stderr. `spawn` starts a pipeline stage (zstd | tar) whose exit status the caller
+must check with `wait_checked`; nothing here hides a failing stage behind a later one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from typing import IO, Mapping, Sequence
+
+from .errors import CommandError, OperationFailed
+
+log = logging.getLogger("metalstream.proc")
+
+DEFAULT_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _argv(argv: Sequence[str | os.PathLike]) -> list[str]:
+    return [os.fspath(a) for a in argv]
+
+
+def run(
+    argv: Sequence[str | os.PathLike],
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    input: str | bytes | None = None,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    binary: bool = False,
+) -> Result:
+    """Run argv to completion and return its output; raise CommandError if it fails or times out."""
+    args = _argv(argv)
+    log.debug("run: %s", shlex.join(args))
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        completed = subprocess.run(
+            args,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            env=full_env,
+            cwd=cwd,
+            text=not binary,
+        )
+    except FileNotFoundError as exc:
+        raise OperationFailed(f"{args[0]}: command not found (install it with `make setup`)") from exc
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        raise CommandError(args, None, stderr, timed_out=True) from exc
+    stderr = completed.stderr if isinstance(completed.stderr, str) else completed.stderr.decode(errors="replace")
+    if check and completed.returncode != 0:
+        raise CommandError(args, completed.returncode, stderr)
+    return Result(args, completed.returncode, completed.stdout, stderr)
+
+
+def spawn(
+    argv: Sequence[str | os.PathLike],
+    *,
+    stdin: int | IO | None = None,
+    stdout: int | IO | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+) -> subprocess.Popen:
+    """Start argv as one stage of a pipeline; stderr is captured for `wait_checked`."""
+    args = _argv(argv)
+    log.debug("spawn: %s", shlex.join(args))
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=full_env, cwd=cwd)
+    except FileNotFoundError as exc:
+        raise OperationFailed(f"{args[0]}: command not found (install it with `make setup`)") from exc
+
+
+def wait_checked(proc: subprocess.Popen, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    """Wait for a spawned stage and raise CommandError if it failed or did not finish in time."""
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        _, stderr = proc.communicate()
+        raise CommandError(list(proc.args), None, (stderr or b"").decode(errors="replace"), timed_out=True) from exc
+    if proc.returncode != 0:
+        raise CommandError(list(proc.args), proc.returncode, (stderr or b"").decode(errors="replace"))

@@ -1,0 +1,1 @@
+"""metalstream PXE/HTTP service: REST API, per-MAC boot configs, image serving, agent endpoints."""

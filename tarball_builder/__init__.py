@@ -1,0 +1,1 @@
+"""metalstream tarball builder: kickstart in, reproducible OS image (tar.zst + manifest) out."""
