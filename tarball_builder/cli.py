@@ -1,7 +1,5 @@
 """CLI commands of the tarball builder: `ks` (lint, render) and `build`."""
-from deployer.stub import placeholder
+from .build_cli import COMMANDS as BUILD_COMMANDS
+from .ks_cli import COMMANDS as KS_COMMANDS
 
-COMMANDS = [
-    placeholder("ks", "Lint, split and render kickstarts.", 2),
-    placeholder("build", "Build an OS image (tar.zst + manifest) or the installer environment from a kickstart.", 3),
-]
+COMMANDS = [*KS_COMMANDS, *BUILD_COMMANDS]

@@ -27,3 +27,10 @@ def require_tools(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pytest.fail(f"missing tools {missing}: run `bash .ci/setup`, which installs them")
+
+
+# Each component keeps its fixtures in its own module; importing them here makes them visible to every test.
+from fixtures_ks import *  # noqa: E402,F401,F403
+from fixtures_build import *  # noqa: E402,F401,F403
+from fixtures_pxe import *  # noqa: E402,F401,F403
+from fixtures_agent import *  # noqa: E402,F401,F403

@@ -1,0 +1,1 @@
+"""pytest fixtures for the agent tests (imported by conftest.py)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for the build tests (imported by conftest.py)."""

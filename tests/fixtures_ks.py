@@ -1,0 +1,1 @@
+"""pytest fixtures for the ks tests (imported by conftest.py)."""

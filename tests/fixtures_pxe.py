@@ -1,0 +1,1 @@
+"""pytest fixtures for the pxe tests (imported by conftest.py)."""
