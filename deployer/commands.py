@@ -1,7 +1,5 @@
-"""CLI commands of the deployer agent: `agent` (in the installer environment) and `install`."""
-from .stub import placeholder
+"""CLI commands of the deployer: `install` (this machine, a disk image, or over SSH) and `agent`."""
+from .agent_cli import COMMANDS as AGENT_COMMANDS
+from .install_cli import COMMANDS as INSTALL_COMMANDS
 
-COMMANDS = [
-    placeholder("agent", "Run the deployer agent: fetch the plan from the service, install, report.", 5),
-    placeholder("install", "Install an image onto a block device or a disk image file on this machine.", 5),
-]
+COMMANDS = [*INSTALL_COMMANDS, *AGENT_COMMANDS]
