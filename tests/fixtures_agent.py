@@ -1,1 +1,237 @@
-"""pytest fixtures for the agent tests (imported by conftest.py)."""
+"""pytest fixtures for the agent tests (imported by conftest.py).
+
+- `debian_image`: a real bootable Debian image (tar.zst + manifest in the docs/contracts.md format),
+  built with mmdebstrap WITHOUT the tarball builder and cached under /var/cache/metalstream-tests/
+  keyed by the package list; `python tests/fixtures_agent.py` builds it ahead of a test run.
+- `synthetic_image`: a small tarball with modes, owners, xattrs, hard links, symlinks and ./boot/efi.
+- `sparse_disk`: factory for sparse disk image files, removed afterwards.
+- `no_leaks`: session guard asserting no loop device or mount of ours is left behind.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+CACHE = Path(os.environ.get("METALSTREAM_TEST_CACHE", "/var/cache/metalstream-tests"))
+DEBIAN_PACKAGES = (
+    "linux-image-amd64", "systemd-sysv", "udev", "initramfs-tools", "zstd",
+    "grub-efi-amd64-bin", "grub-pc-bin", "grub2-common", "openssh-server", "iproute2",
+)
+DEBIAN_RECIPE_VERSION = "1"
+SOURCE_DATE_EPOCH = 1700000000
+APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pack_tree(root: Path, tarball: Path) -> None:
+    """tar --sort=name --numeric-owner --xattrs --acls | zstd, the way the builder packs images."""
+    with open(tarball, "wb") as out:
+        tar = subprocess.Popen(
+            ["tar", "--sort=name", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+             f"--mtime=@{SOURCE_DATE_EPOCH}", "--clamp-mtime", "-C", str(root), "-c", "."],
+            stdout=subprocess.PIPE)
+        zstd = subprocess.Popen(["zstd", "-q", "-3", "-T0", "-c"], stdin=tar.stdout, stdout=out)
+        tar.stdout.close()
+        if zstd.wait() != 0 or tar.wait() != 0:
+            raise RuntimeError(f"packing {root} failed (tar {tar.returncode}, zstd {zstd.returncode})")
+
+
+def write_manifest(root: Path, tarball: Path, name: str, *, kernels: list[dict], packages: list[dict],
+                   distribution: dict) -> Path:
+    file_count = sum(1 + len(files) + len(dirs) for _, dirs, files in os.walk(root))
+    used = subprocess.run(["du", "-sb", str(root)], capture_output=True, text=True, check=True)
+    manifest = {
+        "format": "metalstream-image/1",
+        "name": name,
+        "tarball": tarball.name,
+        "sha256": _sha256_file(tarball),
+        "size": tarball.stat().st_size,
+        "uncompressed_size": int(used.stdout.split()[0]),
+        "file_count": file_count,
+        "arch": "x86_64",
+        "distribution": distribution,
+        "kernels": kernels,
+        "bootloader": {
+            "bios_grub": (root / "usr/lib/grub/i386-pc").is_dir(),
+            "uefi_grub": (root / "usr/lib/grub/x86_64-efi").is_dir(),
+            "shim": (root / "usr/lib/shim/shimx64.efi.signed").exists(),
+        },
+        "packages": packages,
+        "kickstart_sha256": hashlib.sha256(" ".join(DEBIAN_PACKAGES).encode()).hexdigest(),
+        "created": SOURCE_DATE_EPOCH,
+        "builder": {"name": "metalstream-tests", "version": DEBIAN_RECIPE_VERSION},
+    }
+    path = tarball.with_name(name + ".json")
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def _debian_kernels(root: Path) -> list[dict]:
+    kernels = []
+    for vmlinuz in sorted((root / "boot").glob("vmlinuz-*")):
+        version = vmlinuz.name[len("vmlinuz-"):]
+        initrd = root / "boot" / f"initrd.img-{version}"
+        if not initrd.exists():
+            raise RuntimeError(f"{initrd} missing: the kernel's initramfs was not generated")
+        kernels.append({"version": version, "kernel": f"/boot/{vmlinuz.name}", "initramfs": f"/boot/{initrd.name}"})
+    if not kernels:
+        raise RuntimeError(f"no kernel in {root}/boot")
+    return kernels
+
+
+def build_debian_image(cache: Path = CACHE) -> Path:
+    """Build (or reuse) the cached Debian test image; returns the manifest path."""
+    key = hashlib.sha256(f"{DEBIAN_RECIPE_VERSION} {' '.join(DEBIAN_PACKAGES)}".encode()).hexdigest()[:16]
+    out = cache / f"debian-{key}"
+    manifest = out / "debian.json"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"debian-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session (or helper) may be building it right now
+        if manifest.exists():
+            return manifest
+        work = Path(tempfile.mkdtemp(prefix="debian-build-", dir=cache))
+        try:
+            root = work / "root"
+            with open(APT_SOURCES) as sources:
+                subprocess.run(
+                    ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(DEBIAN_PACKAGES),
+                     "--customize-hook=echo -n > \"$1/etc/machine-id\"",
+                     "--customize-hook=rm -f \"$1\"/etc/ssh/ssh_host_*",
+                     "bookworm", str(root), "-"],
+                    stdin=sources, check=True, capture_output=True, text=True)
+            dpkg = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
+                                   "-f=${Package}\t${Version}\t${Architecture}\n"],
+                                  capture_output=True, text=True, check=True)
+            packages = [dict(zip(("name", "version", "arch"), line.split("\t")))
+                        for line in dpkg.stdout.splitlines()]
+            pack_dir = work / "out"
+            pack_dir.mkdir()
+            tarball = pack_dir / "debian.tar.zst"
+            pack_tree(root, tarball)
+            write_manifest(root, tarball, "debian", kernels=_debian_kernels(root), packages=packages,
+                           distribution={"family": "debian", "id": "debian", "version": "12",
+                                         "codename": "bookworm"})
+            pack_dir.rename(out)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"{exc.cmd[0]} failed: {exc.stderr[-3000:]}") from exc
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def make_synthetic_tree(root: Path) -> None:
+    """A small root with the file features an image must keep: modes, owners, xattrs, hard links,
+    symlinks, an empty dir, a setuid file and /boot/efi content destined for the ESP."""
+    for d in ("etc", "usr/bin", "var/empty", "boot/efi/EFI/debian", "home/user", "tmp"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)
+    (root / "etc/os-release").write_text('ID=synthetic\nNAME="Synthetic"\n')
+    (root / "etc/fstab").write_text("# empty\n")
+    (root / "etc/hostname").write_text("localhost\n")
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\nuser:!:19000:0:99999:7:::\n")
+    os.chmod(root / "etc/shadow", 0o640)
+    tool = root / "usr/bin/tool"
+    tool.write_bytes(b"#!/bin/sh\necho tool\n" + bytes(range(256)) * 64)
+    os.chmod(tool, 0o4755)
+    os.link(tool, root / "usr/bin/tool-hardlink")
+    os.symlink("tool", root / "usr/bin/tool-symlink")
+    os.symlink("../usr/bin", root / "bin")
+    secret = root / "home/user/secret"
+    secret.write_text("owned by 1000:1000\n")
+    os.chown(secret, 1000, 1000)
+    os.chown(root / "home/user", 1000, 1000)
+    os.chmod(secret, 0o600)
+    os.setxattr(tool, "user.metalstream", b"xattr-value")
+    os.setxattr(root / "etc/os-release", "user.comment", b"hello")
+    (root / "boot/efi/EFI/debian/grub.cfg").write_text("# from the image's /boot/efi\n")
+    (root / "boot/efi/EFI/debian/blob.bin").write_bytes(os.urandom(4096))
+
+
+@pytest.fixture(scope="session")
+def debian_image() -> Path:
+    """Manifest path of the cached, real, bootable Debian test image (tarball beside it)."""
+    if os.geteuid() != 0:
+        pytest.skip("building the Debian test image needs root (mmdebstrap in root mode)")
+    return build_debian_image()
+
+
+@pytest.fixture(scope="session")
+def synthetic_image(tmp_path_factory) -> Path:
+    """Manifest path of a small synthetic image (no kernel, not bootable) for fast install tests."""
+    if os.geteuid() != 0:
+        pytest.skip("chown to other users needs root")
+    work = tmp_path_factory.mktemp("synthetic")
+    root = work / "root"
+    root.mkdir()
+    make_synthetic_tree(root)
+    tarball = work / "synthetic.tar.zst"
+    pack_tree(root, tarball)
+    return write_manifest(root, tarball, "synthetic", kernels=[], packages=[],
+                          distribution={"family": "synthetic", "id": "synthetic", "version": "1"})
+
+
+def _our_loops(marker: str) -> list[str]:
+    listing = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if marker in line]
+
+
+def _our_mounts(marker: str) -> list[str]:
+    listing = subprocess.run(["findmnt", "-rn", "-o", "TARGET,SOURCE"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if marker in line]
+
+
+@pytest.fixture(scope="session")
+def agent_workdir(tmp_path_factory):
+    """Session work dir for agent disk tests; at the end asserts no loop device or mount under it remains."""
+    work = tmp_path_factory.mktemp("agent-disk")
+    yield work
+    loops, mounts = _our_loops(str(work)), _our_mounts(str(work))
+    for line in loops:  # clean up so one failing session does not poison the next, then fail loudly
+        subprocess.run(["losetup", "-d", line.split(":")[0]], check=False)
+    assert not loops and not mounts, f"left behind: loops={loops} mounts={mounts}"
+
+
+@pytest.fixture
+def sparse_disk(agent_workdir, request):
+    """Factory: sparse_disk(size_bytes) -> path of a sparse file, removed after the test."""
+    made: list[Path] = []
+
+    def make(size: int, name: str | None = None) -> Path:
+        path = agent_workdir / (name or f"{request.node.name[:40]}-{len(made)}.img")
+        with open(path, "wb") as f:
+            f.truncate(size)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        path.unlink(missing_ok=True)
+
+
+def leftover_state() -> tuple[str, str]:
+    """(losetup -a, findmnt) snapshot, for tests that assert they changed nothing."""
+    return (subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout,
+            subprocess.run(["findmnt", "-rn"], capture_output=True, text=True).stdout)
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    print(build_debian_image(Path(sys.argv[1]) if len(sys.argv) > 1 else CACHE))
+    print(f"{time.monotonic() - started:.0f} s", file=sys.stderr)
