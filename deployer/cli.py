@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -20,7 +21,7 @@ COMPONENT_COMMAND_MODULES = (
     "tarball_builder.cli",  # ks lint/render, build
     "pxe.cli",  # serve, image, token, dnsmasq-config
     "deployer.commands",  # agent, install
-    "deployer.lab",  # vm, demo
+    "pxe.lab.cli",  # vm, demo
 )
 
 
@@ -59,8 +60,14 @@ def _register_components() -> None:
 _register_components()
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns (and exits with) the process exit code."""
+    # SIGTERM unwinds like Ctrl-C, so context managers stop VMs, unmount and detach loop devices.
+    signal.signal(signal.SIGTERM, _terminate)
     debug = os.environ.get("METALSTREAM_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv)
     try:
         returned = cli.main(args=argv, prog_name="metalstream", standalone_mode=False)

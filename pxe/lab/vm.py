@@ -1,0 +1,212 @@
+"""Lab VMs: a qemu machine with an empty disk that network-boots from the metalstream service.
+
+`VmSpec` + `qemu_argv` are pure (tested by comparing argv); `LabVm` runs qemu through deployer.proc
+and always stops it on exit. qemu's user networking gives the guest the host as 10.0.2.2 and lets
+its built-in iPXE fetch `bootfile` over HTTP, so no DHCP/TFTP server is needed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deployer import proc
+from deployer.errors import BadInput, OperationFailed
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+DEFAULT_LAB_DIR = Path("/var/lib/metalstream/lab")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+
+def mac_for(name: str) -> str:
+    """A stable, locally administered MAC for a VM name (qemu's 52:54:00 prefix)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+@dataclass
+class VmSpec:
+    name: str
+    firmware: str = "uefi"  # uefi (OVMF) | bios (SeaBIOS)
+    boot_url: str | None = None  # iPXE script URL as the guest sees it, e.g. http://10.0.2.2:8080/boot.ipxe
+    disk_size_gib: int = 8
+    memory_mib: int = 2048
+    cpus: int = 2
+    ssh_port: int | None = None  # host loopback port forwarded to the guest's :22
+    accel: str = "tcg"  # tcg | kvm: KVM is unreliable on these hosts, so it is opt-in
+    lab_dir: Path = DEFAULT_LAB_DIR
+    extra_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not NAME_RE.match(self.name):
+            raise BadInput("VM name must be 1-31 lowercase letters, digits or dashes", location="name")
+        if self.firmware not in ("uefi", "bios"):
+            raise BadInput(f"firmware must be uefi or bios, not {self.firmware!r}", location="firmware")
+        if self.accel not in ("tcg", "kvm"):
+            raise BadInput(f"accel must be tcg or kvm, not {self.accel!r}", location="accel")
+
+    @property
+    def mac(self) -> str:
+        return mac_for(self.name)
+
+    @property
+    def dir(self) -> Path:
+        return self.lab_dir / self.name
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.img"
+
+    @property
+    def vars_file(self) -> Path:
+        return self.dir / "OVMF_VARS.fd"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.dir / "serial.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "qemu.pid"
+
+
+def qemu_argv(spec: VmSpec) -> list[str]:
+    """The qemu command line for a lab VM: network first (bootindex 1), then its disk (bootindex 2)."""
+    netdev = "user,id=n0"
+    if spec.boot_url:
+        netdev += f",bootfile={spec.boot_url}"
+    if spec.ssh_port:
+        netdev += f",hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"
+    argv = [
+        "qemu-system-x86_64",
+        "-name", spec.name,
+        "-machine", "q35",
+        "-accel", spec.accel,
+        "-m", str(spec.memory_mib),
+        "-smp", str(spec.cpus),
+        "-display", "none",
+        "-monitor", "none",
+        "-serial", f"file:{spec.serial_log}",
+        "-pidfile", str(spec.pid_file),
+        "-netdev", netdev,
+        "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1",
+        "-drive", f"file={spec.disk},format=raw,if=none,id=disk0,cache=unsafe",
+        "-device", f"virtio-blk-pci,drive=disk0,serial=ms-{spec.name},bootindex=2",
+    ]
+    if spec.firmware == "uefi":
+        argv += [
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={spec.vars_file}",
+        ]
+    return argv + list(spec.extra_args)
+
+
+def create_disk(spec: VmSpec, *, fresh: bool = True) -> None:
+    """Create the VM's directory, an empty sparse disk and (UEFI) its own copy of the firmware variables."""
+    spec.dir.mkdir(parents=True, exist_ok=True)
+    if fresh or not spec.disk.exists():
+        spec.disk.unlink(missing_ok=True)
+        with open(spec.disk, "wb") as disk:
+            disk.truncate(spec.disk_size_gib * 1024**3)
+    if spec.firmware == "uefi" and (fresh or not spec.vars_file.exists()):
+        shutil.copyfile(OVMF_VARS, spec.vars_file)
+
+
+class LabVm:
+    """A running lab VM; a context manager that always stops qemu."""
+
+    def __init__(self, spec: VmSpec):
+        self.spec = spec
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "LabVm":
+        if self.is_running():
+            raise OperationFailed(f"VM {self.spec.name} is already running (pid file {self.spec.pid_file})")
+        self.spec.serial_log.write_bytes(b"")
+        self.process = proc.spawn(qemu_argv(self.spec), stdout=subprocess.DEVNULL)
+        return self
+
+    def is_running(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        pid = read_pid(self.spec.pid_file)
+        return pid is not None and _alive(pid)
+
+    def serial_text(self) -> str:
+        try:
+            return self.spec.serial_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_serial(self, pattern: str, *, timeout: float, since: int = 0) -> re.Match:
+        """Wait until the serial console (from offset `since`) matches `pattern`; fail if qemu exits first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.serial_text(), since)
+            if match:
+                return match
+            if self.process is not None and self.process.poll() is not None:
+                raise OperationFailed(f"VM {self.spec.name} exited (status {self.process.returncode}) "
+                                      f"before its console showed {pattern!r}")
+            if time.monotonic() > deadline:
+                raise OperationFailed(f"VM {self.spec.name}: no {pattern!r} on the console after {timeout:.0f} s "
+                                      f"(serial log: {self.spec.serial_log})")
+            time.sleep(1)
+
+    def stop(self, *, grace: float = 5) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(grace)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            self.process = None
+        else:
+            stop_by_pid_file(self.spec.pid_file, grace=grace)
+        self.spec.pid_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> "LabVm":
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    return cmdline.exists() and b"qemu-system" in cmdline.read_bytes()
+
+
+def stop_by_pid_file(pid_file: Path, *, grace: float = 5) -> bool:
+    """Stop a qemu started in the background (`vm start --background`); True if one was running."""
+    pid = read_pid(pid_file)
+    if pid is None or not _alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
