@@ -1,4 +1,51 @@
 """`metalstream agent`: what the installer environment runs: fetch the plan, install, report."""
-from .stub import placeholder
+from __future__ import annotations
 
-COMMANDS = [placeholder("agent", "Run the deployer agent: fetch the plan from the service, install, report.", 5)]
+import sys
+
+import click
+
+from .errors import BadInput
+
+
+@click.command("agent")
+@click.option("--server", metavar="URL",
+              help="The metalstream service, e.g. http://10.0.2.2:8080. "
+                   "Default: metalstream.server= on the kernel command line.")
+@click.option("--token", metavar="TOKEN",
+              help="This deployment's agent token. Default: metalstream.token= on the kernel command line.")
+@click.option("--reboot/--no-reboot", default=True, show_default=True,
+              help="Reboot into the installed system after a successful install.")
+@click.option("--disk", "target", metavar="DEVICE|FILE",
+              help="Install onto this block device or disk image file instead of the disk the plan's "
+                   "hints select.")
+@click.option("--plan-wait", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
+              help="How long to keep retrying the plan request while the network comes up.")
+@click.option("--cmdline", "cmdline_path", default="/proc/cmdline", show_default=True, hidden=True)
+def agent_command(server: str | None, token: str | None, reboot: bool, target: str | None, plan_wait: float,
+                  cmdline_path: str) -> int:
+    """Run the deployer agent: fetch this machine's plan from the service, install, report, reboot.
+
+    Progress goes to the console and to the service (events every few seconds); the result carries
+    the agent's whole log. After a failure the machine stays in the installer and is not rebooted.
+    Exit codes: 0 installed, 1 install failed, 2 no usable server/token/plan.
+    """
+    from .agent import AgentOptions, read_kernel_cmdline, run_agent
+
+    cmdline = read_kernel_cmdline(cmdline_path) if server is None or token is None else {}
+    server = server or cmdline.get("server")
+    token = token or cmdline.get("token")
+    # The installer boot test waits for this exact prefix: it must be the first line.
+    click.echo(f"metalstream-agent: starting (server={server or '<none>'})")
+    sys.stdout.flush()
+    if not server:
+        raise BadInput("no service URL: pass --server or boot with metalstream.server=URL", location="--server")
+    if not server.startswith(("http://", "https://")):
+        raise BadInput(f"{server!r} is not an http(s) URL", location="--server")
+    if not token:
+        raise BadInput("no agent token: pass --token or boot with metalstream.token=TOKEN", location="--token")
+    options = AgentOptions(server=server, token=token, reboot=reboot, target=target, plan_wait=plan_wait)
+    return run_agent(options, out=sys.stdout)
+
+
+COMMANDS = [agent_command]

@@ -122,3 +122,108 @@ class ConsoleReporter:
             self._write(f"[{phase}] install succeeded{suffix}")
         else:
             self._write(f"[{phase}] install FAILED: {error}")
+
+
+class TeeReporter:
+    """Sends every event and the result to several reporters (console + service in the agent)."""
+
+    def __init__(self, *reporters: Reporter):
+        self.reporters = reporters
+
+    def event(self, phase: str, message: str, bytes_done: int | None = None,
+              bytes_total: int | None = None) -> None:
+        for reporter in self.reporters:
+            reporter.event(phase, message, bytes_done, bytes_total)
+
+    def result(self, *, success: bool, phase: str, error: str | None = None,
+               root_uuid: str | None = None, log: str | None = None) -> None:
+        for reporter in self.reporters:
+            reporter.result(success=success, phase=phase, error=error, root_uuid=root_uuid, log=log)
+
+
+class HttpReporter:
+    """Posts events and the result to the service (docs/contracts.md §3) with the agent's bearer token.
+
+    Phase changes are always sent; byte progress within a phase at most every `interval` seconds.
+    A failed event post is logged and never aborts the install (after one, byte progress pauses for
+    `quiet_after_failure` seconds so a dead network does not slow the stream). The result is retried
+    `result_attempts` times with backoff; `log_source` supplies the agent's log when `log` is None.
+    """
+
+    def __init__(self, events_url: str, result_url: str, token: str, *, interval: float = 3.0,
+                 timeout: float = 10.0, result_attempts: int = 5, backoff: float = 1.0,
+                 quiet_after_failure: float = 30.0, log_source: Callable[[], str] | None = None,
+                 session=None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        import requests  # the deployer's only third-party network library; imported where used
+
+        self.events_url = events_url
+        self.result_url = result_url
+        self._session = session or requests.Session()
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._interval = interval
+        self._timeout = timeout
+        self._result_attempts = result_attempts
+        self._backoff = backoff
+        self._quiet_after_failure = quiet_after_failure
+        self._log_source = log_source
+        self._clock = clock
+        self._sleep = sleep
+        self._last_key: tuple[str, str] | None = None
+        self._next_progress = 0.0
+        self.phase: str | None = None
+        self.events_sent = 0
+        self.events_failed = 0
+        self.result_sent = False  # a result was posted (delivered or not): post it only once
+
+    def _post(self, url: str, body: dict) -> None:
+        response = self._session.post(url, json=body, headers=self._headers, timeout=self._timeout)
+        if response.status_code >= 300:
+            raise OSError(f"HTTP {response.status_code}: {response.text[:200].strip()}")
+
+    def event(self, phase: str, message: str, bytes_done: int | None = None,
+              bytes_total: int | None = None) -> None:
+        import requests
+
+        self.phase = phase
+        key = (phase, message)
+        now = self._clock()
+        finished = bytes_done is not None and bytes_total is not None and bytes_done >= bytes_total
+        if key == self._last_key and not finished and now < self._next_progress:
+            return
+        self._last_key = key
+        self._next_progress = now + self._interval
+        body = {"phase": phase, "message": message, "bytes_done": bytes_done, "bytes_total": bytes_total,
+                "time": time.time()}
+        try:
+            self._post(self.events_url, body)
+            self.events_sent += 1
+        except (requests.RequestException, OSError) as exc:
+            self.events_failed += 1
+            self._next_progress = now + self._quiet_after_failure
+            log.warning("could not report event %s/%s to %s: %s", phase, message, self.events_url, exc)
+
+    def result(self, *, success: bool, phase: str, error: str | None = None,
+               root_uuid: str | None = None, log: str | None = None) -> bool:
+        """Post the result; True when the service accepted it."""
+        import requests
+
+        self.result_sent = True
+        if log is None and self._log_source is not None:
+            log = self._log_source()
+        body = {"success": success, "phase": phase, "error": error, "log": log or "", "root_uuid": root_uuid,
+                "time": time.time()}
+        for attempt in range(1, self._result_attempts + 1):
+            try:
+                self._post(self.result_url, body)
+                return True
+            except (requests.RequestException, OSError) as exc:
+                _log_result_failure(attempt, self._result_attempts, self.result_url, exc)
+                if attempt < self._result_attempts:
+                    self._sleep(self._backoff * 2 ** (attempt - 1))
+        return False
+
+
+def _log_result_failure(attempt: int, attempts: int, url: str, exc: Exception) -> None:
+    level = logging.ERROR if attempt == attempts else logging.WARNING
+    log.log(level, "posting the result to %s failed (attempt %d/%d): %s", url, attempt, attempts, exc)

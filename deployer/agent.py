@@ -1,0 +1,160 @@
+"""The deployer agent: what the installer environment runs after boot.
+
+Fetch the plan from the service (retrying while the network comes up), run the one install code
+path with progress going to the console and the service, post the result with the whole log, then
+reboot into the installed system. A failed install is reported and the machine stays in the
+installer (nothing rebooted into a half-written disk; the operator can look at the console).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+import requests
+
+from . import proc
+from .agentlog import AgentLog
+from .errors import BadInput, MetalstreamError, OperationFailed
+from .report import ConsoleReporter, HttpReporter, TeeReporter
+
+log = logging.getLogger("metalstream.agent")
+
+PLAN_PATH = "/api/v1/agent/plan"
+EVENTS_PATH = "/api/v1/agent/events"
+RESULT_PATH = "/api/v1/agent/result"
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    server: str
+    token: str
+    reboot: bool = True
+    target: str | None = None  # None: the disk the plan's hints select
+    plan_wait: float = 300.0  # seconds to keep trying to fetch the plan (network coming up)
+
+
+def read_kernel_cmdline(path: str | Path = "/proc/cmdline") -> dict[str, str]:
+    """`metalstream.server=` and `metalstream.token=` (and any other `metalstream.*`) from the cmdline."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {}
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    found = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if sep and key.startswith("metalstream."):
+            found[key.removeprefix("metalstream.")] = value
+    return found
+
+
+def fetch_plan(session: requests.Session, server: str, *, wait: float,
+               sleep: Callable[[float], None] = time.sleep) -> dict:
+    """GET the plan; connection errors and 5xx are retried with backoff until `wait` seconds passed."""
+    url = server.rstrip("/") + PLAN_PATH
+    started = time.monotonic()
+    delay = 1.0
+    attempt = 0
+    while True:
+        attempt += 1
+        problem: str
+        try:
+            response = session.get(url, timeout=15)
+        except requests.RequestException as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code == 200:
+                try:
+                    return response.json()
+                except ValueError:
+                    raise BadInput("the service sent a plan that is not JSON", location=url) from None
+            if response.status_code in (401, 403):
+                raise OperationFailed(f"the service rejected the agent token (HTTP {response.status_code} "
+                                      f"from {url}): the deployment was cancelled, finished or never existed")
+            if response.status_code < 500 and response.status_code != 429:
+                raise OperationFailed(f"GET {url}: HTTP {response.status_code}: {response.text[:200].strip()}")
+            problem = f"HTTP {response.status_code}"
+        elapsed = time.monotonic() - started
+        if elapsed + delay > wait:
+            raise OperationFailed(f"could not fetch the plan from {url} in {elapsed:.0f} s "
+                                  f"({attempt} attempts): {problem}")
+        log.warning("fetching the plan from %s failed (%s); retrying in %.0f s", url, problem, delay)
+        sleep(delay)
+        delay = min(delay * 2, 15.0)
+
+
+def reboot_machine() -> None:
+    """Reboot into the installed system: via systemd when it runs, else forcibly."""
+    os.sync()
+    if Path("/run/systemd/system").is_dir():
+        proc.run(["systemctl", "reboot"], timeout=60)
+        return
+    try:
+        proc.run(["reboot", "-f"], timeout=60)
+    except MetalstreamError:
+        Path("/proc/sysrq-trigger").write_text("b")
+
+
+def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] = reboot_machine) -> int:
+    """The agent from plan to reboot; returns the process exit code (0 installed, 1 failed, 2 bad plan)."""
+    from .plan import Plan
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {options.token}"
+    server = options.server.rstrip("/")
+    with AgentLog() as agent_log:
+        log.info("metalstream agent starting; server %s", server)
+        service = HttpReporter(server + EVENTS_PATH, server + RESULT_PATH, options.token,
+                               session=session, log_source=agent_log.text)
+        reporter = TeeReporter(ConsoleReporter(out), service)
+        try:
+            data = fetch_plan(session, server, wait=options.plan_wait)
+            plan = Plan.from_json(data)
+        except MetalstreamError as exc:
+            log.error("no usable plan: %s", exc)
+            # Still tell the service why (it may be reachable and the plan merely invalid).
+            reporter.result(success=False, phase="start", error=str(exc))
+            return exc.exit_code
+        report_urls = plan.report or {}
+        service.events_url = report_urls.get("events_url") or service.events_url
+        service.result_url = report_urls.get("result_url") or service.result_url
+        log.info("plan for deployment %s: image %s", plan.deployment_id, plan.image.name)
+        code = _install(plan, options, reporter, service)
+    if code == 0 and options.reboot:
+        out.write("metalstream-agent: installed; rebooting\n")
+        out.flush()
+        reboot()
+    elif code != 0:
+        out.write("metalstream-agent: install FAILED; staying in the installer (not rebooting into a "
+                  "half-written disk)\n")
+        out.flush()
+    return code
+
+
+def _install(plan, options: AgentOptions, reporter: TeeReporter, service: HttpReporter) -> int:
+    from .install import run_install
+
+    try:
+        outcome = run_install(plan, options.target, reporter)
+    except MetalstreamError as exc:
+        log.error("install failed in phase %s: %s", service.phase or "start", exc)
+        if not service.result_sent:
+            reporter.result(success=False, phase=service.phase or "start", error=str(exc))
+        return exc.exit_code
+    except Exception as exc:  # a bug: still report it, with the log, rather than go silent
+        log.exception("install crashed in phase %s", service.phase or "start")
+        if not service.result_sent:
+            reporter.result(success=False, phase=service.phase or "start",
+                            error=f"internal error: {type(exc).__name__}: {exc}")
+        return 1
+    if not service.result_sent:
+        reporter.result(success=True, phase="finish", root_uuid=getattr(outcome, "root_uuid", None))
+    return 0
