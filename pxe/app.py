@@ -1,0 +1,76 @@
+"""Flask app factory: one blueprint per feature, typed errors turned into JSON answers."""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from deployer.errors import BadInput, MetalstreamError
+
+from . import metrics
+from .config import ServiceConfig
+from .render import RenderError
+from .service import Service
+from .views import agent, boot, deployments, files, images, meta, tokens
+
+log = logging.getLogger("metalstream.pxe")
+
+
+def create_app(config: ServiceConfig, *, service: Service | None = None) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024  # agent logs included
+    app.json.sort_keys = False
+    app.extensions["metalstream"] = service or Service.open(config)
+    for blueprint in (images.bp, files.bp, deployments.bp, boot.bp, agent.bp, tokens.bp, meta.bp):
+        app.register_blueprint(blueprint)
+    _register_error_handlers(app)
+    _register_request_metrics(app)
+    return app
+
+
+def error_body(message: str, field: str | None = None, **extra) -> dict:
+    body = {"error": message}
+    if field:
+        body["field"] = field
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(BadInput)
+    def bad_input(exc: BadInput):
+        return jsonify(error_body(exc.reason, exc.location)), exc.http_status
+
+    @app.errorhandler(RenderError)
+    def render_error(exc: RenderError):
+        log.error("boot script not rendered: %s", exc)
+        return jsonify(error_body(f"boot script could not be rendered: {exc}")), 500
+
+    @app.errorhandler(MetalstreamError)
+    def typed_error(exc: MetalstreamError):
+        return jsonify(error_body(exc.message, exc.details.get("field"),
+                                  **{k: v for k, v in exc.details.items() if k != "field"})), exc.http_status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return jsonify(error_body(exc.description or exc.name)), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):  # includes jinja2 template errors: a 500, never a silent local boot
+        log.exception("internal error on %s %s", request.method, request.path)
+        return jsonify(error_body(f"internal error: {type(exc).__name__}: {exc}")), 500
+
+
+def _register_request_metrics(app: Flask) -> None:
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observe(response):
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.observe_request(request.method, endpoint, response.status_code,
+                                time.perf_counter() - g.get("started", time.perf_counter()))
+        return response

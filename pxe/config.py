@@ -1,0 +1,39 @@
+"""Service configuration: one dataclass, filled by `metalstream serve` options or by tests."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ServiceConfig:
+    data_dir: Path
+    db_url: str | None = None  # default: sqlite:///DATA_DIR/metalstream.db
+    installer: Path | None = None  # metalstream-installer/1 manifest (kernel + initramfs beside it)
+    public_url: str | None = None  # URL machines reach the service at; default: from each request's Host
+    template_dir: Path | None = None  # site overrides for the boot templates
+    agent_timeout: float = 900.0  # seconds of agent silence (booting/installing) before a deployment fails
+    activation_timeout: float = 1800.0  # seconds after `installed` for the SSH check to succeed
+    activation_retry: float = 15.0  # seconds between SSH attempts while the new system boots
+    activation_root: str = "/"  # where the check looks on the target (tests point it at a mounted image)
+    ssh_user: str = "root"
+    supervisor_interval: float = 10.0  # background sweep for silence timeouts and activation checks; 0 = off
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        if self.installer is not None:
+            self.installer = Path(self.installer).resolve()
+        if self.db_url is None:
+            self.db_url = f"sqlite:///{self.data_dir / 'metalstream.db'}"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def deploy_key(self) -> Path:
+        return self.data_dir / "deploy_key"
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.image_dir.mkdir(exist_ok=True)

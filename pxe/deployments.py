@@ -1,0 +1,280 @@
+"""Deployment records: creation (idempotent), queries, and state transitions.
+
+Every transition is a conditional UPDATE (`WHERE state IN (allowed sources)`), so concurrent
+workers can never move a deployment along an illegal edge; the loser of a race sees rowcount 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from . import db, states, tokens
+from .imagestore import Conflict, NotFound
+
+
+def request_digest(request: dict) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+def create(engine: Engine, request: dict, storage: dict | None, idempotency_key: str | None) -> tuple[dict, bool]:
+    """Insert a pending deployment; return (deployment, created). Replays of an idempotency key return the original."""
+    digest = request_digest(request)
+    if idempotency_key is not None:
+        replay = _by_idempotency_key(engine, idempotency_key, digest)
+        if replay is not None:
+            return replay, False
+    now = time.time()
+    dep_id = str(uuid.uuid4())
+    try:
+        with engine.begin() as conn:
+            conn.execute(db.deployments.insert().values(
+                id=dep_id, mac=request["mac"], open_mac=request["mac"], idempotency_key=idempotency_key,
+                request_sha256=digest, image_name=request["image"], request=request, storage=storage,
+                state=states.PENDING, created_at=now, updated_at=now))
+            _event(conn, dep_id, states.PENDING, None, "deployment created")
+    except IntegrityError:
+        if idempotency_key is not None:
+            replay = _by_idempotency_key(engine, idempotency_key, digest)
+            if replay is not None:
+                return replay, False
+        other = open_for_mac(engine, request["mac"])
+        raise Conflict(f"MAC {request['mac']} already has an open deployment"
+                       + (f" ({other['id']}, {other['state']}); cancel it first" if other else ""),
+                       details={"field": "mac", "deployment": other["id"] if other else None}) from None
+    return get(engine, dep_id), True
+
+
+def _by_idempotency_key(engine: Engine, key: str, digest: str) -> dict | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(db.deployments.c.id, db.deployments.c.request_sha256)
+                           .where(db.deployments.c.idempotency_key == key)).first()
+    if row is None:
+        return None
+    if row.request_sha256 != digest:
+        raise Conflict("Idempotency-Key was already used for a different request", details={"field": "Idempotency-Key"})
+    return get(engine, row.id)
+
+
+def _event(conn: Connection, dep_id: str, state: str, phase: str | None, message: str | None,
+           bytes_done: int | None = None, bytes_total: int | None = None, when: float | None = None) -> None:
+    conn.execute(db.events.insert().values(deployment_id=dep_id, time=when or time.time(), state=state, phase=phase,
+                                           message=message, bytes_done=bytes_done, bytes_total=bytes_total))
+
+
+def _public(row, event_rows, now: float) -> dict:
+    request = row["request"]
+    return {
+        "id": row["id"], "mac": row["mac"], "image": row["image_name"], "hostname": request.get("hostname"),
+        "state": row["state"], "phase": row["phase"], "message": row["message"], "error": row["error"],
+        "bytes_done": row["bytes_done"], "bytes_total": row["bytes_total"],
+        "eta_seconds": (states.eta_seconds(row["bytes_done"], row["bytes_total"], row["stream_started_at"], now)
+                        if row["state"] == states.INSTALLING else None),
+        "created_at": row["created_at"], "updated_at": row["updated_at"], "last_seen_at": row["last_seen_at"],
+        "root_uuid": row["root_uuid"], "check_message": row["check_message"], "request": request,
+        "events": [dict(e) for e in event_rows] if event_rows is not None else None,
+    }
+
+
+def get(engine: Engine, dep_id: str, *, with_log: bool = False) -> dict:
+    with engine.connect() as conn:
+        row = conn.execute(select(db.deployments).where(db.deployments.c.id == dep_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no deployment {dep_id!r}", details={"field": "id"})
+        event_rows = conn.execute(
+            select(db.events.c.time, db.events.c.state, db.events.c.phase, db.events.c.message,
+                   db.events.c.bytes_done, db.events.c.bytes_total)
+            .where(db.events.c.deployment_id == dep_id).order_by(db.events.c.id)).mappings().all()
+    out = _public(row, event_rows, time.time())
+    if with_log:
+        out["log"] = row["log"]
+    return out
+
+
+def get_row(engine: Engine, dep_id: str):
+    with engine.connect() as conn:
+        return conn.execute(select(db.deployments).where(db.deployments.c.id == dep_id)).mappings().first()
+
+
+def list_all(engine: Engine, state: str | None = None, mac: str | None = None) -> list[dict]:
+    query = select(db.deployments).order_by(db.deployments.c.created_at.desc())
+    if state:
+        query = query.where(db.deployments.c.state == state)
+    if mac:
+        query = query.where(db.deployments.c.mac == mac)
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    now = time.time()
+    return [_public(r, None, now) for r in rows]
+
+
+def counts_by_state(engine: Engine) -> dict[str, int]:
+    from sqlalchemy import func
+    with engine.connect() as conn:
+        rows = conn.execute(select(db.deployments.c.state, func.count()).group_by(db.deployments.c.state)).all()
+    counts = dict.fromkeys(states.STATES, 0)
+    counts.update({state: n for state, n in rows})
+    return counts
+
+
+def open_for_mac(engine: Engine, mac: str):
+    with engine.connect() as conn:
+        return conn.execute(select(db.deployments).where(db.deployments.c.open_mac == mac)).mappings().first()
+
+
+def transition(conn: Connection, dep_id: str, new: str, note: str | None = None, *,
+               sources: tuple[str, ...] | None = None, **values) -> bool:
+    """Move to `new` if the current state allows it; True if this call made the change."""
+    now = time.time()
+    values.setdefault("updated_at", now)
+    if new not in states.OPEN_STATES:
+        values.update(open_mac=None, token_hash=None)
+    result = conn.execute(update(db.deployments).where(and_(
+        db.deployments.c.id == dep_id, db.deployments.c.state.in_(sources or states.sources_for(new))))
+        .values(state=new, **values))
+    if result.rowcount == 1:
+        _event(conn, dep_id, new, values.get("phase"), note, when=now)
+        return True
+    return False
+
+
+def cancel(engine: Engine, dep_id: str) -> dict:
+    with engine.begin() as conn:
+        changed = transition(conn, dep_id, states.CANCELLED, "cancelled through the API")
+    if not changed:
+        current = get(engine, dep_id)  # raises NotFound
+        raise Conflict(f"deployment {dep_id} is {current['state']}; only pending, booting or installing "
+                       "deployments can be cancelled", details={"state": current["state"]})
+    return get(engine, dep_id)
+
+
+def mint_boot_token(engine: Engine, dep_id: str) -> str | None:
+    """Issue a fresh agent token as the installer boot script is served (pending/booting → booting)."""
+    secret = tokens.new_secret()
+    with engine.begin() as conn:
+        ok = transition(conn, dep_id, states.BOOTING, "installer boot script served",
+                        sources=states.INSTALLER_STATES, token_hash=tokens.digest(secret),
+                        last_seen_at=time.time())
+    return f"{dep_id}.{secret}" if ok else None
+
+
+def authenticate_agent(engine: Engine, token: str | None):
+    """The deployment row a valid agent token belongs to, or None (wrong, foreign, or expired token)."""
+    parts = tokens.split_agent_token(token or "")
+    if parts is None:
+        return None
+    row = get_row(engine, parts[0]) if len(parts[0]) == 36 else None
+    if row is None or row["state"] not in states.AGENT_STATES or not tokens.matches(parts[1], row["token_hash"]):
+        return None
+    return row
+
+
+def agent_seen(engine: Engine, row, address: str | None) -> None:
+    """First agent call moves booting → installing; every call refreshes the silence timer."""
+    now = time.time()
+    with engine.begin() as conn:
+        if row["state"] == states.BOOTING:
+            transition(conn, row["id"], states.INSTALLING, "agent started", sources=(states.BOOTING,),
+                       last_seen_at=now, agent_address=address)
+        conn.execute(update(db.deployments).where(and_(db.deployments.c.id == row["id"],
+                                                       db.deployments.c.state.in_(states.AGENT_STATES)))
+                     .values(last_seen_at=now))
+
+
+def record_event(engine: Engine, row, event: dict) -> None:
+    now = time.time()
+    values = {"phase": event["phase"], "message": event["message"], "last_seen_at": now, "updated_at": now}
+    if event["bytes_done"] is not None:
+        values["bytes_done"] = event["bytes_done"]
+    if event["bytes_total"] is not None:
+        values["bytes_total"] = event["bytes_total"]
+    with engine.begin() as conn:
+        if event["phase"] == "stream" and row["stream_started_at"] is None:
+            values["stream_started_at"] = now
+        changed = conn.execute(update(db.deployments).where(and_(
+            db.deployments.c.id == row["id"], db.deployments.c.state == states.INSTALLING)).values(**values)).rowcount
+        if not changed:
+            raise Conflict("deployment is no longer installing", details={"state": row["state"]})
+        _event(conn, row["id"], states.INSTALLING, event["phase"], event["message"], event["bytes_done"],
+               event["bytes_total"], when=event["time"])
+
+
+def record_result(engine: Engine, row, result: dict, check_after: float) -> str:
+    now = time.time()
+    common = {"phase": result["phase"], "log": result["log"], "root_uuid": result["root_uuid"], "last_seen_at": now,
+              "token_hash": None}
+    with engine.begin() as conn:
+        if result["success"]:
+            ok = transition(conn, row["id"], states.INSTALLED, "agent reported success", sources=(states.INSTALLING,),
+                            installed_at=now, check_after=check_after, message="installed; waiting for first boot",
+                            **common)
+            new = states.INSTALLED
+        else:
+            ok = transition(conn, row["id"], states.FAILED, f"agent failed in {result['phase']}: {result['error']}",
+                            sources=(states.INSTALLING,), error=result["error"], **common)
+            new = states.FAILED
+    if not ok:
+        raise Conflict("deployment is no longer installing", details={"state": row["state"]})
+    return new
+
+
+def reap_silent(engine: Engine, timeout: float, now: float | None = None) -> list[str]:
+    """Fail booting/installing deployments whose agent has been silent for longer than `timeout`."""
+    now = now if now is not None else time.time()
+    with engine.connect() as conn:
+        silent = conn.execute(select(db.deployments.c.id).where(and_(
+            db.deployments.c.state.in_(states.WATCHED_STATES),
+            db.deployments.c.last_seen_at < now - timeout))).scalars().all()
+    failed = []
+    for dep_id in silent:
+        with engine.begin() as conn:
+            message = f"agent silent for more than {timeout:g} s"
+            if _reap_one(conn, dep_id, now - timeout, message):
+                failed.append(dep_id)
+    return failed
+
+
+def _reap_one(conn: Connection, dep_id: str, cutoff: float, message: str) -> bool:
+    result = conn.execute(update(db.deployments).where(and_(
+        db.deployments.c.id == dep_id, db.deployments.c.state.in_(states.WATCHED_STATES),
+        db.deployments.c.last_seen_at < cutoff)).values(state=states.FAILED, error=message, open_mac=None,
+                                                         token_hash=None, updated_at=time.time()))
+    if result.rowcount == 1:
+        _event(conn, dep_id, states.FAILED, None, message)
+        return True
+    return False
+
+
+def claim_activation_checks(engine: Engine, retry: float, now: float | None = None) -> list:
+    """Installed deployments due for an SSH check, each claimed by this process until now + retry."""
+    now = now if now is not None else time.time()
+    with engine.connect() as conn:
+        due = conn.execute(select(db.deployments.c.id).where(and_(
+            db.deployments.c.state == states.INSTALLED, db.deployments.c.check_after <= now))).scalars().all()
+    claimed = []
+    for dep_id in due:
+        with engine.begin() as conn:
+            got = conn.execute(update(db.deployments).where(and_(
+                db.deployments.c.id == dep_id, db.deployments.c.state == states.INSTALLED,
+                db.deployments.c.check_after <= now)).values(check_after=now + retry)).rowcount
+        if got == 1:
+            claimed.append(get_row(engine, dep_id))
+    return claimed
+
+
+def finish_activation(engine: Engine, dep_id: str, ok: bool, message: str) -> bool:
+    with engine.begin() as conn:
+        if ok:
+            return transition(conn, dep_id, states.ACTIVE, message, check_message=message, message=message)
+        return transition(conn, dep_id, states.FAILED, f"activation check failed: {message}",
+                          error=f"activation check failed: {message}", check_message=message)
+
+
+def note_activation_attempt(engine: Engine, dep_id: str, message: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(db.deployments).where(db.deployments.c.id == dep_id).values(check_message=message))

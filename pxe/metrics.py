@@ -1,0 +1,47 @@
+"""Prometheus metrics. Under gunicorn (several worker processes) prometheus_client's multiprocess
+mode is used: `metalstream serve` sets PROMETHEUS_MULTIPROC_DIR before any worker starts."""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
+                               multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+REQUESTS = Counter("metalstream_http_requests", "HTTP requests answered", ["method", "route", "status"])
+LATENCY = Histogram("metalstream_http_request_duration_seconds", "Time to produce a response (excl. body streaming)",
+                    ["route"])
+BYTES_SERVED = Counter("metalstream_served_bytes", "Bytes of image and installer files in responses sent",
+                       ["kind"])
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(route).observe(seconds)
+
+
+def served(kind: str, nbytes: int | None) -> None:
+    if nbytes:
+        BYTES_SERVED.labels(kind).inc(nbytes)
+
+
+class _StateCollector:
+    def __init__(self, counts: dict[str, int]):
+        self.counts = counts
+
+    def collect(self):
+        gauge = GaugeMetricFamily("metalstream_deployments", "Deployments by state", labels=["state"])
+        for state, count in self.counts.items():
+            gauge.add_metric([state], count)
+        yield gauge
+
+
+def exposition(state_counts: dict[str, int]) -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    states_registry = CollectorRegistry()
+    states_registry.register(_StateCollector(state_counts))
+    return generate_latest(registry) + generate_latest(states_registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,107 @@
+"""The OpenAPI 3 description of the REST API (hand-written; a test checks it matches the routes)."""
+from __future__ import annotations
+
+from .validate import BOOT_MODES, DISK_HINT_FIELDS, EVENT_PHASES
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERRORS = {"400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR, "409": _ERROR}
+
+
+def _op(summary: str, *, body: str | None = None, ok: str = "200", tag: str, params: list | None = None,
+        agent: bool = False) -> dict:
+    op = {"summary": summary, "tags": [tag], "responses": {ok: {"description": "success"}, **_ERRORS}}
+    if body:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+    if params:
+        op["parameters"] = params
+    op["security"] = [{"agentToken": []}] if agent else [{"apiToken": []}]
+    return op
+
+
+def _path_param(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def openapi_document() -> dict:
+    idem = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 200}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "metalstream service API", "version": "1"},
+        "paths": {
+            "/api/v1/images": {
+                "get": _op("List images", tag="images"),
+                "post": _op("Register an image from a manifest on the server", body="ImageAdd", ok="201", tag="images"),
+            },
+            "/api/v1/images/{name}": {
+                "get": _op("Show an image", tag="images", params=[_path_param("name")]),
+                "delete": _op("Delete an image (409 while an open deployment uses it)", ok="204", tag="images",
+                              params=[_path_param("name")]),
+            },
+            "/api/v1/deployments": {
+                "get": _op("List deployments (filters: state, mac)", tag="deployments", params=[
+                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {"name": "mac", "in": "query", "schema": {"type": "string"}}]),
+                "post": _op("Create a deployment (idempotent with Idempotency-Key)", body="DeploymentCreate", ok="201",
+                            tag="deployments", params=[idem]),
+            },
+            "/api/v1/deployments/{dep_id}": {
+                "get": _op("Show a deployment with its events", tag="deployments", params=[_path_param("dep_id")]),
+                "delete": _op("Cancel a deployment", tag="deployments", params=[_path_param("dep_id")]),
+            },
+            "/api/v1/deployments/{dep_id}/log": {
+                "get": _op("The agent's log (text/plain)", tag="deployments", params=[_path_param("dep_id")]),
+            },
+            "/api/v1/tokens": {
+                "get": _op("List API tokens (admin)", tag="tokens"),
+                "post": _op("Create an API token (admin)", body="TokenCreate", ok="201", tag="tokens"),
+            },
+            "/api/v1/tokens/{token_id}": {
+                "delete": _op("Revoke an API token (admin)", ok="204", tag="tokens", params=[_path_param("token_id")]),
+            },
+            "/api/v1/agent/plan": {"get": _op("The deploy plan (metalstream-plan/1)", tag="agent", agent=True)},
+            "/api/v1/agent/events": {"post": _op("Report progress", body="Event", tag="agent", agent=True)},
+            "/api/v1/agent/result": {"post": _op("Report the final result", body="Result", tag="agent", agent=True)},
+            "/api/v1/openapi.json": {"get": _op("This document", tag="meta")},
+        },
+        "components": {
+            "securitySchemes": {
+                "apiToken": {"type": "http", "scheme": "bearer", "description": "metalstream token create"},
+                "agentToken": {"type": "http", "scheme": "bearer", "description": "from metalstream.token= on the "
+                               "installer's kernel command line"},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "string"}, "field": {"type": "string"}}},
+                "ImageAdd": {"type": "object", "additionalProperties": False, "required": ["manifest"],
+                             "properties": {"manifest": {"type": "string", "description": "absolute path"}}},
+                "TokenCreate": {"type": "object", "additionalProperties": False, "required": ["scope"],
+                                "properties": {"scope": {"enum": ["admin", "read"]}, "comment": {"type": "string"}}},
+                "DeploymentCreate": {
+                    "type": "object", "additionalProperties": False, "required": ["mac", "image"],
+                    "properties": {
+                        "mac": {"type": "string", "example": "52:54:00:12:34:56"},
+                        "image": {"type": "string"},
+                        "image_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "hostname": {"type": "string"},
+                        "disk_hints": {"type": "object", "additionalProperties": False,
+                                       "properties": {name: {} for name in DISK_HINT_FIELDS}},
+                        "boot_mode": {"enum": list(BOOT_MODES), "default": "both"},
+                        "root_password_hash": {"type": "string"},
+                        "ssh_keys": {"type": "array", "items": {"type": "string"}},
+                        "kernel_args": {"type": "array", "items": {"type": "string"}},
+                        "kickstart": {"type": "string"},
+                        "ssh_address": {"type": "string", "example": "127.0.0.1:2222"},
+                    },
+                },
+                "Event": {"type": "object", "additionalProperties": False, "required": ["phase"],
+                          "properties": {"phase": {"enum": list(EVENT_PHASES)}, "message": {"type": "string"},
+                                         "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"},
+                                         "time": {"type": "number"}}},
+                "Result": {"type": "object", "additionalProperties": False, "required": ["success", "phase"],
+                           "properties": {"success": {"type": "boolean"}, "phase": {"enum": list(EVENT_PHASES)},
+                                          "error": {"type": "string", "nullable": True}, "log": {"type": "string"},
+                                          "root_uuid": {"type": "string"}, "time": {"type": "number"}}},
+            },
+        },
+    }

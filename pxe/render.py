@@ -1,0 +1,115 @@
+"""Boot configuration rendering (iPXE and GRUB) with jinja2. Pure: no Flask, no database.
+
+Every value that reaches a template is checked here again, independently of the API's validation:
+a value with a space, control character or script metacharacter raises RenderError instead of
+being rendered, so nothing a client sends can add a line or a command to a boot script.
+Template errors propagate (the caller answers 500) — never a silent fallback to local boot.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from deployer.errors import OperationFailed
+
+from .validate import KERNEL_ARG
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/\-]*)?$")
+_SAFE_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9._:\-]{1,253}$")
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._\-]{16,200}$")
+
+
+class RenderError(OperationFailed):
+    """A value unfit for a boot script reached the renderer (validation upstream missed it)."""
+
+    http_status = 500
+
+
+@dataclass(frozen=True)
+class InstallerBoot:
+    """What a machine with a pending deployment boots: the installer with its agent's parameters."""
+
+    base_url: str
+    token: str
+    deployment_id: str
+    mac: str
+    image: str
+    hostname: str | None = None
+    kernel_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _check(value: str, pattern: re.Pattern, what: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise RenderError(f"refusing to render {what}: {value!r} is not safe in a boot script")
+    return value
+
+
+def _installer_values(boot: InstallerBoot) -> dict:
+    base_url = _check(boot.base_url, _SAFE_URL, "server URL")
+    args = [
+        f"metalstream.server={base_url}",
+        f"metalstream.token={_check(boot.token, _SAFE_TOKEN, 'agent token')}",
+        f"metalstream.deployment={_check(boot.deployment_id, _SAFE_WORD, 'deployment id')}",
+    ]
+    if boot.hostname is not None:
+        args.append(f"metalstream.hostname={_check(boot.hostname, _SAFE_WORD, 'hostname')}")
+    args.append("console=ttyS0,115200")
+    args.extend(_check(arg, KERNEL_ARG, "kernel argument") for arg in boot.kernel_args)
+    return {
+        "base_url": base_url,
+        "cmdline": " ".join(args),
+        "deployment_id": boot.deployment_id,
+        "mac": _check(boot.mac, _SAFE_WORD, "MAC"),
+        "image": _check(boot.image, _SAFE_WORD, "image name"),
+    }
+
+
+class Renderer:
+    def __init__(self, template_dir: Path | None = None):
+        loaders = [jinja2.FileSystemLoader(str(TEMPLATE_DIR))]
+        if template_dir is not None:  # site overrides come first
+            loaders.insert(0, jinja2.FileSystemLoader(str(template_dir)))
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def _render(self, name: str, **values) -> str:
+        text = self.env.get_template(name).render(**values)
+        if any(ord(ch) < 0x20 and ch != "\n" for ch in text) or not text.isascii():
+            raise RenderError(f"template {name} produced control or non-ASCII characters")
+        return text
+
+    def chain_ipxe(self, base_url: str) -> str:
+        return self._render("chain.ipxe.j2", base_url=_check(base_url, _SAFE_URL, "server URL"))
+
+    def installer_ipxe(self, boot: InstallerBoot) -> str:
+        return self._render("installer.ipxe.j2", **_installer_values(boot))
+
+    def local_ipxe(self, mac: str | None) -> str:
+        return self._render("local.ipxe.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None)
+
+    def chain_grub(self, base_url: str) -> str:
+        base_url = _check(base_url, _SAFE_URL, "server URL")
+        return self._render("chain.grub.j2", http_host=_grub_host(base_url))
+
+    def installer_grub(self, boot: InstallerBoot) -> str:
+        values = _installer_values(boot)
+        return self._render("installer.grub.j2", http_host=_grub_host(values["base_url"]), **values)
+
+    def local_grub(self, mac: str | None) -> str:
+        return self._render("local.grub.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None)
+
+
+def _grub_host(base_url: str) -> str:
+    hostport = base_url.split("://", 1)[1].split("/", 1)[0]
+    return _check(hostport, _SAFE_HOSTPORT, "server host")

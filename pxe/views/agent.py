@@ -1,0 +1,53 @@
+"""/api/v1/agent/*: the deployer agent's calls, authenticated by its per-deployment token."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, g, jsonify, request
+
+from .. import deployments, imagestore
+from ..plan import build_plan
+from ..validate import check_event, check_result
+from .common import Unauthorized, base_url, bearer_token, json_body, service
+
+bp = Blueprint("agent", __name__, url_prefix="/api/v1/agent")
+
+
+@bp.before_request
+def authenticate():
+    row = deployments.authenticate_agent(service().engine, bearer_token())
+    if row is None:
+        raise Unauthorized("missing, invalid or expired agent token")
+    g.deployment = row
+
+
+def _seen():
+    deployments.agent_seen(service().engine, g.deployment, request.remote_addr)
+    g.deployment = deployments.get_row(service().engine, g.deployment["id"])
+
+
+@bp.get("/plan")
+def plan():
+    svc = service()
+    _seen()
+    row = g.deployment
+    image = imagestore.get(svc.engine, row["image_name"])
+    return jsonify(build_plan(deployment_id=row["id"], request=row["request"], storage=row["storage"], image=image,
+                              base_url=base_url(), deploy_public_key=svc.deploy_public_key))
+
+
+@bp.post("/events")
+def events():
+    event = check_event(json_body())
+    _seen()
+    deployments.record_event(service().engine, g.deployment, event)
+    return jsonify({"accepted": True})
+
+
+@bp.post("/result")
+def result():
+    outcome = check_result(json_body())
+    _seen()
+    svc = service()
+    new_state = deployments.record_result(svc.engine, g.deployment, outcome, check_after=time.time())
+    return jsonify({"accepted": True, "state": new_state})

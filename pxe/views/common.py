@@ -1,0 +1,63 @@
+"""Helpers shared by the blueprints: the service object, JSON bodies, server URL, API auth."""
+from __future__ import annotations
+
+import json
+
+from flask import abort, current_app, request
+
+from deployer.errors import BadInput, MetalstreamError
+
+from .. import tokens
+from ..render import _SAFE_URL
+from ..service import Service
+
+
+class Unauthorized(MetalstreamError):
+    http_status = 401
+
+
+class Forbidden(MetalstreamError):
+    http_status = 403
+
+
+def service() -> Service:
+    return current_app.extensions["metalstream"]
+
+
+def json_body() -> object:
+    raw = request.get_data(cache=True)
+    if not raw:
+        raise BadInput("request body is empty; send a JSON object", location="body")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadInput("body is not UTF-8", location="body") from None
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", location="body") from None
+
+
+def base_url() -> str:
+    """The URL machines reach this service at: configured, or this request's scheme and Host."""
+    url = service().config.public_url or request.host_url.rstrip("/")
+    if not _SAFE_URL.match(url):
+        abort(400, description="the Host header is not a plain host[:port]")
+    return url
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def require_api_token() -> None:
+    """before_request hook for the admin/read API: a valid token; read scope may only GET."""
+    token = bearer_token()
+    if token is None:
+        raise Unauthorized("missing bearer token (Authorization: Bearer msa_...; create one with "
+                           "`metalstream token create`)")
+    scope = tokens.api_token_scope(service().engine, token)
+    if scope is None:
+        raise Unauthorized("invalid or revoked API token")
+    if scope != "admin" and request.method not in ("GET", "HEAD"):
+        raise Forbidden(f"a {scope}-scope token may only read; this needs an admin token")

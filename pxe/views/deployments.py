@@ -1,0 +1,66 @@
+"""/api/v1/deployments: create (idempotent), list, show, log, cancel."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from deployer.errors import BadInput
+
+from .. import deployments, imagestore, states
+from ..kickstart_input import deploy_spec_from_text
+from ..validate import check_deployment
+from .common import json_body, require_api_token, service
+
+bp = Blueprint("deployments", __name__, url_prefix="/api/v1/deployments")
+bp.before_request(require_api_token)
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+@bp.post("")
+def create_deployment():
+    svc = service()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and (not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable()):
+        raise BadInput(f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters", location="Idempotency-Key")
+    req = check_deployment(json_body())
+    image = imagestore.get(svc.engine, req["image"])  # 404 naming the field `image`
+    if req["image_sha256"] is not None and req["image_sha256"] != image["sha256"]:
+        raise BadInput(f"does not match the registered image's sha256 {image['sha256']}", location="image_sha256")
+    storage = deploy_spec_from_text(req["kickstart"]) if req["kickstart"] else None
+    deployment, created = deployments.create(svc.engine, req, storage, key)
+    response = jsonify(deployment)
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/api/v1/deployments/{deployment['id']}"
+    return response
+
+
+@bp.get("")
+def list_deployments():
+    state = request.args.get("state")
+    if state is not None and state not in states.STATES:
+        raise BadInput(f"must be one of {', '.join(states.STATES)}", location="state")
+    mac = request.args.get("mac")
+    if mac is not None:
+        from ..validate import normalize_mac
+        mac = normalize_mac(mac)
+    svc = service()
+    deployments.reap_silent(svc.engine, svc.config.agent_timeout)
+    return jsonify({"deployments": deployments.list_all(svc.engine, state, mac)})
+
+
+@bp.get("/<dep_id>")
+def show_deployment(dep_id: str):
+    svc = service()
+    deployments.reap_silent(svc.engine, svc.config.agent_timeout)
+    return jsonify(deployments.get(svc.engine, dep_id))
+
+
+@bp.get("/<dep_id>/log")
+def deployment_log(dep_id: str):
+    log = deployments.get(service().engine, dep_id, with_log=True)["log"]
+    return Response(log or "", mimetype="text/plain")
+
+
+@bp.delete("/<dep_id>")
+def cancel_deployment(dep_id: str):
+    return jsonify(deployments.cancel(service().engine, dep_id))
