@@ -1,0 +1,79 @@
+"""The kickstart front end: validate a kickstart and split it into a build spec and a deploy spec.
+
+    split = parse_kickstart("kickstarts/debian-minimal.ks", variables={"hostname": "node-1"})
+    split.build      # tarball_builder.spec.BuildSpec: repos, %packages, settings, %post
+    split.deploy     # deployer.spec.DeploySpec: disk layout, bootloader, network, per-host keys
+    problems = lint_kickstart("x.ks")   # list[Diagnostic], never raises for kickstart problems
+
+Steps: render each file as a Jinja2 template and expand %include (source), parse with pykickstart
+at a pinned syntax version (adapter), warn about what the pipeline does not support (support),
+read the distribution (addon), split (build_split, deploy_split). Every problem is located.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from deployer.errors import BadInput
+from ..spec import Diagnostic, Distribution, SplitKickstart
+from .adapter import SYNTAX_NAME, SYNTAX_VERSION, parse
+from .addon import ADDON_NAME, read_distribution
+from .build_split import split_build
+from .deploy_split import split_deploy
+from .diagnostics import Findings
+from .source import expand
+from .support import check_support
+
+__all__ = ["KickstartError", "parse_kickstart", "lint_kickstart", "SYNTAX_VERSION", "SYNTAX_NAME", "ADDON_NAME"]
+
+
+class KickstartError(BadInput):
+    """The kickstart is invalid; `.diagnostics` lists every problem found, each located at FILE:LINE."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        first = diagnostics[0]
+        more = f" (and {len(diagnostics) - 1} more problem(s))" if len(diagnostics) > 1 else ""
+        super().__init__(first.message + more, location=f"{first.file}:{first.line}" if first.line else first.file)
+        self.diagnostics = diagnostics
+
+
+def parse_kickstart(path: str | Path, *, variables: dict | None = None, strict: bool = False) -> SplitKickstart:
+    """Validate and split the kickstart at `path`; raise KickstartError listing every problem if it is invalid
+    (or, with strict=True, if it has warnings)."""
+    split, diagnostics = _analyse(str(path), variables)
+    problems = [d for d in diagnostics if d.severity == "error" or strict]
+    if problems or split is None:
+        raise KickstartError([_as_error(d) for d in problems] or diagnostics)
+    return split
+
+
+def lint_kickstart(path: str | Path, *, strict: bool = False, variables: dict | None = None) -> list[Diagnostic]:
+    """Every error and warning in the kickstart at `path` (with strict=True, warnings count as errors)."""
+    _split, diagnostics = _analyse(str(path), variables)
+    return [_as_error(d) for d in diagnostics] if strict else diagnostics
+
+
+def _as_error(diagnostic: Diagnostic) -> Diagnostic:
+    if diagnostic.severity == "error":
+        return diagnostic
+    return replace(diagnostic, severity="error", message=f"{diagnostic.message} (--strict)")
+
+
+def _analyse(path: str, variables: dict | None) -> tuple[SplitKickstart | None, list[Diagnostic]]:
+    findings = Findings(path)
+    source = expand(path, variables, findings)
+    if source is None:
+        return None, findings.sorted()
+    findings.origins = source.origins
+    parsed = parse(source.text, findings)
+    check_support(parsed, findings)
+    distribution = read_distribution(parsed, findings)
+    # Without a usable distribution the split still runs (family "" skips family rules) to find every problem.
+    build = split_build(parsed, source.text.splitlines(), distribution or Distribution("", ""), findings)
+    deploy = split_deploy(parsed, findings)
+    deploy.ssh_keys = [replace(key) for key in build.ssh_keys]
+    diagnostics = findings.sorted()
+    if findings.errors or distribution is None:
+        return None, diagnostics
+    warnings = [d for d in diagnostics if d.severity == "warning"]
+    return SplitKickstart(build=build, deploy=deploy, warnings=warnings, source=path, sha256=source.sha256), diagnostics

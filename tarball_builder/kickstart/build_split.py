@@ -1,0 +1,194 @@
+"""Build half of the split: what a kickstart bakes into the image (repos, %packages, system settings, %post)."""
+from __future__ import annotations
+
+import re
+import zoneinfo
+
+from ..spec import (BuildSpec, Distribution, Firewall, Group, Packages, Repo, RootPassword, Script, Timezone,
+                    User)
+from deployer.spec import SshKey
+from .adapter import GROUP_DEFAULT, PACKAGES_IGNORE_BROKEN, PACKAGES_IGNORE_MISSING, SCRIPT_POST, SELINUX_MODES, Parsed
+from .diagnostics import Findings
+
+URL_SCHEMES = ("http://", "https://", "ftp://", "file://")
+_LANG = re.compile(r"(C|POSIX|C\.UTF-8|C\.utf8|[a-z]{2,3}(_[A-Z]{2})?(\.[A-Za-z0-9-]+)?(@[A-Za-z0-9]+)?)")
+_DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?([=/][A-Za-z0-9.+~:_-]+)?")
+_SSH_KEY = re.compile(r"(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+@openssh\.com) [A-Za-z0-9+/=]+( .*)?")
+
+
+def split_build(parsed: Parsed, text_lines: list[str], distribution: Distribution, findings: Findings) -> BuildSpec:
+    h = parsed.handler
+    original = _original_line(findings)
+    spec = BuildSpec(distribution=distribution)
+    spec.repos = _repos(parsed, distribution, findings, original)
+    spec.packages = _packages(parsed, text_lines, distribution, findings, original)
+    if h.lang.seen:
+        line = parsed.line_of("lang")
+        if not _LANG.fullmatch(h.lang.lang):
+            findings.error(line, f"lang: {h.lang.lang!r} is not a locale name like en_US.UTF-8")
+        spec.lang = h.lang.lang
+    if h.keyboard.seen:
+        spec.keyboard = h.keyboard.keyboard or None
+    if h.timezone.seen:
+        spec.timezone = _timezone(parsed, findings, original)
+    if h.selinux.seen and h.selinux.selinux is not None:
+        spec.selinux = SELINUX_MODES[h.selinux.selinux]
+    if h.services.seen:
+        spec.services_enabled, spec.services_disabled = list(h.services.enabled), list(h.services.disabled)
+        for name in set(spec.services_enabled) & set(spec.services_disabled):
+            findings.error(parsed.line_of("services"), f"services: {name} is both enabled and disabled")
+    if h.firewall.seen:
+        fw = h.firewall
+        if fw.remove_services or fw.use_system_defaults:
+            findings.warn(parsed.line_of("firewall"), "firewall --remove-service/--use-system-defaults: ignored")
+        spec.firewall = Firewall(enabled=fw.enabled is not False, services=list(fw.services), ports=list(fw.ports),
+                                 trusts=list(fw.trusts), line=original(parsed.line_of("firewall")))
+    if h.rootpw.seen:
+        spec.rootpw = _rootpw(parsed, findings, original)
+    spec.users = [User(name=u.name, groups=list(u.groups), password=u.password or None, is_crypted=u.isCrypted,
+                       lock=u.lock, homedir=u.homedir or None, shell=u.shell or None, uid=u.uid, gid=u.gid,
+                       gecos=u.gecos or None, line=original(u.lineno)) for u in h.user.userList]
+    for user in h.user.userList:
+        if user.password and not user.isCrypted:
+            findings.warn(user.lineno, f"user {user.name}: plain-text password in the kickstart (use --iscrypted)")
+    spec.groups = [Group(name=g.name, gid=g.gid, line=original(g.lineno)) for g in h.group.groupList]
+    spec.ssh_keys = ssh_keys(parsed, findings)
+    spec.post = _post_scripts(parsed, findings, original)
+    return spec
+
+
+def ssh_keys(parsed: Parsed, findings: Findings) -> list[SshKey]:
+    """`sshkey --username=U "KEY"` lines (validated once, shared by both halves of the split)."""
+    keys = []
+    original = _original_line(findings)
+    for data in parsed.handler.sshkey.sshUserList:
+        if not _SSH_KEY.fullmatch(data.key.strip()):
+            findings.error(data.lineno, f"sshkey for {data.username}: not an OpenSSH public key ('TYPE BASE64 [COMMENT]')")
+        keys.append(SshKey(user=data.username, key=data.key.strip(), line=original(data.lineno)))
+    return keys
+
+
+def _original_line(findings: Findings):
+    return lambda line: findings.locate(line)[1] if line else None
+
+
+def _check_url(url: str, line: int | None, what: str, findings: Findings) -> None:
+    if url and not url.startswith(URL_SCHEMES):
+        findings.error(line, f"{what}: {url!r} is not an http://, https://, ftp:// or file:// URL")
+
+
+def _repos(parsed: Parsed, dist: Distribution, findings: Findings, original) -> list[Repo]:
+    h = parsed.handler
+    repos = []
+    if h.url.seen:
+        line = parsed.line_of("url")
+        for value in (h.url.url, h.url.mirrorlist, h.url.metalink):
+            _check_url(value or "", line, "url", findings)
+        if h.url.proxy or h.url.noverifyssl or h.url.sslcacert:
+            findings.warn(line, "url --proxy/--noverifyssl/--sslcacert: ignored")
+        repos.append(Repo(name="url", baseurl=h.url.url or None, mirrorlist=h.url.mirrorlist or None,
+                          metalink=h.url.metalink or None, line=original(line)))
+    for data in h.repo.repoList:
+        for value in (data.baseurl, data.mirrorlist, data.metalink):
+            _check_url(value or "", data.lineno, f"repo {data.name}", findings)
+        if data.proxy or data.noverifyssl or data.sslcacert or data.ignoregroups:
+            findings.warn(data.lineno, f"repo {data.name}: --proxy/--noverifyssl/--sslcacert/--ignoregroups: ignored")
+        if any(r.name == data.name for r in repos):
+            findings.error(data.lineno, f"repo {data.name}: a repository with this name is already defined")
+        repos.append(Repo(name=data.name, baseurl=data.baseurl or None, mirrorlist=data.mirrorlist or None,
+                          metalink=data.metalink or None, cost=data.cost, includepkgs=list(data.includepkgs),
+                          excludepkgs=list(data.excludepkgs), install=bool(data.install),
+                          line=original(data.lineno)))
+    if dist.family == "debian":
+        for repo, line in zip(repos, [parsed.line_of("url")] * h.url.seen + [r.lineno for r in h.repo.repoList]):
+            if repo.mirrorlist or repo.metalink or not repo.baseurl:
+                findings.error(line, f"{'url' if repo.name == 'url' else 'repo ' + repo.name}: family=debian needs a "
+                                     "plain mirror URL (--url/--baseurl); mirrorlists and metalinks are RPM-only")
+    elif dist.family == "rpm" and not repos and parsed.complete:
+        findings.error_at_end("family=rpm needs a `url` or `repo` line: dnf has no repositories of its own here")
+    return repos
+
+
+def _packages(parsed: Parsed, lines: list[str], dist: Distribution, findings: Findings, original) -> Packages:
+    sections = [s for s in parsed.sections if s.name == "%packages"]
+    if not sections:
+        if parsed.complete:
+            findings.error_at_end("no %packages section: every image needs one (list at least a kernel)")
+        return Packages()
+    p = parsed.handler.packages
+    header = sections[0].line
+    ignored = [flag for flag, on in (("--nocore", p.nocore), ("--ignoremissing", p.handleMissing == PACKAGES_IGNORE_MISSING),
+                                     ("--ignorebroken", p.handleBroken == PACKAGES_IGNORE_BROKEN),
+                                     ("--inst-langs", p.instLangs is not None), ("--multilib", p.multiLib),
+                                     ("--timeout", p.timeout is not None), ("--retries", p.retries is not None)) if on]
+    if ignored:
+        findings.warn(header, f"%packages {' '.join(ignored)}: not supported yet: ignored")
+    groups = [g.name for g in p.groupList]
+    if p.environment:
+        groups.insert(0, "^" + p.environment)
+    for group in p.groupList:
+        if group.include != GROUP_DEFAULT:
+            findings.warn(_entry_line(lines, sections, "@" + group.name) or header,
+                          f"@{group.name} --nodefaults/--optional: the group's default packages are installed")
+    if dist.family == "debian":
+        for name in groups + ["-@" + g.name for g in p.excludedGroupList]:
+            shown = name if name.startswith("-@") else "@" + name
+            findings.error(_entry_line(lines, sections, shown) or header,
+                           f"%packages: {shown}: package groups are RPM (comps) groups; family=debian has none")
+        if p.default:
+            findings.error(header, "%packages --default: family=debian has no default package set")
+        for name in p.packageList + p.excludedList:
+            if not _DEBIAN_PACKAGE.fullmatch(name):
+                findings.error(_entry_line(lines, sections, name) or header,
+                               f"%packages: {name!r} is not a valid Debian package name")
+    return Packages(names=list(p.packageList), groups=groups, excluded_names=list(p.excludedList),
+                    excluded_groups=[g.name for g in p.excludedGroupList], nodocs=bool(p.excludeDocs),
+                    exclude_weakdeps=bool(p.excludeWeakdeps), default=bool(p.default), line=original(header))
+
+
+def _entry_line(lines: list[str], sections, entry: str) -> int | None:
+    """Line (expanded numbering) of a %packages entry, for precise messages."""
+    for section in sections:
+        for number in range(section.line + 1, len(lines) + 1):
+            words = lines[number - 1].split("#", 1)[0].split()
+            if words and words[0] == "%end":
+                break
+            if words and words[0] == entry:
+                return number
+    return None
+
+
+def _timezone(parsed: Parsed, findings: Findings, original) -> Timezone:
+    tz = parsed.handler.timezone
+    line = parsed.line_of("timezone")
+    if tz.timezone and zoneinfo.available_timezones():
+        try:
+            zoneinfo.ZoneInfo(tz.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            findings.error(line, f"timezone: unknown time zone {tz.timezone!r} (e.g. Etc/UTC, Europe/Berlin)")
+    return Timezone(name=tz.timezone or "Etc/UTC", utc=bool(tz.isUtc) or tz.timezone in ("UTC", "Etc/UTC"),
+                    ntpservers=list(getattr(tz, "ntpservers", []) or []), line=original(line))
+
+
+def _rootpw(parsed: Parsed, findings: Findings, original) -> RootPassword:
+    pw = parsed.handler.rootpw
+    line = parsed.line_of("rootpw")
+    if pw.isCrypted and pw.password and not pw.password.startswith(("$", "!", "*")):
+        findings.error(line, "rootpw --iscrypted: the password is not a crypt(3) hash like $6$...")
+    if pw.password and not pw.isCrypted:
+        findings.warn(line, "rootpw: plain-text password in the kickstart (use --iscrypted with a hash, or --lock)")
+    return RootPassword(password=pw.password or None, is_crypted=bool(pw.isCrypted), lock=bool(pw.lock),
+                        line=original(line))
+
+
+def _post_scripts(parsed: Parsed, findings: Findings, original) -> list[Script]:
+    scripts = []
+    for script in parsed.handler.scripts:
+        if script.type != SCRIPT_POST:
+            continue
+        if not script.interp.startswith("/"):
+            findings.error(script.lineno, f"%post --interpreter={script.interp}: the interpreter must be an absolute path "
+                                          "(e.g. /bin/bash, /usr/bin/python3)")
+        scripts.append(Script(body=script.script, interpreter=script.interp, nochroot=not script.inChroot,
+                              error_on_fail=bool(script.errorOnFail), log=script.logfile, line=original(script.lineno)))
+    return scripts

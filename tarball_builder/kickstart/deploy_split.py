@@ -1,0 +1,185 @@
+"""Deploy half of the split: what the agent applies to each machine (disk layout, bootloader, network, keys)."""
+from __future__ import annotations
+
+import re
+
+from deployer.spec import AutoPart, Bootloader, ClearPart, DeploySpec, IgnoreDisk, NetworkDevice, PartSpec
+from .adapter import AUTOPART_SCHEMES, CLEARPART_MODES, Parsed
+from .diagnostics import Findings
+
+FSTYPES = ("ext4", "xfs", "vfat", "efi", "swap", "biosboot")
+ROOT_FSTYPES = ("ext4", "xfs")
+BOOTLOADER_LOCATIONS = ("mbr", "partition", "none")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_MEMBER_PREFIXES = ("pv.", "raid.", "btrfs.")
+_PART_IGNORED = (("encrypted", "--encrypted"), ("onPart", "--onpart/--usepart"), ("resize", "--resize"),
+                 ("recommended", "--recommended"), ("hibernation", "--hibernation"), ("fsprofile", "--fsprofile"),
+                 ("mkfsopts", "--mkfsoptions"), ("onbiosdisk", "--onbiosdisk"))
+
+
+def split_deploy(parsed: Parsed, findings: Findings) -> DeploySpec:
+    h = parsed.handler
+    original = lambda line: findings.locate(line)[1] if line else None  # noqa: E731
+    spec = DeploySpec()
+    if h.ignoredisk.seen:
+        line = parsed.line_of("ignoredisk")
+        if h.ignoredisk.interactive:
+            findings.warn(line, "ignoredisk --interactive: ignored")
+        spec.ignoredisk = IgnoreDisk(only_use=list(h.ignoredisk.onlyuse), ignore=list(h.ignoredisk.ignoredisk),
+                                     line=original(line))
+    if h.clearpart.seen:
+        spec.clearpart = _clearpart(parsed, findings, original)
+    spec.zerombr = bool(h.zerombr.zerombr)
+    spec.reqpart = bool(h.reqpart.reqpart)
+    spec.reqpart_add_boot = bool(h.reqpart.reqpart and h.reqpart.addBoot)
+    if h.autopart.autopart:
+        spec.autopart = _autopart(parsed, findings, original)
+    spec.partitions = _partitions(parsed, findings, original)
+    if h.bootloader.seen:
+        spec.bootloader = _bootloader(parsed, findings, original)
+    spec.network, spec.hostname = _network(parsed, findings, original)
+    return spec
+
+
+def _clearpart(parsed: Parsed, findings: Findings, original) -> ClearPart:
+    cp = parsed.handler.clearpart
+    line = parsed.line_of("clearpart")
+    if cp.disklabel and cp.disklabel != "gpt":
+        findings.error(line, f"clearpart --disklabel={cp.disklabel}: metalstream writes GPT only (use --disklabel=gpt)")
+    if cp.cdl:
+        findings.warn(line, "clearpart --cdl: ignored")
+    mode = CLEARPART_MODES.get(cp.type, "none")
+    return ClearPart(mode=mode, drives=list(cp.drives), partitions=list(cp.devices) if mode == "list" else [],
+                     initlabel=bool(cp.initAll), disklabel="gpt", line=original(line))
+
+
+def _autopart(parsed: Parsed, findings: Findings, original) -> AutoPart:
+    ap = parsed.handler.autopart
+    line = parsed.line_of("autopart")
+    scheme = AUTOPART_SCHEMES.get(ap.type, "plain") if ap.type is not None else "plain"
+    if scheme != "plain":
+        findings.warn(line, f"autopart --type={scheme}: only plain partitions are supported yet; "
+                            "plain partitions are made instead")
+    if ap.encrypted:
+        findings.warn(line, "autopart --encrypted: encryption is not supported yet: ignored")
+    if ap.fstype and ap.fstype not in ROOT_FSTYPES:
+        findings.error(line, f"autopart --fstype={ap.fstype}: use one of {', '.join(ROOT_FSTYPES)}")
+    return AutoPart(fstype=ap.fstype or None, scheme="plain", nohome=bool(ap.nohome), noswap=bool(ap.noswap),
+                    line=original(line))
+
+
+def _partitions(parsed: Parsed, findings: Findings, original) -> list[PartSpec]:
+    parts: list[PartSpec] = []
+    seen: dict[str, int] = {}
+    for data in parsed.handler.partition.partitions:
+        line = data.lineno
+        mountpoint, fstype = data.mountpoint, data.fstype or None
+        if mountpoint.startswith(_MEMBER_PREFIXES):
+            findings.warn(line, f"part {mountpoint}: LVM/RAID/btrfs member partitions are not supported yet: ignored")
+            continue
+        ignored = [flag for attr, flag in _PART_IGNORED if getattr(data, attr, None)]
+        if not data.format:
+            ignored.append("--noformat")
+        if ignored:
+            findings.warn(line, f"part {mountpoint}: {' '.join(ignored)} not supported yet: ignored")
+        if mountpoint == "swap" and fstype is None:
+            fstype = "swap"
+        if mountpoint == "biosboot" and fstype is None:
+            fstype = "biosboot"
+        if mountpoint == "/boot/efi" and fstype is None:
+            fstype = "efi"
+        if not _check_part(mountpoint, fstype, data, line, findings):
+            continue
+        if mountpoint in seen:
+            findings.error(line, f"part {mountpoint}: mount point already defined at line {findings.locate(seen[mountpoint])[1]}")
+            continue
+        seen[mountpoint] = line
+        parts.append(PartSpec(mountpoint=mountpoint, fstype=fstype, size_mib=data.size, grow=bool(data.grow),
+                              max_size_mib=data.maxSizeMB or None, ondisk=data.disk or None, label=data.label or None,
+                              fsoptions=data.fsopts or None, line=original(line)))
+    return parts
+
+
+def _check_part(mountpoint: str, fstype: str | None, data, line: int, findings: Findings) -> bool:
+    ok = True
+    if fstype is not None and fstype not in FSTYPES:
+        findings.error(line, f"part {mountpoint}: unsupported --fstype={fstype} (supported: {', '.join(FSTYPES)})")
+        ok = False
+    if mountpoint not in ("swap", "biosboot") and not mountpoint.startswith("/"):
+        findings.error(line, f"part {mountpoint!r}: mount point must be an absolute path, swap or biosboot")
+        ok = False
+    if fstype == "swap" and mountpoint != "swap" or mountpoint == "swap" and fstype not in (None, "swap"):
+        findings.error(line, f"part {mountpoint}: --fstype=swap goes with the mount point swap only")
+        ok = False
+    if (fstype == "biosboot") != (mountpoint == "biosboot"):
+        findings.error(line, f"part {mountpoint}: --fstype=biosboot goes with the mount point biosboot only")
+        ok = False
+    if fstype == "efi" and mountpoint != "/boot/efi":
+        findings.error(line, f"part {mountpoint}: --fstype=efi is for the EFI system partition /boot/efi")
+        ok = False
+    if mountpoint == "/" and fstype not in (None, *ROOT_FSTYPES):
+        findings.error(line, f"part /: the root file system must be {' or '.join(ROOT_FSTYPES)}, not {fstype}")
+        ok = False
+    if data.size is not None and data.size <= 0:
+        findings.error(line, f"part {mountpoint}: --size must be a positive number of MiB")
+        ok = False
+    if data.maxSizeMB and data.size and data.maxSizeMB < data.size:
+        findings.error(line, f"part {mountpoint}: --maxsize={data.maxSizeMB} is smaller than --size={data.size}")
+        ok = False
+    if data.size is None and not data.grow and mountpoint not in ("biosboot", "/boot/efi"):
+        findings.error(line, f"part {mountpoint}: give --size=MiB or --grow")
+        ok = False
+    return ok
+
+
+def _bootloader(parsed: Parsed, findings: Findings, original) -> Bootloader:
+    bl = parsed.handler.bootloader
+    line = parsed.line_of("bootloader")
+    location = "none" if bl.disabled else bl.location
+    if location not in BOOTLOADER_LOCATIONS:
+        findings.error(line, f"bootloader --location={location}: use one of {', '.join(BOOTLOADER_LOCATIONS)}")
+    ignored = [flag for flag, on in (("--password/--iscrypted", bl.password), ("--driveorder", bl.driveorder),
+                                     ("--leavebootorder", bl.leavebootorder), ("--extlinux", bl.extlinux),
+                                     ("--sdboot", bl.sdboot), ("--nombr", bl.nombr), ("--default", bl.default)) if on]
+    if ignored:
+        findings.warn(line, f"bootloader {' '.join(ignored)}: not supported (GRUB is installed): ignored")
+    if bl.timeout is not None and bl.timeout < 0:
+        findings.error(line, "bootloader --timeout must be 0 or more seconds")
+    return Bootloader(location=location, append=bl.appendLine or "", timeout=bl.timeout, boot_drive=bl.bootDrive or None,
+                      line=original(line))
+
+
+def _network(parsed: Parsed, findings: Findings, original) -> tuple[list[NetworkDevice], str | None]:
+    devices, hostname = [], None
+    for data in parsed.handler.network.network:
+        line = data.lineno
+        if data.hostname:
+            if not _HOSTNAME.fullmatch(data.hostname):
+                findings.error(line, f"network --hostname={data.hostname}: not a valid host name")
+            hostname = data.hostname
+        args = parsed.args_of(line)
+        if all(a.startswith("--hostname") for a in args):
+            continue  # `network --hostname=x` sets the host name only
+        unsupported = [flag for flag, on in (("--bondslaves", data.bondslaves), ("--vlanid", data.vlanid),
+                                             ("--teamslaves", data.teamslaves), ("--bridgeslaves", data.bridgeslaves),
+                                             ("--essid/--wpakey", data.essid or data.wpakey)) if on]
+        if unsupported:
+            findings.warn(line, f"network {' '.join(unsupported)}: bonds, VLANs, teams, bridges and Wi-Fi are not "
+                                "supported yet: ignored")
+        bootproto = "dhcp" if data.bootProto == "bootp" else data.bootProto
+        if bootproto not in ("dhcp", "static"):
+            findings.error(line, f"network --bootproto={data.bootProto}: use dhcp or static")
+        if bootproto == "static" and not (data.ip and data.netmask):
+            findings.error(line, "network --bootproto=static needs --ip and --netmask")
+        mtu = None
+        if data.mtu:
+            if not str(data.mtu).isdigit():
+                findings.error(line, f"network --mtu={data.mtu}: not a number")
+            else:
+                mtu = int(data.mtu)
+        devices.append(NetworkDevice(device=data.device or None, bootproto=bootproto, ip=data.ip or None,
+                                     netmask=data.netmask or None, gateway=data.gateway or None,
+                                     nameservers=[n for n in (data.nameserver or "").split(",") if n],
+                                     ipv6=data.ipv6 or None, mtu=mtu, onboot=bool(data.onboot),
+                                     hostname=data.hostname or None, line=original(line)))
+    return devices, hostname

@@ -1,0 +1,48 @@
+"""Collect the problems found in a kickstart, each located at the file and line it came from."""
+from __future__ import annotations
+
+from ..spec import Diagnostic
+
+
+class Findings:
+    """Errors and warnings found so far. Lines of the expanded text are mapped back to (file, line)."""
+
+    def __init__(self, top_file: str):
+        self.top_file = top_file
+        self.origins: list[tuple[str, int]] = []
+        self.items: list[Diagnostic] = []
+
+    def locate(self, line: int | None) -> tuple[str, int | None]:
+        """(file, line) of line `line` of the expanded text (1-based)."""
+        if not line or not self.origins:
+            return self.top_file, line or None
+        index = min(max(line, 1), len(self.origins)) - 1
+        return self.origins[index]
+
+    def error(self, line: int | None, message: str) -> None:
+        self.items.append(Diagnostic(*self.locate(line), message, "error"))
+
+    def warn(self, line: int | None, message: str) -> None:
+        self.items.append(Diagnostic(*self.locate(line), message, "warning"))
+
+    def error_at(self, file: str, line: int | None, message: str) -> None:
+        self.items.append(Diagnostic(file, line, message, "error"))
+
+    def error_at_end(self, message: str) -> None:
+        """A problem about something missing: located at the last line of the top-level file."""
+        lines = [line for file, line in self.origins if file == self.top_file]
+        self.error_at(self.top_file, max(lines, default=1), message)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity == "warning"]
+
+    def sorted(self) -> list[Diagnostic]:
+        order = {}
+        for index, (file, _line) in enumerate(self.origins):
+            order.setdefault(file, index)
+        return sorted(self.items, key=lambda d: (order.get(d.file, -1), d.line or 0))
