@@ -3,6 +3,7 @@ a tree snapshot to compare extractions. Imported by the test modules that need t
 from __future__ import annotations
 
 import hashlib
+import json
 import http.server
 import os
 import re
@@ -291,3 +292,116 @@ def file_server():
         yield server
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- a fake of the service's three agent endpoints
+
+
+@dataclass
+class FakeServiceState:
+    token: str
+    plan: dict | None = None
+    events: list[dict] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+    auth_seen: list[str | None] = field(default_factory=list)
+    fail_plan: int = 0  # answer this many plan requests with 503 first
+    fail_events: int = 0  # answer this many event posts with 503
+    fail_results: int = 0  # answer this many result posts with 503
+    plan_requests: int = 0
+
+
+class _ServiceHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_ServiceServer"
+
+    def log_message(self, format, *args):
+        pass
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        state = self.server.state
+        header = self.headers.get("Authorization")
+        state.auth_seen.append(header)
+        if header != f"Bearer {state.token}":
+            self._reply(401, {"error": "invalid agent token"})
+            return False
+        return True
+
+    def do_GET(self):
+        state = self.server.state
+        if self.path != "/api/v1/agent/plan":
+            self._reply(404, {"error": "not found"})
+            return
+        if not self._authorized():
+            return
+        state.plan_requests += 1
+        if state.fail_plan > 0:
+            state.fail_plan -= 1
+            self._reply(503, {"error": "starting up"})
+            return
+        self._reply(200, state.plan)
+
+    def do_POST(self):
+        state = self.server.state
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"null")
+        if not self._authorized():
+            return
+        if self.path == "/api/v1/agent/events":
+            if state.fail_events > 0:
+                state.fail_events -= 1
+                self._reply(503, {"error": "busy"})
+                return
+            state.events.append(body)
+        elif self.path == "/api/v1/agent/result":
+            if state.fail_results > 0:
+                state.fail_results -= 1
+                self._reply(503, {"error": "busy"})
+                return
+            state.results.append(body)
+        else:
+            self._reply(404, {"error": "not found"})
+            return
+        self._reply(200, {"ok": True})
+
+
+class _ServiceServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    state: FakeServiceState
+
+
+class FakeService:
+    """The agent's side of the service contract (docs/contracts.md §2–3), recording what the agent sent."""
+
+    def __init__(self, token: str = "agent-token-123"):
+        self.state = FakeServiceState(token=token)
+        self._server = _ServiceServer(("127.0.0.1", 0), _ServiceHandler)
+        self._server.state = self.state
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def fake_service():
+    service = FakeService()
+    try:
+        yield service
+    finally:
+        service.stop()
