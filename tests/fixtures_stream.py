@@ -107,7 +107,7 @@ def build_synthetic_image(work: Path) -> SyntheticImage:
 
 
 @pytest.fixture(scope="session")
-def synthetic_image(tmp_path_factory) -> SyntheticImage:
+def stream_test_image(tmp_path_factory) -> SyntheticImage:
     """A small rootfs image (tar.zst, ~3 MiB) with every kind of tar member the deployer must keep."""
     if os.geteuid() != 0:
         pytest.skip("building the synthetic image sets file owners: needs root")

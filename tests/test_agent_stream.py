@@ -11,7 +11,7 @@ from conftest import require_root, require_tools
 from deployer.download import ImageChanged, RetryPolicy
 from deployer.errors import CommandError, OperationFailed
 from deployer.stream import ImageVerificationError, stream_image
-from fixtures_stream import Fault, file_server, synthetic_image, tree_snapshot  # noqa: F401
+from fixtures_stream import Fault, file_server, stream_test_image, tree_snapshot  # noqa: F401
 
 pytestmark = pytest.mark.root
 
@@ -20,11 +20,11 @@ CHUNK = 64 * 1024  # small chunks: many chunk boundaries in a 3 MiB image
 
 
 @pytest.fixture(scope="module")
-def reference_tree(synthetic_image, tmp_path_factory):
+def reference_tree(stream_test_image, tmp_path_factory):
     """The image's tree extracted by plain GNU tar from the uncompressed tarball."""
     out = tmp_path_factory.mktemp("reference")
     subprocess.run(["tar", "-x", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
-                    "-f", str(synthetic_image.tar), "-C", str(out)], check=True)
+                    "-f", str(stream_test_image.tar), "-C", str(out)], check=True)
     return tree_snapshot(out)
 
 
@@ -34,20 +34,20 @@ def _stream(source, dest, image, **kwargs):
     return stream_image(source, dest, retry=FAST_RETRY, chunk_size=CHUNK, **kwargs)
 
 
-def test_file_path_and_file_url_extract_identical_tree(synthetic_image, reference_tree, tmp_path):
+def test_file_path_and_file_url_extract_identical_tree(stream_test_image, reference_tree, tmp_path):
     require_root()
     require_tools("zstd", "tar")
-    for i, source in enumerate([str(synthetic_image.path), synthetic_image.path.as_uri()]):
+    for i, source in enumerate([str(stream_test_image.path), stream_test_image.path.as_uri()]):
         dest = tmp_path / f"out{i}"
         dest.mkdir()
         seen = []
-        result = _stream(source, dest, synthetic_image, progress=lambda done, total: seen.append((done, total)))
-        assert result.sha256 == synthetic_image.sha256
-        assert result.bytes_read == synthetic_image.size
+        result = _stream(source, dest, stream_test_image, progress=lambda done, total: seen.append((done, total)))
+        assert result.sha256 == stream_test_image.sha256
+        assert result.bytes_read == stream_test_image.size
         assert tree_snapshot(dest) == reference_tree
-        assert seen[-1] == (synthetic_image.size, synthetic_image.size)
+        assert seen[-1] == (stream_test_image.size, stream_test_image.size)
         assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-        assert len(seen) == -(-synthetic_image.size // CHUNK)
+        assert len(seen) == -(-stream_test_image.size // CHUNK)
 
 
 def test_synthetic_image_holds_what_must_survive(reference_tree):
@@ -85,13 +85,13 @@ def _cut_offsets(image) -> dict[str, int]:
                                    "chunk boundary", "one past chunk boundary", "middle", "one before end",
                                    "before last byte", "inside tar header #0", "inside tar header #1",
                                    "inside tar header #2", "inside tar header + 1"])
-def test_connection_cut_resumes_to_identical_tree(where, synthetic_image, reference_tree, file_server, tmp_path):
+def test_connection_cut_resumes_to_identical_tree(where, stream_test_image, reference_tree, file_server, tmp_path):
     require_root()
-    offset = _cut_offsets(synthetic_image)[where]
-    url = file_server.serve("img.tar.zst", synthetic_image.path)
+    offset = _cut_offsets(stream_test_image)[where]
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
     file_server.fault("img.tar.zst", Fault(at=offset))
-    result = _stream(url, tmp_path, synthetic_image)
-    assert result.sha256 == synthetic_image.sha256
+    result = _stream(url, tmp_path, stream_test_image)
+    assert result.sha256 == stream_test_image.sha256
     assert tree_snapshot(tmp_path) == reference_tree
     ranged = file_server.ranged_requests()
     if offset == 0:  # nothing received: the retry is a plain GET, not a resume
@@ -102,46 +102,46 @@ def test_connection_cut_resumes_to_identical_tree(where, synthetic_image, refere
                            "if_range": file_server.state.resources["img.tar.zst"].etag}]
 
 
-def test_several_cuts_in_one_transfer(synthetic_image, reference_tree, file_server, tmp_path):
+def test_several_cuts_in_one_transfer(stream_test_image, reference_tree, file_server, tmp_path):
     require_root()
-    url = file_server.serve("img.tar.zst", synthetic_image.path)
-    for offset in (10, 100_000, 1_000_000, synthetic_image.size - 5):
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
+    for offset in (10, 100_000, 1_000_000, stream_test_image.size - 5):
         file_server.fault("img.tar.zst", Fault(at=offset))
-    result = _stream(url, tmp_path, synthetic_image)
+    result = _stream(url, tmp_path, stream_test_image)
     assert result.resumes == 4
     assert tree_snapshot(tmp_path) == reference_tree
 
 
-def test_stalled_connection_times_out_and_resumes(synthetic_image, reference_tree, file_server, tmp_path):
+def test_stalled_connection_times_out_and_resumes(stream_test_image, reference_tree, file_server, tmp_path):
     require_root()
-    url = file_server.serve("img.tar.zst", synthetic_image.path)
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
     file_server.fault("img.tar.zst", Fault(at=500_000, kind="stall", stall_seconds=3))
     retry = RetryPolicy(attempts=3, backoff=0.01, read_timeout=0.5, deadline=60)
-    result = stream_image(url, tmp_path, sha256=synthetic_image.sha256, size=synthetic_image.size, retry=retry)
+    result = stream_image(url, tmp_path, sha256=stream_test_image.sha256, size=stream_test_image.size, retry=retry)
     assert result.resumes == 1
     assert tree_snapshot(tmp_path) == reference_tree
 
 
-def test_resume_uses_last_modified_when_there_is_no_etag(synthetic_image, reference_tree, file_server, tmp_path):
+def test_resume_uses_last_modified_when_there_is_no_etag(stream_test_image, reference_tree, file_server, tmp_path):
     require_root()
-    url = file_server.serve("img.tar.zst", synthetic_image.path, etag="")
+    url = file_server.serve("img.tar.zst", stream_test_image.path, etag="")
     file_server.fault("img.tar.zst", Fault(at=70_000))
-    result = _stream(url, tmp_path, synthetic_image)
+    result = _stream(url, tmp_path, stream_test_image)
     assert result.resumes == 1 and result.etag is None
     assert file_server.ranged_requests()[0]["if_range"] == "Wed, 25 Nov 2026 10:00:00 GMT"
     assert tree_snapshot(tmp_path) == reference_tree
 
 
-def test_no_validator_means_no_blind_resume(synthetic_image, file_server, tmp_path):
+def test_no_validator_means_no_blind_resume(stream_test_image, file_server, tmp_path):
     require_root()
-    url = file_server.serve("img.tar.zst", synthetic_image.path, etag="", last_modified=None)
+    url = file_server.serve("img.tar.zst", stream_test_image.path, etag="", last_modified=None)
     file_server.fault("img.tar.zst", Fault(at=70_000))
     with pytest.raises(OperationFailed, match="cannot be resumed without risking mixed content"):
-        _stream(url, tmp_path, synthetic_image)
+        _stream(url, tmp_path, stream_test_image)
     assert file_server.ranged_requests() == []
 
 
-def _other_image(synthetic_image, tmp_path) -> Path:
+def _other_image(stream_test_image, tmp_path) -> Path:
     tree = tmp_path / "other-tree"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc/other-image-marker").write_text("I am the replacement\n")
@@ -151,45 +151,45 @@ def _other_image(synthetic_image, tmp_path) -> Path:
     return path
 
 
-def test_image_replaced_mid_transfer_fails_without_mixing(synthetic_image, file_server, tmp_path):
+def test_image_replaced_mid_transfer_fails_without_mixing(stream_test_image, file_server, tmp_path):
     require_root()
-    other = _other_image(synthetic_image, tmp_path)
+    other = _other_image(stream_test_image, tmp_path)
     dest = tmp_path / "dest"
     dest.mkdir()
-    url = file_server.serve("img.tar.zst", synthetic_image.path)
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
     file_server.fault("img.tar.zst", Fault(at=1_500_000, kind="replace", replacement=other))
     with pytest.raises(ImageChanged, match="changed on the server"):
-        _stream(url, dest, synthetic_image)
+        _stream(url, dest, stream_test_image)
     # The resume carried the old validator; the server answered with the whole new object, which was refused.
     assert file_server.ranged_requests()[0]["range"] == "bytes=1500000-"
     assert not (dest / "etc/other-image-marker").exists()
 
 
-def test_image_replaced_before_any_byte_is_caught_by_the_hash(synthetic_image, file_server, tmp_path):
+def test_image_replaced_before_any_byte_is_caught_by_the_hash(stream_test_image, file_server, tmp_path):
     require_root()
-    other = _other_image(synthetic_image, tmp_path)
+    other = _other_image(stream_test_image, tmp_path)
     dest = tmp_path / "dest"
     dest.mkdir()
-    url = file_server.serve("img.tar.zst", synthetic_image.path)
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
     file_server.fault("img.tar.zst", Fault(at=0, kind="replace", replacement=other))
     # Nothing was received, so the retry starts from zero and gets the new object whole: no mixing,
     # and the plan's sha256 (of the old image) refuses it.
     with pytest.raises(ImageVerificationError, match="sha256"):
-        _stream(url, dest, synthetic_image, size=None)
+        _stream(url, dest, stream_test_image, size=None)
 
 
-def test_server_ignoring_range_is_not_spliced(synthetic_image, file_server, tmp_path):
+def test_server_ignoring_range_is_not_spliced(stream_test_image, file_server, tmp_path):
     require_root()
-    url = file_server.serve("img.tar.zst", synthetic_image.path)
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
     file_server.state.honour_range = False
     file_server.fault("img.tar.zst", Fault(at=200_000))
     with pytest.raises(ImageChanged):
-        _stream(url, tmp_path, synthetic_image)
+        _stream(url, tmp_path, stream_test_image)
 
 
-def test_one_bit_flip_is_an_image_verification_error(synthetic_image, file_server, tmp_path):
+def test_one_bit_flip_is_an_image_verification_error(stream_test_image, file_server, tmp_path):
     require_root()
-    data = bytearray(synthetic_image.path.read_bytes())
+    data = bytearray(stream_test_image.path.read_bytes())
     data[len(data) // 2] ^= 0x10
     flipped = tmp_path / "flipped.tar.zst"
     flipped.write_bytes(bytes(data))
@@ -197,15 +197,15 @@ def test_one_bit_flip_is_an_image_verification_error(synthetic_image, file_serve
     dest.mkdir()
     url = file_server.serve("img.tar.zst", flipped)
     with pytest.raises(ImageVerificationError, match="sha256") as info:
-        _stream(url, dest, synthetic_image)
+        _stream(url, dest, stream_test_image)
     assert info.value.details["sha256"] == hashlib.sha256(bytes(data)).hexdigest()
-    assert info.value.details["bytes_read"] == synthetic_image.size  # read to the end to hash all of it
+    assert info.value.details["bytes_read"] == stream_test_image.size  # read to the end to hash all of it
 
 
-def test_truncated_at_member_boundary_is_caught_by_the_hash(synthetic_image, tmp_path):
+def test_truncated_at_member_boundary_is_caught_by_the_hash(stream_test_image, tmp_path):
     require_root()
-    tar = synthetic_image.tar.read_bytes()
-    boundary = synthetic_image.members[len(synthetic_image.members) // 2].offset
+    tar = stream_test_image.tar.read_bytes()
+    boundary = stream_test_image.members[len(stream_test_image.members) // 2].offset
     truncated_tar = tmp_path / "truncated.tar"
     truncated_tar.write_bytes(tar[:boundary])
     # The premise: GNU tar itself accepts a tarball cut at a member boundary.
@@ -213,17 +213,17 @@ def test_truncated_at_member_boundary_is_caught_by_the_hash(synthetic_image, tmp
     assert listing.returncode == 0, listing.stderr
     truncated = tmp_path / "truncated.tar.zst"
     subprocess.run(["zstd", "-q", "-f", str(truncated_tar), "-o", str(truncated)], check=True)
-    for size in (synthetic_image.size, None):  # caught by size, and by the hash alone
+    for size in (stream_test_image.size, None):  # caught by size, and by the hash alone
         dest = tmp_path / f"dest-{size}"
         dest.mkdir()
         with pytest.raises(ImageVerificationError):
-            _stream(str(truncated), dest, synthetic_image, size=size)
+            _stream(str(truncated), dest, stream_test_image, size=size)
 
 
-def test_larger_than_plan_stops_early(synthetic_image, tmp_path):
+def test_larger_than_plan_stops_early(stream_test_image, tmp_path):
     require_root()
     with pytest.raises(ImageVerificationError, match="larger than the plan"):
-        _stream(str(synthetic_image.path), tmp_path, synthetic_image, size=synthetic_image.size - 1000)
+        _stream(str(stream_test_image.path), tmp_path, stream_test_image, size=stream_test_image.size - 1000)
 
 
 def test_failing_zstd_stage_is_reported_not_hidden_by_tar(tmp_path):
@@ -252,11 +252,11 @@ def test_failing_tar_stage_is_reported(tmp_path):
     assert info.value.argv[0] == "tar"
 
 
-def test_missing_image_and_bad_target_are_clear_errors(synthetic_image, file_server, tmp_path):
+def test_missing_image_and_bad_target_are_clear_errors(stream_test_image, file_server, tmp_path):
     with pytest.raises(OperationFailed, match="cannot read image"):
         stream_image(str(tmp_path / "nope.tar.zst"), tmp_path, sha256="00")
     with pytest.raises(OperationFailed, match="not a directory"):
-        stream_image(str(synthetic_image.path), tmp_path / "missing", sha256="00")
+        stream_image(str(stream_test_image.path), tmp_path / "missing", sha256="00")
     with pytest.raises(OperationFailed, match="HTTP 404"):
         stream_image(f"{file_server.base_url}/absent", tmp_path, sha256="00", retry=FAST_RETRY)
     with pytest.raises(OperationFailed, match="unsupported image source"):
