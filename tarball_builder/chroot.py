@@ -43,7 +43,10 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
 ln -s pts/ptmx "$root/dev/ptmx"
 mount -t tmpfs -o nosuid,nodev,mode=1777 shm "$root/dev/shm"
 mount -t tmpfs -o nosuid,nodev,mode=0755 run "$root/run"
-if [ -f "$root/etc/resolv.conf" ] && [ ! -L "$root/etc/resolv.conf" ] && [ -f /etc/resolv.conf ]; then
+# Name resolution for package scripts and %post: the host's resolv.conf, visible only in this namespace.
+# An empty placeholder file may be left behind; the cleanup stage removes it.
+if [ -d "$root/etc" ] && [ ! -L "$root/etc/resolv.conf" ] && [ -f /etc/resolv.conf ]; then
+    [ -e "$root/etc/resolv.conf" ] || : > "$root/etc/resolv.conf"
     mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
 fi
 if [ "$METALSTREAM_NOCHROOT" = 1 ]; then
@@ -124,3 +127,8 @@ def _run_clean_env(argv: list[str], env: dict[str, str], **kwargs) -> proc.Resul
     # proc.run merges env into os.environ; `env -i` makes the command see exactly `env`.
     clean = ["env", "-i", *[f"{k}={v}" for k, v in sorted(env.items())], *argv]
     return proc.run(clean, **kwargs)
+
+
+def for_build(ctx) -> Chroot:
+    """The Chroot for a build's root, with the build's SOURCE_DATE_EPOCH in the environment."""
+    return Chroot(ctx.root, env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)})

@@ -1,0 +1,161 @@
+"""Debian family backend: mmdebstrap installs the root, dpkg-query reads it, update-initramfs boots it.
+
+Packages come from the build machine's apt sources (or the kickstart's repo lines), piped to
+mmdebstrap on standard input with the mirror argument `-`. Downloaded .deb files are kept in
+`<cache_dir>/debian-archives` (mmdebstrap sync-in/sync-out hooks) so a rebuild downloads nothing new.
+`%packages` exclusions become an apt pin (priority -1) during the install: apt refuses to pull them in
+and says which package needed them; the pin is removed before the root is packed.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from deployer import proc
+from deployer.errors import BadInput, CommandError, OperationFailed
+
+from .. import cache
+from ..context import BuildContext
+from . import apt_sources
+
+DEB_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i686": "i386",
+            "i386": "i386", "ppc64le": "ppc64el", "s390x": "s390x"}
+VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
+            "debootstrap", "standard")
+EXCLUDE_PIN = "/etc/apt/preferences.d/99metalstream-excluded"
+INSTALL_TIMEOUT = 3600.0
+
+
+class DebianBackend:
+    family = "debian"
+
+    def install(self, ctx: BuildContext) -> None:
+        argv, sources = self.mmdebstrap_command(ctx)
+        ctx.log.info("apt sources for this build:\n%s", sources)
+        try:
+            proc.run(argv, input=sources, timeout=INSTALL_TIMEOUT, env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)})
+        except CommandError as exc:
+            raise explain_failure(exc, ctx) from exc
+        self._check_excluded_absent(ctx)
+
+    def mmdebstrap_command(self, ctx: BuildContext) -> tuple[list[str], str]:
+        """The mmdebstrap argv and the deb822 sources text for its standard input."""
+        spec = ctx.build
+        dist = spec.distribution
+        ks = ctx.kickstart.source or "kickstart"
+        pkgs = spec.packages
+        if pkgs.groups or pkgs.excluded_groups:
+            raise BadInput("package groups (@group) are not supported for Debian images; list package names",
+                           location=f"{ks}:{pkgs.line}" if pkgs.line else ks)
+        variant = dist.variant or "minbase"
+        if variant not in VARIANTS:
+            raise BadInput(f"unknown mmdebstrap variant {variant!r} (one of: {', '.join(VARIANTS)})",
+                           location=f"{ks}:{dist.line}" if dist.line else ks)
+        arch = DEB_ARCH.get(dist.arch)
+        if arch is None:
+            raise BadInput(f"unknown architecture {dist.arch!r}", location=f"{ks}:{dist.line}" if dist.line else ks)
+        if spec.repos:
+            sources = apt_sources.from_repos(spec.repos, dist, ks)
+        else:
+            sources = apt_sources.retarget(apt_sources.host_sources(), apt_sources.os_release_codename(), dist)
+            if not sources:
+                raise OperationFailed("the build machine has no apt sources (/etc/apt/sources.list*) and the "
+                                      "kickstart names no repo")
+        archives = cache.package_dir(ctx, "debian-archives")
+        # Its own private mount namespace: whatever mmdebstrap mounts dies with it, even if it is killed.
+        argv = ["unshare", "--mount", "--propagation", "private", "--",
+                "mmdebstrap", "--mode=root", "--format=directory", f"--variant={variant}",
+                f"--architectures={arch}", "--aptopt=Acquire::Retries \"2\"",
+                "--aptopt=Acquire::http::Timeout \"20\"",
+                "--skip=essential/unlink",
+                f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/ {shlex.quote(str(archives))}",
+                f"--setup-hook=sync-in {shlex.quote(str(archives))} /var/cache/apt/archives/",
+                f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(archives))}",
+                # The build machine's resolv.conf and hostname must not ship (nor make builds differ).
+                "--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname"]
+        if pkgs.names:
+            argv.append("--include=" + ",".join(pkgs.names))
+        if pkgs.excluded_names:
+            pin = "".join(f"Package: {name}\nPin: release *\nPin-Priority: -1\n\n" for name in pkgs.excluded_names)
+            argv += [f"--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d && printf %s {shlex.quote(pin)} "
+                     f"> \"$1\"{EXCLUDE_PIN}",
+                     f"--customize-hook=rm -f \"$1\"{EXCLUDE_PIN}"]
+        if pkgs.nodocs:
+            argv.append("--dpkgopt=path-exclude=/usr/share/doc/*")
+            argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+        if pkgs.exclude_weakdeps:
+            argv.append("--aptopt=APT::Install-Recommends \"false\"")
+        argv += [dist.release, str(ctx.root), "-"]
+        return argv, apt_sources.render(sources)
+
+    def _check_excluded_absent(self, ctx: BuildContext) -> None:
+        installed = {p["name"] for p in self.installed_packages(ctx)}
+        present = sorted(set(ctx.build.packages.excluded_names) & installed)
+        if present:
+            ks = ctx.kickstart.source or "kickstart"
+            line = ctx.build.packages.line
+            raise BadInput(f"excluded package(s) {', '.join(present)} are part of the {ctx.build.distribution.variant}"
+                           " variant's essential set and cannot be left out", location=f"{ks}:{line}" if line else ks)
+
+    def installed_packages(self, ctx: BuildContext) -> list[dict[str, str]]:
+        result = proc.run(["dpkg-query", f"--admindir={ctx.root / 'var/lib/dpkg'}", "-W",
+                           "-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"])
+        packages = []
+        for line in result.stdout.splitlines():
+            status, name, version, arch = line.split("\t")
+            if status.startswith("ii"):
+                packages.append({"name": name, "version": version, "arch": arch})
+        return sorted(packages, key=lambda p: (p["name"], p["arch"]))
+
+    def prepare_initramfs(self, root: Path) -> None:
+        """Generic initramfs: every storage/network module, not only what the build machine uses."""
+        conf = root / "etc/initramfs-tools/initramfs.conf"
+        if conf.is_file():
+            text = conf.read_text()
+            text = re.sub(r"(?m)^MODULES=.*$", "MODULES=most", text)
+            if "MODULES=most" not in text:
+                text += "\nMODULES=most\n"
+            conf.write_text(text)
+
+    def initramfs_argv(self, kernel_version: str) -> list[str]:
+        # -c would refuse an existing one (the kernel's postinst made it); -d then -c rebuilds it reproducibly.
+        return ["/bin/sh", "-c", 'update-initramfs -d -k "$1" >/dev/null 2>&1 || true; update-initramfs -c -k "$1"',
+                "update-initramfs", kernel_version]
+
+    def initramfs_path(self, kernel_version: str) -> str:
+        return f"/boot/initrd.img-{kernel_version}"
+
+    def cache_globs(self) -> list[str]:
+        return ["var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial/*", "var/cache/apt/*.bin",
+                "var/lib/apt/lists/*", "var/cache/debconf/*-old", "var/lib/dpkg/*-old",
+                "var/backups/*", "etc/apt/apt.conf.d/00mmdebstrap"]
+
+
+_NOT_FOUND = (re.compile(r"Unable to locate package (\S+)"),
+              re.compile(r"Package '?([^' ]+)'? has no installation candidate"),
+              re.compile(r"Couldn't find any package by (?:glob|regex) '([^']+)'"))
+_UNREACHABLE = re.compile(r"(Could not connect to|Could not resolve|Failed to fetch|Connection failed|"
+                          r"Unable to connect|does not have a Release file|Temporary failure resolving)[^\n]*")
+
+
+def explain_failure(exc: CommandError, ctx: BuildContext) -> Exception:
+    """Turn an mmdebstrap failure into one clear message naming the cause."""
+    ks = ctx.kickstart.source or "kickstart"
+    pkgs_line = ctx.build.packages.line
+    pkgs_where = f"{ks}:{pkgs_line}" if pkgs_line else ks
+    for pattern in _NOT_FOUND:
+        match = pattern.search(exc.stderr)
+        if match:
+            return BadInput(f"package {match.group(1)!r} not found in the configured repositories (%packages)",
+                            location=pkgs_where)
+    pinned = re.search(r"Depends: (\S+) but it is not (?:going to be installed|installable)", exc.stderr)
+    if pinned and pinned.group(1) in ctx.build.packages.excluded_names:
+        return BadInput(f"excluded package {pinned.group(1)!r} is needed by another package (%packages)",
+                        location=pkgs_where)
+    if "No space left on device" in exc.stderr:
+        return exc  # the pipeline names the full directory
+    match = _UNREACHABLE.search(exc.stderr)
+    if match:
+        return OperationFailed(f"package repository unreachable: {match.group(0).strip()}")
+    return exc

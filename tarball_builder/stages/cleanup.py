@@ -1,0 +1,115 @@
+"""Stage `cleanup`: drop what must not ship, and reset per-machine identity.
+
+Removed: the backend's package caches and lists, logs (files under /var/log are truncated, rotated ones
+and the journal removed), /tmp, /var/tmp and /run contents, SSH host keys, random seeds, caches whose
+content depends on the build time. /etc/machine-id is kept but emptied (systemd fills it on first boot);
+/var/lib/dbus/machine-id points at it. Debian's openssh-server does not recreate host keys by itself, so
+a small unit, metalstream-ssh-keygen.service (`ssh-keygen -A` before sshd), is installed and enabled.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+from ..context import Backend, BuildContext
+from .util import exists_in_root, in_root, write_file
+
+# Relative to the root; glob patterns.
+REMOVE = [
+    "tmp/*", "tmp/.*", "var/tmp/*", "var/tmp/.*", "run/*", "run/.*",
+    "etc/ssh/ssh_host_*",
+    "var/lib/systemd/random-seed", "var/lib/systemd/credential.secret", "var/lib/urandom/random-seed",
+    "var/cache/ldconfig/aux-cache", "var/log/journal/*",
+    "var/log/*.gz", "var/log/*.[0-9]", "var/log/*.old", "var/log/**/*.gz", "var/log/**/*.[0-9]",
+    "var/cache/man/*", "var/cache/fontconfig/*",
+    "etc/.pwd.lock", "etc/*-",  # shadow backups (passwd-, shadow-, ...) hold the pre-build state
+    "root/.bash_history", "root/.lesshst", "root/.wget-hsts",
+]
+
+SSH_KEYGEN_UNIT = """\
+[Unit]
+Description=Generate missing SSH host keys (metalstream image first boot)
+Before=ssh.service sshd.service
+ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+UNIT_NAME = "metalstream-ssh-keygen.service"
+
+
+class CleanupStage:
+    name = "cleanup"
+    description = "remove caches, logs and machine identity"
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def run(self, ctx: BuildContext) -> None:
+        removed = remove_globs(ctx.root, [*self.backend.cache_globs(), *REMOVE])
+        truncate_logs(ctx.root / "var/log")
+        reset_machine_id(ctx)
+        resolv = in_root(ctx, "/etc/resolv.conf")
+        if resolv.is_file() and not resolv.is_symlink() and resolv.stat().st_size == 0:
+            resolv.unlink()  # the chroot's placeholder; the deployed machine's DHCP client writes it
+        if exists_in_root(ctx, "/usr/sbin/sshd"):
+            install_ssh_keygen_unit(ctx)
+        ctx.log.info("cleanup removed %d paths", removed)
+
+
+def remove_globs(root: Path, patterns: list[str]) -> int:
+    count = 0
+    for pattern in patterns:
+        for match in sorted(glob.glob(str(root / pattern), recursive=True), reverse=True):
+            if os.path.basename(match) in (".", ".."):
+                continue
+            path = Path(match)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
+def truncate_logs(log_dir: Path) -> None:
+    """Empty every log file but keep it (and its owner and mode): daemons expect some to exist."""
+    if not log_dir.is_dir():
+        return
+    for dirpath, _, filenames in os.walk(log_dir):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.is_file() and not path.is_symlink():
+                os.truncate(path, 0)
+
+
+def reset_machine_id(ctx: BuildContext) -> None:
+    machine_id = in_root(ctx, "/etc/machine-id")
+    if machine_id.exists() or in_root(ctx, "/etc").is_dir():
+        machine_id.write_text("")
+        machine_id.chmod(0o444)
+    dbus_dir = in_root(ctx, "/var/lib/dbus")
+    if dbus_dir.is_dir():
+        dbus_id = dbus_dir / "machine-id"
+        if dbus_id.exists() or dbus_id.is_symlink():
+            dbus_id.unlink()
+        dbus_id.symlink_to("/etc/machine-id")
+
+
+def install_ssh_keygen_unit(ctx: BuildContext) -> None:
+    unit_dir = in_root(ctx, "/etc/systemd/system")
+    if not (exists_in_root(ctx, "/usr/bin/systemctl") or exists_in_root(ctx, "/bin/systemctl")):
+        return
+    write_file(unit_dir / UNIT_NAME, SSH_KEYGEN_UNIT)
+    wants = unit_dir / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / UNIT_NAME
+    if not link.is_symlink():
+        link.symlink_to(f"/etc/systemd/system/{UNIT_NAME}")

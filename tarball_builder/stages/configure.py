@@ -1,0 +1,128 @@
+"""Stage `configure`: lang, keyboard, timezone, SELinux mode, services and firewall from the build spec.
+
+Files are written directly into the root; tools (locale-gen, systemctl, firewall-offline-cmd) are the
+image's own, run inside it through the chroot.
+"""
+from __future__ import annotations
+
+import re
+
+from deployer.errors import BadInput, CommandError
+
+from ..chroot import for_build
+from ..context import BuildContext
+from .util import exists_in_root, in_root, warn, where, write_file
+
+PLAIN_LOCALES = ("C", "C.UTF-8", "C.utf8", "POSIX")
+
+
+class ConfigureStage:
+    name = "configure"
+    description = "apply lang, keyboard, timezone, selinux, services and firewall"
+
+    def run(self, ctx: BuildContext) -> None:
+        spec = ctx.build
+        if spec.lang:
+            set_lang(ctx, spec.lang)
+        if spec.keyboard:
+            set_keyboard(ctx, spec.keyboard)
+        if spec.timezone:
+            set_timezone(ctx)
+        if spec.selinux:
+            set_selinux(ctx, spec.selinux)
+        if spec.services_enabled or spec.services_disabled:
+            set_services(ctx)
+        if spec.firewall:
+            set_firewall(ctx)
+
+
+def set_lang(ctx: BuildContext, lang: str) -> None:
+    write_file(in_root(ctx, "/etc/locale.conf"), f"LANG={lang}\n")
+    if ctx.build.distribution.family == "debian":
+        write_file(in_root(ctx, "/etc/default/locale"), f"LANG={lang}\n")
+    if lang in PLAIN_LOCALES:
+        return
+    locale_gen = in_root(ctx, "/etc/locale.gen")
+    if not (locale_gen.is_file() and exists_in_root(ctx, "/usr/sbin/locale-gen")):
+        if ctx.build.distribution.family == "debian":
+            warn(ctx, f"{where(ctx, None)}: lang {lang}: the 'locales' package is not in the image, "
+                      "so the locale is not generated")
+        return
+    wanted = re.escape(lang.replace("utf8", "UTF-8"))
+    text, count = re.subn(rf"(?m)^#\s*({wanted}\s.*)$", r"\1", locale_gen.read_text())
+    if count == 0 and not re.search(rf"(?m)^{wanted}\s", text):
+        raise BadInput(f"lang {lang!r} is not a locale listed in the image's /etc/locale.gen",
+                       location=where(ctx, None))
+    locale_gen.write_text(text)
+    with for_build(ctx) as chroot:
+        chroot.run(["locale-gen"])
+
+
+def set_keyboard(ctx: BuildContext, keymap: str) -> None:
+    write_file(in_root(ctx, "/etc/vconsole.conf"), f"KEYMAP={keymap}\n")
+    keyboard = in_root(ctx, "/etc/default/keyboard")
+    if keyboard.is_file():
+        text = re.sub(r'(?m)^XKBLAYOUT=.*$', f'XKBLAYOUT="{keymap}"', keyboard.read_text())
+        keyboard.write_text(text)
+
+
+def set_timezone(ctx: BuildContext) -> None:
+    tz = ctx.build.timezone
+    zone = tz.name
+    localtime = in_root(ctx, "/etc/localtime")
+    zone_path = f"/usr/share/zoneinfo/{zone}"
+    if exists_in_root(ctx, zone_path):
+        localtime.unlink(missing_ok=True)
+        localtime.symlink_to(f"..{zone_path}")
+    elif zone in ("UTC", "Etc/UTC"):
+        localtime.unlink(missing_ok=True)  # no tzdata: without /etc/localtime the system runs in UTC
+    else:
+        raise BadInput(f"timezone {zone!r}: {zone_path} is not in the image (add tzdata to %packages, "
+                       "or check the zone name)", location=where(ctx, tz.line))
+    if ctx.build.distribution.family == "debian":
+        write_file(in_root(ctx, "/etc/timezone"), f"{zone}\n")
+    write_file(in_root(ctx, "/etc/adjtime"), f"0.0 0 0.0\n0\n{'UTC' if tz.utc else 'LOCAL'}\n")
+
+
+def set_selinux(ctx: BuildContext, mode: str) -> None:
+    config = in_root(ctx, "/etc/selinux/config")
+    if not config.is_file():
+        if mode != "disabled":
+            warn(ctx, f"{where(ctx, None)}: selinux --{mode}: the image has no /etc/selinux/config "
+                      "(no SELinux policy installed); ignored")
+        return
+    text = config.read_text()
+    text, count = re.subn(r"(?m)^SELINUX=.*$", f"SELINUX={mode}", text)
+    config.write_text(text if count else text + f"SELINUX={mode}\n")
+
+
+def set_services(ctx: BuildContext) -> None:
+    if not (exists_in_root(ctx, "/usr/bin/systemctl") or exists_in_root(ctx, "/bin/systemctl")):
+        raise BadInput("services: the image has no systemd (systemctl); add systemd to %packages",
+                       location=where(ctx, None))
+    with for_build(ctx) as chroot:
+        for verb, names in (("enable", ctx.build.services_enabled), ("disable", ctx.build.services_disabled)):
+            for name in names:
+                try:
+                    chroot.run(["systemctl", verb, name])
+                except CommandError as exc:
+                    raise BadInput(f"services --{verb}d: cannot {verb} {name!r}: {exc.stderr.strip() or exc}",
+                                   location=where(ctx, None)) from exc
+
+
+def set_firewall(ctx: BuildContext) -> None:
+    fw = ctx.build.firewall
+    if not exists_in_root(ctx, "/usr/bin/firewall-offline-cmd"):
+        if fw.enabled and (fw.services or fw.ports or fw.trusts):
+            warn(ctx, f"{where(ctx, fw.line)}: firewall: the image has no firewalld (firewall-offline-cmd); "
+                      "rules not applied")
+        return
+    argv = ["firewall-offline-cmd", "--enabled" if fw.enabled else "--disabled"]
+    argv += [f"--service={s}" for s in fw.services]
+    argv += [f"--port={p}" for p in fw.ports]
+    argv += [f"--trust={t}" for t in fw.trusts]
+    with for_build(ctx) as chroot:
+        try:
+            chroot.run(argv)
+        except CommandError as exc:
+            raise BadInput(f"firewall: {exc.stderr.strip() or exc}", location=where(ctx, fw.line)) from exc
