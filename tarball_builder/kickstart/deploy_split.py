@@ -104,7 +104,7 @@ def _check_part(mountpoint: str, fstype: str | None, data, line: int, findings: 
     ok = True
     if fstype is not None and fstype not in FSTYPES:
         findings.error(line, f"part {mountpoint}: unsupported --fstype={fstype} (supported: {', '.join(FSTYPES)})")
-        ok = False
+        return False
     if mountpoint not in ("swap", "biosboot") and not mountpoint.startswith("/"):
         findings.error(line, f"part {mountpoint!r}: mount point must be an absolute path, swap or biosboot")
         ok = False
