@@ -178,8 +178,10 @@ class HttpReporter:
 
     def _post(self, url: str, body: dict) -> None:
         response = self._session.post(url, json=body, headers=self._headers, timeout=self._timeout)
-        if response.status_code >= 300:
-            raise OSError(f"HTTP {response.status_code}: {response.text[:200].strip()}")
+        status = response.status_code
+        if status >= 300:
+            error = _Rejected if 400 <= status < 500 and status not in (408, 429) else OSError
+            raise error(f"HTTP {status}: {response.text[:200].strip()}")
 
     def event(self, phase: str, message: str, bytes_done: int | None = None,
               bytes_total: int | None = None) -> None:
@@ -217,11 +219,18 @@ class HttpReporter:
             try:
                 self._post(self.result_url, body)
                 return True
+            except _Rejected as exc:  # the service refuses it (token revoked, deployment cancelled): final
+                _log_result_failure(self._result_attempts, self._result_attempts, self.result_url, exc)
+                return False
             except (requests.RequestException, OSError) as exc:
                 _log_result_failure(attempt, self._result_attempts, self.result_url, exc)
                 if attempt < self._result_attempts:
                     self._sleep(self._backoff * 2 ** (attempt - 1))
         return False
+
+
+class _Rejected(OSError):
+    """The service answered 4xx: retrying the same request cannot help."""
 
 
 def _log_result_failure(attempt: int, attempts: int, url: str, exc: Exception) -> None:

@@ -152,3 +152,11 @@ def test_agent_log_is_bounded_keeping_head_and_tail():
     assert len(text) < 3500
     assert "line 00000" in text and "line 09999" in text and "line 05000" not in text
     assert "bytes of log omitted" in text
+
+
+def test_http_reporter_does_not_retry_a_rejected_result(fake_service):
+    waits = []
+    reporter = HttpReporter(f"{fake_service.url}/e", f"{fake_service.url}/api/v1/agent/result", "revoked-token",
+                            result_attempts=5, sleep=waits.append)
+    assert reporter.result(success=True, phase="finish") is False
+    assert waits == [] and fake_service.state.auth_seen == ["Bearer revoked-token"]

@@ -1,0 +1,141 @@
+"""`metalstream agent` end to end against a fake of the service's agent endpoints (a boundary).
+
+The real command runs in a child process; the fake service records every event and result.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import METALSTREAM, REPO, require_root, require_tools
+from deployer.plan import local_plan
+from fixtures_stream import Fault, fake_service, file_server, stream_test_image  # noqa: F401
+
+GiB = 1 << 30
+DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployKeyForTestsOnlyxxxxxxxxxxxxxxxxxxxxxxx deploy@metalstream"
+
+
+def run_agent(*args: str, cmdline: str | None = None, tmp_path: Path, timeout: float = 900):
+    argv = [*METALSTREAM, "agent", "--no-reboot", *args]
+    if cmdline is not None:
+        path = tmp_path / "cmdline"
+        path.write_text(cmdline + "\n")
+        argv += ["--cmdline", str(path)]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+def _plan_for(manifest: Path, image_url: str, service, **overrides) -> dict:
+    plan = local_plan(str(manifest), boot_mode="uefi", hostname="node-17", ssh_keys=[DEPLOY_KEY]).to_json()
+    plan["deployment_id"] = str(uuid.uuid4())
+    plan["image"]["url"] = image_url
+    plan["report"] = {"events_url": f"{service.url}/api/v1/agent/events",
+                      "result_url": f"{service.url}/api/v1/agent/result"}
+    plan.update(overrides)
+    return plan
+
+
+def test_agent_prints_starting_first_reads_cmdline_and_reports_a_bad_plan(fake_service, tmp_path):
+    fake_service.state.fail_plan = 2  # the service is still starting: the agent must retry
+    fake_service.state.plan = {"format": "metalstream-plan/1", "deployment_id": "d-1",
+                               "image": {"name": "x", "url": "http://h/x.tar.zst", "sha256": "nothex", "size": 1}}
+    token = fake_service.state.token
+    done = run_agent(tmp_path=tmp_path,
+                     cmdline=f"BOOT_IMAGE=/vmlinuz quiet metalstream.server={fake_service.url} "
+                             f"metalstream.token={token} console=ttyS0")
+    assert done.stdout.splitlines()[0] == f"metalstream-agent: starting (server={fake_service.url})"
+    assert done.returncode == 2, done.stderr
+    assert "plan.image.sha256" in done.stderr
+    assert fake_service.state.plan_requests == 3
+    (result,) = fake_service.state.results
+    assert result["success"] is False and result["phase"] == "start"
+    assert "plan.image.sha256" in result["error"]
+    assert "fetching the plan" in result["log"] and "HTTP 503" in result["log"]
+    assert token not in result["log"]
+    assert set(fake_service.state.auth_seen) == {f"Bearer {token}"}
+
+
+def test_agent_options_win_over_cmdline_and_a_rejected_token_fails_clearly(fake_service, tmp_path):
+    done = run_agent("--server", fake_service.url, "--token", "wrong-token", tmp_path=tmp_path,
+                     cmdline="metalstream.server=http://192.0.2.1:1 metalstream.token=other")
+    assert done.stdout.startswith(f"metalstream-agent: starting (server={fake_service.url})\n")
+    assert done.returncode == 1
+    assert "rejected the agent token (HTTP 401" in done.stderr
+    assert fake_service.state.auth_seen[0] == "Bearer wrong-token"
+
+
+def test_agent_without_server_is_bad_input(tmp_path):
+    done = run_agent(tmp_path=tmp_path, cmdline="root=/dev/sda1 quiet")
+    assert done.stdout.splitlines() == ["metalstream-agent: starting (server=<none>)"]
+    assert done.returncode == 2
+    assert "--server: no service URL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_agent_failure_before_any_write_reports_the_phase_and_stays(stream_test_image_manifest, fake_service,
+                                                                   file_server, tmp_path):
+    manifest, tarball = stream_test_image_manifest
+    url = file_server.serve("img.tar.zst", tarball)
+    fake_service.state.plan = _plan_for(manifest, url, fake_service,
+                                        disk_hints={"serial": "NO-SUCH-DISK-SERIAL"})
+    done = run_agent("--server", fake_service.url, "--token", fake_service.state.token, tmp_path=tmp_path)
+    assert done.returncode != 0
+    assert "install FAILED" in done.stdout and "staying in the installer" in done.stdout
+    assert "installed; rebooting" not in done.stdout
+    (result,) = fake_service.state.results
+    assert result["success"] is False and result["phase"] == "disk"
+    assert "NO-SUCH-DISK-SERIAL" in result["error"] or "serial" in result["error"]
+    assert "metalstream.install" in result["log"]
+    assert [e["phase"] for e in fake_service.state.events][:2] == ["start", "disk"]
+    assert file_server.state.requests == []  # nothing was downloaded, let alone written
+
+
+@pytest.fixture(scope="session")
+def stream_test_image_manifest(stream_test_image, tmp_path_factory):
+    """A manifest in the contract format for the streaming test image (not bootable: no kernel)."""
+    work = tmp_path_factory.mktemp("stream-manifest")
+    manifest = work / "stream.json"
+    manifest.write_text(json.dumps({
+        "format": "metalstream-image/1", "name": "stream-test", "tarball": stream_test_image.path.name,
+        "sha256": stream_test_image.sha256, "size": stream_test_image.size, "uncompressed_size": 4 << 20,
+        "file_count": 60, "arch": "x86_64",
+        "distribution": {"family": "synthetic", "id": "synthetic", "version": "1"},
+        "kernels": [], "bootloader": {"bios_grub": False, "uefi_grub": False, "shim": False}, "packages": [],
+        "kickstart_sha256": "0" * 64, "created": 1700000000, "builder": {"name": "tests", "version": "1"}}))
+    (work / stream_test_image.path.name).symlink_to(stream_test_image.path)
+    return manifest, stream_test_image.path
+
+
+@pytest.mark.root
+def test_agent_installs_debian_over_a_dropping_connection(debian_image, sparse_disk, fake_service, file_server,
+                                                          tmp_path):
+    """The whole agent path on a real image: plan, events with bytes, a resumed stream, result, log."""
+    require_root()
+    require_tools("sfdisk", "mkfs.ext4", "zstd", "tar", "mtools", "grub-mkimage")
+    manifest = json.loads(debian_image.read_text())
+    tarball = debian_image.parent / manifest["tarball"]
+    url = file_server.serve("debian.tar.zst", tarball)
+    file_server.fault("debian.tar.zst", Fault(at=manifest["size"] // 3))
+    plan = _plan_for(debian_image, url, fake_service)
+    fake_service.state.plan = plan
+    disk = sparse_disk(4 * GiB)
+    done = run_agent("--server", fake_service.url, "--token", fake_service.state.token, "--disk", str(disk),
+                     tmp_path=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"metalstream-agent: starting (server={fake_service.url})"
+    assert any(line.startswith("[stream] streaming image:") and "MiB/s" in line for line in lines)
+    (result,) = fake_service.state.results
+    assert result["success"] is True and result["phase"] == "finish" and result["error"] is None
+    assert result["root_uuid"]
+    assert "resumed" in result["log"] or "interrupted at byte" in result["log"]
+    events = fake_service.state.events
+    phases = [e["phase"] for e in events]
+    order = ["start", "disk", "partition", "mkfs", "stream", "verify", "configure", "bootloader", "finish"]
+    assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == order
+    stream_events = [e for e in events if e["phase"] == "stream" and e["bytes_done"] is not None]
+    assert stream_events[-1]["bytes_done"] == stream_events[-1]["bytes_total"] == manifest["size"]
+    resumes = file_server.ranged_requests()
+    assert len(resumes) == 1 and resumes[0]["range"] == f"bytes={manifest['size'] // 3}-"
