@@ -8,7 +8,7 @@ from deployer.errors import BadInput
 
 from .render import _SAFE_URL
 
-_IFACE = re.compile(r"^[A-Za-z0-9._-]{1,15}$")
+_IFACE = re.compile(r"^[A-Za-z0-9._-]{1,15}\Z")
 
 
 def proxy_dhcp_config(*, server_url: str, subnet: str, tftp_server: str, interface: str | None = None) -> str:

@@ -18,10 +18,10 @@ from deployer.errors import OperationFailed
 from .validate import KERNEL_ARG
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/\-]*)?$")
-_SAFE_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
-_SAFE_WORD = re.compile(r"^[A-Za-z0-9._:\-]{1,253}$")
-_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._\-]{16,200}$")
+_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/\-]*)?\Z")
+_SAFE_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?\Z")
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9._:\-]{1,253}\Z")
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._\-]{16,200}\Z")
 
 
 class RenderError(OperationFailed):

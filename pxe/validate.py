@@ -10,19 +10,20 @@ from typing import Any
 
 from deployer.errors import BadInput
 
-_MAC_HEX = re.compile(r"^[0-9a-f]{12}$")
-_HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Patterns end in \Z, not $: `$` also matches before a trailing newline, which would let "x\n" through.
+_MAC_HEX = re.compile(r"^[0-9a-f]{12}\Z")
+_HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 # One kernel argument: no spaces, no shell or iPXE/GRUB metacharacters ($ { } ; & | ` \ # quotes).
-KERNEL_ARG = re.compile(r"^[A-Za-z0-9._:/=,+@-]{1,256}$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_PASSWORD_HASH = re.compile(r"^\$[0-9a-z]{1,3}\$[A-Za-z0-9./$=,+-]{8,512}$")
+KERNEL_ARG = re.compile(r"^[A-Za-z0-9._:/=,+@-]{1,256}\Z")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+_PASSWORD_HASH = re.compile(r"^\$[0-9a-z]{1,3}\$[A-Za-z0-9./$=,+-]{8,512}\Z")
 _SSH_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
-    r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x21-\x7e][\x20-\x7e]{0,200})?$"
+    r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x21-\x7e][\x20-\x7e]{0,200})?\Z"
 )
-_SSH_ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
-_SERIALISH = re.compile(r"^[\x21-\x7e]{1,256}$")
+_SSH_ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})\Z")
+_SERIALISH = re.compile(r"^[\x21-\x7e]{1,256}\Z")
 
 BOOT_MODES = ("bios", "uefi", "both")
 DISK_HINT_FIELDS = ("serial", "wwn", "by_path", "model", "name", "min_size_gib", "max_size_gib", "rotational")

