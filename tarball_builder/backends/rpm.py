@@ -1,0 +1,141 @@
+"""RPM family backend: `dnf --installroot` installs the root, `rpm --root` reads it, dracut boots it.
+
+dnf runs on the build host with the build's own configuration only (see rpm_plan), inside the same
+private mount and PID namespace the chroot uses, so package scriptlets find /proc, /sys and /dev in
+the root and no mount or process outlives the install. The dnf cache of the build cache directory
+(`<cache_dir>/rpm-archives`, `keepcache=True`) is bind-mounted at the root's /var/cache/dnf inside
+that namespace only: a rebuild reuses downloaded packages, and the image never holds them.
+
+The rpmdb goes to /var/lib/rpm in the root (rpm_plan.DBPATH; the build host's own rpm macros would put
+it elsewhere, so a macros file says so). That is where RHEL/CentOS 7-9 keep it; Fedora 36 and later
+move it to /usr/lib/sysimage/rpm on first boot (rpmdb-migrate.service). The sqlite WAL is
+checkpointed after every write so the image ships one self-contained rpmdb.sqlite.
+dnf's history (var/lib/dnf) is not shipped: it holds build-time timestamps and the build host's
+repository paths; dnf on a deployed machine starts with an empty history.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from deployer import proc
+from deployer.errors import BadInput, OperationFailed
+
+from .. import cache
+from ..chroot import for_build
+from ..context import BuildContext
+from . import rpm_plan
+
+QUERY_FORMAT = r"%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n"
+
+# Run by the chroot's namespace shell before dnf: "$1" root, "$2" cache directory, then dnf's argv.
+_BIND_CACHE = r"""
+set -e
+root=$1; cache=$2; shift 2
+mkdir -p "$root/var/cache/dnf"
+mount --bind "$cache" "$root/var/cache/dnf"
+exec "$@"
+"""
+
+
+class RpmBackend:
+    family = "rpm"
+
+    def install(self, ctx: BuildContext) -> None:
+        ks = ctx.kickstart.source or "kickstart"
+        confdir = Path(ctx.workdir) / "dnf"
+        plan = rpm_plan.plan_install(ctx.build, ks=ks, root=ctx.root, confdir=confdir)
+        (confdir / "repos.d").mkdir(parents=True, exist_ok=True)
+        (confdir / "dnf.conf").write_text(plan.conf)
+        (confdir / "repos.d" / "kickstart.repo").write_text(plan.repo_file)
+        home = write_rpm_macros(confdir / "home")
+        ctx.log.info("dnf configuration:\n%s\n%s", plan.conf, plan.repo_file)
+        dnf_cache = cache.package_dir(ctx, "rpm-archives")
+        ctx.root.mkdir(parents=True, exist_ok=True)
+        with for_build(ctx) as chroot:
+            result = chroot.run_outside(["/bin/sh", "-c", _BIND_CACHE, "metalstream-dnf", str(ctx.root),
+                                         str(dnf_cache), *plan.argv],
+                                        env={"HOME": str(home)}, check=False, timeout=rpm_plan.INSTALL_TIMEOUT)
+        ctx.log.info("dnf output:\n%s", result.stdout[-20000:])
+        if result.returncode != 0:
+            raise rpm_plan.explain_failure(result.stdout, result.stderr, plan, ctx.build, ks=ks,
+                                           ks_text=_read_text(ks))
+        settle_rpmdb(ctx.root)
+        if not rpmdb_file(ctx.root).is_file():
+            raise OperationFailed(f"dnf finished but left no rpmdb at {rpm_plan.DBPATH} in {ctx.root}")
+        self._install_repo_files(ctx)
+
+    def _install_repo_files(self, ctx: BuildContext) -> None:
+        """`repo --install`: the repository's configuration goes into the image's /etc/yum.repos.d."""
+        for repo in ctx.build.repos:
+            if repo.install:
+                target = ctx.root / "etc/yum.repos.d" / f"{rpm_plan.repo_id(repo)}.repo"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(rpm_plan.repo_section(repo))
+
+    def installed_packages(self, ctx: BuildContext) -> list[dict[str, str]]:
+        result = proc.run(["rpm", "--root", ctx.root, "--dbpath", rpm_plan.DBPATH, "-qa", "--qf", QUERY_FORMAT])
+        settle_rpmdb(ctx.root)
+        return parse_package_list(result.stdout)
+
+    def initramfs_argv(self, kernel_version: str) -> list[str]:
+        return ["dracut", "--no-hostonly", "--reproducible", "--force", "--kver", kernel_version,
+                self.initramfs_path(kernel_version)]
+
+    def initramfs_path(self, kernel_version: str) -> str:
+        return f"/boot/initramfs-{kernel_version}.img"
+
+    def prepare_initramfs(self, root: Path) -> None:
+        """Called before the initramfs stage runs dracut in the root: dracut must be in the image."""
+        if not any((Path(root) / p).exists() for p in ("usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut")):
+            raise BadInput("a kernel is installed but dracut is not: add dracut to %packages "
+                           "(it writes the generic initramfs every kernel needs)")
+
+    def cache_globs(self) -> list[str]:
+        globs = ["var/cache/dnf/*", "var/cache/dnf/.*", "var/cache/yum/*", "var/lib/dnf/*",
+                 "var/log/dnf.log", "var/log/dnf.librepo.log", "var/log/dnf.rpm.log", "var/log/hawkey.log"]
+        for dbdir in ("var/lib/rpm", "usr/lib/sysimage/rpm"):
+            # Berkeley DB environment files (rebuilt on demand), the lock file and the sqlite shared-memory
+            # index; never rpmdb.sqlite-wal, which may hold committed transactions.
+            globs += [f"{dbdir}/__db.*", f"{dbdir}/.rpm.lock", f"{dbdir}/.dbenv.lock", f"{dbdir}/rpmdb.sqlite-shm"]
+        return globs
+
+
+def parse_package_list(text: str) -> list[dict[str, str]]:
+    packages = []
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) != 3 or fields[0] == "gpg-pubkey":
+            continue
+        packages.append({"name": fields[0], "version": fields[1], "arch": fields[2]})
+    return sorted(packages, key=lambda p: (p["name"], p["arch"], p["version"]))
+
+
+def write_rpm_macros(home: Path) -> Path:
+    """A HOME whose ~/.rpmmacros points rpm's database at DBPATH (the build host's default is elsewhere)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".rpmmacros").write_text(f"%_dbpath {rpm_plan.DBPATH}\n")
+    return home
+
+
+def rpmdb_file(root: Path) -> Path:
+    return Path(root) / rpm_plan.DBPATH.lstrip("/") / "rpmdb.sqlite"
+
+
+def settle_rpmdb(root: Path) -> None:
+    """Fold the sqlite WAL into rpmdb.sqlite; closing the last connection removes -wal and -shm."""
+    db = rpmdb_file(root)
+    if not db.is_file():
+        return
+    connection = sqlite3.connect(db)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return None
