@@ -1,4 +1,114 @@
 """`metalstream install`: the same install the agent does, onto a block device or a disk image file."""
-from .stub import placeholder
+from __future__ import annotations
 
-COMMANDS = [placeholder("install", "Install an image onto a block device or a disk image file on this machine.", 5)]
+import dataclasses
+import os
+import re
+import sys
+
+import click
+
+from .errors import BadInput
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'4G', '512M', '4GiB', '1073741824' -> bytes (binary units)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise BadInput(f"{text!r} is not a size (e.g. 4G, 512M)", location="--size")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    size = int(number * (1 << (10 * "_KMGT".index(unit)) if unit else number))
+    if size < (1 << 20):
+        raise BadInput(f"{text!r} is smaller than 1 MiB", location="--size")
+    return size
+
+
+def _print_dry_run(result, out) -> None:
+    from .partition import describe
+
+    t = result.target
+    out.write(f"disk: {t.path} ({t.size} bytes, {t.size / (1 << 30):.1f} GiB"
+              f"{', disk image file' if t.is_file else ', block device'})\n\n")
+    out.write("partition plan:\n" + describe(result.layout) + "\n\n")
+    out.write("sfdisk script:\n" + result.sfdisk_script + "\n")
+    out.write("dry run: nothing was written\n")
+
+
+@click.command("install")
+@click.argument("image", required=False, metavar="IMAGE.json|URL")
+@click.option("--to", "target", required=True, metavar="DEVICE|FILE",
+              help="Block device (/dev/sdX) or disk image file to install onto.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False), metavar="PLAN.json",
+              help="A deploy plan (docs/contracts.md); then IMAGE may be omitted.")
+@click.option("--boot", type=click.Choice(["bios", "uefi", "both"]), default=None,
+              help="Boot mode: BIOS boot partition, ESP, or both (default: the plan's, else both).")
+@click.option("--size", metavar="SIZE", help="Create the disk image file sparse with this size (e.g. 4G) "
+                                            "if it does not exist, or grow it to this size.")
+@click.option("--wipe", is_flag=True, help="Allow destroying the partitions already on the target.")
+@click.option("--hostname", help="Host name of the installed system.")
+@click.option("--ssh-key", "ssh_keys", multiple=True, metavar="KEY",
+              help="Public key line for root's authorized_keys (repeatable).")
+@click.option("--root-password-hash", metavar="HASH", help="crypt(3) hash for root, e.g. from `openssl passwd -6`.")
+@click.option("--kernel-args", default=None, metavar="ARGS",
+              help="Extra kernel command line (e.g. 'console=ttyS0,115200').")
+@click.option("--dry-run", is_flag=True, help="Print the chosen disk, the partition plan and the sfdisk script; "
+                                             "write nothing.")
+def install_command(image: str | None, target: str, plan_file: str | None, boot: str | None, size: str | None,
+                    wipe: bool, hostname: str | None, ssh_keys: tuple[str, ...], root_password_hash: str | None,
+                    kernel_args: str | None, dry_run: bool) -> int:
+    """Install an image onto a block device or a disk image file on this machine.
+
+    IMAGE is an image manifest (NAME.json beside NAME.tar.zst), as a path or an http(s) URL. The
+    install partitions the target (GPT: BIOS boot partition and/or ESP, root growing to fill),
+    streams and verifies the image, configures it and installs grub. A target that already holds
+    partitions is overwritten only with --wipe (or clearpart/zerombr in the plan).
+
+    \b
+    Examples:
+      metalstream install out/debian.json --to disk.img --size 4G --boot uefi
+      metalstream install http://server:8080/images/debian.json --to /dev/sdb --wipe --dry-run
+    """
+    from .blockdev import open_target
+    from .install import run_install
+    from .plan import load_plan_file, local_plan, validate_hostname, validate_kernel_args, validate_password_hash, \
+        validate_ssh_key
+    from .report import ConsoleReporter
+
+    if plan_file is None and image is None:
+        raise BadInput("give an image manifest (IMAGE.json or URL) or --plan PLAN.json", location="IMAGE")
+    if plan_file:
+        plan = load_plan_file(plan_file)
+        if image:
+            raise BadInput("give either IMAGE or --plan (the plan names its image)", location="IMAGE")
+        if boot:
+            plan.boot_mode = boot
+        if hostname:
+            plan.hostname = validate_hostname(hostname, "--hostname")
+        if root_password_hash:
+            plan.root_password_hash = validate_password_hash(root_password_hash, "--root-password-hash")
+        plan.ssh_keys += [validate_ssh_key(k, f"--ssh-key[{i}]") for i, k in enumerate(ssh_keys)]
+        if kernel_args is not None:
+            plan.kernel_args = validate_kernel_args(kernel_args, "--kernel-args")
+        if wipe:
+            from .spec import ClearPart, DeploySpec
+
+            plan.storage = dataclasses.replace(plan.storage or DeploySpec(), clearpart=ClearPart(mode="all"))
+    else:
+        plan = local_plan(image, boot_mode=boot or "both", hostname=hostname, ssh_keys=ssh_keys,
+                          root_password_hash=root_password_hash, kernel_args=kernel_args or "", wipe=wipe)
+    created = not os.path.exists(target)
+    resolved = open_target(target, create_size=parse_size(size) if size else None, dry_run=dry_run)
+    try:
+        result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run)
+    except BadInput:
+        if created and not dry_run:  # bad input changes nothing: not even the file we just made
+            os.unlink(target)
+        raise
+    if dry_run:
+        _print_dry_run(result, sys.stdout)
+    return 0
+
+
+COMMANDS = [install_command]

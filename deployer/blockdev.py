@@ -1,0 +1,177 @@
+"""Apply a partition layout to a real target: a block device or a disk image file.
+
+The thin, impure half of partitioning: wipe old signatures first (so a failed install never boots a
+half system), write the table with sfdisk, reach the partitions (kernel partition nodes on block
+devices, offset loop devices on image files: this host kernel has no partition-table support),
+make the filesystems with the UUIDs chosen by the planner, and mount them. Every loop device and
+mount is released by the context managers, also on failure or Ctrl-C.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import proc
+from .errors import BadInput, OperationFailed
+from .partition import Layout, Partition, render_sfdisk
+
+log = logging.getLogger("metalstream.blockdev")
+
+MIB = 1 << 20
+WAIT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str
+    size: int  # bytes
+    is_file: bool  # a disk image file (partitions via offset loops) or a block device
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What a kickstart may call this disk (`clearpart --drives`, `part --ondisk`)."""
+        return (os.path.basename(self.path), self.path)
+
+    def partition_node(self, number: int) -> str:
+        return f"{self.path}{'p' if self.path[-1].isdigit() else ''}{number}"
+
+
+def open_target(path: str, *, create_size: int | None = None, dry_run: bool = False) -> Target:
+    """The install target at `path`; a missing file is created sparse when `create_size` is given."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if create_size is None:
+            raise BadInput(f"{path} does not exist (pass --size to create a sparse disk image file)",
+                           location="--to") from None
+        if not dry_run:
+            with open(path, "xb") as f:
+                f.truncate(create_size)
+        return Target(path, create_size, True)
+    if stat.S_ISREG(st.st_mode):
+        if create_size is not None and st.st_size < create_size and not dry_run:
+            os.truncate(path, create_size)  # grow the image file, sparse
+        return Target(path, max(st.st_size, create_size or 0), True)
+    if stat.S_ISBLK(st.st_mode):
+        size = int(proc.run(["blockdev", "--getsize64", path]).stdout.strip())
+        return Target(path, size, False)
+    raise BadInput(f"{path} is neither a block device nor a regular file", location="--to")
+
+
+def existing_signatures(target: Target) -> tuple[str, ...]:
+    """Partition tables and filesystems already on the target (empty for a blank disk or new file)."""
+    if target.size == 0 or (target.is_file and not os.path.exists(target.path)):
+        return ()  # a new image file (or one --dry-run did not create)
+    out = proc.run(["wipefs", "--no-act", "--json", target.path]).stdout
+    found = json.loads(out).get("signatures", []) if out.strip() else []
+    names = [s.get("type") for s in found if s.get("type")]
+    if not target.is_file:
+        parent = os.path.basename(target.path)
+        names += sorted(p for p in os.listdir(f"/sys/class/block/{parent}") if p.startswith(parent))
+    return tuple(dict.fromkeys(names))
+
+
+def wipe(target: Target) -> None:
+    """Erase every signature, boot code and both GPT copies: from here on the disk boots nothing."""
+    proc.run(["wipefs", "--all", "--force", target.path])
+    zeros = bytes(MIB)
+    fd = os.open(target.path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, zeros, 0)
+        if target.size > 2 * MIB:
+            os.pwrite(fd, zeros, target.size - MIB)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_table(target: Target, layout: Layout) -> None:
+    proc.run(["sfdisk", "--quiet", "--wipe", "always", "--wipe-partitions", "always", target.path],
+             input=render_sfdisk(layout))
+    if not target.is_file:
+        proc.run(["partx", "--update", target.path], check=False)  # sfdisk already told the kernel; belt and braces
+
+
+def wait_for_nodes(paths: list[str], *, timeout: float = WAIT_TIMEOUT) -> None:
+    """Wait until udev has created every partition node, or fail naming the missing ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.run(["udevadm", "settle", f"--timeout={max(int(deadline - time.monotonic()), 1)}"], check=False)
+        missing = [p for p in paths if not os.path.exists(p)]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"partition devices did not appear within {timeout:.0f} s: {', '.join(missing)}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def partition_devices(target: Target, layout: Layout, *, timeout: float = WAIT_TIMEOUT) -> Iterator[dict[int, str]]:
+    """Partition number -> device path for every partition of `layout`; loop devices are detached on exit."""
+    if not target.is_file:
+        nodes = {p.number: target.partition_node(p.number) for p in layout.partitions}
+        wait_for_nodes(list(nodes.values()), timeout=timeout)
+        yield nodes
+        return
+    loops: dict[int, str] = {}
+    try:
+        for p in layout.partitions:
+            loops[p.number] = proc.run(["losetup", "--find", "--show", "--offset", str(layout.offset(p)),
+                                        "--sizelimit", str(layout.length(p)), target.path]).stdout.strip()
+        yield loops
+    finally:
+        for device in reversed(list(loops.values())):
+            proc.run(["losetup", "--detach", device], check=False)
+
+
+def mkfs_argv(part: Partition, device: str) -> list[str] | None:
+    if part.fstype == "ext4":
+        return ["mkfs.ext4", "-F", "-q", "-U", part.fs_uuid, *(["-L", part.label] if part.label else []), device]
+    if part.fstype == "xfs":
+        return ["mkfs.xfs", "-f", "-q", "-m", f"uuid={part.fs_uuid}", *(["-L", part.label] if part.label else []),
+                device]
+    if part.fstype == "vfat":
+        return ["mkfs.vfat", "-F", "32", "-i", part.fs_uuid.replace("-", ""), "-n", (part.label or "EFI")[:11],
+                device]
+    if part.fstype == "swap":
+        return ["mkswap", "-U", part.fs_uuid, *(["-L", part.label] if part.label else []), device]
+    return None  # biosboot: raw, grub writes it
+
+
+def make_filesystems(layout: Layout, devices: dict[int, str]) -> None:
+    for part in layout.partitions:
+        argv = mkfs_argv(part, devices[part.number])
+        if argv:
+            proc.run(argv)
+
+
+@contextmanager
+def mounted(device: str, mountpoint: Path, fstype: str | None = None) -> Iterator[Path]:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc.run(["mount", *(["-t", fstype] if fstype else []), device, mountpoint])
+    try:
+        yield mountpoint
+    finally:
+        proc.run(["sync", "--file-system", mountpoint], check=False)
+        result = proc.run(["umount", mountpoint], check=False)
+        if result.returncode != 0:  # something still holds it; never leave it mounted behind us
+            log.warning("umount %s failed (%s); detaching lazily", mountpoint, result.stderr.strip())
+            proc.run(["umount", "--lazy", mountpoint], check=False)
+
+
+@contextmanager
+def mounted_tree(layout: Layout, devices: dict[int, str], root_dir: Path) -> Iterator[Path]:
+    """Mount / and every other Linux filesystem of the layout below `root_dir` (the ESP is never mounted:
+    it is written with mtools). Unmounted in reverse order on exit."""
+    with ExitStack() as stack:
+        for part in layout.mount_order():
+            where = root_dir if part.mountpoint == "/" else root_dir / part.mountpoint.lstrip("/")
+            stack.enter_context(mounted(devices[part.number], where, part.fstype))
+        yield root_dir

@@ -1,0 +1,160 @@
+"""Install the bootloader, LAST: grub.cfg written directly, UEFI grub (or the image's shim + signed grub)
+at the removable path EFI/BOOT/BOOTX64.EFI, and BIOS grub into the 1 MiB BIOS boot partition.
+
+Nothing runs inside the target: grub images are made with this machine's grub-mkimage from the
+target's own module directory (ROOT/usr/lib/grub/<platform>), so the target's grub version boots.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import proc
+from .errors import OperationFailed
+from .esp import Esp
+from .partition import Layout, Partition
+from .plan import Kernel
+
+EFI_MODULES = ("part_gpt", "part_msdos", "fat", "ext2", "xfs", "normal", "configfile", "search", "search_fs_uuid",
+               "linux", "echo", "test", "all_video", "gzio", "serial", "terminal", "sleep", "efi_gop", "reboot")
+BIOS_MODULES = ("biosdisk", "part_gpt", "part_msdos", "ext2", "xfs", "normal", "configfile", "search",
+                "search_fs_uuid", "linux", "echo", "test", "gzio", "serial", "terminal", "sleep", "reboot")
+_SAFE_WORD = re.compile(r"[A-Za-z0-9=,._/:+@%-]+")
+SHIM_PAIRS = (  # (shim, signed grub, directory the signed grub reads grub.cfg from)
+    ("usr/lib/shim/shimx64.efi.signed", "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", "EFI/debian"),
+)
+
+
+@dataclass(frozen=True)
+class BootFs:
+    """The filesystem holding /boot: its UUID and the path of /boot inside it ("/boot" or "")."""
+    uuid: str
+    fstype: str
+    prefix: str
+
+
+def boot_fs(layout: Layout) -> BootFs:
+    boot = next((p for p in layout.partitions if p.mountpoint == "/boot"), None)
+    part: Partition = boot or layout.root
+    return BootFs(part.fs_uuid, part.fstype, "" if boot else "/boot")
+
+
+def _grub_word(word: str) -> str:
+    return word if _SAFE_WORD.fullmatch(word) else "'" + word.replace("'", "'\\''") + "'"
+
+
+def grub_cfg(layout: Layout, kernels: list[Kernel], *, title: str, kernel_args: str, timeout: int = 3) -> str:
+    """grub.cfg finding /boot by filesystem UUID, booting root=UUID=... with the manifest's kernel+initramfs."""
+    if not kernels:
+        raise OperationFailed("the image manifest lists no kernel: nothing to boot")
+    boot = boot_fs(layout)
+    args = " ".join(_grub_word(w) for w in ["root=UUID=" + layout.root.fs_uuid, "ro", *kernel_args.split()])
+    lines = ["# written by metalstream at deploy time; no grub-mkconfig ran on this system",
+             f"set timeout={timeout}", "set default=0", "insmod part_gpt", f"insmod {_grub_module(boot.fstype)}",
+             f"search --no-floppy --fs-uuid --set=root {boot.uuid}"]
+    if "console=ttyS0" in kernel_args:
+        lines += ["serial --unit=0 --speed=115200", "terminal_input console serial",
+                  "terminal_output console serial"]
+    for i, k in enumerate(kernels):
+        kernel = boot.prefix + k.kernel.removeprefix("/boot")
+        initrd = boot.prefix + k.initramfs.removeprefix("/boot")
+        lines += ["", f"menuentry {_grub_word(f'{title} ({k.version})')} --id metalstream-{i} {{",
+                  f"\tlinux {kernel} {args}", f"\tinitrd {initrd}", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _grub_module(fstype: str) -> str:
+    return "ext2" if fstype.startswith("ext") else fstype
+
+
+def early_cfg(layout: Layout) -> str:
+    """Embedded in the grub image: find the /boot filesystem by UUID and read its grub.cfg."""
+    boot = boot_fs(layout)
+    return (f"search --no-floppy --fs-uuid --set=root {boot.uuid}\n"
+            f"set prefix=($root){boot.prefix}/grub\n"
+            f"configfile ($root){boot.prefix}/grub/grub.cfg\n")
+
+
+def write_grub_cfg(root: Path, text: str) -> Path:
+    path = root / "boot/grub/grub.cfg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _copy_modules(root: Path, platform: str) -> None:
+    """Mirror what grub-install does: the platform's modules under /boot/grub, for `insmod` in grub.cfg."""
+    source, dest = root / "usr/lib/grub" / platform, root / "boot/grub" / platform
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("*.h", "*.pl", "*.py", "*.sh"))
+
+
+def mkimage(root: Path, platform: str, modules: tuple[str, ...], early: str, output: Path) -> None:
+    directory = root / "usr/lib/grub" / platform
+    if not (directory / "moddep.lst").exists():
+        raise OperationFailed(f"the image has no grub for {platform} ({directory.relative_to(root)} is missing): "
+                              f"install grub for {platform} in the image or choose another boot mode")
+    with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=True) as cfg:
+        cfg.write(early)
+        cfg.flush()
+        proc.run(["grub-mkimage", "-O", platform, "-d", directory, "-c", cfg.name, "-p", "/boot/grub",
+                  "-o", output, *modules])
+
+
+def _shim_pair(root: Path) -> tuple[Path, Path, str] | None:
+    for shim, grub, cfg_dir in SHIM_PAIRS:
+        if (root / shim).is_file() and (root / grub).is_file():
+            return root / shim, root / grub, cfg_dir
+    return None
+
+
+def install_uefi(root: Path, layout: Layout, esp: Esp, work: Path) -> str:
+    """Write EFI/BOOT/BOOTX64.EFI (+ grubx64.efi when the image has a shim); returns what was installed."""
+    pair = _shim_pair(root)
+    if pair:
+        shim, grub, cfg_dir = pair
+        esp.put_file(shim, "/EFI/BOOT/BOOTX64.EFI")
+        esp.put_file(grub, "/EFI/BOOT/grubx64.efi")
+        stub = work / "grub-stub.cfg"
+        stub.write_text(early_cfg(layout))
+        for directory in ("/EFI/BOOT", "/" + cfg_dir):
+            esp.put_file(stub, f"{directory}/grub.cfg")
+        _copy_modules(root, "x86_64-efi") if (root / "usr/lib/grub/x86_64-efi").is_dir() else None
+        return "shim + signed grub"
+    image = work / "BOOTX64.EFI"
+    mkimage(root, "x86_64-efi", EFI_MODULES, early_cfg(layout), image)
+    _copy_modules(root, "x86_64-efi")
+    esp.put_file(image, "/EFI/BOOT/BOOTX64.EFI")
+    return "grub-mkimage x86_64-efi"
+
+
+def add_efi_boot_entry(disk: str, esp_number: int, label: str) -> bool:
+    """An NVRAM boot entry, only when this machine booted with UEFI (never for disk image files)."""
+    if not os.path.isdir("/sys/firmware/efi/efivars"):
+        return False
+    proc.run(["efibootmgr", "--quiet", "--create", "--disk", disk, "--part", str(esp_number), "--label", label,
+              "--loader", "\\EFI\\BOOT\\BOOTX64.EFI"])
+    return True
+
+
+def install_bios(root: Path, layout: Layout, disk: str, work: Path) -> str:
+    """grub core.img into the BIOS boot partition and boot.img into the protective MBR, via grub-bios-setup."""
+    grub_dir = work / "i386-pc"
+    grub_dir.mkdir(exist_ok=True)
+    mkimage(root, "i386-pc", BIOS_MODULES, early_cfg(layout), grub_dir / "core.img")
+    shutil.copy(root / "usr/lib/grub/i386-pc/boot.img", grub_dir / "boot.img")
+    _copy_modules(root, "i386-pc")
+    device_map = work / "device.map"
+    device_map.write_text(f"(hd0)\t{disk}\n")
+    try:
+        proc.run(["grub-bios-setup", "--skip-fs-probe", "--directory", grub_dir, "--device-map", device_map, disk])
+    except OperationFailed as exc:
+        raise OperationFailed(f"BIOS bootloader could not be written to {disk}: {exc}. On a disk image file this "
+                              "host's kernel lacks partition support that grub-bios-setup needs: use --boot uefi "
+                              "here, or install BIOS images from inside a VM (see docs/agent.md)") from exc
+    return "grub-bios-setup i386-pc"

@@ -1,0 +1,241 @@
+"""Configure the unpacked target for this machine: fstab, hostname, network, root password, SSH keys,
+a fresh machine-id and /etc/metalstream/deployment.json.
+
+Only files are written; nothing of the target is executed (no dracut, grub-mkconfig, os-prober):
+the image's pregenerated initramfs is kept. Paths are resolved inside the target root and a
+symlink is never followed out of it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+from .errors import OperationFailed
+from .partition import Layout
+from .plan import Plan
+from .spec import NetworkDevice
+
+_MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", re.IGNORECASE)
+WIRED_GLOB = "en* eth*"
+
+
+def target_file(root: Path, rel: str) -> Path:
+    """root/rel, refusing a parent directory that resolves outside root; a symlink at rel is removed."""
+    path = root / rel.lstrip("/")
+    real_root = os.path.realpath(root)
+    parent = os.path.realpath(path.parent)
+    if parent != real_root and not parent.startswith(real_root + os.sep):
+        raise OperationFailed(f"/{rel.lstrip('/')}: its directory points outside the target ({parent})")
+    if path.is_symlink():
+        path.unlink()
+    return path
+
+
+def write_file(root: Path, rel: str, text: str, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> Path:
+    path = target_file(root, rel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.metalstream")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chown(tmp, uid, gid)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return path
+
+
+def fstab_text(layout: Layout) -> str:
+    lines = ["# /etc/fstab: written by metalstream at deploy time (by filesystem UUID)",
+             "# <file system>  <mount point>  <type>  <options>  <dump>  <pass>"]
+    for p in layout.partitions:
+        if p.fstype is None:
+            continue
+        if p.fstype == "swap":
+            lines.append(f"UUID={p.fs_uuid}  none  swap  {p.fsoptions or 'sw'}  0  0")
+            continue
+        if p.fstype == "vfat":
+            lines.append(f"UUID={p.fs_uuid}  {p.mountpoint}  vfat  {p.fsoptions or 'umask=0077'}  0  2")
+            continue
+        options = p.fsoptions or ("defaults,errors=remount-ro" if p.fstype == "ext4" else "defaults")
+        passno = 0 if p.fstype == "xfs" else 1 if p.mountpoint == "/" else 2
+        lines.append(f"UUID={p.fs_uuid}  {p.mountpoint}  {p.fstype}  {options}  0  {passno}")
+    return "\n".join(lines) + "\n"
+
+
+def set_hostname(root: Path, hostname: str) -> None:
+    write_file(root, "etc/hostname", hostname + "\n")
+    hosts = root / "etc/hosts"
+    lines = hosts.read_text().splitlines() if hosts.is_file() and not hosts.is_symlink() else ["127.0.0.1\tlocalhost"]
+    short = hostname.split(".")[0]
+    entry = f"127.0.1.1\t{hostname}" + (f"\t{short}" if short != hostname else "")
+    lines = [line for line in lines if not line.startswith("127.0.1.1")] + [entry]
+    write_file(root, "etc/hosts", "\n".join(lines) + "\n")
+
+
+def set_root_password(root: Path, password_hash: str) -> None:
+    shadow = root / "etc/shadow"
+    lines = shadow.read_text().splitlines() if shadow.is_file() else []
+    found = False
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) >= 2:
+            fields[1] = password_hash
+            lines[i] = ":".join(fields)
+            found = True
+    if not found:
+        lines.insert(0, f"root:{password_hash}:19000:0:99999:7:::")
+    st = shadow.stat() if shadow.exists() else None
+    write_file(root, "etc/shadow", "\n".join(lines) + "\n", mode=st.st_mode & 0o7777 if st else 0o640,
+               gid=st.st_gid if st else 0)
+
+
+def add_authorized_keys(root: Path, keys: list[str]) -> None:
+    ssh_dir = target_file(root, "root/.ssh")
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(ssh_dir, 0o700)
+    path = ssh_dir / "authorized_keys"
+    existing = path.read_text().splitlines() if path.is_file() and not path.is_symlink() else []
+    merged = existing + [k for k in keys if k not in existing]
+    write_file(root, "root/.ssh/authorized_keys", "\n".join(merged) + "\n", mode=0o600)
+
+
+def fresh_machine_id(root: Path) -> str:
+    machine_id = uuid.uuid4().hex
+    write_file(root, "etc/machine-id", machine_id + "\n", mode=0o444)
+    dbus = root / "var/lib/dbus/machine-id"
+    if dbus.exists() and not dbus.is_symlink():
+        write_file(root, "var/lib/dbus/machine-id", machine_id + "\n", mode=0o444)
+    return machine_id
+
+
+def _prefix(device: NetworkDevice) -> str:
+    if "/" in device.ip:
+        return str(ipaddress.ip_interface(device.ip))
+    return str(ipaddress.ip_interface(f"{device.ip}/{device.netmask or '24'}"))
+
+
+def _match_networkd(device: NetworkDevice) -> str:
+    if device.device in (None, "", "link", "bootif"):
+        return f"Name={WIRED_GLOB}"
+    if _MAC.fullmatch(device.device):
+        return f"MACAddress={device.device.lower()}"
+    return f"Name={device.device}"
+
+
+def networkd_files(devices: list[NetworkDevice]) -> dict[str, str]:
+    """systemd-networkd .network files: specific devices first (lower numbers win), wildcard DHCP last."""
+    files = {}
+    for i, dev in enumerate(devices):
+        wildcard = dev.device in (None, "", "link", "bootif")
+        lines = ["# written by metalstream", "[Match]", _match_networkd(dev), "", "[Network]"]
+        if dev.bootproto == "dhcp":
+            lines.append("DHCP=yes")
+        else:
+            lines.append(f"Address={_prefix(dev)}")
+            if dev.gateway:
+                lines.append(f"Gateway={dev.gateway}")
+        lines += [f"DNS={ns}" for ns in dev.nameservers]
+        if dev.ipv6 == "auto":
+            lines.append("IPv6AcceptRA=yes")
+        if dev.mtu:
+            lines += ["", "[Link]", f"MTUBytes={dev.mtu}"]
+        files[f"etc/systemd/network/{90 if wildcard else 10 + i}-metalstream-{i}.network"] = "\n".join(lines) + "\n"
+    return files
+
+
+def networkmanager_files(devices: list[NetworkDevice]) -> dict[str, str]:
+    files = {}
+    for i, dev in enumerate(devices):
+        wildcard = dev.device in (None, "", "link", "bootif")
+        lines = ["[connection]", f"id=metalstream-{i}", f"uuid={uuid.uuid5(uuid.NAMESPACE_URL, f'metalstream/{i}')}",
+                 "type=ethernet", f"autoconnect={'true' if dev.onboot else 'false'}",
+                 f"autoconnect-priority={0 if wildcard else 10}"]
+        if wildcard:
+            lines += ["", "[match]", "interface-name=" + ";".join(WIRED_GLOB.split())]
+        elif _MAC.fullmatch(dev.device):
+            lines += ["", "[ethernet]", f"mac-address={dev.device.upper()}"]
+        else:
+            lines.insert(2, f"interface-name={dev.device}")
+        if dev.mtu and not _MAC.fullmatch(dev.device or ""):
+            lines += ["", "[ethernet]", f"mtu={dev.mtu}"]
+        lines += ["", "[ipv4]"]
+        if dev.bootproto == "dhcp":
+            lines.append("method=auto")
+        else:
+            lines += ["method=manual", f"address1={_prefix(dev)}" + (f",{dev.gateway}" if dev.gateway else "")]
+        if dev.nameservers:
+            lines.append("dns=" + ";".join(dev.nameservers) + ";")
+        lines += ["", "[ipv6]", "method=auto" if dev.ipv6 == "auto" else "method=ignore"]
+        files[f"etc/NetworkManager/system-connections/metalstream-{i}.nmconnection"] = "\n".join(lines) + "\n"
+    return files
+
+
+def _exists_any(root: Path, *rels: str) -> bool:
+    return any(os.path.lexists(root / r) for r in rels)
+
+
+def network_stack(root: Path) -> str:
+    if _exists_any(root, "usr/sbin/NetworkManager", "sbin/NetworkManager"):
+        return "networkmanager"
+    if _exists_any(root, "usr/lib/systemd/systemd-networkd", "lib/systemd/systemd-networkd"):
+        return "networkd"
+    return "none"
+
+
+def _enable_unit(root: Path, unit: str, wanted_by: str) -> None:
+    for base in ("usr/lib/systemd/system", "lib/systemd/system"):
+        if os.path.lexists(root / base / unit):
+            link = target_file(root, f"etc/systemd/system/{wanted_by}.wants/{unit}")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            os.symlink(f"/{base}/{unit}", link)
+            return
+
+
+def configure_network(root: Path, devices: list[NetworkDevice]) -> str:
+    """Write the network configuration the image's own stack reads; returns the stack used."""
+    devices = devices or [NetworkDevice(device=None, bootproto="dhcp")]
+    stack = network_stack(root)
+    if stack == "networkmanager":
+        for rel, text in networkmanager_files(devices).items():
+            write_file(root, rel, text, mode=0o600)
+    elif stack == "networkd":
+        for rel, text in networkd_files(devices).items():
+            write_file(root, rel, text)
+        _enable_unit(root, "systemd-networkd.service", "multi-user.target")
+        _enable_unit(root, "systemd-networkd.socket", "sockets.target")
+        nameservers = [ns for d in devices for ns in d.nameservers]
+        resolved = _exists_any(root, "usr/lib/systemd/systemd-resolved", "lib/systemd/systemd-resolved")
+        if nameservers and not resolved:
+            write_file(root, "etc/resolv.conf", "".join(f"nameserver {ns}\n" for ns in nameservers))
+    else:
+        raise OperationFailed("the image has neither NetworkManager nor systemd-networkd: cannot configure its "
+                              "network (metalstream writes NetworkManager keyfiles or systemd-networkd files)")
+    return stack
+
+
+def configure_target(root: Path, plan: Plan, layout: Layout) -> dict:
+    """Apply the plan's per-machine settings to the unpacked tree at `root`; returns what was done."""
+    storage = plan.storage
+    hostname = plan.hostname or (storage.hostname if storage else None)
+    network = plan.network or (storage.network if storage else [])
+    keys = list(plan.ssh_keys) + [k.key for k in (storage.ssh_keys if storage else []) if k.user == "root"]
+    write_file(root, "etc/fstab", fstab_text(layout))
+    done = {"fstab": True, "machine_id": fresh_machine_id(root)}
+    if hostname:
+        set_hostname(root, hostname)
+        done["hostname"] = hostname
+    done["network"] = configure_network(root, network)
+    if plan.root_password_hash:
+        set_root_password(root, plan.root_password_hash)
+        done["root_password"] = True
+    if keys:
+        add_authorized_keys(root, keys)
+        done["ssh_keys"] = len(keys)
+    deployment = {"deployment_id": plan.deployment_id, "image": plan.image.name, "sha256": plan.image.sha256,
+                  "root_uuid": layout.root.fs_uuid}
+    write_file(root, "etc/metalstream/deployment.json", json.dumps(deployment, indent=2) + "\n")
+    return done
