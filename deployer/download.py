@@ -13,6 +13,7 @@ import http.client
 import logging
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,12 @@ class FileChunks:
         self.etag: str | None = None
         self.resumes = 0
         try:
-            self.total: int | None = path.stat().st_size
+            st = path.stat()
         except OSError as exc:
             raise OperationFailed(f"cannot read image {path}: {exc.strerror}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise OperationFailed(f"cannot read image {path}: not a regular file")
+        self.total: int | None = st.st_size
 
     def __iter__(self) -> Iterator[bytes]:
         try:
