@@ -54,3 +54,33 @@ def rpm_repo(tmp_path_factory) -> RpmRepo:
 
     require_tools("rpmbuild", "createrepo_c", "dnf", "rpm")
     return build_rpm_repo(tmp_path_factory.mktemp("rpm-repo"))
+
+
+def mounts_below(path: Path) -> list[str]:
+    """Mount points at or below `path` (a test's proof that nothing was left mounted)."""
+    out = proc.run(["findmnt", "-rn", "-o", "TARGET"]).stdout
+    prefix = str(Path(path).resolve())
+    return [m for m in out.splitlines() if m == prefix or m.startswith(prefix + "/")]
+
+
+def rpm_kickstart(dest: Path, *, packages_header: str | None = None, add: list[str] = (),
+                  replace: dict[str, str] | None = None) -> Path:
+    """A variant of tests/data/rpm/msdemo.ks written to `dest`: %packages entries added after its header
+    (so every line below moves down by len(add)), a different header, or plain text replacements."""
+    text = (DATA / "msdemo.ks").read_text()
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("%packages"))
+    if packages_header is not None:
+        lines[header] = packages_header
+    lines[header + 1:header + 1] = list(add)
+    text = "\n".join(lines) + "\n"
+    for old, new in (replace or {}).items():
+        assert old in text, f"{old!r} is not in msdemo.ks"
+        text = text.replace(old, new)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
+    return dest
+
+
+def line_of(path: Path, startswith: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(startswith))
