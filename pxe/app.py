@@ -41,7 +41,7 @@ def error_body(message: str, field: str | None = None, **extra) -> dict:
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(BadInput)
     def bad_input(exc: BadInput):
-        return jsonify(error_body(exc.reason, exc.location)), exc.http_status
+        return jsonify(error_body(exc.reason, exc.location, **exc.details)), exc.http_status
 
     @app.errorhandler(RenderError)
     def render_error(exc: RenderError):

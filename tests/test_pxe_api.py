@@ -396,3 +396,41 @@ def test_metrics(pxe_env):
 def test_ui_page(pxe_env):
     page = pxe_env.client.get("/")
     assert page.status_code == 200 and b"/api/v1/deployments" in page.data and b"<table>" in page.data
+
+
+# --- deploy-time kickstart --------------------------------------------------------------------------
+
+DEPLOY_KS = """\
+clearpart --all --initlabel
+zerombr
+part /boot/efi --fstype=efi --size=200
+part / --fstype=ext4 --size=2000 --grow
+bootloader --append="console=ttyS0,115200"
+network --bootproto=dhcp --hostname=ks-host
+"""
+
+
+def test_deploy_time_kickstart_becomes_the_plans_storage(pxe_env):
+    dep = pxe_env.pending(kickstart=DEPLOY_KS)
+    token = pxe_env.boot_token()
+    plan = pxe_env.client.get("/api/v1/agent/plan", headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert plan["deployment_id"] == dep["id"]
+    storage = plan["storage"]
+    assert storage["clearpart"]["mode"] == "all" and storage["zerombr"] is True
+    assert [(p["mountpoint"], p["fstype"], p["size_mib"], p["grow"]) for p in storage["partitions"]] == [
+        ("/boot/efi", "efi", 200, False), ("/", "ext4", 2000, True)]
+    assert plan["hostname"] == "ks-host" and plan["kernel_args"] == "console=ttyS0,115200"
+
+
+@pytest.mark.parametrize("text,field,words", [
+    ("clearpart --all\npart / --fstype=ext4 --size=abc\n", "kickstart:2", "size"),
+    ("part / --fstype=ext4 --size=100\nfrobnicate\n", "kickstart:2", "frobnicate"),
+    ("part / --size=100\n%include /etc/shadow\n", "kickstart:2", "%include"),
+    ("{% include 'x' %}\n", "kickstart:1", "template"),
+])
+def test_deploy_time_kickstart_errors_are_located(pxe_env, text, field, words):
+    response = pxe_env.post_deployment({"mac": PXE_MAC, "image": "tiny", "kickstart": text})
+    assert response.status_code == 400, response.get_json()
+    body = response.get_json()
+    assert body["field"] == field and words in body["error"], body
+    assert pxe_env.client.get("/api/v1/deployments", headers=pxe_env.read).get_json()["deployments"] == []
