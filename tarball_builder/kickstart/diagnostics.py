@@ -11,6 +11,7 @@ class Findings:
         self.top_file = top_file
         self.origins: list[tuple[str, int]] = []
         self.items: list[Diagnostic] = []
+        self._order: list[int] = []  # position in the expanded text, to report in reading order
 
     def locate(self, line: int | None) -> tuple[str, int | None]:
         """(file, line) of line `line` of the expanded text (1-based)."""
@@ -20,13 +21,18 @@ class Findings:
         return self.origins[index]
 
     def error(self, line: int | None, message: str) -> None:
-        self.items.append(Diagnostic(*self.locate(line), message, "error"))
+        self._add(line or 0, Diagnostic(*self.locate(line), message, "error"))
 
     def warn(self, line: int | None, message: str) -> None:
-        self.items.append(Diagnostic(*self.locate(line), message, "warning"))
+        self._add(line or 0, Diagnostic(*self.locate(line), message, "warning"))
 
     def error_at(self, file: str, line: int | None, message: str) -> None:
-        self.items.append(Diagnostic(file, line, message, "error"))
+        position = self.origins.index((file, line)) + 1 if (file, line) in self.origins else len(self.origins) + 1
+        self._add(position, Diagnostic(file, line, message, "error"))
+
+    def _add(self, position: int, diagnostic: Diagnostic) -> None:
+        self.items.append(diagnostic)
+        self._order.append(position)
 
     def error_at_end(self, message: str) -> None:
         """A problem about something missing: located at the last line of the top-level file."""
@@ -42,7 +48,6 @@ class Findings:
         return [d for d in self.items if d.severity == "warning"]
 
     def sorted(self) -> list[Diagnostic]:
-        order = {}
-        for index, (file, _line) in enumerate(self.origins):
-            order.setdefault(file, index)
-        return sorted(self.items, key=lambda d: (order.get(d.file, -1), d.line or 0))
+        """All findings in reading order of the expanded text (stable for findings on the same line)."""
+        indexes = sorted(range(len(self.items)), key=lambda i: self._order[i])
+        return [self.items[i] for i in indexes]

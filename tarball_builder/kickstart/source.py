@@ -54,6 +54,10 @@ def _expand_file(path: Path, variables, findings: Findings, lines: list[str], or
     ok = True
     stack = [*stack, path.resolve()]
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        if line.split(maxsplit=1)[:1] == ["%ksappend"]:
+            findings.error_at(shown, number, "%ksappend is not supported (it fetches text over the network): use %include")
+            ok = False
+            continue
         include = _include_target(line)
         if include is None:
             lines.append(line if line.endswith("\n") else line + "\n")
