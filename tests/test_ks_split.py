@@ -157,3 +157,19 @@ def test_installer_sample_has_the_agent_and_its_tools() -> None:
             "util-linux", "ca-certificates"} <= set(split.build.packages.names)
     assert "openssh-server" not in split.build.packages.names
     assert split.deploy == DeploySpec()
+
+
+def test_deploy_time_kickstart_needs_no_addon_or_packages(tmp_path: Path) -> None:
+    from tarball_builder.kickstart import parse_deploy_kickstart
+
+    ks = tmp_path / "host.ks"
+    ks.write_text("clearpart --all --initlabel\npart / --fstype=ext4 --size=8192 --grow\n"
+                  "network --hostname={{ host }}\nsshkey --username=root \"%s\"\n" % KEY)
+    deploy = parse_deploy_kickstart(ks, variables={"host": "rack1-07"})
+    assert deploy.hostname == "rack1-07"
+    assert deploy.partitions == [PartSpec(mountpoint="/", fstype="ext4", size_mib=8192, grow=True, line=2)]
+    assert deploy.ssh_keys == [SshKey(user="root", key=KEY, line=4)]
+    ks.write_text("part / --fstype=ntfs --size=1\n")
+    with pytest.raises(KickstartError) as caught:
+        parse_deploy_kickstart(ks)
+    assert [(d.line, d.severity) for d in caught.value.diagnostics] == [(1, "error")]

@@ -15,16 +15,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from deployer.errors import BadInput
+from deployer.spec import DeploySpec
 from ..spec import Diagnostic, Distribution, SplitKickstart
 from .adapter import SYNTAX_NAME, SYNTAX_VERSION, parse
 from .addon import ADDON_NAME, read_distribution
-from .build_split import split_build
+from .build_split import split_build, ssh_keys
 from .deploy_split import split_deploy
 from .diagnostics import Findings
 from .source import expand
 from .support import check_support
 
-__all__ = ["KickstartError", "parse_kickstart", "lint_kickstart", "SYNTAX_VERSION", "SYNTAX_NAME", "ADDON_NAME"]
+__all__ = ["KickstartError", "parse_kickstart", "parse_deploy_kickstart", "lint_kickstart", "SYNTAX_VERSION",
+           "SYNTAX_NAME", "ADDON_NAME"]
 
 
 class KickstartError(BadInput):
@@ -45,6 +47,28 @@ def parse_kickstart(path: str | Path, *, variables: dict | None = None, strict: 
     if problems or split is None:
         raise KickstartError([_as_error(d) for d in problems] or diagnostics)
     return split
+
+
+def parse_deploy_kickstart(path: str | Path, *, variables: dict | None = None, strict: bool = False) -> DeploySpec:
+    """The deploy spec of a deploy-time kickstart (layout, bootloader, network, keys) at `path`.
+
+    Such a kickstart needs no %addon and no %packages; build commands in it are validated but unused.
+    Raises KickstartError listing every problem (and, with strict=True, every warning).
+    """
+    findings = Findings(str(path))
+    source = expand(str(path), variables, findings)
+    deploy = None
+    if source is not None:
+        findings.origins = source.origins
+        parsed = parse(source.text, findings)
+        check_support(parsed, findings)
+        deploy = split_deploy(parsed, findings)
+        deploy.ssh_keys = ssh_keys(parsed, findings)
+    diagnostics = findings.sorted()
+    problems = [d for d in diagnostics if d.severity == "error" or strict]
+    if problems or deploy is None:
+        raise KickstartError([_as_error(d) for d in problems] or diagnostics)
+    return deploy
 
 
 def lint_kickstart(path: str | Path, *, strict: bool = False, variables: dict | None = None) -> list[Diagnostic]:
