@@ -1,0 +1,178 @@
+"""Activation check against a real sshd (own config and host key, loopback port) and a real ext4
+filesystem mounted as the "installed system's root"."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import require_root, require_tools
+from pxe.activation import Expected, compare
+
+SUCCESS = {"success": True, "phase": "finish", "error": None, "log": "ok"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def installed_root(tmp_path):
+    """A mounted ext4 filesystem standing in for the new host's / ; yields (mountpoint, uuid)."""
+    require_root()
+    require_tools("mkfs.ext4", "blkid", "mount", "umount", "findmnt")
+    image = tmp_path / "root.ext4"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+    uuid = subprocess.run(["blkid", "-s", "UUID", "-o", "value", image], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    mnt = tmp_path / "root"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", image, mnt], check=True)  # loop is auto-cleared on umount
+    try:
+        yield mnt, uuid
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """sshd on 127.0.0.1:PORT accepting root with keys from tmp_path/authorized_keys; yields (port, keys file)."""
+    require_root()
+    require_tools("ssh-keygen")
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.fail("sshd missing: run `bash .ci/setup` (openssh-server)")
+    directory = tmp_path / "sshd"
+    directory.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", directory / "host_key"], check=True)
+    keys = directory / "authorized_keys"
+    keys.write_text("")
+    port = _free_port()
+    config = directory / "sshd_config"
+    config.write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {directory / 'host_key'}
+AuthorizedKeysFile {keys}
+PidFile {directory / 'sshd.pid'}
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+""")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", config], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"sshd did not start: {process.stderr.read().decode()}")
+                time.sleep(0.1)
+        yield port, keys
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stderr.close()
+
+
+def _service(tmp_path, installer, manifest, root: Path, **extra):
+    from pxe import imagestore, tokens
+    from pxe.app import create_app
+    from pxe.config import ServiceConfig
+    app = create_app(ServiceConfig(data_dir=tmp_path / "data", installer=installer, supervisor_interval=0,
+                                   activation_root=str(root), public_url="http://127.0.0.1:1", **extra))
+    svc = app.extensions["metalstream"]
+    imagestore.register(svc.engine, svc.config.image_dir, manifest)
+    admin = {"Authorization": "Bearer " + tokens.create_api_token(svc.engine, "admin")}
+    return app, svc, admin
+
+
+def _install(client, admin, mac: str, ssh_address: str, root_uuid: str) -> str:
+    dep = client.post("/api/v1/deployments", json={"mac": mac, "image": "tiny", "ssh_address": ssh_address},
+                      headers=admin).get_json()
+    token = client.get(f"/boot/{mac}.ipxe").get_data(as_text=True).split("metalstream.token=")[1].split()[0]
+    response = client.post("/api/v1/agent/result", json={**SUCCESS, "root_uuid": root_uuid},
+                           headers={"Authorization": f"Bearer {token}"})
+    assert response.get_json()["state"] == "installed"
+    return dep["id"]
+
+
+def _write_deployment_file(root: Path, **values) -> None:
+    (root / "etc" / "metalstream").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "metalstream" / "deployment.json").write_text(json.dumps(values))
+
+
+def test_activation_check_marks_active_then_failed_on_mismatch(tmp_path, sshd, installed_root, pxe_installer,
+                                                               pxe_image_manifest):
+    from pxe import supervisor
+    port, authorized_keys = sshd
+    root, uuid = installed_root
+    app, svc, admin = _service(tmp_path, pxe_installer, pxe_image_manifest, root)
+    authorized_keys.write_text(svc.deploy_public_key + "\n")  # what the agent writes from the plan's ssh_keys
+    client = app.test_client()
+    image = client.get("/api/v1/images/tiny", headers=admin).get_json()
+
+    good = _install(client, admin, "52:54:00:00:01:01", f"127.0.0.1:{port}", uuid)
+    _write_deployment_file(root, deployment_id=good, image="tiny", sha256=image["sha256"], root_uuid=uuid)
+    supervisor.tick(svc)
+    shown = client.get(f"/api/v1/deployments/{good}", headers=admin).get_json()
+    assert shown["state"] == "active", shown
+    assert uuid in shown["check_message"]
+
+    # a host that booted something else (its deployment file names another deployment) fails with the reason
+    wrong = _install(client, admin, "52:54:00:00:01:02", f"127.0.0.1:{port}", uuid)
+    supervisor.tick(svc)
+    shown = client.get(f"/api/v1/deployments/{wrong}", headers=admin).get_json()
+    assert shown["state"] == "failed"
+    assert f"deployment_id is '{good}', expected '{wrong}'" in shown["error"]
+
+    # the agent claimed another root UUID than the one mounted on the host
+    other = _install(client, admin, "52:54:00:00:01:03", f"127.0.0.1:{port}", "0000-1111")
+    _write_deployment_file(root, deployment_id=other, image="tiny", sha256=image["sha256"], root_uuid="0000-1111")
+    supervisor.tick(svc)
+    shown = client.get(f"/api/v1/deployments/{other}", headers=admin).get_json()
+    assert shown["state"] == "failed" and "mounted root filesystem has UUID" in shown["error"]
+
+
+def test_activation_waits_for_ssh_then_times_out(tmp_path, pxe_installer, pxe_image_manifest):
+    from pxe import supervisor
+    app, svc, admin = _service(tmp_path, pxe_installer, pxe_image_manifest, Path("/"), activation_timeout=60)
+    client = app.test_client()
+    dep = _install(client, admin, "52:54:00:00:01:04", f"127.0.0.1:{_free_port()}", "abcd-0001")  # nobody listens
+    supervisor.tick(svc)
+    shown = client.get(f"/api/v1/deployments/{dep}", headers=admin).get_json()
+    assert shown["state"] == "installed" and shown["check_message"].startswith("waiting for SSH")
+    supervisor.tick(svc, now=time.time() + 61)
+    shown = client.get(f"/api/v1/deployments/{dep}", headers=admin).get_json()
+    assert shown["state"] == "failed" and "not reachable over SSH within 60 s" in shown["error"]
+    assert "sanboot" in client.get("/boot/52:54:00:00:01:04.ipxe").get_data(as_text=True)
+
+
+def test_compare_is_strict():
+    expected = Expected("d1", "tiny", "a" * 64, "u-1")
+    good = json.dumps({"deployment_id": "d1", "image": "tiny", "sha256": "a" * 64, "root_uuid": "u-1"})
+    assert compare(good, "U-1", expected, "f")[0]
+    assert compare(good, "u-2", expected, "f") == (False, "the mounted root filesystem has UUID 'u-2', expected 'u-1'")
+    assert compare("not json", "u-1", expected, "f") == (False, "f is not valid JSON")
+    assert not compare(json.dumps({"deployment_id": "d1", "image": "other", "sha256": "a" * 64, "root_uuid": "u-1"}),
+                       "u-1", expected, "f")[0]
+
+
+def test_deploy_key_is_private_and_stable(tmp_path):
+    from pxe.activation import ensure_deploy_key
+    key = tmp_path / "deploy_key"
+    public = ensure_deploy_key(key)
+    assert public.startswith("ssh-ed25519 ") and ensure_deploy_key(key) == public
+    assert os.stat(key).st_mode & 0o077 == 0
