@@ -117,6 +117,22 @@ def stream_test_image(tmp_path_factory) -> SyntheticImage:
     return build_synthetic_image(tmp_path_factory.mktemp("synthetic-image"))
 
 
+@pytest.fixture(scope="session")
+def stream_test_image_manifest(stream_test_image, tmp_path_factory):
+    """A manifest in the contract format for the streaming test image (not bootable: no kernel)."""
+    work = tmp_path_factory.mktemp("stream-manifest")
+    manifest = work / "stream.json"
+    manifest.write_text(json.dumps({
+        "format": "metalstream-image/1", "name": "stream-test", "tarball": stream_test_image.path.name,
+        "sha256": stream_test_image.sha256, "size": stream_test_image.size, "uncompressed_size": 4 << 20,
+        "file_count": 60, "arch": "x86_64",
+        "distribution": {"family": "synthetic", "id": "synthetic", "version": "1"},
+        "kernels": [], "bootloader": {"bios_grub": False, "uefi_grub": False, "shim": False}, "packages": [],
+        "kickstart_sha256": "0" * 64, "created": 1700000000, "builder": {"name": "tests", "version": "1"}}))
+    (work / stream_test_image.path.name).symlink_to(stream_test_image.path)
+    return manifest, stream_test_image.path
+
+
 # ---------------------------------------------------------------- comparing trees
 
 
@@ -405,3 +421,67 @@ def fake_service():
         yield service
     finally:
         service.stop()
+
+
+# ---------------------------------------------------------------- a real sshd on loopback (the "rescue system")
+
+
+@dataclass
+class LocalSshd:
+    host: str
+    port: int
+    user: str
+    key: Path  # the client's private key (root may log in with it)
+    known_hosts: Path  # holds the server's host key
+    other_key: Path  # a key sshd does not accept
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def local_sshd(tmp_path):
+    """OpenSSH's sshd with its own config and host key on a loopback port, root login by key only."""
+    if os.geteuid() != 0:
+        pytest.skip("sshd must run as root to log in as root")
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd) or shutil.which("ssh-keygen") is None:
+        pytest.fail("openssh-server is missing: run `bash .ci/setup`")
+    work = tmp_path / "sshd"
+    work.mkdir()
+    for name in ("host_key", "client_key", "other_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(work / name)],
+                       check=True)
+    (work / "authorized_keys").write_text((work / "client_key.pub").read_text())
+    port = _free_port()
+    (work / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host_key'}\nPidFile {work / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {work / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "Subsystem sftp internal-sftp\n")
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir, normally made at boot
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(work / "sshd_config")],
+                              stdout=subprocess.DEVNULL, stderr=open(work / "sshd.log", "wb"))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"sshd did not start: {(work / 'sshd.log').read_text()}")
+                time.sleep(0.1)
+        host_key = (work / "host_key.pub").read_text().split()
+        (work / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+        yield LocalSshd("127.0.0.1", port, "root", work / "client_key", work / "known_hosts", work / "other_key")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import METALSTREAM, REPO, require_root, require_tools
 from deployer.plan import local_plan
-from fixtures_stream import Fault, fake_service, file_server, stream_test_image  # noqa: F401
+from fixtures_stream import Fault, fake_service, file_server, stream_test_image, stream_test_image_manifest  # noqa: F401,E501
 
 GiB = 1 << 30
 DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployKeyForTestsOnlyxxxxxxxxxxxxxxxxxxxxxxx deploy@metalstream"
@@ -90,22 +90,6 @@ def test_agent_failure_before_any_write_reports_the_phase_and_stays(stream_test_
     assert "metalstream.install" in result["log"]
     assert [e["phase"] for e in fake_service.state.events][:2] == ["start", "disk"]
     assert file_server.state.requests == []  # nothing was downloaded, let alone written
-
-
-@pytest.fixture(scope="session")
-def stream_test_image_manifest(stream_test_image, tmp_path_factory):
-    """A manifest in the contract format for the streaming test image (not bootable: no kernel)."""
-    work = tmp_path_factory.mktemp("stream-manifest")
-    manifest = work / "stream.json"
-    manifest.write_text(json.dumps({
-        "format": "metalstream-image/1", "name": "stream-test", "tarball": stream_test_image.path.name,
-        "sha256": stream_test_image.sha256, "size": stream_test_image.size, "uncompressed_size": 4 << 20,
-        "file_count": 60, "arch": "x86_64",
-        "distribution": {"family": "synthetic", "id": "synthetic", "version": "1"},
-        "kernels": [], "bootloader": {"bios_grub": False, "uefi_grub": False, "shim": False}, "packages": [],
-        "kickstart_sha256": "0" * 64, "created": 1700000000, "builder": {"name": "tests", "version": "1"}}))
-    (work / stream_test_image.path.name).symlink_to(stream_test_image.path)
-    return manifest, stream_test_image.path
 
 
 @pytest.mark.root
