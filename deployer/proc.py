@@ -72,15 +72,19 @@ def spawn(
     *,
     stdin: int | IO | None = None,
     stdout: int | IO | None = None,
+    stderr: int | IO | None = subprocess.PIPE,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
 ) -> subprocess.Popen:
-    """Start argv as one stage of a pipeline; stderr is captured for `wait_checked`."""
+    """Start argv as one stage of a pipeline; stderr is captured for `wait_checked` unless redirected.
+
+    A long-running process (a server) must get `stderr` pointed at a log file: an unread pipe fills up.
+    """
     args = _argv(argv)
     log.debug("spawn: %s", shlex.join(args))
     full_env = None if env is None else {**os.environ, **env}
     try:
-        return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=full_env, cwd=cwd)
+        return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=full_env, cwd=cwd)
     except FileNotFoundError as exc:
         raise OperationFailed(f"{args[0]}: command not found (install it with `make setup`)") from exc
 
