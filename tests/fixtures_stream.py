@@ -47,6 +47,10 @@ def _populate_tree(root: Path) -> None:
     os.setxattr(root / "etc/hostname", "trusted.metalstream", b"trusted-value")
     subprocess.run(["setfacl", "-m", "u:1000:r", str(root / "etc/shadow")], check=True)
     (root / "boot/efi/EFI/BOOT/BOOTX64.EFI").write_bytes(b"MZ-not-really-an-efi-binary")
+    # Looks like a systemd-networkd system to the deployer's configure step (so installs of it can finish).
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    (root / "usr/lib/systemd/systemd-networkd").write_text("#!/bin/sh\n")
+    os.chmod(root / "usr/lib/systemd/systemd-networkd", 0o755)
     # Random payload (incompressible) so the compressed image spans many chunks.
     rng = hashlib.sha256(b"metalstream")
     with open(root / "usr/payload.bin", "wb") as f:

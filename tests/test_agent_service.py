@@ -123,3 +123,52 @@ def test_agent_installs_debian_over_a_dropping_connection(debian_image, sparse_d
     assert stream_events[-1]["bytes_done"] == stream_events[-1]["bytes_total"] == manifest["size"]
     resumes = file_server.ranged_requests()
     assert len(resumes) == 1 and resumes[0]["range"] == f"bytes={manifest['size'] // 3}-"
+
+
+@pytest.mark.root
+def test_agent_reboots_only_after_a_reported_success(stream_test_image, fake_service, file_server, sparse_disk,
+                                                     tmp_path):
+    """In process, with the reboot action recorded: success → result posted, then one reboot; failure → none."""
+    import io
+
+    from deployer.agent import AgentOptions, run_agent as agent_main
+    from deployer.spec import Bootloader, DeploySpec
+
+    require_root()
+    require_tools("sfdisk", "mkfs.ext4", "zstd", "tar")
+    manifest = tmp_path / "stream.json"
+    manifest.write_text(json.dumps({
+        "format": "metalstream-image/1", "name": "stream-test", "tarball": stream_test_image.path.name,
+        "sha256": stream_test_image.sha256, "size": stream_test_image.size, "uncompressed_size": 4 << 20,
+        "file_count": 60, "arch": "x86_64", "distribution": {"family": "synthetic", "id": "synthetic", "version": "1"},
+        "kernels": [{"version": "0", "kernel": "/boot/vmlinuz-0", "initramfs": "/boot/initrd.img-0"}],
+        "bootloader": {"bios_grub": False, "uefi_grub": False, "shim": False}, "packages": [],
+        "kickstart_sha256": "0" * 64, "created": 1700000000, "builder": {"name": "tests", "version": "1"}}))
+    (tmp_path / stream_test_image.path.name).symlink_to(stream_test_image.path)
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
+    # bootloader --location=none: grub.cfg only, so a kernel-less test image can finish an install.
+    storage = DeploySpec(bootloader=Bootloader(location="none")).to_dict()
+    reboots = []
+
+    def reboot():
+        reboots.append([r["success"] for r in fake_service.state.results])
+
+    for success in (True, False):
+        fake_service.state.results.clear()
+        sha = stream_test_image.sha256 if success else "f" * 64
+        plan = _plan_for(manifest, url, fake_service, storage=storage)
+        plan["image"]["sha256"] = sha
+        fake_service.state.plan = plan
+        out = io.StringIO()
+        options = AgentOptions(server=fake_service.url, token=fake_service.state.token, reboot=True,
+                               target=str(sparse_disk(4 * GiB)), plan_wait=5)
+        code = agent_main(options, out=out, reboot=reboot)
+        assert [r["success"] for r in fake_service.state.results] == [success], out.getvalue()
+        if success:
+            assert code == 0 and reboots == [[True]], out.getvalue()
+            assert "installed; rebooting" in out.getvalue()
+        else:
+            assert code == 1 and reboots == [[True]]  # no second reboot
+            (result,) = fake_service.state.results
+            assert result["phase"] == "stream" and "sha256" in result["error"]
+            assert "staying in the installer" in out.getvalue()

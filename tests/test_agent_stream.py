@@ -271,3 +271,41 @@ def test_unreachable_server_gives_up_after_bounded_retries(tmp_path):
     retry = RetryPolicy(attempts=3, backoff=0.01, deadline=30, connect_timeout=1)
     with pytest.raises(OperationFailed, match="after 4 attempt"):
         stream_image(f"http://127.0.0.1:{port}/img.tar.zst", tmp_path, sha256="00", retry=retry)
+
+
+def _our_children() -> list[str]:
+    """Names of live (not zombie) child processes of this test process."""
+    import os
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()):
+            children.append(f"{fields['Name'].strip()} ({fields['State'].strip()})")
+    return children
+
+
+def test_ctrl_c_mid_stream_leaves_no_pipeline_process(stream_test_image, file_server, tmp_path):
+    require_root()
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
+
+    def interrupt(done, total):
+        if done > 1_000_000:
+            assert any(c.startswith(("zstd", "tar")) for c in _our_children())  # the pipeline is running
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _stream(url, tmp_path, stream_test_image, progress=interrupt)
+    assert _our_children() == []
+
+
+def test_download_giving_up_mid_stream_leaves_no_pipeline_process(stream_test_image, file_server, tmp_path):
+    require_root()
+    url = file_server.serve("img.tar.zst", stream_test_image.path)
+    for _ in range(FAST_RETRY.attempts + 1):  # the same byte fails every time: retries run out
+        file_server.fault("img.tar.zst", Fault(at=800_000))
+    with pytest.raises(OperationFailed, match="failed at byte 800000 after 5 attempt"):
+        _stream(url, tmp_path, stream_test_image)
+    assert _our_children() == []
