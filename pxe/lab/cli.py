@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from deployer import proc
-from deployer.stub import placeholder
 
 from .vm import DEFAULT_LAB_DIR, LabVm, VmSpec, create_disk, mac_for, qemu_argv, read_pid, stop_by_pid_file
 
@@ -94,7 +93,30 @@ def vm_list(as_json: bool, lab_dir: Path) -> None:
             click.echo(f"{row['name']:<20} {row['mac']}  {'running' if row['running'] else 'stopped'}")
 
 
-COMMANDS = [
-    vm_group,
-    placeholder("demo", "Build, serve and deploy an image to a lab VM, end to end, with a phase table.", 6),
-]
+@click.command("demo")
+@click.option("--firmware", type=click.Choice(["uefi", "bios"]), default="uefi", show_default=True)
+@click.option("--vm", "vm_name", default="demo-node", show_default=True, help="Lab VM name (its MAC derives from it).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
+              show_default=True, help="Where the images are built (reused when their kickstart is unchanged).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/var/lib/metalstream/demo"), show_default=True, help="The demo service's state.")
+@lab_dir_option
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("out/demo-summary.json"), show_default=True, help="Write the phase times here as JSON.")
+@click.option("--timeout", "deploy_timeout", type=click.FloatRange(60), default=1800, show_default=True,
+              help="Seconds from power-on until the deployment must be active.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the images even if they are up to date.")
+def demo(firmware, vm_name, out_dir, data_dir, lab_dir, summary_path, deploy_timeout, rebuild) -> None:
+    """The main job: build the Debian image and the installer from kickstarts/, serve them, PXE-boot a
+    lab VM, deploy it, wait until it rebooted into the installed system and the service verified it
+    over SSH (`active`), then print the time of every phase and write them to --summary.
+
+    Everything it starts (service, VM) is stopped at the end, also on failure or Ctrl-C.
+    """
+    from .demo import DemoOptions, run_demo
+    run_demo(DemoOptions(firmware=firmware, vm_name=vm_name, out_dir=out_dir, data_dir=data_dir, lab_dir=lab_dir,
+                         summary_path=summary_path, deploy_timeout=deploy_timeout, rebuild=rebuild),
+             echo=click.echo)
+
+
+COMMANDS = [vm_group, demo]

@@ -1,0 +1,232 @@
+"""The main job, end to end: build the images, serve them, PXE-deploy a lab VM, verify it, report phase times.
+
+Every step that costs time is recorded in a PhaseClock; the summary table and its JSON come from it.
+The VM and the service are context managers: they stop on success, failure and Ctrl-C alike.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from deployer.errors import OperationFailed
+
+from .service_proc import ServiceProcess, free_port
+from .vm import LabVm, VmSpec, create_disk
+
+REPO = Path(__file__).resolve().parents[2]
+Echo = Callable[[str], None]
+TERMINAL_STATES = ("active", "failed", "cancelled")
+# Agent phases grouped the way the summary reports them, in order.
+SUMMARY_PHASES = (
+    ("pxe_to_agent", "PXE boot → agent start"),
+    ("partition", "disk + partition + mkfs"),
+    ("stream", "stream + verify image"),
+    ("configure", "configure target"),
+    ("bootloader", "bootloader"),
+    ("reboot_to_ssh", "reboot → SSH check (active)"),
+)
+PHASE_GROUP = {"start": "partition", "disk": "partition", "partition": "partition", "mkfs": "partition",
+               "stream": "stream", "verify": "stream", "configure": "configure", "bootloader": "bootloader",
+               "finish": "bootloader"}
+
+
+@dataclass
+class DemoOptions:
+    firmware: str = "uefi"
+    vm_name: str = "demo-node"
+    out_dir: Path = REPO / "out"
+    data_dir: Path = Path("/var/lib/metalstream/demo")
+    lab_dir: Path = Path("/var/lib/metalstream/lab")
+    image_kickstart: Path = REPO / "kickstarts" / "debian-minimal.ks"
+    installer_kickstart: Path = REPO / "kickstarts" / "installer.ks"
+    image_name: str = "debian-minimal"
+    installer_name: str = "installer"
+    deploy_timeout: float = 1800
+    summary_path: Path | None = None
+    rebuild: bool = False
+
+
+@dataclass
+class PhaseClock:
+    """First-seen times of each stage, on this host's monotonic clock."""
+
+    started: float = field(default_factory=time.monotonic)
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, time.monotonic())
+
+    def since(self, name: str) -> float:
+        return time.monotonic() - self.marks[name]
+
+
+def summarize(clock: PhaseClock, builds: dict[str, float]) -> dict:
+    """Durations per summary phase from the clock's marks (pure: tested with made-up marks)."""
+    order = ["vm_power_on", "partition", "stream", "configure", "bootloader", "installed", "active"]
+    seen = [(name, clock.marks[name]) for name in order if name in clock.marks]
+    durations: dict[str, float | None] = {key: None for key, _ in SUMMARY_PHASES}
+    names = {"vm_power_on": "pxe_to_agent", "partition": "partition", "stream": "stream", "configure": "configure",
+             "bootloader": "bootloader", "installed": "reboot_to_ssh"}
+    for (name, start), (_, end) in zip(seen, seen[1:]):
+        if name in names:
+            durations[names[name]] = round(end - start, 1)
+    deploy_total = (round(clock.marks["active"] - clock.marks["vm_power_on"], 1)
+                    if {"active", "vm_power_on"} <= clock.marks.keys() else None)
+    return {"builds_seconds": {k: round(v, 1) for k, v in builds.items()}, "phases_seconds": durations,
+            "deploy_total_seconds": deploy_total, "total_seconds": round(time.monotonic() - clock.started, 1)}
+
+
+def render_table(summary: dict) -> str:
+    rows = [("build " + name, secs) for name, secs in summary["builds_seconds"].items()]
+    rows += [(label, summary["phases_seconds"].get(key)) for key, label in SUMMARY_PHASES]
+    rows += [("deploy total (power on → active)", summary["deploy_total_seconds"]),
+             ("everything", summary["total_seconds"])]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'phase':<{width}}  seconds", f"{'-' * width}  -------"]
+    lines += [f"{label:<{width}}  {'-' if secs is None else f'{secs:7.1f}'}" for label, secs in rows]
+    return "\n".join(lines)
+
+
+def ensure_image(kickstart: Path, out_dir: Path, name: str, image_format: str, *, rebuild: bool, echo: Echo) -> tuple[Path, float]:
+    """Build NAME from KICKSTART unless an image of the same kickstart is already in OUT_DIR."""
+    from tarball_builder.context import BuildOptions
+    from tarball_builder.kickstart import parse_kickstart
+    from tarball_builder.pipeline import Progress, build
+
+    split = parse_kickstart(kickstart)
+    manifest_path = out_dir / f"{name}.json"
+    if manifest_path.exists() and not rebuild:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("kickstart_sha256") == split.sha256 and _files_present(manifest_path, manifest):
+            echo(f"demo: {name}: up to date ({manifest_path}), not rebuilding")
+            return manifest_path, 0.0
+    echo(f"demo: building {name} from {kickstart} ...")
+    started = time.monotonic()
+    options = BuildOptions(output_dir=out_dir.resolve(), name=name, image_format=image_format)
+    built = build(split, options, progress=Progress())
+    return Path(built), time.monotonic() - started
+
+
+def _files_present(manifest_path: Path, manifest: dict) -> bool:
+    names = [manifest.get("tarball")] + [manifest.get(part, {}).get("file") for part in ("kernel", "initramfs")]
+    return all((manifest_path.parent / n).exists() for n in names if n) and any(names)
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str):
+        self.base = base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def post(self, path: str, body: dict) -> dict:
+        response = self.session.post(self.base + path, json=body, timeout=30)
+        if response.status_code >= 400:
+            raise OperationFailed(f"POST {path}: {response.status_code} {response.text.strip()}")
+        return response.json()
+
+    def get(self, path: str) -> dict:
+        response = self.session.get(self.base + path, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+
+def watch_deployment(api: ApiClient, dep_id: str, clock: PhaseClock, vm: LabVm, *, timeout: float, echo: Echo) -> dict:
+    """Poll the deployment once a second, print progress, record phase marks; return its final record."""
+    deadline = time.monotonic() + timeout
+    last_line = ""
+    while True:
+        dep = api.get(f"/api/v1/deployments/{dep_id}")
+        state, phase = dep["state"], dep.get("phase")
+        if state == "installing" and phase in PHASE_GROUP:
+            clock.mark(PHASE_GROUP[phase])
+        if state in ("installed", "active"):
+            clock.mark("installed")
+        if state == "active":
+            clock.mark("active")
+        line = _progress_line(dep)
+        if line != last_line:
+            echo(f"demo: [{time.monotonic() - clock.marks['vm_power_on']:6.1f}s] {line}")
+            last_line = line
+        if state in TERMINAL_STATES:
+            return dep
+        if not vm.is_running():
+            raise OperationFailed(f"the VM stopped while the deployment was {state}")
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"deployment still {state} after {timeout:.0f} s")
+        time.sleep(1)
+
+
+def _progress_line(dep: dict) -> str:
+    parts = [dep["state"]]
+    if dep.get("phase"):
+        parts.append(dep["phase"])
+    if dep.get("bytes_total"):
+        done, total = dep.get("bytes_done") or 0, dep["bytes_total"]
+        parts.append(f"{done / 2**20:.0f}/{total / 2**20:.0f} MiB ({100 * done / total:.0f}%)")
+    if dep.get("eta_seconds") is not None:
+        parts.append(f"ETA {dep['eta_seconds']:.0f}s")
+    if dep.get("message"):
+        parts.append(dep["message"])
+    if dep.get("error"):
+        parts.append("error: " + dep["error"])
+    return " | ".join(parts)
+
+
+def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
+    from pxe import tokens
+    from pxe.cli import _engine
+    from pxe import imagestore
+
+    clock = PhaseClock()
+    builds: dict[str, float] = {}
+    image_manifest, builds["image"] = ensure_image(opts.image_kickstart, opts.out_dir, opts.image_name, "tarball",
+                                                   rebuild=opts.rebuild, echo=echo)
+    installer_manifest, builds["installer"] = ensure_image(opts.installer_kickstart, opts.out_dir,
+                                                           opts.installer_name, "installer", rebuild=opts.rebuild,
+                                                           echo=echo)
+    config, engine = _engine(opts.data_dir, None)
+    image = imagestore.register(engine, config.image_dir, image_manifest)
+    token = tokens.create_api_token(engine, "admin", "demo")
+    ssh_port = free_port()
+    spec = VmSpec(opts.vm_name, firmware=opts.firmware, ssh_port=ssh_port, lab_dir=opts.lab_dir,
+                  memory_mib=2048, disk_size_gib=8)
+    with ExitStack() as stack:
+        service = stack.enter_context(ServiceProcess(opts.data_dir, installer=installer_manifest))
+        echo(f"demo: service at {service.url} (guests: {service.guest_url}), log {service.log_path}")
+        api = ApiClient(service.url, token)
+        _cancel_open_deployments(api, spec.mac)
+        dep = api.post("/api/v1/deployments", {
+            "mac": spec.mac, "image": image["name"], "hostname": opts.vm_name, "boot_mode": "both",
+            "kernel_args": ["console=ttyS0,115200"], "ssh_address": f"127.0.0.1:{ssh_port}",
+        })
+        echo(f"demo: deployment {dep['id']} for {spec.mac} ({opts.firmware}); powering on {spec.name}")
+        spec.boot_url = f"{service.guest_url}/boot.ipxe"
+        create_disk(spec)
+        clock.mark("vm_power_on")
+        vm = stack.enter_context(LabVm(spec))
+        final = watch_deployment(api, dep["id"], clock, vm, timeout=opts.deploy_timeout, echo=echo)
+    summary = summarize(clock, builds)
+    summary.update({"deployment": final["id"], "state": final["state"], "firmware": opts.firmware,
+                    "image": image["name"], "image_size": image.get("size"), "error": final.get("error")})
+    echo(render_table(summary))
+    if opts.summary_path:
+        opts.summary_path.parent.mkdir(parents=True, exist_ok=True)
+        opts.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        echo(f"demo: summary written to {opts.summary_path}")
+    if final["state"] != "active":
+        raise OperationFailed(f"deployment ended {final['state']}: {final.get('error') or final.get('check_message')}"
+                              f" (serial log: {spec.serial_log})")
+    return summary
+
+
+def _cancel_open_deployments(api: ApiClient, mac: str) -> None:
+    """A previous interrupted demo may have left a deployment open for this VM's MAC: cancel it."""
+    for dep in api.get(f"/api/v1/deployments?mac={mac}")["deployments"]:
+        if dep["state"] in ("pending", "booting", "installing"):
+            api.session.delete(f"{api.base}/api/v1/deployments/{dep['id']}", timeout=30)

@@ -1,0 +1,92 @@
+"""Run `metalstream serve` as a child process for the demo and the end-to-end tests, and always stop it."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from deployer import proc
+from deployer.errors import OperationFailed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServiceProcess:
+    """`metalstream serve` on a loopback port; guests reach it as 10.0.2.2:PORT under qemu user networking."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, installer: Path | None = None,
+                 agent_timeout: float = 600, activation_timeout: float = 900, workers: int = 2):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.installer = installer
+        self.agent_timeout = agent_timeout
+        self.activation_timeout = activation_timeout
+        self.workers = workers
+        self.log_path = data_dir / "serve.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def guest_url(self) -> str:
+        return f"http://10.0.2.2:{self.port}"
+
+    def start(self, *, timeout: float = 60) -> "ServiceProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "deployer", "serve", "--data-dir", str(self.data_dir),
+                "--bind", f"127.0.0.1:{self.port}", "--public-url", self.guest_url, "--workers", str(self.workers),
+                "--agent-timeout", str(self.agent_timeout), "--activation-timeout", str(self.activation_timeout)]
+        if self.installer:
+            argv += ["--installer", str(self.installer)]
+        log = open(self.log_path, "ab")
+        try:
+            self.process = proc.spawn(argv, stdout=log, stderr=log)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise OperationFailed(f"metalstream serve exited with status {self.process.returncode}: "
+                                      f"{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/boot.ipxe", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise OperationFailed(f"metalstream serve did not answer within {timeout:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, *, grace: float = 10) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> "ServiceProcess":
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
