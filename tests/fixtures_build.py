@@ -40,3 +40,71 @@ def processes_with(marker: str) -> list[str]:
     """Command lines of running processes that contain `marker`."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+# ---- real Debian builds --------------------------------------------------------------------------
+import json  # noqa: E402
+import os  # noqa: E402
+
+from conftest import REPO, require_root, require_tools, run_cli  # noqa: E402
+
+# Downloaded packages are kept here between test sessions (the builder's normal package cache).
+BUILD_TEST_CACHE = Path(os.environ.get("METALSTREAM_TEST_CACHE", "/var/cache/metalstream"))
+BUILD_TIMEOUT = 1800
+
+
+def build_image(kickstart: Path, out: Path, *extra: str, name: str | None = None):
+    """Run the real `metalstream build` CLI; returns the CompletedProcess."""
+    args = ["build", str(kickstart), "-o", str(out), "--cache-dir", str(BUILD_TEST_CACHE), "--zstd-level", "3", *extra]
+    if name:
+        args += ["--name", name]
+    return run_cli(*args, timeout=BUILD_TIMEOUT)
+
+
+def require_build_tools() -> None:
+    require_root()
+    require_tools("mmdebstrap", "tar", "zstd", "unshare", "dpkg-query")
+
+
+_IMAGES: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def debian_minimal_image(tmp_path_factory) -> Path:
+    """Manifest path of kickstarts/debian-minimal.ks built by `metalstream build` (once per session)."""
+    require_build_tools()
+    kickstart = REPO / "kickstarts/debian-minimal.ks"
+    key = str(kickstart)
+    if key not in _IMAGES:
+        out = tmp_path_factory.mktemp("debian-minimal")
+        result = build_image(kickstart, out)
+        if result.returncode != 0:
+            pytest.fail(f"building debian-minimal failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+        manifest = out / "debian-minimal.json"
+        assert json.loads(manifest.read_text())["format"] == "metalstream-image/1"
+        _IMAGES[key] = manifest
+    return _IMAGES[key]
+
+
+def tar_listing(tarball: Path) -> list[str]:
+    """`tar -tv` lines of a .tar.zst."""
+    return subprocess.run(["tar", "--zstd", "-tvf", str(tarball), "--numeric-owner"], capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+
+
+def tar_member(tarball: Path, member: str) -> bytes:
+    return subprocess.run(["tar", "--zstd", "-xOf", str(tarball), member], capture_output=True, check=True).stdout
+
+
+def tar_members(tarball: Path) -> list:
+    """Every member (tarfile.TarInfo) of a .tar.zst, read as a stream (zstd -dc | tarfile)."""
+    import tarfile
+
+    zstd = subprocess.Popen(["zstd", "-dc", str(tarball)], stdout=subprocess.PIPE)
+    try:
+        with tarfile.open(fileobj=zstd.stdout, mode="r|") as archive:
+            members = [member for member in archive]
+    finally:
+        zstd.stdout.close()
+        zstd.wait()
+    return members

@@ -34,7 +34,9 @@ class DebianBackend:
         argv, sources = self.mmdebstrap_command(ctx)
         ctx.log.info("apt sources for this build:\n%s", sources)
         try:
-            proc.run(argv, input=sources, timeout=INSTALL_TIMEOUT, env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)})
+            # INITRD=No: the kernel's postinst skips its initramfs; the initramfs stage makes the one that ships.
+            proc.run(argv, input=sources, timeout=INSTALL_TIMEOUT,
+                     env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch), "INITRD": "No"})
         except CommandError as exc:
             raise explain_failure(exc, ctx) from exc
         self._check_excluded_absent(ctx)

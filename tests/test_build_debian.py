@@ -1,0 +1,193 @@
+"""Real Debian builds with mmdebstrap: the acceptance image, reproducibility, and every failure mode.
+
+Packages come from the machine's apt sources and are cached between sessions in the builder's package
+cache, so only the first run downloads.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from fixtures_build import (build_image, host_mounts_under, require_build_tools, tar_listing, tar_member,
+                            tar_members)
+
+pytestmark = pytest.mark.root
+DATA = REPO / "tests/data/build"
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_build_tools()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _assert_nothing_left(out: Path) -> None:
+    assert host_mounts_under(out) == []
+    leftovers = [p.name for p in out.iterdir()] if out.exists() else []
+    assert leftovers == [], f"partial build left behind: {leftovers}"
+
+
+# ---- acceptance: kickstarts/debian-minimal.ks -------------------------------------------------------
+
+def test_debian_minimal_manifest_matches_tarball(debian_minimal_image):
+    manifest = json.loads(debian_minimal_image.read_text())
+    tarball = debian_minimal_image.parent / manifest["tarball"]
+    assert manifest["sha256"] == _sha256(tarball)
+    assert manifest["size"] == tarball.stat().st_size
+    assert manifest["distribution"] == {"family": "debian", "id": "debian", "version": "12", "codename": "bookworm"}
+    assert manifest["bootloader"] == {"bios_grub": True, "uefi_grub": True, "shim": False}
+    names = {p["name"] for p in manifest["packages"]}
+    assert {"linux-image-amd64", "openssh-server", "systemd-sysv", "grub-pc-bin"} <= names
+    assert manifest["kickstart_sha256"] == json.loads(subprocess.run(
+        [".venv/bin/metalstream", "ks", "split", "kickstarts/debian-minimal.ks"], cwd=REPO, capture_output=True,
+        text=True, check=True).stdout)["sha256"]
+    assert manifest["uncompressed_size"] > manifest["size"] > 50 * 2**20
+    assert manifest["file_count"] > 5000
+
+
+def test_debian_minimal_tarball_content(debian_minimal_image):
+    manifest = json.loads(debian_minimal_image.read_text())
+    tarball = debian_minimal_image.parent / manifest["tarball"]
+    listing = tar_listing(tarball)
+    paths = {line.split()[5] for line in listing}
+    kernels = manifest["kernels"]
+    assert kernels, "no kernel in the manifest"
+    for kernel in kernels:
+        assert re.fullmatch(r"/boot/vmlinuz-[\w.+-]+", kernel["kernel"])
+        assert "." + kernel["kernel"] in paths
+        assert kernel["initramfs"] == f"/boot/initrd.img-{kernel['version']}"
+        assert "." + kernel["initramfs"] in paths
+        size = next(int(line.split()[2]) for line in listing if line.split()[5] == "." + kernel["initramfs"])
+        assert size > 10 * 2**20, "initramfs suspiciously small: not generic (MODULES=most)?"
+    assert tar_member(tarball, "./etc/machine-id") == b""
+    assert not [p for p in paths if p.startswith("./var/cache/apt/archives/") and p.endswith(".deb")]
+    assert not [p for p in paths if p.startswith("./var/lib/apt/lists/") and p != "./var/lib/apt/lists/"
+                and not p.startswith("./var/lib/apt/lists/partial") and p != "./var/lib/apt/lists/lock"]
+    assert not [p for p in paths if p.startswith("./etc/ssh/ssh_host_")]
+    assert "./etc/systemd/system/multi-user.target.wants/metalstream-ssh-keygen.service" in paths
+    assert "./usr/sbin/policy-rc.d" not in paths
+    assert "./etc/hostname" not in paths and "./etc/resolv.conf" not in paths
+    # The kickstart's settings and %post are in the image.
+    assert "./etc/systemd/network/80-metalstream-dhcp.network" in paths
+    assert "./etc/systemd/system/multi-user.target.wants/ssh.service" in paths
+    shadow = tar_member(tarball, "./etc/shadow").decode()
+    assert re.search(r"^root:![^:]*:", shadow, re.M), "rootpw --lock: root's password must be locked"
+    # Every mtime is clamped to `created`; entries are sorted.
+    members = tar_members(tarball)
+    assert max(m.mtime for m in members) <= manifest["created"]
+    assert len(members) - 1 == manifest["file_count"]
+
+
+# ---- reproducibility -------------------------------------------------------------------------------
+
+def test_same_kickstart_twice_gives_the_same_sha256(tmp_path):
+    first = build_image(DATA / "repro.ks", tmp_path / "a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = build_image(DATA / "repro.ks", tmp_path / "b")
+    assert second.returncode == 0, second.stderr[-3000:]
+    a = json.loads((tmp_path / "a/repro.json").read_text())
+    b = json.loads((tmp_path / "b/repro.json").read_text())
+    if a["sha256"] != b["sha256"]:
+        differing = _differing_members(tmp_path / "a/repro.tar.zst", tmp_path / "b/repro.tar.zst")
+        pytest.fail(f"two builds differ in: {differing[:20]}")
+    assert a == b
+    tarball = tmp_path / "a/repro.tar.zst"
+    # What the kickstart asked for is really there.
+    assert tar_member(tarball, "./etc/motd") == b"built by metalstream\n"
+    assert tar_member(tarball, "./etc/metalstream-nochroot") == b"nochroot\n"
+    shadow = tar_member(tarball, "./etc/shadow").decode()
+    assert re.search(r"^root:\$6\$", shadow, re.M) and re.search(r"^ops:\$6\$", shadow, re.M)
+    assert "ops:x:1500:" in tar_member(tarball, "./etc/passwd").decode()
+    assert ":ops" in next(l for l in tar_member(tarball, "./etc/group").decode().splitlines() if l.startswith("adm:"))
+    keys = tar_member(tarball, "./home/ops/.ssh/authorized_keys").decode()
+    assert keys.startswith("ssh-ed25519 ")
+    line = next(l for l in tar_listing(tarball) if l.endswith("./home/ops/.ssh/authorized_keys"))
+    assert line.startswith("-rw-------") and " 1500/" in line
+    assert a["kernels"] == []
+
+
+def _differing_members(a: Path, b: Path) -> list[str]:
+    def digests(tarball: Path) -> dict[str, str]:
+        out = tarball.with_suffix(".x")
+        out.mkdir()
+        subprocess.run(["tar", "--zstd", "-xf", str(tarball), "-C", str(out)], check=True)
+        result = {}
+        for path in sorted(out.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                result[str(path.relative_to(out))] = hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.rmtree(out)
+        return result
+
+    da, db = digests(a), digests(b)
+    return sorted(k for k in da.keys() | db.keys() if da.get(k) != db.get(k)) or ["(metadata only)"]
+
+
+# ---- failures: one clear message, exit 1/2, nothing left behind ---------------------------------------
+
+def test_failing_post_stops_the_build_with_its_output_and_line(tmp_path):
+    out = tmp_path / "out"
+    result = build_image(DATA / "failing-post.ks", out)
+    assert result.returncode == 1
+    assert "failing-post.ks:13: %post failed with exit status 3" in result.stderr
+    assert "about to fail" in result.stderr
+    assert "Traceback" not in result.stderr
+    _assert_nothing_left(out)
+
+
+def test_bootable_image_without_kernel_is_refused(tmp_path):
+    out = tmp_path / "out"
+    result = build_image(DATA / "no-kernel.ks", out)
+    assert result.returncode == 2
+    assert "no-kernel.ks:11: no kernel installed" in result.stderr
+    assert "%packages" in result.stderr
+    _assert_nothing_left(out)
+
+
+def test_unknown_package_is_named_with_the_packages_line(tmp_path):
+    out = tmp_path / "out"
+    result = build_image(DATA / "unknown-package.ks", out)
+    assert result.returncode == 2
+    assert "unknown-package.ks:10: package 'no-such-package-metalstream' not found" in result.stderr
+    _assert_nothing_left(out)
+
+
+def test_unreachable_repo_is_reported(tmp_path):
+    out = tmp_path / "out"
+    result = build_image(DATA / "unreachable-repo.ks", out)
+    assert result.returncode == 1
+    assert "package repository unreachable" in result.stderr and "127.0.0.1" in result.stderr
+    _assert_nothing_left(out)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "metalstream-test-enospc", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+
+
+def test_out_of_disk_space_is_one_clear_message(small_tmpfs):
+    out = small_tmpfs / "out"
+    result = build_image(DATA / "essential.ks", out)
+    assert result.returncode == 1
+    assert "out of disk space in " + str(out) in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    _assert_nothing_left(out)
