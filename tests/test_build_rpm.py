@@ -2,17 +2,16 @@
 createrepo_c): the backend on its own, then `metalstream build` end to end."""
 from __future__ import annotations
 
-import json
 import logging
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from conftest import require_root, require_tools, run_cli
+from conftest import require_root, require_tools
 from deployer import proc
 from deployer.errors import BadInput
 from fixtures_rpm import KERNEL_VERSION, line_of, mounts_below, rpm_kickstart, rpm_repo  # noqa: F401
+from tarball_builder import cache as build_cache
 from tarball_builder.backends.rpm import RpmBackend
 from tarball_builder.context import BuildContext, BuildOptions
 from tarball_builder.kickstart import parse_kickstart
@@ -36,7 +35,6 @@ def install(ks: Path, repo, workdir: Path, cache: Path) -> BuildContext:
     try:
         RpmBackend().install(ctx)
     finally:
-        from tarball_builder import cache as build_cache
         build_cache.release_locks(ctx)
         assert mounts_below(workdir) == []
     return ctx
@@ -112,3 +110,14 @@ def test_excluding_a_needed_package_explains_the_conflict(rpm_repo, tmp_path):
         install(ks, rpm_repo, tmp_path / "w", tmp_path / "cache")
     assert caught.value.location == f"{ks}:{line_of(ks, '%packages')}"
     assert "msbase" in caught.value.reason and "exclude" in caught.value.reason
+
+
+def test_rpmdb_moves_to_where_the_images_own_rpm_looks(rpm_repo, tmp_path):
+    ctx = install(rpm_kickstart(tmp_path / "r.ks", add=["msrpm"]), rpm_repo, tmp_path / "w", tmp_path / "cache")
+    assert (ctx.root / "usr/bin/rpm").is_file()  # the stand-in answers /usr/lib/sysimage/rpm
+    link = ctx.root / "var/lib/rpm"
+    assert link.is_symlink() and str(link.readlink()) == "../../usr/lib/sysimage/rpm"
+    assert sorted(p.name for p in (ctx.root / "usr/lib/sysimage/rpm").iterdir()) == ["rpmdb.sqlite"]
+    assert "msrpm" in names(RpmBackend().installed_packages(ctx))
+    query = proc.run(["rpm", "--root", ctx.root, "--dbpath", "/usr/lib/sysimage/rpm", "-q", "msdemo"])
+    assert query.stdout.strip() == "msdemo-2.1-3.noarch"

@@ -6,15 +6,18 @@ the root and no mount or process outlives the install. The dnf cache of the buil
 (`<cache_dir>/rpm-archives`, `keepcache=True`) is bind-mounted at the root's /var/cache/dnf inside
 that namespace only: a rebuild reuses downloaded packages, and the image never holds them.
 
-The rpmdb goes to /var/lib/rpm in the root (rpm_plan.DBPATH; the build host's own rpm macros would put
-it elsewhere, so a macros file says so). That is where RHEL/CentOS 7-9 keep it; Fedora 36 and later
-move it to /usr/lib/sysimage/rpm on first boot (rpmdb-migrate.service). The sqlite WAL is
-checkpointed after every write so the image ships one self-contained rpmdb.sqlite.
+dnf writes the rpmdb to /var/lib/rpm in the root (rpm_plan.DBPATH; the build host's own rpm macros
+would put it elsewhere, so a macros file says so). That is where RHEL/CentOS 7-9 keep it. When the
+image has its own rpm and it answers another `%_dbpath` (Fedora 36 and later: /usr/lib/sysimage/rpm),
+the database is moved there and /var/lib/rpm becomes a symlink to it, the layout those releases
+expect. The sqlite WAL is checkpointed after every write so the image ships one self-contained
+rpmdb.sqlite.
 dnf's history (var/lib/dnf) is not shipped: it holds build-time timestamps and the build host's
 repository paths; dnf on a deployed machine starts with an empty history.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -63,7 +66,21 @@ class RpmBackend:
         settle_rpmdb(ctx.root)
         if not rpmdb_file(ctx.root).is_file():
             raise OperationFailed(f"dnf finished but left no rpmdb at {rpm_plan.DBPATH} in {ctx.root}")
+        self._move_rpmdb_where_the_image_looks(ctx)
         self._install_repo_files(ctx)
+
+    def _move_rpmdb_where_the_image_looks(self, ctx: BuildContext) -> None:
+        if not any((ctx.root / p).is_file() for p in ("usr/bin/rpm", "bin/rpm")):
+            return
+        with for_build(ctx) as chroot:
+            answer = chroot.run(["rpm", "--eval", "%{_dbpath}"], check=False)
+        dbpath = answer.stdout.strip()
+        if answer.returncode != 0 or not dbpath.startswith("/") or "%" in dbpath:
+            ctx.log.warning("the image's rpm did not say where its rpmdb lives (%s): keeping %s",
+                            answer.stderr.strip(), rpm_plan.DBPATH)
+            return
+        if relocate_rpmdb(ctx.root, dbpath):
+            ctx.log.info("rpmdb moved to %s (the image's %%_dbpath); %s links to it", dbpath, rpm_plan.DBPATH)
 
     def _install_repo_files(self, ctx: BuildContext) -> None:
         """`repo --install`: the repository's configuration goes into the image's /etc/yum.repos.d."""
@@ -120,6 +137,25 @@ def write_rpm_macros(home: Path) -> Path:
 
 def rpmdb_file(root: Path) -> Path:
     return Path(root) / rpm_plan.DBPATH.lstrip("/") / "rpmdb.sqlite"
+
+
+def relocate_rpmdb(root: Path, dbpath: str) -> bool:
+    """Move the rpmdb from DBPATH to `dbpath` inside root and leave DBPATH as a relative symlink to it.
+    False when both already name the same directory."""
+    root = Path(root)
+    old = root / rpm_plan.DBPATH.lstrip("/")
+    new = root / dbpath.lstrip("/")
+    if new.resolve() == old.resolve() or old.is_symlink():
+        return False
+    new.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(old.iterdir()):
+        if entry.name in (".migratedb", ".rpm.lock"):  # the marker of a first-boot migration this makes moot
+            entry.unlink()
+            continue
+        entry.rename(new / entry.name)
+    old.rmdir()
+    old.symlink_to(os.path.relpath(new, old.parent))
+    return True
 
 
 def settle_rpmdb(root: Path) -> None:
