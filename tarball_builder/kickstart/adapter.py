@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from pykickstart import constants
-from pykickstart.errors import KickstartError as PykickstartError
+from pykickstart.errors import KickstartError as PykickstartError, KickstartWarning
 from pykickstart.parser import KickstartParser, PutBackIterator
 from pykickstart.sections import Section
 from pykickstart.version import F40, makeVersion, versionToString
@@ -101,9 +101,6 @@ class _AddonSection(Section):
         super().__init__(handler)
         self._parser = parser
 
-    def handleHeader(self, lineno, args):
-        Section.handleHeader(self, lineno, args)
-
     def handleLine(self, line):
         self._parser.current_section.body.append((self._parser.lineno, line.rstrip("\n")))
 
@@ -136,8 +133,6 @@ class _Parser(KickstartParser):
 
     def _tryFunc(self, fn):
         if self._state != "commands":  # a section header is being handled
-            if self.current_section and not self.current_section.closed:
-                self.current_section.closed = True  # pykickstart already reported it if it mattered
             self.current_section = SectionSeen(self._state, self._line.split()[1:], self.lineno)
             self.parsed.sections.append(self.current_section)
         try:
@@ -165,6 +160,8 @@ def parse(text: str, findings: Findings) -> Parsed:
 
     def record(message, category, filename, lineno, file=None, line=None):
         text = str(message)
+        if not issubclass(category, KickstartWarning):
+            return  # a library's own warning, not a kickstart problem
         if text.startswith("A partition with the mountpoint"):
             return  # reported as an error by the deploy split, with both lines
         if "unknown section" in text.lower():
