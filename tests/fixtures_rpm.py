@@ -50,7 +50,7 @@ def build_rpm_repo(dest: Path) -> RpmRepo:
 
 @pytest.fixture(scope="session")
 def rpm_repo(tmp_path_factory) -> RpmRepo:
-    from conftest import require_root, require_tools
+    from conftest import require_tools
 
     require_tools("rpmbuild", "createrepo_c", "dnf", "rpm")
     return build_rpm_repo(tmp_path_factory.mktemp("rpm-repo"))

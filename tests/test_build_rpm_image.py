@@ -152,3 +152,23 @@ def test_rebuild_reuses_downloaded_packages_and_no_cache_does_not(http_repo, tmp
     assert first == ["msbase-1.0-1.x86_64.rpm", "msdemo-2.1-3.noarch.rpm", "msgrouped-1.0-1.noarch.rpm"]
     assert rpms_fetched(*cache) == []  # the same kickstart again: every package comes from the cache
     assert rpms_fetched(*cache, "--no-cache") == first
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 1.5 MiB tmpfs: too small for the test image's packages. Always unmounted."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    proc.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "metalstream-test-tiny", mountpoint])
+    try:
+        yield mountpoint
+    finally:
+        proc.run(["umount", mountpoint])
+
+
+def test_out_of_disk_space_fails_with_one_clear_message(rpm_repo, tiny_filesystem, tmp_path):
+    result = build(KICKSTART, tiny_filesystem / "out", rpm_repo.url, "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 1, result.stderr
+    assert "error: out of disk space for the build root" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list((tiny_filesystem / "out").iterdir()) == []

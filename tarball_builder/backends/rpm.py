@@ -62,7 +62,7 @@ class RpmBackend:
         ctx.log.info("dnf output:\n%s", result.stdout[-20000:])
         if result.returncode != 0:
             raise rpm_plan.explain_failure(result.stdout, result.stderr, plan, ctx.build, ks=ks,
-                                           ks_text=_read_text(ks))
+                                           ks_text=_read_text(ks), root=ctx.root)
         settle_rpmdb(ctx.root)
         if not rpmdb_file(ctx.root).is_file():
             raise OperationFailed(f"dnf finished but left no rpmdb at {rpm_plan.DBPATH} in {ctx.root}")

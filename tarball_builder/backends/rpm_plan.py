@@ -149,13 +149,19 @@ _NO_MATCH = re.compile(r"^No match for argument: (\S+)", re.M)
 _UNABLE = re.compile(r"Unable to find a match: (.+)")
 _NO_GROUP = re.compile(r"Module or Group '([^']+)' (?:is not available|does not exist)")
 _REPO_FAILED = re.compile(r"Failed to (?:download|synchronize) (?:metadata )?(?:cache )?for repo '([^']+)'")
+_NO_SPACE = re.compile(r"At least (\S+) more space needed|No space left on device")
 _REASON = re.compile(r"^\s*- (.+)$", re.M)  # dnf lists the download errors of a repository as "  - ..."
 
 
 def explain_failure(stdout: str, stderr: str, plan: DnfPlan, spec: BuildSpec, *, ks: str,
-                    ks_text: str | None = None) -> MetalstreamError:
+                    ks_text: str | None = None, root: Path | None = None) -> MetalstreamError:
     """One clear, located error for a failed `dnf install`."""
     output = f"{stdout}\n{stderr}"
+    no_space = _NO_SPACE.search(output)
+    if no_space:
+        need = f": dnf needs at least {no_space.group(1)} more" if no_space.group(1) else ""
+        return OperationFailed(f"out of disk space for the build root {root or ''}{need}; free some space or "
+                               "build into another -o directory", details={"dnf_output": output})
     packages = spec.packages
     missing = _NO_MATCH.findall(output)
     if not missing:
