@@ -51,20 +51,22 @@ def test_parse_raises_kickstart_error_with_all_diagnostics(tmp_path: Path) -> No
 
 def test_unsupported_commands_and_sections_are_warnings_with_their_line(tmp_path: Path) -> None:
     ks = write(tmp_path, HEADER + "text\nreboot\nfirstboot --disable\nlogvol / --vgname=vg --name=root --size=1\n"
-                                  "%pre\necho hi\n%end\n" + PACKAGES + "%addon com_redhat_kdump --enable\n%end\n")
+                                  "%pre\necho hi\n%end\n" + PACKAGES + "%addon com_redhat_kdump --enable\n%end\n"
+                                  "lang en_US.UTF-8 --addsupport=de_DE.UTF-8\n")
     diagnostics = lint_kickstart(ks)
-    assert located(diagnostics) == [("test.ks", line, "warning") for line in (5, 6, 7, 8, 9, 15)]
+    assert located(diagnostics) == [("test.ks", line, "warning") for line in (5, 6, 7, 8, 9, 15, 17)]
     messages = [d.message for d in diagnostics]
     assert "`reboot`" in messages[1] and "always reboots" in messages[1]
     assert "%pre scripts are not supported" in messages[4]
     assert "com_redhat_kdump" in messages[5]
+    assert "lang --addsupport" in messages[6]
     split = parse_kickstart(ks)  # warnings alone do not fail
     assert split.warnings == diagnostics
     strict = lint_kickstart(ks, strict=True)
-    assert {d.severity for d in strict} == {"error"} and len(strict) == 6
+    assert {d.severity for d in strict} == {"error"} and len(strict) == 7
     with pytest.raises(KickstartError) as caught:
         parse_kickstart(ks, strict=True)
-    assert len(caught.value.diagnostics) == 6
+    assert len(caught.value.diagnostics) == 7
 
 
 def test_pykickstart_warnings_are_captured_and_located(tmp_path: Path, capsys) -> None:

@@ -26,6 +26,8 @@ def split_build(parsed: Parsed, text_lines: list[str], distribution: Distributio
         line = parsed.line_of("lang")
         if not _LANG.fullmatch(h.lang.lang):
             findings.error(line, f"lang: {h.lang.lang!r} is not a locale name like en_US.UTF-8")
+        if h.lang.addsupport:
+            findings.warn(line, "lang --addsupport: extra language support is not installed: ignored")
         spec.lang = h.lang.lang
     if h.keyboard.seen:
         spec.keyboard = h.keyboard.keyboard or None
