@@ -57,10 +57,12 @@ def _parse_bind(bind: str) -> tuple[str, int]:
               help="Seconds an agent may stay silent before its deployment is marked failed.")
 @click.option("--activation-timeout", default=1800.0, show_default=True, type=click.FloatRange(1),
               help="Seconds after `installed` for the SSH activation check to succeed.")
+@click.option("--sweep-interval", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds between background sweeps (silence timeouts, activation checks); 0 disables them.")
 @click.option("--tftp", "tftp_port", type=click.IntRange(1, 65535), default=None,
               help="Also serve the iPXE binaries over TFTP on this UDP port (69 for real PXE ROMs).")
 def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent_timeout, activation_timeout,
-          tftp_port):
+          sweep_interval, tftp_port):
     """Run the PXE/HTTP service under gunicorn: REST API, boot scripts, images, agent endpoints.
 
     \b
@@ -75,7 +77,7 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     if public_url is not None and not _SAFE_URL.match(public_url):
         raise BadInput("must be a plain http(s)://host[:port] URL", location="--public-url")
     config = _config(data_dir, db_url, installer=installer, public_url=public_url, agent_timeout=agent_timeout,
-                     activation_timeout=activation_timeout)
+                     activation_timeout=activation_timeout, supervisor_interval=sweep_interval)
     if tftp_port is not None:
         root = config.data_dir / "tftp"
         copied = tftp.populate(root)

@@ -124,6 +124,7 @@ class PxeServer:
     big_image: str
     big_size: int
     small_image: str
+    tftp_port: int
 
     def pids(self) -> list[int]:
         """The gunicorn master and its workers."""
@@ -144,7 +145,7 @@ class PxeServer:
 
 @pytest.fixture(scope="session")
 def pxe_server(tmp_path_factory, pxe_installer) -> PxeServer:
-    """`metalstream serve` on a loopback port (2 gthread workers), with a 1 GiB sparse image and a small one."""
+    """`metalstream serve` on a loopback port (2 gthread workers, TFTP too), with a 1 GiB sparse image and a small one."""
     root = tmp_path_factory.mktemp("server")
     data_dir = root / "data"
     cli = [sys.executable, "-m", "deployer"]
@@ -163,9 +164,13 @@ def pxe_server(tmp_path_factory, pxe_installer) -> PxeServer:
     token = subprocess.run([*cli, "token", "create", "--data-dir", data_dir, "--scope", "admin"], check=True,
                            capture_output=True, text=True).stdout.strip()
     port = _free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        tftp_port = s.getsockname()[1]
     log = open(root / "serve.log", "wb")
     process = subprocess.Popen([*cli, "serve", "--data-dir", data_dir, "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                "--threads", "16", "--installer", pxe_installer], stdout=log, stderr=subprocess.STDOUT,
+                                "--threads", "16", "--installer", pxe_installer,
+                                "--tftp", str(tftp_port), "--agent-timeout", "8", "--sweep-interval", "1"], stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -179,7 +184,7 @@ def pxe_server(tmp_path_factory, pxe_installer) -> PxeServer:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"metalstream serve did not start: {(root / 'serve.log').read_text()[-3000:]}")
             time.sleep(0.2)
-        yield PxeServer(url, process, data_dir, {"Authorization": f"Bearer {token}"}, "big", big_size, "small")
+        yield PxeServer(url, process, data_dir, {"Authorization": f"Bearer {token}"}, "big", big_size, "small", tftp_port)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)  # gunicorn stops its workers on TERM

@@ -149,3 +149,36 @@ def test_boot_flow_and_metrics_through_the_real_server(pxe_server):
     assert "metalstream_http_request_duration_seconds_bucket" in metrics
     doc = requests.get(f"{pxe_server.url}/api/v1/openapi.json", headers=pxe_server.admin, timeout=10).json()
     assert json.dumps(doc).count("/api/v1/agent/plan") == 1
+
+
+def test_serve_tftp_hands_out_debian_ipxe(pxe_server, tmp_path):
+    import tftpy
+    out = tmp_path / "undionly.kpxe"
+    tftpy.TftpClient("127.0.0.1", pxe_server.tftp_port).download("undionly.kpxe", str(out), timeout=2, retries=3)
+    assert out.read_bytes() == open("/usr/lib/ipxe/undionly.kpxe", "rb").read()
+
+
+def test_background_sweep_fails_a_silent_agent(pxe_server):
+    """The workers' supervisor thread (not a request) fails a deployment whose agent stays silent (8 s here)."""
+    import time
+
+    from sqlalchemy import create_engine, select
+
+    from pxe import db
+    mac = "52:54:00:aa:00:04"
+    dep = requests.post(f"{pxe_server.url}/api/v1/deployments", json={"mac": mac, "image": "small"},
+                        headers=pxe_server.admin, timeout=10).json()
+    assert "metalstream.token=" in requests.get(f"{pxe_server.url}/boot/{mac}.ipxe", timeout=10).text
+    engine = create_engine(f"sqlite:///{pxe_server.data_dir / 'metalstream.db'}")
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # read the database directly: API reads would apply the timeout themselves
+            with engine.connect() as conn:
+                row = conn.execute(select(db.deployments.c.state, db.deployments.c.error)
+                                   .where(db.deployments.c.id == dep["id"])).first()
+            if row.state != "booting" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+    assert row.state == "failed" and "silent" in row.error
