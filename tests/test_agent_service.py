@@ -172,3 +172,20 @@ def test_agent_reboots_only_after_a_reported_success(stream_test_image, fake_ser
             (result,) = fake_service.state.results
             assert result["phase"] == "stream" and "sha256" in result["error"]
             assert "staying in the installer" in out.getvalue()
+
+
+def test_agent_runs_from_the_zipapp_on_debian_python(fake_service, tmp_path):
+    """What the installer/rescue system has: Debian's python3 + click/requests/pyudev and the deployer alone."""
+    from deployer.remote import build_zipapp
+
+    require_tools("/usr/bin/python3")
+    pyz = build_zipapp(tmp_path)
+    fake_service.state.plan = {"format": "metalstream-plan/1", "deployment_id": "d-2",
+                               "image": {"name": "x", "url": "http://h/x.tar.zst", "sha256": "0" * 64, "size": 1},
+                               "boot_mode": "floppy"}
+    done = subprocess.run(["/usr/bin/python3", "-I", str(pyz), "agent", "--no-reboot", "--server", fake_service.url,
+                           "--token", fake_service.state.token], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[0] == f"metalstream-agent: starting (server={fake_service.url})"
+    assert done.returncode == 2, done.stderr
+    (result,) = fake_service.state.results
+    assert result["success"] is False and "plan.boot_mode" in result["error"]

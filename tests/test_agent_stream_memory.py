@@ -7,10 +7,8 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from conftest import REPO, require_tools
-from fixtures_stream import file_server  # noqa: F401
+from fixtures_stream import Fault, file_server  # noqa: F401
 
 IMAGE_MIB = 512
 MAX_GROWTH_MIB = 48  # chunks are 1 MiB; anything proportional to the image would be hundreds
@@ -50,7 +48,6 @@ def test_streaming_half_a_gigabyte_keeps_memory_flat(file_server, tmp_path):
                                 check=True).stdout.split()[0]
         url = file_server.serve("big.tar.zst", image)
         # One drop in the middle too: resuming must not buffer either.
-        from fixtures_stream import Fault
         file_server.fault("big.tar.zst", Fault(at=size // 2 + 12345))
         dest = work / "dest"
         dest.mkdir()
