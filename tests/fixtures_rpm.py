@@ -37,9 +37,11 @@ def build_rpm_repo(dest: Path) -> RpmRepo:
     if busybox is None:
         pytest.fail("busybox (static) is missing: run `bash .ci/setup`, which installs busybox-static")
     repo = dest / "repo"
+    (dest / "tmp").mkdir(parents=True, exist_ok=True)
     for spec in sorted(DATA.glob("*.spec")):
         proc.run(["rpmbuild", "-bb", "--nodeps", "--quiet",
                   "--define", f"_topdir {dest / 'rpmbuild'}", "--define", f"_rpmdir {repo}",
+                  "--define", f"_tmppath {dest / 'tmp'}",
                   "--define", "_build_id_links none", "--define", "debug_package %{nil}",
                   "--define", "__os_install_post %{nil}", "--define", f"busybox_bin {busybox}",
                   spec], env={"HOME": str(dest), "SOURCE_DATE_EPOCH": "1700000000"}, timeout=120)
