@@ -91,6 +91,12 @@ class HttpChunks:
         self.resumes = 0
 
     def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._resuming_chunks()
+        finally:
+            self.session.close()
+
+    def _resuming_chunks(self) -> Iterator[bytes]:
         offset = 0
         failures = 0
         started = time.monotonic()

@@ -13,6 +13,8 @@ from typing import IO, Callable, Protocol
 
 log = logging.getLogger("metalstream.report")
 
+MAX_MESSAGE = 4096  # the service refuses longer event messages
+
 PHASES = ("start", "disk", "partition", "mkfs", "stream", "verify", "configure", "bootloader", "finish")
 
 
@@ -195,6 +197,8 @@ class HttpReporter:
             return
         self._last_key = key
         self._next_progress = now + self._interval
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE - 3] + "..."
         body = {"phase": phase, "message": message, "bytes_done": bytes_done, "bytes_total": bytes_total,
                 "time": time.time()}
         try:

@@ -160,3 +160,10 @@ def test_http_reporter_does_not_retry_a_rejected_result(fake_service):
                             result_attempts=5, sleep=waits.append)
     assert reporter.result(success=True, phase="finish") is False
     assert waits == [] and fake_service.state.auth_seen == ["Bearer revoked-token"]
+
+
+def test_http_reporter_keeps_event_messages_within_the_service_limit(fake_service):
+    reporter = _http_reporter(fake_service, Clock())
+    reporter.event("mkfs", "x" * 10_000)
+    (event,) = fake_service.state.events
+    assert len(event["message"]) == 4096 and event["message"].endswith("...")
