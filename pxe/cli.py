@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
+import sys
 from pathlib import Path
 
 import click
@@ -72,21 +72,31 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     Point DHCP (or `metalstream dnsmasq-config`) at http://HOST:PORT/boot.ipxe.
     """
     from . import server, tftp
+    from deployer import proc
     from .render import _SAFE_URL
     host, _ = _parse_bind(bind)
     if public_url is not None and not _SAFE_URL.match(public_url):
         raise BadInput("must be a plain http(s)://host[:port] URL", location="--public-url")
     config = _config(data_dir, db_url, installer=installer, public_url=public_url, agent_timeout=agent_timeout,
                      activation_timeout=activation_timeout, supervisor_interval=sweep_interval)
+    tftp_process = None
     if tftp_port is not None:
         root = config.data_dir / "tftp"
         copied = tftp.populate(root)
         click.echo(f"metalstream: TFTP on udp/{tftp_port} serving {', '.join(copied) or 'nothing'} from {root}",
                    err=True)
-        threading.Thread(target=tftp.run, args=(root, host, tftp_port), name="tftp", daemon=True).start()
+        tftp_process = proc.spawn([sys.executable, "-m", "pxe.tftp", root, host, str(tftp_port)])
     click.echo(f"metalstream: serving on http://{bind} (data {config.data_dir}, {workers} workers x {threads} "
                "threads)", err=True)
-    server.serve(config, bind=bind, workers=workers, threads=threads)
+    serving_pid = os.getpid()
+    try:
+        server.serve(config, bind=bind, workers=workers, threads=threads)
+    finally:
+        # gunicorn workers are forks of this process and unwind through here too when they exit: only the
+        # process that started the TFTP server stops it.
+        if tftp_process is not None and os.getpid() == serving_pid:
+            tftp_process.terminate()
+            tftp_process.wait(timeout=10)
 
 
 @click.group("image")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,3 +54,19 @@ def run(root: Path, host: str, port: int) -> None:
     with tempfile.TemporaryDirectory(prefix="metalstream-tftp-") as empty:
         server = tftpy.TftpServer(empty, dyn_file_func=open_file, upload_open=lambda path, context: None)
         server.listen(host, port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pxe.tftp ROOT HOST PORT`: what `metalstream serve --tftp` runs as a child process
+    (not a thread: gunicorn forks workers from the serving process, and forking with a busy thread is unsafe)."""
+    root, host, port = argv if argv is not None else sys.argv[1:]
+    logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="tftp: %(levelname)s %(message)s")
+    logging.getLogger("metalstream.pxe.tftp").setLevel(logging.INFO)
+    try:
+        run(Path(root), host, int(port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -114,6 +114,7 @@ def _write_deployment_file(root: Path, **values) -> None:
     (root / "etc" / "metalstream" / "deployment.json").write_text(json.dumps(values))
 
 
+@pytest.mark.root
 def test_activation_check_marks_active_then_failed_on_mismatch(tmp_path, sshd, installed_root, pxe_installer,
                                                                pxe_image_manifest):
     from pxe import supervisor
