@@ -117,7 +117,11 @@ def test_rpmdb_moves_to_where_the_images_own_rpm_looks(rpm_repo, tmp_path):
     assert (ctx.root / "usr/bin/rpm").is_file()  # the stand-in answers /usr/lib/sysimage/rpm
     link = ctx.root / "var/lib/rpm"
     assert link.is_symlink() and str(link.readlink()) == "../../usr/lib/sysimage/rpm"
-    assert sorted(p.name for p in (ctx.root / "usr/lib/sysimage/rpm").iterdir()) == ["rpmdb.sqlite"]
+    dbdir = ctx.root / "usr/lib/sysimage/rpm"
+    assert (dbdir / "rpmdb.sqlite").is_file() and not (dbdir / "rpmdb.sqlite").is_symlink()
+    assert sorted(p.name for p in dbdir.iterdir()) in (["rpmdb.sqlite"], [".rpm.lock", "rpmdb.sqlite"])
+    assert not [p for p in dbdir.iterdir() if p.is_symlink()]
+    assert not (dbdir / ".migratedb").exists()
     assert "msrpm" in names(RpmBackend().installed_packages(ctx))
     query = proc.run(["rpm", "--root", ctx.root, "--dbpath", "/usr/lib/sysimage/rpm", "-q", "msdemo"])
     assert query.stdout.strip() == "msdemo-2.1-3.noarch"

@@ -149,12 +149,15 @@ def relocate_rpmdb(root: Path, dbpath: str) -> bool:
         return False
     new.mkdir(parents=True, exist_ok=True)
     for entry in sorted(old.iterdir()):
-        if entry.name in (".migratedb", ".rpm.lock"):  # the marker of a first-boot migration this makes moot
+        if entry.name == ".migratedb":  # asks for the first-boot migration this move makes moot
             entry.unlink()
-            continue
-        entry.rename(new / entry.name)
+        else:
+            entry.rename(new / entry.name)  # replaces the per-file symlinks Fedora's rpm %pre makes
     old.rmdir()
     old.symlink_to(os.path.relpath(new, old.parent))
+    for entry in new.iterdir():
+        if entry.is_symlink() and not entry.exists():
+            entry.unlink()
     return True
 
 
