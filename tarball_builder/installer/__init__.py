@@ -1,0 +1,91 @@
+"""The installer environment (`metalstream build --format installer`): a kernel plus a zstd newc
+initramfs holding python3, the deployer agent and an /init that brings up udev and DHCP and starts
+the agent with metalstream.server= / metalstream.token= from the kernel command line.
+
+From a root built from kickstarts/installer.ks, `make_installer(ctx)` writes NAME.vmlinuz and
+NAME.initramfs into the output directory and returns the installer manifest
+(format metalstream-installer/1, docs/contracts.md). See docs/installer.md.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from deployer import __version__
+
+from ..context import BuildContext
+from . import archive, stage as staging
+from .kernel import find_kernel, read_module_tree
+from .modules import select
+from .trim import files_to_copy
+
+FORMAT = "metalstream-installer/1"
+
+
+def make_installer(ctx: BuildContext) -> dict:
+    """Write NAME.vmlinuz and NAME.initramfs for ctx.root; return the installer manifest dict."""
+    out_dir = ctx.options.output_dir
+    name = ctx.options.name
+    kernel_out, initramfs_out = out_dir / f"{name}.vmlinuz", out_dir / f"{name}.initramfs"
+    packages = ctx.build.packages
+    where = f"{ctx.kickstart.source}:{packages.line}" if packages.line else (ctx.kickstart.source or "%packages")
+    version, kernel_image = find_kernel(ctx.root, where=where)
+    module_paths = select(read_module_tree(ctx.root, version))
+    ctx.log.info("installer: kernel %s, %d modules kept", version, len(module_paths))
+
+    stage = ctx.workdir / "installer-initramfs"
+    _remove(stage)
+    stage.mkdir(parents=True)
+    began = time.monotonic()
+    try:
+        staging.copy_selected(ctx.root, files_to_copy(ctx.root, version, module_paths), stage)
+        staging.add_deployer(stage)
+        staging.add_init(stage)
+        staging.rebuild_module_index(stage, version)
+        staging.compile_and_check(stage, ctx.source_date_epoch)
+        staging.clamp_mtimes(stage, ctx.source_date_epoch)
+        uncompressed_files, entries = staging.tree_size(stage)
+        ctx.log.info("installer: staged %d entries (%d bytes) in %.0f s", entries, uncompressed_files,
+                     time.monotonic() - began)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cpio_size = archive.write_initramfs(stage, initramfs_out, level=ctx.options.zstd_level,
+                                            threads=ctx.options.zstd_threads)
+        _copy_kernel(kernel_image, kernel_out, ctx.source_date_epoch)
+    except BaseException:
+        kernel_out.unlink(missing_ok=True)
+        initramfs_out.unlink(missing_ok=True)
+        raise
+    finally:
+        _remove(stage)
+    manifest = {
+        "format": FORMAT,
+        "name": name,
+        "kernel": archive.file_info(kernel_out),
+        "initramfs": archive.file_info(initramfs_out),
+        "kernel_version": version,
+        "created": ctx.source_date_epoch,
+        "builder": {"name": "metalstream", "version": __version__},
+        "initramfs_uncompressed_size": cpio_size,
+        "file_count": entries,
+        "module_count": len(module_paths),
+    }
+    ctx.facts["installer"] = manifest
+    return manifest
+
+
+def _copy_kernel(source: Path, target: Path, epoch: int) -> None:
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        shutil.copyfile(source, partial)
+        partial.chmod(0o644)
+        os.utime(partial, (epoch, epoch))
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)

@@ -1,0 +1,114 @@
+"""Assemble the initramfs tree: the trimmed root, the deployer package, /init, a fresh module index.
+
+Works on a copy (the staging directory) so the build root is never changed. Every step that runs
+a program goes through deployer.proc or the builder's Chroot (compiling bytecode and checking that
+the agent starts both run the root's own python3).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import deployer
+from deployer import proc
+from deployer.errors import OperationFailed
+
+from ..chroot import Chroot
+
+HERE = Path(__file__).resolve().parent
+PYTHON_SITE = "usr/lib/python3/dist-packages"
+UDHCPC_SCRIPT = "usr/share/metalstream/udhcpc.sh"
+# Busybox applets the installer needs as commands of their own (Debian's busybox package installs no
+# applet links): DHCP for /init, and a forced reboot for the agent (there is no systemd here).
+BUSYBOX_APPLETS = ("udhcpc", "reboot", "poweroff")
+# Bytecode is compiled for these trees; unchecked-hash .pyc files do not depend on mtimes.
+BYTECODE_DIRS = ("/usr/lib/python3", "/usr/lib/python3.11")
+
+
+def copy_selected(root: Path, paths: list[str], stage: Path) -> None:
+    """Copy the listed root-relative paths (dirs listed explicitly) with GNU tar, keeping modes,
+    owners, hard links and symlinks."""
+    with tempfile.NamedTemporaryFile("wb", prefix="installer-files-", suffix=".list") as listing:
+        listing.write(b"".join(os.fsencode(p) + b"\0" for p in paths))
+        listing.flush()
+        packer = proc.spawn(["tar", "-C", root, "--null", "--no-recursion", "-T", listing.name,
+                             "--numeric-owner", "-cf", "-"], stdout=subprocess.PIPE)
+        try:
+            unpacker = proc.spawn(["tar", "-C", stage, "--numeric-owner", "-xpf", "-"], stdin=packer.stdout)
+        finally:
+            packer.stdout.close()  # the unpacker holds the pipe now; a dying unpacker stops the packer
+        proc.wait_checked(unpacker)
+        proc.wait_checked(packer)
+
+
+def add_deployer(stage: Path) -> Path:
+    """Copy this checkout's deployer package (sources and data, no bytecode) into the stage."""
+    target = stage / PYTHON_SITE / "deployer"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(Path(deployer.__file__).resolve().parent, target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def add_init(stage: Path) -> None:
+    """/init, its DHCP event script, and the console node the kernel opens before /init runs."""
+    for source, target in (("init.sh", "init"), ("udhcpc.sh", UDHCPC_SCRIPT)):
+        path = stage / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(HERE / source, path)
+        path.chmod(0o755)
+    busybox = next((p for p in ("usr/bin/busybox", "bin/busybox") if (stage / p).is_file()), None)
+    if busybox is None:
+        raise OperationFailed("the installer root has no busybox (needed for DHCP): add busybox to %packages")
+    for applet in BUSYBOX_APPLETS:
+        link = stage / "usr/sbin" / applet
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(f"/{busybox}")
+    (stage / "dev").mkdir(exist_ok=True)
+    console = stage / "dev/console"
+    if not console.exists():
+        os.mknod(console, 0o600 | stat.S_IFCHR, os.makedev(5, 1))
+
+
+def rebuild_module_index(stage: Path, kernel_version: str) -> None:
+    """depmod over the kept modules only, so modprobe and udev see exactly what ships."""
+    proc.run(["depmod", "-b", stage, kernel_version])
+
+
+def compile_and_check(stage: Path, epoch: int) -> None:
+    """Compile bytecode with the root's python3 and prove the agent's command line starts there."""
+    env = {"PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": str(epoch)}
+    with Chroot(stage, env=env) as chroot:
+        chroot.run(["python3", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+                    *BYTECODE_DIRS], timeout=900)
+        checked = chroot.run(["python3", "-m", "deployer", "agent", "--help"], check=False)
+    if checked.returncode != 0:
+        raise OperationFailed("the deployer agent does not start in the installer environment "
+                              f"(python3 -m deployer agent --help exited {checked.returncode}): "
+                              + " | ".join(checked.stderr.strip().splitlines()[-5:]))
+
+
+def clamp_mtimes(stage: Path, epoch: int) -> None:
+    """No entry newer than SOURCE_DATE_EPOCH (symlinks themselves included)."""
+    for dirpath, dirnames, filenames in os.walk(stage):
+        for name in [*dirnames, *filenames, ""]:
+            path = os.path.join(dirpath, name) if name else dirpath
+            if os.lstat(path).st_mtime > epoch:
+                os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
+def tree_size(stage: Path) -> tuple[int, int]:
+    """(bytes in regular files, number of entries) of the staged tree."""
+    total = count = 0
+    for dirpath, dirnames, filenames in os.walk(stage):
+        count += len(dirnames) + len(filenames)
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total, count

@@ -1,0 +1,90 @@
+"""What of the build root goes into the installer initramfs: the userland minus what never runs there.
+
+`keep(path)` is a pure rule over a root-relative path; `files_to_copy(root, modules)` walks a root
+and applies it. Kernel modules are chosen separately (tarball_builder.installer.modules); only the
+selected ones and the files depmod needs to rebuild the index are kept.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+
+# Whole trees that are dropped (root-relative, no leading slash). The directory itself stays
+# (empty) when it is a well-known mount point or state directory; its content goes.
+DROPPED_TREES: tuple[str, ...] = (
+    "boot",  # the kernel ships beside the initramfs; Debian's own initrd is not needed
+    "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/i18n",
+    "usr/share/lintian", "usr/share/bug", "usr/share/common-licenses", "usr/share/bash-completion",
+    "usr/share/zsh", "usr/share/doc-base", "usr/share/menu", "usr/share/pixmaps", "usr/share/gdb",
+    "usr/share/initramfs-tools", "usr/share/perl", "usr/lib/x86_64-linux-gnu/perl",
+    "usr/share/perl5", "usr/lib/x86_64-linux-gnu/perl5",
+    "etc/initramfs-tools", "usr/lib/udev/hwdb.d",
+    "var/lib/apt", "var/lib/dpkg", "var/cache", "var/log", "var/tmp", "tmp", "run",
+    "usr/lib/firmware", "usr/lib/x86_64-linux-gnu/gconv",  # Python has its own codecs
+    # Python: test suites and tools that never run in the installer.
+    "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "usr/lib/python3.11/tkinter",
+    "usr/lib/python3.11/turtledemo", "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/ensurepip",
+    "usr/lib/python3.11/pydoc_data",
+)
+# Single files dropped (globs): ICU only serves xfs_scrub, which the deployer never runs; udev's
+# hardware database only adds vendor names, not the ID_SERIAL/ID_WWN/ID_PATH the disk hints use.
+DROPPED_FILES: tuple[str, ...] = (
+    "usr/lib/x86_64-linux-gnu/libicu*", "usr/sbin/xfs_scrub", "usr/sbin/xfs_scrub_all",
+    "usr/lib/udev/hwdb.bin", "etc/udev/hwdb.bin",
+)
+# Directories kept (empty) although their content is dropped.
+KEPT_EMPTY: frozenset[str] = frozenset({"var/cache", "var/log", "var/tmp", "tmp", "run"})
+# Inside /lib/modules/VERSION only these depmod inputs are kept, plus the selected modules.
+MODULE_TREE_FILES: frozenset[str] = frozenset({"modules.order", "modules.builtin", "modules.builtin.modinfo"})
+MODULES_DIR = "usr/lib/modules"
+
+
+def keep(path: str) -> bool:
+    """Whether a root-relative path (not a module tree entry) ships in the initramfs."""
+    if path in KEPT_EMPTY:
+        return True
+    if "__pycache__" in path.split("/"):  # recompiled, without timestamps, after the deployer is added
+        return False
+    if any(fnmatch.fnmatchcase(path, pattern) for pattern in DROPPED_FILES):
+        return False
+    return not any(path == tree or path.startswith(tree + "/") for tree in DROPPED_TREES)
+
+
+def modules_dir(root: Path) -> str:
+    """Root-relative path of the module directory (`usr/lib/modules`, or `lib/modules` without usrmerge)."""
+    if (root / "lib").is_symlink() or not (root / "lib/modules").is_dir():
+        return MODULES_DIR
+    return "lib/modules"
+
+
+def files_to_copy(root: Path, kernel_version: str, module_paths: list[str]) -> list[str]:
+    """Sorted root-relative paths to copy: kept userland, the kernel's selected modules and their dirs."""
+    mods = modules_dir(root)
+    tree = f"{mods}/{kernel_version}"
+    keep_in_tree = {f"{tree}/{p}" for p in module_paths} | {f"{tree}/{f}" for f in MODULE_TREE_FILES}
+    # Parent directories of every kept module, so the copy recreates them.
+    for path in list(keep_in_tree):
+        parent = path.rsplit("/", 1)[0]
+        while parent.startswith(tree + "/") and parent not in keep_in_tree:
+            keep_in_tree.add(parent)
+            parent = parent.rsplit("/", 1)[0]
+    keep_in_tree.add(tree)
+    chosen: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        for name in sorted(dirnames + filenames):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if rel == mods or rel.startswith(mods + "/"):
+                ok = rel == mods or rel in keep_in_tree
+            else:
+                ok = keep(rel)
+            if not ok:
+                if name in dirnames:
+                    dirnames.remove(name)  # do not descend into a dropped tree
+                continue
+            chosen.append(rel)
+            if name in dirnames and rel in KEPT_EMPTY:
+                dirnames.remove(name)
+    return sorted(chosen)
