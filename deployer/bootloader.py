@@ -142,19 +142,30 @@ def add_efi_boot_entry(disk: str, esp_number: int, label: str) -> bool:
     return True
 
 
-def install_bios(root: Path, layout: Layout, disk: str, work: Path) -> str:
-    """grub core.img into the BIOS boot partition and boot.img into the protective MBR, via grub-bios-setup."""
-    grub_dir = work / "i386-pc"
-    grub_dir.mkdir(exist_ok=True)
+def _grub_bios_setup() -> str:
+    """Debian keeps grub-bios-setup off PATH, in grub-pc-bin's platform directory."""
+    return shutil.which("grub-bios-setup") or next(
+        (p for p in ("/usr/lib/grub/i386-pc/grub-bios-setup", "/usr/sbin/grub2-bios-setup") if os.path.exists(p)),
+        "grub-bios-setup")
+
+
+def install_bios(root: Path, layout: Layout, disk: str, work: Path, *, boot_device: str | None = None) -> str:
+    """grub core.img into the BIOS boot partition and boot.img into the protective MBR, via grub-bios-setup.
+
+    Like grub-install, the images and modules go to /boot/grub/i386-pc. grub-bios-setup insists on
+    opening the filesystem that directory lives on: on a block device that is a partition of (hd0);
+    on a disk image file (partitions reached through an offset loop device, `boot_device`) the
+    device map names that loop device as a disk of its own, (hd1). The embedded early config
+    finds /boot by UUID at boot time either way.
+    """
+    _copy_modules(root, "i386-pc")
+    grub_dir = root / "boot/grub/i386-pc"
     mkimage(root, "i386-pc", BIOS_MODULES, early_cfg(layout), grub_dir / "core.img")
     shutil.copy(root / "usr/lib/grub/i386-pc/boot.img", grub_dir / "boot.img")
-    _copy_modules(root, "i386-pc")
     device_map = work / "device.map"
-    device_map.write_text(f"(hd0)\t{disk}\n")
+    device_map.write_text(f"(hd0)\t{disk}\n" + (f"(hd1)\t{boot_device}\n" if boot_device else ""))
     try:
-        proc.run(["grub-bios-setup", "--skip-fs-probe", "--directory", grub_dir, "--device-map", device_map, disk])
+        proc.run([_grub_bios_setup(), "--skip-fs-probe", "--directory", grub_dir, "--device-map", device_map, disk])
     except OperationFailed as exc:
-        raise OperationFailed(f"BIOS bootloader could not be written to {disk}: {exc}. On a disk image file this "
-                              "host's kernel lacks partition support that grub-bios-setup needs: use --boot uefi "
-                              "here, or install BIOS images from inside a VM (see docs/agent.md)") from exc
+        raise OperationFailed(f"BIOS bootloader could not be written to {disk}: {exc}") from exc
     return "grub-bios-setup i386-pc"

@@ -57,7 +57,8 @@ def fstab_text(layout: Layout) -> str:
             lines.append(f"UUID={p.fs_uuid}  none  swap  {p.fsoptions or 'sw'}  0  0")
             continue
         if p.fstype == "vfat":
-            lines.append(f"UUID={p.fs_uuid}  {p.mountpoint}  vfat  {p.fsoptions or 'umask=0077'}  0  2")
+            # nofail: a machine booted through BIOS must not hang waiting for its ESP
+            lines.append(f"UUID={p.fs_uuid}  {p.mountpoint}  vfat  {p.fsoptions or 'umask=0077,nofail'}  0  2")
             continue
         options = p.fsoptions or ("defaults,errors=remount-ro" if p.fstype == "ext4" else "defaults")
         passno = 0 if p.fstype == "xfs" else 1 if p.mountpoint == "/" else 2

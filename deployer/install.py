@@ -99,7 +99,7 @@ def _move_boot_efi(root: Path, esp: Esp | None) -> int:
     return count
 
 
-def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target, esp: Esp | None,
+def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target, devices: dict[int, str],
                          work: Path, phase: _Phases) -> list[str]:
     kernels = plan.image.kernels
     kernel_args = " ".join(a for a in (plan.kernel_args,
@@ -114,9 +114,11 @@ def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target,
         return ["grub.cfg only"]
     done = []
     if plan.boot_mode in ("bios", "both"):
-        done.append(bootloader.install_bios(root, layout, target.path, work))
+        boot = next((p for p in layout.partitions if p.mountpoint == "/boot"), layout.root)
+        done.append(bootloader.install_bios(root, layout, target.path, work,
+                                            boot_device=devices[boot.number] if target.is_file else None))
     if plan.boot_mode in ("uefi", "both"):
-        done.append(bootloader.install_uefi(root, layout, esp, work))
+        done.append(bootloader.install_uefi(root, layout, Esp(devices[layout.by_role("esp").number]), work))
         if not target.is_file and bootloader.add_efi_boot_entry(target.path, layout.by_role("esp").number,
                                                                 plan.image.name):
             done.append("efibootmgr entry")
@@ -175,6 +177,6 @@ def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phase
             result.configured = configure_target(root, plan, layout)
             result.configured["esp_files"] = moved
             phase("bootloader", f"boot mode {plan.boot_mode}")
-            result.bootloaders = _install_bootloaders(plan, root, layout, target, esp, work, phase)
+            result.bootloaders = _install_bootloaders(plan, root, layout, target, devices, work, phase)
             phase("bootloader", "installed: " + ", ".join(result.bootloaders))
     os.sync()

@@ -9,13 +9,16 @@
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+import stat
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ DEBIAN_PACKAGES = (
 )
 DEBIAN_RECIPE_VERSION = "1"
 SOURCE_DATE_EPOCH = 1700000000
+SYNTHETIC_KERNEL = "0.0.1-synthetic"
 APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 
 
@@ -162,6 +166,13 @@ def make_synthetic_tree(root: Path) -> None:
     os.setxattr(root / "etc/os-release", "user.comment", b"hello")
     (root / "boot/efi/EFI/debian/grub.cfg").write_text("# from the image's /boot/efi\n")
     (root / "boot/efi/EFI/debian/blob.bin").write_bytes(os.urandom(4096))
+    # Enough to run the bootloader phase: a (fake) kernel and initramfs, and this machine's grub modules.
+    (root / f"boot/vmlinuz-{SYNTHETIC_KERNEL}").write_bytes(b"not really a kernel\n")
+    (root / f"boot/initrd.img-{SYNTHETIC_KERNEL}").write_bytes(b"not really an initramfs\n")
+    for platform in ("x86_64-efi", "i386-pc"):
+        shutil.copytree(f"/usr/lib/grub/{platform}", root / "usr/lib/grub" / platform)
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    (root / "usr/lib/systemd/systemd-networkd").write_text("#!/bin/sh\n")
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +185,7 @@ def debian_image() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_image(tmp_path_factory) -> Path:
-    """Manifest path of a small synthetic image (no kernel, not bootable) for fast install tests."""
+    """Manifest path of a small synthetic image (fake kernel: installs fully, boots nothing) for fast tests."""
     if os.geteuid() != 0:
         pytest.skip("chown to other users needs root")
     work = tmp_path_factory.mktemp("synthetic")
@@ -183,7 +194,9 @@ def synthetic_image(tmp_path_factory) -> Path:
     make_synthetic_tree(root)
     tarball = work / "synthetic.tar.zst"
     pack_tree(root, tarball)
-    return write_manifest(root, tarball, "synthetic", kernels=[], packages=[],
+    kernels = [{"version": SYNTHETIC_KERNEL, "kernel": f"/boot/vmlinuz-{SYNTHETIC_KERNEL}",
+                "initramfs": f"/boot/initrd.img-{SYNTHETIC_KERNEL}"}]
+    return write_manifest(root, tarball, "synthetic", kernels=kernels, packages=[],
                           distribution={"family": "synthetic", "id": "synthetic", "version": "1"})
 
 
@@ -235,3 +248,104 @@ if __name__ == "__main__":
     started = time.monotonic()
     print(build_debian_image(Path(sys.argv[1]) if len(sys.argv) > 1 else CACHE))
     print(f"{time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+# ---- helpers for inspecting installed disk images (tests only; the deployer has its own code) ----
+
+def gpt_partitions(image: Path) -> list[dict]:
+    """sfdisk's view of the image's GPT: [{node, start, size, type, name, ...}]."""
+    out = subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True, check=True).stdout
+    table = json.loads(out)["partitiontable"]
+    assert table["label"] == "gpt", table
+    return table["partitions"]
+
+
+@contextlib.contextmanager
+def partition_loop(image: Path, part: dict, *, read_only: bool = True):
+    """An offset loop device over one partition of `image`, always detached."""
+    argv = ["losetup", "--find", "--show", "--offset", str(part["start"] * 512),
+            "--sizelimit", str(part["size"] * 512), *(["--read-only"] if read_only else []), str(image)]
+    device = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
+
+
+@contextlib.contextmanager
+def mounted_partition(image: Path, part: dict, where: Path):
+    with partition_loop(image, part) as device:
+        where.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-o", "ro", device, str(where)], check=True)
+        try:
+            yield where
+        finally:
+            subprocess.run(["umount", str(where)], check=False)
+
+
+def blkid(device: str) -> dict[str, str]:
+    out = subprocess.run(["blkid", "-p", "-o", "export", device], capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def esp_files(image: Path, part: dict) -> list[str]:
+    """Every path on the ESP (mtools on an image offset: no mount, no loop device)."""
+    out = subprocess.run(["mdir", "-i", f"{image}@@{part['start'] * 512}", "-/", "-b", "::/"],
+                         capture_output=True, text=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    return sorted(line.strip().removeprefix("::") for line in out.stdout.splitlines() if line.strip())
+
+
+def compare_with_tarball(tarball: Path, root: Path, *, skip=lambda name: False) -> tuple[int, list[str]]:
+    """Walk the tar.zst and check every entry in `root`: type, mode, owner, size, mtime, symlink target,
+    hard links (same inode) and xattrs. Returns (entries checked, mismatches)."""
+    problems: list[str] = []
+    checked = 0
+    zstd = subprocess.Popen(["zstd", "-dc", str(tarball)], stdout=subprocess.PIPE)
+    try:
+        with tarfile.open(fileobj=zstd.stdout, mode="r|") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if not name or skip(name):
+                    continue
+                checked += 1
+                path = root / name
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    problems.append(f"{name}: missing")
+                    continue
+                if member.islnk():
+                    target = os.lstat(root / member.linkname.removeprefix("./"))
+                    if (st.st_ino, st.st_dev) != (target.st_ino, target.st_dev):
+                        problems.append(f"{name}: not a hard link to {member.linkname}")
+                    continue
+                kind = {tarfile.DIRTYPE: stat.S_ISDIR, tarfile.SYMTYPE: stat.S_ISLNK,
+                        tarfile.REGTYPE: stat.S_ISREG, tarfile.AREGTYPE: stat.S_ISREG,
+                        tarfile.CHRTYPE: stat.S_ISCHR, tarfile.BLKTYPE: stat.S_ISBLK,
+                        tarfile.FIFOTYPE: stat.S_ISFIFO}[member.type]
+                if not kind(st.st_mode):
+                    problems.append(f"{name}: wrong file type")
+                    continue
+                if not member.issym() and stat.S_IMODE(st.st_mode) != member.mode:
+                    problems.append(f"{name}: mode {oct(stat.S_IMODE(st.st_mode))} != {oct(member.mode)}")
+                if (st.st_uid, st.st_gid) != (member.uid, member.gid):
+                    problems.append(f"{name}: owner {st.st_uid}:{st.st_gid} != {member.uid}:{member.gid}")
+                if member.issym() and os.readlink(path) != member.linkname:
+                    problems.append(f"{name}: symlink -> {os.readlink(path)} != {member.linkname}")
+                if member.isfile() and st.st_size != member.size:
+                    problems.append(f"{name}: size {st.st_size} != {member.size}")
+                if (member.isfile() or member.issym()) and int(st.st_mtime) != int(member.mtime):
+                    problems.append(f"{name}: mtime {int(st.st_mtime)} != {int(member.mtime)}")
+                for key, value in member.pax_headers.items():
+                    if key.startswith("SCHILY.xattr."):
+                        attr = key.removeprefix("SCHILY.xattr.")
+                        try:
+                            got = os.getxattr(path, attr, follow_symlinks=False)
+                        except OSError:
+                            got = None
+                        if got != value.encode("utf-8", "surrogateescape"):
+                            problems.append(f"{name}: xattr {attr} {got!r} != {value!r}")
+    finally:
+        zstd.stdout.close()
+        zstd.wait()
+    return checked, problems
