@@ -9,6 +9,7 @@ with the real rpmbuild and indexes it with createrepo_c (comps.xml gives the `ms
     mskernel-core   Provides: kernel-core; dummy /boot/vmlinuz-KVER and /lib/modules/KVER/
     msgrouped       mandatory member of @msgroup
     msexcluded      default member of @msgroup, for -msexcluded
+    msrpm           stand-in for Fedora 36+'s rpm: answers `rpm --eval %{_dbpath}`, links the rpmdb like its %pre
 """
 from __future__ import annotations
 
