@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from fixtures_build import (build_image, host_mounts_under, require_build_tools, tar_listing, tar_member,
+from fixtures_build import (BUILD_TEST_CACHE, build_image, host_mounts_under, require_build_tools, tar_listing, tar_member,
                             tar_members)
 
 pytestmark = pytest.mark.root
@@ -118,6 +118,11 @@ def test_same_kickstart_twice_gives_the_same_sha256(tmp_path):
     line = next(l for l in tar_listing(tarball) if l.endswith("./home/ops/.ssh/authorized_keys"))
     assert line.startswith("-rw-------") and " 1500/" in line
     assert a["kernels"] == []
+    # The package cache holds every package of the image: a rebuild downloads nothing.
+    cached = {p.name for p in (BUILD_TEST_CACHE / "debian-archives").glob("*.deb")}
+    for pkg in a["packages"]:
+        version = pkg["version"].replace(":", "%3a")
+        assert f"{pkg['name']}_{version}_{pkg['arch']}.deb" in cached, pkg
 
 
 def _differing_members(a: Path, b: Path) -> list[str]:
