@@ -10,7 +10,7 @@ case "$1" in
     bound|renew)
         ip -4 address flush dev "$interface"
         ip address add "$ip/${mask:-24}" dev "$interface"
-        metric=$(cat "/sys/class/net/$interface/ifindex")
+        metric=$(ip -o link show dev "$interface" | cut -d: -f1)  # the ifindex: one route per NIC
         for gateway in $router; do
             ip route replace default via "$gateway" dev "$interface" metric "$metric"
             break
