@@ -6,13 +6,16 @@ import functools
 import hashlib
 import http.server
 import json
+import os
+import signal
+import subprocess
 import tarfile
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import require_root, require_tools, run_cli
+from conftest import METALSTREAM, REPO, require_root, require_tools, run_cli
 from deployer import proc
 from fixtures_rpm import DATA, line_of, mounts_below, rpm_kickstart, rpm_repo  # noqa: F401
 
@@ -118,6 +121,15 @@ def test_bootable_image_with_a_kernel_but_no_dracut_fails_clearly(rpm_repo, tmp_
 
 
 class _LoggingHandler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.endswith(".rpm") and self.server.hold_packages.is_set():
+            self.server.package_requested.set()
+            self.server.released.wait(60)  # a mirror that stalls while sending packages
+        try:
+            super().do_GET()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client (dnf) was killed meanwhile
+
     def log_message(self, format, *args):
         self.server.paths.append(self.path)
 
@@ -128,11 +140,13 @@ def http_repo(rpm_repo):
     handler = functools.partial(_LoggingHandler, directory=str(rpm_repo.path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.paths = []
+    server.hold_packages, server.package_requested, server.released = (threading.Event() for _ in range(3))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        server.released.set()
         server.shutdown()
         server.server_close()
         thread.join()
@@ -172,3 +186,38 @@ def test_out_of_disk_space_fails_with_one_clear_message(rpm_repo, tiny_filesyste
     assert "error: out of disk space for the build root" in result.stderr
     assert "Traceback" not in result.stderr
     assert list((tiny_filesystem / "out").iterdir()) == []
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def test_interrupted_install_leaves_no_mount_process_or_partial_root(http_repo, tmp_path):
+    server, url = http_repo
+    server.hold_packages.set()
+    out = tmp_path / "out"
+    build_cmd = subprocess.Popen([*METALSTREAM, "build", str(KICKSTART), "-o", str(out), "--var", f"repo_url={url}",
+                                  "--cache-dir", str(tmp_path / "cache")], cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.package_requested.wait(120), "dnf never asked for a package"
+        # dnf is downloading: the root's /proc, /dev and the cache bind mount exist in its namespace now.
+        build_cmd.send_signal(signal.SIGTERM)
+        _, stderr = build_cmd.communicate(timeout=120)
+    finally:
+        if build_cmd.poll() is None:
+            build_cmd.kill()
+            build_cmd.wait()
+    assert build_cmd.returncode in (1, 130), stderr  # the CLI reports the interruption, never a traceback
+    assert "install: FAILED" in stderr and "Traceback" not in stderr
+    assert mounts_below(tmp_path) == []
+    assert list(out.iterdir()) == []
+    assert _processes_mentioning(str(out)) == []  # dnf and its namespace died with the build
