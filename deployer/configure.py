@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 
+from . import proc
 from .errors import OperationFailed
 from .partition import Layout
 from .plan import Plan
 from .spec import NetworkDevice
 
+log = logging.getLogger("metalstream.configure")
 _MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", re.IGNORECASE)
 WIRED_GLOB = "en* eth*"
 
@@ -110,6 +114,19 @@ def fresh_machine_id(root: Path) -> str:
     if dbus.exists() and not dbus.is_symlink():
         write_file(root, "var/lib/dbus/machine-id", machine_id + "\n", mode=0o444)
     return machine_id
+
+
+def ssh_host_keys(root: Path) -> bool:
+    """Fresh SSH host keys for this machine when the image has sshd but (rightly) ships none."""
+    ssh_dir = root / "etc/ssh"
+    if not (ssh_dir / "sshd_config").is_file() or any(ssh_dir.glob("ssh_host_*_key")):
+        return False
+    if shutil.which("ssh-keygen") is None:
+        log.warning("ssh-keygen not found: the target has sshd but no host keys (sshd may not start)")
+        return False
+    target_file(root, "etc/ssh/ssh_host_ed25519_key")  # refuses an /etc/ssh that points outside the target
+    proc.run(["ssh-keygen", "-A", "-f", root])
+    return True
 
 
 def _prefix(device: NetworkDevice) -> str:
@@ -230,6 +247,7 @@ def configure_target(root: Path, plan: Plan, layout: Layout) -> dict:
         set_hostname(root, hostname)
         done["hostname"] = hostname
     done["network"] = configure_network(root, network)
+    done["ssh_host_keys"] = ssh_host_keys(root)
     if plan.root_password_hash:
         set_root_password(root, plan.root_password_hash)
         done["root_password"] = True

@@ -1,0 +1,165 @@
+"""Install the small synthetic image with real tools: boot modes, layouts, refusals, dry run, failure safety.
+
+The synthetic image has a fake kernel, so these disks boot nothing; they check what the install
+writes (tables, filesystems, files, ESP, boot code) and what it must not write.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import require_root, require_tools, run_cli
+from fixtures_agent import (SYNTHETIC_KERNEL, blkid, compare_with_tarball, esp_files, gpt_partitions,
+                            leftover_state, mounted_partition, partition_loop)
+
+pytestmark = pytest.mark.root
+
+GIB = 1 << 30
+MIB = 1 << 20
+TOOLS = ("sfdisk", "losetup", "wipefs", "mkfs.ext4", "mkfs.vfat", "mkfs.xfs", "mcopy", "mdir", "grub-mkimage",
+         "zstd", "tar")
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_root()
+    require_tools(*TOOLS)
+
+
+def _head(path: Path, size: int = MIB) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+def _plan(manifest: Path, tmp_path: Path, **fields) -> Path:
+    data = json.loads(manifest.read_text())
+    plan = {"format": "metalstream-plan/1", "deployment_id": "test-deployment",
+            "image": {"name": data["name"], "url": str(manifest.parent / data["tarball"]),
+                      "sha256": data["sha256"], "size": data["size"], "manifest": data}, **fields}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def test_both_modes_write_bios_boot_code_and_the_esp(synthetic_image, sparse_disk, agent_workdir):
+    disk = sparse_disk(4 * GIB)
+    result = run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "both")
+    assert result.returncode == 0, result.stdout + result.stderr
+    parts = gpt_partitions(disk)
+    assert [p["name"] for p in parts] == ["bios", "esp", "root"]
+    assert parts[0]["size"] == 2048  # 1 MiB BIOS boot partition
+    mbr = _head(disk, 512)
+    assert mbr[510:512] == b"\x55\xaa" and mbr[:440] != bytes(440)  # grub's boot.img in the protective MBR
+    with open(disk, "rb") as f:
+        f.seek(parts[0]["start"] * 512)
+        assert f.read(512) != bytes(512)  # core.img embedded in the BIOS boot partition
+    files = esp_files(disk, parts[1])
+    # the image's /boot/efi content moved to the ESP, next to the bootloader
+    assert {"/EFI/BOOT/BOOTX64.EFI", "/EFI/debian/grub.cfg", "/EFI/debian/blob.bin"} <= set(files)
+    with mounted_partition(disk, parts[2], agent_workdir / "syn-both") as root:
+        assert list((root / "boot/efi").iterdir()) == []  # left as the (empty) mount point
+        assert (root / "boot/grub/i386-pc/core.img").is_file()
+        cfg = (root / "boot/grub/grub.cfg").read_text()
+        assert f"linux /boot/vmlinuz-{SYNTHETIC_KERNEL} root=UUID=" in cfg
+        assert f"initrd /boot/initrd.img-{SYNTHETIC_KERNEL}" in cfg
+        tarball = synthetic_image.parent / "synthetic.tar.zst"
+        checked, problems = compare_with_tarball(tarball, root, skip=lambda n: n.startswith(
+            ("etc/fstab", "etc/hostname", "etc/machine-id", "etc/systemd", "etc/metalstream", "boot/efi/", "boot/grub")))
+        assert problems == [] and checked > 20
+        # hard link, setuid, xattr and foreign owner survived (compare_with_tarball checks them; spot-check too)
+        tool = root / "usr/bin/tool"
+        assert os.stat(tool).st_ino == os.stat(root / "usr/bin/tool-hardlink").st_ino
+        assert os.stat(tool).st_mode & 0o7777 == 0o4755
+        assert os.getxattr(tool, "user.metalstream") == b"xattr-value"
+        assert os.stat(root / "home/user/secret").st_uid == 1000
+
+
+def test_plan_with_part_layout_xfs_and_bios_only(synthetic_image, sparse_disk, agent_workdir, tmp_path):
+    storage = {"reqpart": True, "partitions": [
+        {"mountpoint": "/boot", "fstype": "ext4", "size_mib": 300},
+        {"mountpoint": "swap", "size_mib": 64},
+        {"mountpoint": "/", "fstype": "xfs", "size_mib": 1024, "grow": True}]}
+    plan = _plan(synthetic_image, tmp_path, boot_mode="bios", storage=storage, hostname="xfs-host",
+                 network=[{"device": "eth1", "bootproto": "static", "ip": "192.0.2.10/24", "gateway": "192.0.2.1",
+                           "nameservers": ["192.0.2.53"]}])
+    disk = sparse_disk(3 * GIB)
+    result = run_cli("install", "--plan", str(plan), "--to", str(disk))
+    assert result.returncode == 0, result.stdout + result.stderr
+    parts = gpt_partitions(disk)
+    assert [p["name"] for p in parts] == ["bios", "boot", "swap", "root"]
+    with partition_loop(disk, parts[1]) as boot_dev, partition_loop(disk, parts[2]) as swap_dev, \
+            partition_loop(disk, parts[3]) as root_dev:
+        ids = {"boot": blkid(boot_dev), "swap": blkid(swap_dev), "root": blkid(root_dev)}
+    assert (ids["boot"]["TYPE"], ids["swap"]["TYPE"], ids["root"]["TYPE"]) == ("ext4", "swap", "xfs")
+    with mounted_partition(disk, parts[3], agent_workdir / "syn-xfs") as root:
+        fstab = (root / "etc/fstab").read_text()
+        assert f"UUID={ids['root']['UUID']}  /  xfs  defaults  0  0" in fstab
+        assert f"UUID={ids['boot']['UUID']}  /boot  ext4" in fstab
+        assert f"UUID={ids['swap']['UUID']}  none  swap  sw  0  0" in fstab
+        network = (root / "etc/systemd/network/10-metalstream-0.network").read_text()
+        assert "Name=eth1" in network and "Address=192.0.2.10/24" in network and "Gateway=192.0.2.1" in network
+        assert (root / "etc/resolv.conf").read_text() == "nameserver 192.0.2.53\n"
+        # /boot is its own filesystem: the kernel went there, not into the root fs
+        assert not (root / f"boot/vmlinuz-{SYNTHETIC_KERNEL}").exists()
+    with mounted_partition(disk, parts[1], agent_workdir / "syn-boot") as boot:
+        assert (boot / f"vmlinuz-{SYNTHETIC_KERNEL}").is_file()
+        cfg = (boot / "grub/grub.cfg").read_text()
+        assert f"search --no-floppy --fs-uuid --set=root {ids['boot']['UUID']}" in cfg
+        assert f"linux /vmlinuz-{SYNTHETIC_KERNEL} root=UUID={ids['root']['UUID']} ro" in cfg
+
+
+def test_existing_partitions_are_kept_without_wipe(synthetic_image, sparse_disk):
+    disk = sparse_disk(4 * GIB)
+    assert run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "uefi").returncode == 0
+    before = hashlib.sha256(_head(disk)).hexdigest()
+    result = run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "uefi")
+    assert result.returncode == 2
+    assert "already holds gpt" in result.stderr and "pass --wipe" in result.stderr
+    assert hashlib.sha256(_head(disk)).hexdigest() == before
+    again = run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "uefi", "--wipe")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(synthetic_image, agent_workdir):
+    disk = agent_workdir / "never-created.img"
+    state = leftover_state()
+    result = run_cli("install", str(synthetic_image), "--to", str(disk), "--size", "4G", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert f"disk: {disk} (4294967296 bytes" in result.stdout
+    assert "label: gpt" in result.stdout and 'name="bios"' in result.stdout and 'name="root"' in result.stdout
+    assert "nothing was written" in result.stdout
+    assert not disk.exists()
+    assert leftover_state() == state
+
+
+def test_too_small_disk_is_bad_input_and_leaves_no_file(synthetic_image, agent_workdir):
+    disk = agent_workdir / "tiny.img"
+    result = run_cli("install", str(synthetic_image), "--to", str(disk), "--size", "1G")
+    assert result.returncode == 2
+    assert "disk too small" in result.stderr
+    assert not disk.exists()
+
+
+def test_corrupt_image_fails_before_any_bootloader(synthetic_image, sparse_disk, tmp_path):
+    disk = sparse_disk(4 * GIB)
+    assert run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "both").returncode == 0
+    data = json.loads(synthetic_image.read_text())
+    bad = tmp_path / "synthetic.tar.zst"
+    blob = bytearray((synthetic_image.parent / data["tarball"]).read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # one flipped bit
+    bad.write_bytes(bytes(blob))
+    plan = _plan(synthetic_image, tmp_path, boot_mode="both", storage={"clearpart": {"mode": "all"}})
+    plan_data = json.loads(plan.read_text())
+    plan_data["image"]["url"] = str(bad)
+    plan.write_text(json.dumps(plan_data))
+    result = run_cli("install", "--plan", str(plan), "--to", str(disk))
+    assert result.returncode == 1
+    assert "[stream] install FAILED" in result.stdout or "[verify] install FAILED" in result.stdout
+    assert "[bootloader]" not in result.stdout and "[configure]" not in result.stdout
+    parts = gpt_partitions(disk)
+    assert _head(disk, 440) == bytes(440)  # no BIOS boot code: the old one was wiped first
+    assert "/EFI/BOOT/BOOTX64.EFI" not in esp_files(disk, parts[1])  # and no UEFI bootloader was written
