@@ -1,6 +1,7 @@
 """`metalstream agent`: what the installer environment runs: fetch the plan, install, report."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -32,6 +33,10 @@ def agent_command(server: str | None, token: str | None, reboot: bool, target: s
     """
     from .agent import AgentOptions, read_kernel_cmdline, run_agent
 
+    # Stopped by systemd or the operator: unwind like Ctrl-C so mounts and loop devices are released
+    # and the service is told which phase was interrupted.
+    signal.signal(signal.SIGTERM, _interrupt)
+
     cmdline = read_kernel_cmdline(cmdline_path) if server is None or token is None else {}
     server = server or cmdline.get("server")
     token = token or cmdline.get("token")
@@ -46,6 +51,10 @@ def agent_command(server: str | None, token: str | None, reboot: bool, target: s
         raise BadInput("no agent token: pass --token or boot with metalstream.token=TOKEN", location="--token")
     options = AgentOptions(server=server, token=token, reboot=reboot, target=target, plan_wait=plan_wait)
     return run_agent(options, out=sys.stdout)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 COMMANDS = [agent_command]

@@ -189,3 +189,43 @@ def test_agent_runs_from_the_zipapp_on_debian_python(fake_service, tmp_path):
     assert done.returncode == 2, done.stderr
     (result,) = fake_service.state.results
     assert result["success"] is False and "plan.boot_mode" in result["error"]
+
+
+@pytest.mark.root
+def test_sigterm_mid_stream_reports_and_releases_everything(stream_test_image_manifest, fake_service, file_server,
+                                                            sparse_disk, tmp_path):
+    import signal
+    import time
+
+    require_root()
+    require_tools("sfdisk", "mkfs.ext4", "zstd", "tar")
+    manifest, tarball = stream_test_image_manifest
+    url = file_server.serve("img.tar.zst", tarball)
+    file_server.fault("img.tar.zst", Fault(at=1_000_000, kind="stall", stall_seconds=60))
+    fake_service.state.plan = _plan_for(manifest, url, fake_service)
+    disk = sparse_disk(4 * GiB)
+    agent = subprocess.Popen([*METALSTREAM, "agent", "--no-reboot", "--server", fake_service.url,
+                              "--token", fake_service.state.token, "--disk", str(disk)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(e["phase"] == "stream" and e["bytes_done"] for e in fake_service.state.events):
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode == 1, out + err  # click turns the interrupt into "aborted", exit 1
+    assert "metalstream: aborted" in err and "Traceback" not in err
+    assert "installed; rebooting" not in out
+    (result,) = fake_service.state.results
+    assert result["success"] is False and result["phase"] == "stream"
+    assert "stopped by signal SIGTERM" in result["error"]
+    leftover = subprocess.run(["losetup", "-j", str(disk)], capture_output=True, text=True, check=True).stdout
+    assert leftover == ""
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()
+    assert "metalstream-install-" not in Path("/proc/mounts").read_text()
