@@ -103,6 +103,8 @@ def test_unknown_package_fails_naming_it_and_its_line(rpm_repo, tmp_path):
 
 
 def test_unreachable_repository_fails_naming_it_and_its_line(rpm_repo, tmp_path):
+    # The `extras` repo line still works: the build host's dnf.conf (skip_if_unavailable=True on Debian)
+    # would let dnf skip the broken one and succeed. The build must fail instead, naming the broken line.
     ks = rpm_kickstart(tmp_path / "norepo.ks", replace={'url --url="{{ repo_url }}"': 'url --url="file:///nonexistent"'})
     result = build(ks, tmp_path / "out", rpm_repo.url, "--cache-dir", str(tmp_path / "c"))
     assert result.returncode == 1, result.stderr

@@ -18,6 +18,7 @@ repository paths; dnf on a deployed machine starts with an empty history.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -46,6 +47,10 @@ class RpmBackend:
 
     def install(self, ctx: BuildContext) -> None:
         ks = ctx.kickstart.source or "kickstart"
+        missing = [tool for tool in ("dnf", "rpm") if shutil.which(tool) is None]
+        if missing:
+            raise OperationFailed(f"{' and '.join(missing)} not found on the build host: RPM images need them "
+                                  "(run `bash .ci/setup`, or apt-get install dnf rpm)")
         confdir = Path(ctx.workdir) / "dnf"
         plan = rpm_plan.plan_install(ctx.build, ks=ks, root=ctx.root, confdir=confdir)
         (confdir / "repos.d").mkdir(parents=True, exist_ok=True)
