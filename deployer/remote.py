@@ -263,10 +263,12 @@ def ssh_options(command: Callable) -> Callable:
 
 
 def run_ssh_install(ssh_target: str, identity: str | None, known_hosts: str | None, image: str | None,
-                    disk: str, plan: str | None, install_args: Sequence[str]) -> int:
+                    disk: str, plan: str | None, install_args: Sequence[str], *, python: str = "python3") -> int:
     """What `install --ssh` does with its options; `install_args` are the other install options to forward."""
     target = parse_ssh_target(ssh_target)
     if identity and not os.path.isfile(identity):
         raise BadInput(f"no such key file {identity}", location="--ssh-identity")
+    if known_hosts and not os.path.isfile(known_hosts):
+        raise BadInput(f"no such file {known_hosts}", location="--ssh-known-hosts")
     return install_over_ssh(target.host, target.user, target.port, identity, image, disk, plan,
-                            install_args=install_args, known_hosts=known_hosts)
+                            install_args=install_args, known_hosts=known_hosts, python=python)

@@ -128,3 +128,34 @@ def test_real_install_over_ssh_onto_a_disk_image(local_sshd, debian_image, file_
     table = subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True, check=True)
     partitions = json.loads(table.stdout)["partitiontable"]["partitions"]
     assert json.loads(table.stdout)["partitiontable"]["label"] == "gpt" and len(partitions) >= 2
+
+
+def test_ssh_options_wire_into_a_click_command(local_sshd, stream_test_image_manifest, tmp_path):
+    """How `metalstream install` takes --ssh: the options decorator plus run_ssh_install."""
+    import click
+    from click.testing import CliRunner
+
+    from deployer.remote import run_ssh_install, ssh_options
+
+    @click.command()
+    @click.argument("image")
+    @click.option("--to", "target")
+    @ssh_options
+    def install(image, target, ssh_target, ssh_identity, ssh_known_hosts):
+        raise SystemExit(run_ssh_install(ssh_target, ssh_identity, ssh_known_hosts, image, target, None,
+                                         ["--dry-run"], python=RESCUE_PYTHON))
+
+    manifest, _ = stream_test_image_manifest
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(4 * GiB)
+    runner = CliRunner()
+    ok = runner.invoke(install, [str(manifest), "--to", str(disk), "--ssh", f"root@127.0.0.1:{local_sshd.port}",
+                                 "--ssh-identity", str(local_sshd.key), "--ssh-known-hosts",
+                                 str(local_sshd.known_hosts)])
+    assert ok.exit_code == 0, ok.output
+    assert "dry run: nothing was written" in ok.output
+    for bad, where in [(["--ssh", "a@b@c"], "--ssh"), (["--ssh", "root@h", "--ssh-identity", "/nonexistent"],
+                                                       "--ssh-identity")]:
+        result = runner.invoke(install, [str(manifest), "--to", str(disk), *bad])
+        assert isinstance(result.exception, BadInput) and result.exception.location == where
