@@ -118,7 +118,8 @@ def test_stalled_connection_times_out_and_resumes(stream_test_image, reference_t
     file_server.fault("img.tar.zst", Fault(at=500_000, kind="stall", stall_seconds=3))
     retry = RetryPolicy(attempts=3, backoff=0.01, read_timeout=0.5, deadline=60)
     result = stream_image(url, tmp_path, sha256=stream_test_image.sha256, size=stream_test_image.size, retry=retry)
-    assert result.resumes == 1
+    assert result.resumes >= 1  # a heavily loaded machine may hit the short read timeout once more
+    assert file_server.ranged_requests()[0]["range"] == "bytes=500000-"
     assert tree_snapshot(tmp_path) == reference_tree
 
 
