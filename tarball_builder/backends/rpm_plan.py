@@ -160,7 +160,8 @@ def explain_failure(stdout: str, stderr: str, plan: DnfPlan, spec: BuildSpec, *,
     no_space = _NO_SPACE.search(output)
     if no_space:
         need = f": dnf needs at least {no_space.group(1)} more" if no_space.group(1) else ""
-        return OperationFailed(f"out of disk space for the build root {root or ''}{need}; free some space or "
+        where_root = f" {root}" if root else ""
+        return OperationFailed(f"out of disk space for the build root{where_root}{need}; free some space or "
                                "build into another -o directory", details={"dnf_output": output})
     packages = spec.packages
     missing = _NO_MATCH.findall(output)
