@@ -51,6 +51,8 @@ def build_command(kickstart: Path, output_dir: Path, name: str | None, image_for
         for diagnostic in exc.diagnostics:
             click.echo(str(diagnostic), err=True)
         raise
+    for warning in split.warnings:
+        click.echo(str(warning), err=True)
     options = BuildOptions(output_dir=output_dir.resolve(), name=name or kickstart.name.removesuffix(".ks"),
                            image_format=image_format, cache_dir=cache_dir.resolve(), use_cache=not no_cache,
                            zstd_level=zstd_level, zstd_threads=zstd_threads, source_date_epoch=source_date_epoch,

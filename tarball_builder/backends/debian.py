@@ -65,8 +65,9 @@ class DebianBackend:
                 raise OperationFailed("the build machine has no apt sources (/etc/apt/sources.list*) and the "
                                       "kickstart names no repo")
         archives = cache.package_dir(ctx, "debian-archives")
-        # Its own private mount namespace: whatever mmdebstrap mounts dies with it, even if it is killed.
-        argv = ["unshare", "--mount", "--propagation", "private", "--",
+        # Its own private mount and PID namespaces: whatever mmdebstrap mounts or starts dies with it,
+        # even if it is killed.
+        argv = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--",
                 "mmdebstrap", "--mode=root", "--format=directory", f"--variant={variant}",
                 f"--architectures={arch}", "--aptopt=Acquire::Retries \"2\"",
                 "--aptopt=Acquire::http::Timeout \"20\"",
