@@ -73,9 +73,9 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     """
     from . import server, tftp
     from deployer import proc
-    from .render import _SAFE_URL
+    from .render import SAFE_URL
     host, _ = _parse_bind(bind)
-    if public_url is not None and not _SAFE_URL.match(public_url):
+    if public_url is not None and not SAFE_URL.match(public_url):
         raise BadInput("must be a plain http(s)://host[:port] URL", location="--public-url")
     config = _config(data_dir, db_url, installer=installer, public_url=public_url, agent_timeout=agent_timeout,
                      activation_timeout=activation_timeout, supervisor_interval=sweep_interval)

@@ -10,12 +10,12 @@ import json
 import time
 import uuid
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from . import db, states, tokens
-from .imagestore import Conflict, NotFound
+from .errors import Conflict, NotFound
 
 
 def request_digest(request: dict) -> str:
@@ -114,7 +114,6 @@ def list_all(engine: Engine, state: str | None = None, mac: str | None = None) -
 
 
 def counts_by_state(engine: Engine) -> dict[str, int]:
-    from sqlalchemy import func
     with engine.connect() as conn:
         rows = conn.execute(select(db.deployments.c.state, func.count()).group_by(db.deployments.c.state)).all()
     counts = dict.fromkeys(states.STATES, 0)

@@ -6,13 +6,13 @@ import re
 
 from deployer.errors import BadInput
 
-from .render import _SAFE_URL
+from .render import SAFE_URL
 
 _IFACE = re.compile(r"^[A-Za-z0-9._-]{1,15}\Z")
 
 
 def proxy_dhcp_config(*, server_url: str, subnet: str, tftp_server: str, interface: str | None = None) -> str:
-    if not _SAFE_URL.match(server_url):
+    if not SAFE_URL.match(server_url):
         raise BadInput("must be an http(s) URL such as http://10.0.0.5:8080", location="--server-url")
     try:
         network = ipaddress.ip_network(subnet, strict=False)

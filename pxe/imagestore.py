@@ -17,21 +17,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from deployer import proc
-from deployer.errors import BadInput, MetalstreamError
+from deployer.errors import BadInput
 
 from . import db, states
+from .errors import Conflict, NotFound
 from .validate import check_image_name, check_sha256
 
 IMAGE_FORMAT = "metalstream-image/1"
 INSTALLER_FORMAT = "metalstream-installer/1"
-
-
-class Conflict(MetalstreamError):
-    http_status = 409
-
-
-class NotFound(MetalstreamError):
-    http_status = 404
 
 
 def _load_json(path: Path) -> dict:

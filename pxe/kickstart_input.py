@@ -13,13 +13,11 @@ import re
 import tempfile
 from pathlib import Path
 
-from deployer.errors import BadInput, MetalstreamError
+from deployer.errors import BadInput
+
+from .errors import Unavailable
 
 _FILE_READERS = re.compile(r"^\s*(%include|%ksappend)\b|\{%", re.MULTILINE)
-
-
-class KickstartUnavailable(MetalstreamError):
-    http_status = 501
 
 
 def deploy_spec_from_text(text: str) -> dict:
@@ -37,7 +35,7 @@ def deploy_spec_from_text(text: str) -> dict:
         from tarball_builder.kickstart.source import expand
         from tarball_builder.kickstart.support import check_support
     except ImportError as exc:
-        raise KickstartUnavailable(f"deploy-time kickstarts need tarball_builder.kickstart ({exc})") from None
+        raise Unavailable(f"deploy-time kickstarts need tarball_builder.kickstart ({exc})") from None
     with tempfile.TemporaryDirectory(prefix="metalstream-ks-") as tmp:
         path = Path(tmp) / "kickstart"
         path.write_text(text)

@@ -18,7 +18,7 @@ from deployer.errors import OperationFailed
 from .validate import KERNEL_ARG
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/\-]*)?\Z")
+SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/\-]*)?\Z")
 _SAFE_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?\Z")
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9._:\-]{1,253}\Z")
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._\-]{16,200}\Z")
@@ -50,7 +50,7 @@ def _check(value: str, pattern: re.Pattern, what: str) -> str:
 
 
 def _installer_values(boot: InstallerBoot) -> dict:
-    base_url = _check(boot.base_url, _SAFE_URL, "server URL")
+    base_url = _check(boot.base_url, SAFE_URL, "server URL")
     args = [
         f"metalstream.server={base_url}",
         f"metalstream.token={_check(boot.token, _SAFE_TOKEN, 'agent token')}",
@@ -90,7 +90,7 @@ class Renderer:
         return text
 
     def chain_ipxe(self, base_url: str) -> str:
-        return self._render("chain.ipxe.j2", base_url=_check(base_url, _SAFE_URL, "server URL"))
+        return self._render("chain.ipxe.j2", base_url=_check(base_url, SAFE_URL, "server URL"))
 
     def installer_ipxe(self, boot: InstallerBoot) -> str:
         return self._render("installer.ipxe.j2", **_installer_values(boot))
@@ -99,7 +99,7 @@ class Renderer:
         return self._render("local.ipxe.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None)
 
     def chain_grub(self, base_url: str) -> str:
-        base_url = _check(base_url, _SAFE_URL, "server URL")
+        base_url = _check(base_url, SAFE_URL, "server URL")
         return self._render("chain.grub.j2", http_host=_grub_host(base_url))
 
     def installer_grub(self, boot: InstallerBoot) -> str:

@@ -11,6 +11,7 @@ import threading
 import time
 
 from . import activation, deployments, imagestore
+from .errors import NotFound
 from .service import Service
 
 log = logging.getLogger("metalstream.pxe.supervisor")
@@ -34,7 +35,7 @@ def check_one(service: Service, row, now: float) -> None:
         return
     try:
         image = imagestore.get(service.engine, row["image_name"])
-    except imagestore.NotFound:
+    except NotFound:
         deployments.finish_activation(service.engine, row["id"], False, f"image {row['image_name']} was deleted")
         return
     expected = activation.Expected(row["id"], image["name"], image["sha256"], row["root_uuid"] or "")

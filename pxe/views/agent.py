@@ -8,7 +8,8 @@ from flask import Blueprint, g, jsonify, request
 from .. import deployments, imagestore
 from ..plan import build_plan
 from ..validate import check_event, check_result
-from .common import Unauthorized, base_url, bearer_token, json_body, service
+from ..errors import Unauthorized
+from .common import base_url, bearer_token, json_body, service
 
 bp = Blueprint("agent", __name__, url_prefix="/api/v1/agent")
 

@@ -5,19 +5,12 @@ import json
 
 from flask import abort, current_app, request
 
-from deployer.errors import BadInput, MetalstreamError
+from deployer.errors import BadInput
 
 from .. import tokens
-from ..render import _SAFE_URL
+from ..errors import Forbidden, Unauthorized
+from ..render import SAFE_URL
 from ..service import Service
-
-
-class Unauthorized(MetalstreamError):
-    http_status = 401
-
-
-class Forbidden(MetalstreamError):
-    http_status = 403
 
 
 def service() -> Service:
@@ -39,7 +32,7 @@ def json_body() -> object:
 def base_url() -> str:
     """The URL machines reach this service at: configured, or this request's scheme and Host."""
     url = service().config.public_url or request.host_url.rstrip("/")
-    if not _SAFE_URL.match(url):
+    if not SAFE_URL.match(url):
         abort(400, description="the Host header is not a plain host[:port]")
     return url
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from flask import Blueprint, abort, send_file
 
 from .. import imagestore, metrics
+from ..errors import NotFound
 from .common import service
 
 bp = Blueprint("files", __name__)
@@ -27,7 +28,7 @@ def image_file(filename: str):
         abort(404, description=f"no image file {filename!r}")
     try:
         image = imagestore.get(svc.engine, filename[: -len(".tar.zst")])
-    except imagestore.NotFound:
+    except NotFound:
         abort(404, description=f"no image file {filename!r}")
     return _send(path, image["sha256"], "image", "application/zstd")
 

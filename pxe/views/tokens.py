@@ -6,8 +6,8 @@ from flask import Blueprint, jsonify
 from deployer.errors import BadInput
 
 from .. import tokens
-from ..imagestore import NotFound
-from .common import Forbidden, bearer_token, json_body, require_api_token, service
+from ..errors import Forbidden, NotFound
+from .common import bearer_token, json_body, require_api_token, service
 
 bp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens")
 
