@@ -125,6 +125,7 @@ class PxeServer:
     big_size: int
     small_image: str
     tftp_port: int
+    log_path: Path
 
     def pids(self) -> list[int]:
         """The gunicorn master and its workers."""
@@ -184,7 +185,8 @@ def pxe_server(tmp_path_factory, pxe_installer) -> PxeServer:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"metalstream serve did not start: {(root / 'serve.log').read_text()[-3000:]}")
             time.sleep(0.2)
-        yield PxeServer(url, process, data_dir, {"Authorization": f"Bearer {token}"}, "big", big_size, "small", tftp_port)
+        yield PxeServer(url, process, data_dir, {"Authorization": f"Bearer {token}"}, "big", big_size, "small", tftp_port,
+                        root / "serve.log")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)  # gunicorn stops its workers on TERM
