@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("METALSTREAM_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv)
     try:
         returned = cli.main(args=argv, prog_name="metalstream", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("metalstream: aborted", err=True)
-        code = EXIT_FAILED
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C (and our SIGTERM) inside a command into Abort; both mean "interrupted".
+        click.echo("metalstream: interrupted", err=True)
+        code = 130
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
@@ -82,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except MetalstreamError as exc:
         click.echo(f"metalstream: error: {exc}", err=True)
         code = exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("metalstream: interrupted", err=True)
-        code = 130
     except Exception as exc:  # an unexpected bug: say so plainly, never a bare traceback unless asked
         if debug:
             raise
