@@ -157,7 +157,7 @@ def test_bootable_image_without_kernel_is_refused(tmp_path):
     out = tmp_path / "out"
     result = build_image(DATA / "no-kernel.ks", out)
     assert result.returncode == 2
-    assert "no-kernel.ks:11: no kernel installed" in result.stderr
+    assert "no-kernel.ks:10: no kernel installed" in result.stderr
     assert "%packages" in result.stderr
     _assert_nothing_left(out)
 
