@@ -124,6 +124,27 @@ def test_esp_holds_the_removable_path_bootloader(uefi_install):
     assert "/EFI/BOOT/BOOTX64.EFI" in files
 
 
+def _boot_to_login(drive_args: list[str], log: Path, *, timeout: float = 480) -> str:
+    """Boot qemu (TCG) with `drive_args`; return the serial log once it shows a login prompt."""
+    qemu = subprocess.Popen(
+        ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2", *drive_args, "-net", "none",
+         "-serial", f"file:{log}", "-display", "none", "-monitor", "none", "-nographic"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout  # TCG: 1-4 min here depending on load
+        text = ""
+        while time.monotonic() < deadline and qemu.poll() is None:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "login:" in text:
+                return text
+            time.sleep(2)
+        stderr = qemu.stderr.read().decode(errors="replace") if qemu.poll() is not None else ""
+        raise AssertionError(f"no login prompt; qemu rc={qemu.poll()} {stderr}; serial tail:\n{text[-3000:]}")
+    finally:
+        qemu.kill()
+        qemu.wait()
+
+
 @pytest.mark.e2e
 def test_ovmf_boots_the_installed_disk_to_a_login_prompt(uefi_install, agent_workdir):
     require_tools("qemu-system-x86_64")
@@ -131,25 +152,24 @@ def test_ovmf_boots_the_installed_disk_to_a_login_prompt(uefi_install, agent_wor
     image, _ = uefi_install
     vars_copy = agent_workdir / "OVMF_VARS.fd"
     shutil.copy(OVMF_VARS, vars_copy)
-    log = agent_workdir / "uefi-serial.log"
-    qemu = subprocess.Popen([
-        "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "2",
-        "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-        "-drive", f"if=pflash,format=raw,file={vars_copy}",
-        "-drive", f"file={image},format=raw,if=virtio", "-net", "none",
-        "-serial", f"file:{log}", "-display", "none", "-monitor", "none", "-nographic"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 420  # TCG: about 1-2 min here; generous for a loaded CI machine
-        text = ""
-        while time.monotonic() < deadline and qemu.poll() is None:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "login:" in text:
-                break
-            time.sleep(2)
-        assert "login:" in text, f"no login prompt; qemu rc={qemu.poll()}; serial tail:\n{text[-3000:]}"
-        assert "node-17 login:" in text
+        text = _boot_to_login(["-machine", "q35", "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                               "-drive", f"if=pflash,format=raw,file={vars_copy}",
+                               "-drive", f"file={image},format=raw,if=virtio"], agent_workdir / "uefi-serial.log")
     finally:
-        qemu.kill()
-        qemu.wait()
         vars_copy.unlink(missing_ok=True)
+    assert "node-17 login:" in text
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_seabios_boots_a_default_both_mode_install(debian_image, sparse_disk, agent_workdir):
+    """BIOS path on a disk image file: grub-bios-setup with the loop-device map, booted by SeaBIOS."""
+    require_tools(*TOOLS, "qemu-system-x86_64")
+    image = sparse_disk(4 * GIB)
+    result = run_cli("install", str(debian_image), "--to", str(image), "--hostname", "biosbox",
+                     "--kernel-args", "console=ttyS0,115200")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [p["type"] for p in gpt_partitions(image)] == [BIOS_TYPE, ESP_TYPE, ROOT_TYPE]
+    text = _boot_to_login(["-drive", f"file={image},format=raw,if=virtio"], agent_workdir / "bios-serial.log")
+    assert "biosbox login:" in text
