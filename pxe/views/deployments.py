@@ -7,7 +7,7 @@ from deployer.errors import BadInput
 
 from .. import deployments, imagestore, states
 from ..kickstart_input import deploy_spec_from_text
-from ..validate import check_deployment
+from ..validate import check_deployment, normalize_mac
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("deployments", __name__, url_prefix="/api/v1/deployments")
@@ -41,7 +41,6 @@ def list_deployments():
         raise BadInput(f"must be one of {', '.join(states.STATES)}", location="state")
     mac = request.args.get("mac")
     if mac is not None:
-        from ..validate import normalize_mac
         mac = normalize_mac(mac)
     svc = service()
     deployments.reap_silent(svc.engine, svc.config.agent_timeout)
