@@ -9,6 +9,7 @@ import sys
 import click
 
 from .errors import BadInput
+from .remote import run_ssh_install, ssh_options
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
 
@@ -19,7 +20,7 @@ def parse_size(text: str) -> int:
     if not match:
         raise BadInput(f"{text!r} is not a size (e.g. 4G, 512M)", location="--size")
     number, unit = float(match.group(1)), match.group(2).upper()
-    size = int(number * (1 << (10 * "_KMGT".index(unit)) if unit else number))
+    size = int(number * (1 << (10 * "_KMGT".index(unit))) if unit else number)
     if size < (1 << 20):
         raise BadInput(f"{text!r} is smaller than 1 MiB", location="--size")
     return size
@@ -55,9 +56,11 @@ def _print_dry_run(result, out) -> None:
               help="Extra kernel command line (e.g. 'console=ttyS0,115200').")
 @click.option("--dry-run", is_flag=True, help="Print the chosen disk, the partition plan and the sfdisk script; "
                                              "write nothing.")
+@ssh_options
 def install_command(image: str | None, target: str, plan_file: str | None, boot: str | None, size: str | None,
                     wipe: bool, hostname: str | None, ssh_keys: tuple[str, ...], root_password_hash: str | None,
-                    kernel_args: str | None, dry_run: bool) -> int:
+                    kernel_args: str | None, dry_run: bool, ssh_target: str | None, ssh_identity: str | None,
+                    ssh_known_hosts: str | None) -> int:
     """Install an image onto a block device or a disk image file on this machine.
 
     IMAGE is an image manifest (NAME.json beside NAME.tar.zst), as a path or an http(s) URL. The
@@ -65,10 +68,13 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     streams and verifies the image, configures it and installs grub. A target that already holds
     partitions is overwritten only with --wipe (or clearpart/zerombr in the plan).
 
+    With --ssh USER@HOST the same install runs on that machine (e.g. a rescue system) instead.
+
     \b
     Examples:
       metalstream install out/debian.json --to disk.img --size 4G --boot uefi
       metalstream install http://server:8080/images/debian.json --to /dev/sdb --wipe --dry-run
+      metalstream install out/debian.json --to /dev/sda --wipe --ssh root@rescue-host
     """
     from .blockdev import open_target
     from .install import run_install
@@ -78,6 +84,14 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
 
     if plan_file is None and image is None:
         raise BadInput("give an image manifest (IMAGE.json or URL) or --plan PLAN.json", location="IMAGE")
+    if ssh_target:
+        forwarded = [*(["--boot", boot] if boot else []), *(["--size", size] if size else []),
+                     *(["--wipe"] if wipe else []), *(["--hostname", hostname] if hostname else []),
+                     *[a for k in ssh_keys for a in ("--ssh-key", k)],
+                     *(["--root-password-hash", root_password_hash] if root_password_hash else []),
+                     *(["--kernel-args", kernel_args] if kernel_args is not None else []),
+                     *(["--dry-run"] if dry_run else [])]
+        return run_ssh_install(ssh_target, ssh_identity, ssh_known_hosts, image, target, plan_file, forwarded)
     if plan_file:
         plan = load_plan_file(plan_file)
         if image:
