@@ -192,3 +192,40 @@ def test_state_machine_is_enforced_on_illegal_transitions():
     assert set(states.sources_for("cancelled")) == {"pending", "booting", "installing"}
     assert states.eta_seconds(250, 1000, 100.0, 110.0) == 30.0
     assert states.eta_seconds(0, 1000, 100.0, 110.0) is None
+
+
+def test_served_plan_is_accepted_by_the_agents_plan_parser(pxe_env):
+    """Contract check across components: deployer.plan.Plan.from_json takes what the service serves."""
+    from deployer.plan import Plan
+    from test_pxe_api import DEPLOY_KS
+    for i, extra in enumerate(({}, {"kickstart": DEPLOY_KS, "hostname": "n1", "kernel_args": ["quiet"],
+                                    "root_password_hash": "$6$saltsalt$" + "a" * 86, "boot_mode": "uefi",
+                                    "disk_hints": {"serial": "S1", "min_size_gib": 4}})):
+        mac = f"52:54:00:00:02:0{i}"
+        dep = pxe_env.pending(mac=mac, **extra)
+        plan = pxe_env.client.get("/api/v1/agent/plan", headers=_bearer(pxe_env.boot_token(mac))).get_json()
+        parsed = Plan.from_json(plan)
+        assert parsed.deployment_id == dep["id"] and parsed.image.sha256 == plan["image"]["sha256"]
+
+
+def test_the_agents_http_reporter_drives_a_deployment_on_the_real_server(pxe_server):
+    """deployer.report.HttpReporter (what the agent uses) against `metalstream serve`."""
+    import requests
+
+    from deployer.report import HttpReporter
+    mac = "52:54:00:aa:00:20"
+    dep = requests.post(f"{pxe_server.url}/api/v1/deployments", json={"mac": mac, "image": "small"},
+                        headers=pxe_server.admin, timeout=10).json()
+    script = requests.get(f"{pxe_server.url}/boot/{mac}.ipxe", timeout=10).text
+    token = script.split("metalstream.token=")[1].split()[0]
+    plan = requests.get(f"{pxe_server.url}/api/v1/agent/plan", headers=_bearer(token), timeout=10).json()
+    reporter = HttpReporter(plan["report"]["events_url"], plan["report"]["result_url"], token, interval=0)
+    reporter.event("start", "agent started")
+    reporter.event("stream", "streaming image", 50, 100)
+    assert reporter.events_failed == 0 and reporter.events_sent == 2
+    assert reporter.result(success=True, phase="finish", root_uuid="abcd-1234", log="agent log")
+    shown = requests.get(f"{pxe_server.url}/api/v1/deployments/{dep['id']}", headers=pxe_server.admin,
+                         timeout=10).json()
+    assert shown["state"] == "installed" and shown["bytes_done"] == 50 and shown["root_uuid"] == "abcd-1234"
+    assert [e["phase"] for e in shown["events"] if e["state"] == "installing"][-2:] == ["start", "stream"]
+    assert not reporter.result(success=True, phase="finish", root_uuid="abcd-1234", log="")  # token is void now
