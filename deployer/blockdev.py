@@ -39,6 +39,12 @@ class Target:
         """What a kickstart may call this disk (`clearpart --drives`, `part --ondisk`)."""
         return (os.path.basename(self.path), self.path)
 
+    @property
+    def via_offset_loops(self) -> bool:
+        """Reach partitions through offset loop devices: image files, and loop devices (whose partition
+        scanning is off by default, and absent on kernels without partition-table support)."""
+        return self.is_file or os.path.basename(self.path).startswith("loop")
+
     def partition_node(self, number: int) -> str:
         return f"{self.path}{'p' if self.path[-1].isdigit() else ''}{number}"
 
@@ -95,7 +101,7 @@ def wipe(target: Target) -> None:
 def write_table(target: Target, layout: Layout) -> None:
     proc.run(["sfdisk", "--quiet", "--wipe", "always", "--wipe-partitions", "always", target.path],
              input=render_sfdisk(layout))
-    if not target.is_file:
+    if not target.via_offset_loops:
         proc.run(["partx", "--update", target.path], check=False)  # sfdisk already told the kernel; belt and braces
 
 
@@ -115,7 +121,7 @@ def wait_for_nodes(paths: list[str], *, timeout: float = WAIT_TIMEOUT) -> None:
 @contextmanager
 def partition_devices(target: Target, layout: Layout, *, timeout: float = WAIT_TIMEOUT) -> Iterator[dict[int, str]]:
     """Partition number -> device path for every partition of `layout`; loop devices are detached on exit."""
-    if not target.is_file:
+    if not target.via_offset_loops:
         nodes = {p.number: target.partition_node(p.number) for p in layout.partitions}
         wait_for_nodes(list(nodes.values()), timeout=timeout)
         yield nodes

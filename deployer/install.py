@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -69,12 +70,19 @@ def resolve_target(plan: Plan, target: str | Target | None) -> Target:
 
 
 def _refuse_if_in_use(target: Target) -> None:
+    """A block device that is mounted, swapped on, or held (dm, md) is never touched."""
     if target.is_file:
         return
-    with open("/proc/mounts") as f:
-        busy = [line.split()[0] for line in f if line.split()[0].startswith(target.path)]
+    own = re.compile(re.escape(target.path) + r"(p?\d+)?")
+    busy = []
+    for table in ("/proc/mounts", "/proc/swaps"):
+        with open(table) as f:
+            busy += [line.split()[0] for line in f if line.strip() and own.fullmatch(line.split()[0])]
+    name = os.path.basename(target.path)
+    holders_dir = f"/sys/class/block/{name}/holders"
+    busy += [f"held by {h}" for h in (os.listdir(holders_dir) if os.path.isdir(holders_dir) else [])]
     if busy:
-        raise BadInput(f"{target.path} is in use (mounted: {', '.join(sorted(set(busy)))}); refusing to touch it",
+        raise BadInput(f"{target.path} is in use ({', '.join(sorted(set(busy)))}); refusing to touch it",
                        location="--to")
 
 
@@ -116,10 +124,10 @@ def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target,
     if plan.boot_mode in ("bios", "both"):
         boot = next((p for p in layout.partitions if p.mountpoint == "/boot"), layout.root)
         done.append(bootloader.install_bios(root, layout, target.path, work,
-                                            boot_device=devices[boot.number] if target.is_file else None))
+                                            boot_device=devices[boot.number] if target.via_offset_loops else None))
     if plan.boot_mode in ("uefi", "both"):
         done.append(bootloader.install_uefi(root, layout, Esp(devices[layout.by_role("esp").number]), work))
-        if not target.is_file and bootloader.add_efi_boot_entry(target.path, layout.by_role("esp").number,
+        if not target.via_offset_loops and bootloader.add_efi_boot_entry(target.path, layout.by_role("esp").number,
                                                                 plan.image.name):
             done.append("efibootmgr entry")
     return done

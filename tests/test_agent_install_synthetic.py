@@ -6,6 +6,7 @@ writes (tables, filesystems, files, ESP, boot code) and what it must not write.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import json
 import os
 from pathlib import Path
@@ -163,3 +164,45 @@ def test_corrupt_image_fails_before_any_bootloader(synthetic_image, sparse_disk,
     parts = gpt_partitions(disk)
     assert _head(disk, 440) == bytes(440)  # no BIOS boot code: the old one was wiped first
     assert "/EFI/BOOT/BOOTX64.EFI" not in esp_files(disk, parts[1])  # and no UEFI bootloader was written
+
+
+@pytest.fixture
+def loop_disk(sparse_disk):
+    """A whole-disk loop block device over a sparse 4 GiB file (the block-device code path), always detached."""
+    backing = sparse_disk(4 * GIB)
+    device = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    try:
+        yield device, backing
+    finally:
+        subprocess.run(["umount", device], capture_output=True)
+        subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def test_install_onto_a_block_device(synthetic_image, loop_disk, agent_workdir):
+    device, backing = loop_disk
+    result = run_cli("install", str(synthetic_image), "--to", device, "--boot", "both", "--hostname", "blk")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"[disk] target {device} (4.0 GiB)" in result.stdout
+    parts = gpt_partitions(backing)
+    assert [p["name"] for p in parts] == ["bios", "esp", "root"]
+    assert "/EFI/BOOT/BOOTX64.EFI" in esp_files(backing, parts[1])
+    with mounted_partition(backing, parts[2], agent_workdir / "syn-blk") as root:
+        assert (root / "etc/hostname").read_text() == "blk\n"
+    refused = run_cli("install", str(synthetic_image), "--to", device)
+    assert refused.returncode == 2 and "already holds gpt, PMBR" in refused.stderr
+
+
+def test_a_mounted_block_device_is_refused(synthetic_image, loop_disk, agent_workdir):
+    device, backing = loop_disk
+    subprocess.run(["mkfs.ext4", "-q", device], check=True)
+    where = agent_workdir / "busy"
+    where.mkdir()
+    subprocess.run(["mount", device, str(where)], check=True)
+    try:
+        result = run_cli("install", str(synthetic_image), "--to", device, "--wipe")
+        assert result.returncode == 2
+        assert f"{device} is in use ({device})" in result.stderr
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+    assert blkid(device)["TYPE"] == "ext4"  # untouched
