@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import subprocess
 
 import pytest
 
-from deployer.bootloader import early_cfg, grub_cfg
+from conftest import require_tools
+from deployer.bootloader import early_cfg, grub_cfg, install_uefi, mkimage
 from deployer.configure import (add_authorized_keys, fstab_text, networkd_files, networkmanager_files,
                                 set_root_password, write_file)
 from deployer.errors import OperationFailed
+from deployer.esp import Esp
 from deployer.partition import plan_layout
 from deployer.plan import Kernel
 from deployer.spec import DeploySpec, NetworkDevice, PartSpec
@@ -125,3 +129,50 @@ def test_root_password_replaces_only_roots_hash(tmp_path):
     set_root_password(tmp_path, "$6$s$h")
     assert (tmp_path / "etc/shadow").read_text() == "daemon:*:1:0:99999:7:::\nroot:$6$s$h:19000:0:99999:7:::\n"
     assert (tmp_path / "etc/shadow").stat().st_mode & 0o777 == 0o640
+
+
+def _esp_file(tmp_path):
+    """A FAT32 filesystem in a plain file: mtools writes it like an ESP partition (no root, no loop)."""
+    esp = tmp_path / "esp.vfat"
+    with open(esp, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.vfat", "-F", "32", "-i", "ABCD1234", str(esp)], check=True, capture_output=True)
+    return Esp(str(esp))
+
+
+def test_uefi_uses_the_images_shim_and_signed_grub(tmp_path):
+    require_tools("mkfs.vfat", "mcopy", "mdir")
+    root = tmp_path / "root"
+    for rel, data in [("usr/lib/shim/shimx64.efi.signed", b"SHIM"),
+                      ("usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", b"SIGNED GRUB")]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    layout = plan_layout(8 * GIB, "uefi", new_uuid=_uuids())
+    esp = _esp_file(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    assert install_uefi(root, layout, esp, work) == "shim + signed grub"
+    assert esp.read("/EFI/BOOT/BOOTX64.EFI") == b"SHIM"
+    assert esp.read("/EFI/BOOT/grubx64.efi") == b"SIGNED GRUB"
+    stub = early_cfg(layout).encode()
+    assert esp.read("/EFI/debian/grub.cfg") == stub and esp.read("/EFI/BOOT/grub.cfg") == stub
+
+
+def test_uefi_without_shim_builds_a_grub_image(tmp_path):
+    require_tools("mkfs.vfat", "mcopy", "grub-mkimage")
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/grub/x86_64-efi", root / "usr/lib/grub/x86_64-efi")
+    layout = plan_layout(8 * GIB, "uefi", new_uuid=_uuids())
+    esp = _esp_file(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    assert install_uefi(root, layout, esp, work) == "grub-mkimage x86_64-efi"
+    image = esp.read("/EFI/BOOT/BOOTX64.EFI")
+    assert image[:2] == b"MZ"  # a PE/COFF EFI application
+    assert early_cfg(layout).encode() in image  # with the embedded search-by-UUID config
+    assert (root / "boot/grub/x86_64-efi/linux.mod").is_file()  # modules for insmod, as grub-install does
+
+
+def test_missing_grub_platform_is_a_clear_failure(tmp_path):
+    with pytest.raises(OperationFailed, match="the image has no grub for i386-pc"):
+        mkimage(tmp_path, "i386-pc", ("biosdisk",), "", tmp_path / "core.img")

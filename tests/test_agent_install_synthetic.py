@@ -6,14 +6,15 @@ writes (tables, filesystems, files, ESP, boot code) and what it must not write.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import json
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import require_root, require_tools, run_cli
+from conftest import METALSTREAM, REPO, require_root, require_tools, run_cli
 from fixtures_agent import (SYNTHETIC_KERNEL, blkid, compare_with_tarball, esp_files, gpt_partitions,
                             leftover_state, mounted_partition, partition_loop)
 
@@ -206,3 +207,77 @@ def test_a_mounted_block_device_is_refused(synthetic_image, loop_disk, agent_wor
     finally:
         subprocess.run(["umount", str(where)], check=True)
     assert blkid(device)["TYPE"] == "ext4"  # untouched
+
+
+class RecordingReporter:
+    """The Reporter protocol, recorded (what the service would receive)."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+        self.results: list[dict] = []
+
+    def event(self, phase, message, bytes_done=None, bytes_total=None):
+        self.events.append((phase, message, bytes_done, bytes_total))
+
+    def result(self, **kwargs):
+        self.results.append(kwargs)
+
+
+def test_run_install_reports_every_phase_in_order_and_one_result(synthetic_image, sparse_disk):
+    from deployer.install import run_install
+    from deployer.plan import local_plan
+    from deployer.report import PHASES
+
+    disk = sparse_disk(4 * GIB)
+    reporter = RecordingReporter()
+    outcome = run_install(local_plan(str(synthetic_image)), str(disk), reporter)
+    phases = list(dict.fromkeys(e[0] for e in reporter.events))
+    assert phases == list(PHASES)
+    stream = [e for e in reporter.events if e[0] == "stream" and e[2] is not None]
+    size = json.loads(synthetic_image.read_text())["size"]
+    assert stream[-1][2:] == (size, size)
+    assert reporter.results == [{"success": True, "phase": "finish", "root_uuid": outcome.root_uuid}]
+    assert outcome.stream.sha256 == json.loads(synthetic_image.read_text())["sha256"]
+
+
+@pytest.mark.parametrize("fault, phase", [("sha256", "stream"), ("size", "disk")])
+def test_run_install_failure_result_names_the_phase(synthetic_image, sparse_disk, fault, phase):
+    from deployer.errors import MetalstreamError
+    from deployer.install import run_install
+    from deployer.plan import ImageRef, local_plan
+
+    plan = local_plan(str(synthetic_image))
+    if fault == "sha256":
+        plan.image = ImageRef(plan.image.name, plan.image.url, "0" * 64, plan.image.size, plan.image.manifest)
+        disk = sparse_disk(4 * GIB)
+    else:
+        disk = sparse_disk(512 * MIB)  # too small: refused before any write
+    reporter = RecordingReporter()
+    with pytest.raises(MetalstreamError) as info:
+        run_install(plan, str(disk), reporter)
+    assert len(reporter.results) == 1
+    assert reporter.results[0]["success"] is False and reporter.results[0]["phase"] == phase
+    assert reporter.results[0]["error"] == str(info.value)
+    if fault == "size":
+        assert disk.stat().st_blocks == 0  # nothing written
+
+
+def test_ctrl_c_during_the_stream_leaves_no_loop_device_or_mount(debian_image, sparse_disk):
+    disk = sparse_disk(4 * GIB)
+    install = subprocess.Popen([*METALSTREAM, "install", str(debian_image), "--to", str(disk), "--boot", "uefi"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        for line in install.stdout:
+            if line.startswith("[stream] streaming image:"):
+                break
+        install.send_signal(signal.SIGINT)
+        out, err = install.communicate(timeout=120)
+    finally:
+        if install.poll() is None:
+            install.kill()
+            install.wait()
+    assert install.returncode == 130, err
+    assert "[stream] install FAILED" in out
+    assert str(disk) not in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    assert "metalstream-install-" not in subprocess.run(["findmnt", "-rn"], capture_output=True, text=True).stdout
+    assert "/EFI/BOOT/BOOTX64.EFI" not in esp_files(disk, gpt_partitions(disk)[0])
