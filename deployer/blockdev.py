@@ -49,21 +49,19 @@ class Target:
         return f"{self.path}{'p' if self.path[-1].isdigit() else ''}{number}"
 
 
-def open_target(path: str, *, create_size: int | None = None, dry_run: bool = False) -> Target:
-    """The install target at `path`; a missing file is created sparse when `create_size` is given."""
+def open_target(path: str, *, create_size: int | None = None) -> Target:
+    """The install target at `path`. Nothing is written here: a missing image file (or one smaller than
+    `create_size`) is created or grown, sparse, by `wipe`, the first write of an install."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if create_size is None:
             raise BadInput(f"{path} does not exist (pass --size to create a sparse disk image file)",
                            location="--to") from None
-        if not dry_run:
-            with open(path, "xb") as f:
-                f.truncate(create_size)
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise BadInput(f"directory {os.path.dirname(os.path.abspath(path))} does not exist", location="--to")
         return Target(path, create_size, True)
     if stat.S_ISREG(st.st_mode):
-        if create_size is not None and st.st_size < create_size and not dry_run:
-            os.truncate(path, create_size)  # grow the image file, sparse
         return Target(path, max(st.st_size, create_size or 0), True)
     if stat.S_ISBLK(st.st_mode):
         size = int(proc.run(["blockdev", "--getsize64", path]).stdout.strip())
@@ -85,11 +83,14 @@ def existing_signatures(target: Target) -> tuple[str, ...]:
 
 
 def wipe(target: Target) -> None:
-    """Erase every signature, boot code and both GPT copies: from here on the disk boots nothing."""
-    proc.run(["wipefs", "--all", "--force", target.path])
+    """Erase every signature, boot code and both GPT copies: from here on the disk boots nothing.
+    An image file is first created or grown (sparse) to the target size."""
     zeros = bytes(MIB)
-    fd = os.open(target.path, os.O_WRONLY)
+    fd = os.open(target.path, os.O_WRONLY | (os.O_CREAT if target.is_file else 0), 0o644)
     try:
+        if target.is_file and os.fstat(fd).st_size < target.size:
+            os.ftruncate(fd, target.size)
+        proc.run(["wipefs", "--all", "--force", target.path])
         os.pwrite(fd, zeros, 0)
         if target.size > 2 * MIB:
             os.pwrite(fd, zeros, target.size - MIB)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import sys
 
@@ -112,14 +111,8 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     else:
         plan = local_plan(image, boot_mode=boot or "both", hostname=hostname, ssh_keys=ssh_keys,
                           root_password_hash=root_password_hash, kernel_args=kernel_args or "", wipe=wipe)
-    created = not os.path.exists(target)
-    resolved = open_target(target, create_size=parse_size(size) if size else None, dry_run=dry_run)
-    try:
-        result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run)
-    except BadInput:
-        if created and not dry_run:  # bad input changes nothing: not even the file we just made
-            os.unlink(target)
-        raise
+    resolved = open_target(target, create_size=parse_size(size) if size else None)
+    result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run)
     if dry_run:
         _print_dry_run(result, sys.stdout)
     return 0

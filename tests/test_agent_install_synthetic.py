@@ -118,10 +118,11 @@ def test_existing_partitions_are_kept_without_wipe(synthetic_image, sparse_disk)
     disk = sparse_disk(4 * GIB)
     assert run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "uefi").returncode == 0
     before = hashlib.sha256(_head(disk)).hexdigest()
-    result = run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "uefi")
+    result = run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "uefi", "--size", "8G")
     assert result.returncode == 2
     assert "already holds gpt" in result.stderr and "pass --wipe" in result.stderr
     assert hashlib.sha256(_head(disk)).hexdigest() == before
+    assert disk.stat().st_size == 4 * GIB  # not even grown
     again = run_cli("install", str(synthetic_image), "--to", str(disk), "--boot", "uefi", "--wipe")
     assert again.returncode == 0, again.stdout + again.stderr
 
