@@ -33,6 +33,7 @@ class Target:
     path: str
     size: int  # bytes
     is_file: bool  # a disk image file (partitions via offset loops) or a block device
+    sector_size: int = 512  # logical sector size
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -65,7 +66,8 @@ def open_target(path: str, *, create_size: int | None = None) -> Target:
         return Target(path, max(st.st_size, create_size or 0), True)
     if stat.S_ISBLK(st.st_mode):
         size = int(proc.run(["blockdev", "--getsize64", path]).stdout.strip())
-        return Target(path, size, False)
+        sector = int(proc.run(["blockdev", "--getss", path]).stdout.strip())
+        return Target(path, size, False, sector)
     raise BadInput(f"{path} is neither a block device nor a regular file", location="--to")
 
 

@@ -124,7 +124,8 @@ def install_uefi(root: Path, layout: Layout, esp: Esp, work: Path) -> str:
         stub.write_text(early_cfg(layout))
         for directory in ("/EFI/BOOT", "/" + cfg_dir):
             esp.put_file(stub, f"{directory}/grub.cfg")
-        _copy_modules(root, "x86_64-efi") if (root / "usr/lib/grub/x86_64-efi").is_dir() else None
+        if (root / "usr/lib/grub/x86_64-efi").is_dir():
+            _copy_modules(root, "x86_64-efi")
         return "shim + signed grub"
     image = work / "BOOTX64.EFI"
     mkimage(root, "x86_64-efi", EFI_MODULES, early_cfg(layout), image)

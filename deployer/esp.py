@@ -38,13 +38,6 @@ class Esp:
         self.mkdirs(str(PurePosixPath(dest).parent))
         self._run("mcopy", "-o", "-p", "-Q", os.fspath(source), f"::{dest}")
 
-    def put_bytes(self, data: bytes, dest: str, scratch: Path) -> None:
-        scratch.write_bytes(data)
-        try:
-            self.put_file(scratch, dest)
-        finally:
-            scratch.unlink(missing_ok=True)
-
     def put_tree(self, source: Path, dest: str = "/") -> int:
         """Copy the contents of directory `source` into `dest`; returns the number of files copied."""
         count = 0
@@ -56,12 +49,6 @@ class Esp:
                 self.put_file(Path(dirpath) / name, str(rel / name))
                 count += 1
         return count
-
-    def listing(self, path: str = "/") -> list[str]:
-        """Every file below `path`, as ESP paths (mdir -/ -b)."""
-        out = proc.run(["mdir", "-i", self.device, "-/", "-b", f"::{path}"], env=_ENV).stdout
-        return sorted(line.strip()[2:] if line.strip().startswith("::") else line.strip()
-                      for line in out.splitlines() if line.strip())
 
     def read(self, path: str) -> bytes:
         return proc.run(["mtype", "-i", self.device, f"::{path}"], env=_ENV, binary=True).stdout

@@ -66,7 +66,7 @@ def resolve_target(plan: Plan, target: str | Target | None) -> Target:
                        only_use=storage.ignoredisk.only_use if storage and storage.ignoredisk else [],
                        ignore=storage.ignoredisk.ignore if storage and storage.ignoredisk else [])
     log.info("disk chosen: %s", disk.describe())
-    return Target(disk.path, disk.size, False)
+    return Target(disk.path, disk.size, False, disk.logical_sector_size)
 
 
 def _refuse_if_in_use(target: Target) -> None:
@@ -90,7 +90,8 @@ def prepare(plan: Plan, target: str | Target | None, *, wipe_flag: str = "--wipe
     """Every decision, no write: the target, permission to overwrite it, and the partition layout."""
     resolved = resolve_target(plan, target)
     _refuse_if_in_use(resolved)
-    layout = plan_layout(resolved.size, plan.boot_mode, plan.storage, image_bytes=plan.image.uncompressed_size)
+    layout = plan_layout(resolved.size, plan.boot_mode, plan.storage, image_bytes=plan.image.uncompressed_size,
+                         sector_size=resolved.sector_size)
     existing = blockdev.existing_signatures(resolved)
     check_disk_use(plan.storage, disk_names=resolved.names, existing=existing, wipe_flag=wipe_flag)
     return resolved, layout

@@ -6,6 +6,7 @@ same Plan for `metalstream install IMAGE.json|URL` from an image manifest.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
@@ -231,8 +232,6 @@ def _parse_network(data: Any, location: str = "plan.network") -> list[NetworkDev
 
 
 def validate_network_device(device: NetworkDevice, where: str) -> NetworkDevice:
-    import ipaddress
-
     if device.bootproto not in ("dhcp", "static"):
         raise _bad(f"{where}.bootproto", f"expected 'dhcp' or 'static', got {device.bootproto!r}")
     if device.bootproto == "static":

@@ -165,3 +165,12 @@ def test_ondisk_must_be_the_target():
         check_disk_use(storage, disk_names=("sda", "/dev/sda"), existing=())
     assert info.value.location == "storage.partitions[0].ondisk"
     check_disk_use(storage, disk_names=("sdb", "/dev/sdb"), existing=())
+
+
+def test_4k_sector_disks_are_planned_in_their_own_sectors():
+    lay = layout(4 * GIB, "both", sector_size=4096)
+    assert render_sfdisk(lay) == "label: gpt\nunit: sectors\nfirst-lba: 256\nsector-size: 4096\n\n" + (
+        f'start=256, size=256, type={BIOS}, name="bios"\n'
+        f'start=512, size=131072, type={ESP}, name="esp"\n'
+        f'start=131584, size=916736, type={ROOT}, name="root"\n')
+    assert lay.partitions[-1].end <= 4 * GIB // 4096 - 6  # backup GPT: 4 entry sectors + header
