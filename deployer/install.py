@@ -104,12 +104,15 @@ def _move_boot_efi(root: Path, esp: Esp | None) -> int:
         return 0
     count = esp.put_tree(source, "/")
     for child in source.iterdir():
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
     return count
 
 
 def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target, devices: dict[int, str],
-                         work: Path, phase: _Phases) -> list[str]:
+                         esp: Esp | None, work: Path, phase: _Phases) -> list[str]:
     kernels = plan.image.kernels
     kernel_args = " ".join(a for a in (plan.kernel_args,
                                        plan.storage.bootloader.append if plan.storage and plan.storage.bootloader
@@ -127,7 +130,7 @@ def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target,
         done.append(bootloader.install_bios(root, layout, target.path, work,
                                             boot_device=devices[boot.number] if target.via_offset_loops else None))
     if plan.boot_mode in ("uefi", "both"):
-        done.append(bootloader.install_uefi(root, layout, Esp(devices[layout.by_role("esp").number]), work))
+        done.append(bootloader.install_uefi(root, layout, esp, work))
         if not target.via_offset_loops and bootloader.add_efi_boot_entry(target.path, layout.by_role("esp").number,
                                                                 plan.image.name):
             done.append("efibootmgr entry")
@@ -186,6 +189,6 @@ def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phase
             result.configured = configure_target(root, plan, layout)
             result.configured["esp_files"] = moved
             phase("bootloader", f"boot mode {plan.boot_mode}")
-            result.bootloaders = _install_bootloaders(plan, root, layout, target, devices, work, phase)
+            result.bootloaders = _install_bootloaders(plan, root, layout, target, devices, esp, work, phase)
             phase("bootloader", "installed: " + ", ".join(result.bootloaders))
     os.sync()
