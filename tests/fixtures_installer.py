@@ -110,7 +110,7 @@ def installer_build(installer_root, tmp_path_factory) -> tuple[dict, Path]:
 
 
 def initramfs_listing(initramfs: Path) -> list[str]:
-    """Entry names of a zstd newc initramfs (as cpio lists them: `.`, `./init`, ...)."""
+    """Entry names of a zstd newc initramfs, root-relative without `./` (`.` is the root itself)."""
     unzstd = proc.spawn(["zstd", "-dc", initramfs], stdout=subprocess.PIPE)
     try:
         lister = proc.spawn(["cpio", "-it", "--quiet"], stdin=unzstd.stdout, stdout=subprocess.PIPE)
@@ -119,7 +119,7 @@ def initramfs_listing(initramfs: Path) -> list[str]:
     names = lister.stdout.read().decode().splitlines()
     proc.wait_checked(lister)
     proc.wait_checked(unzstd)
-    return names
+    return [name.removeprefix("./") or "." for name in names]
 
 
 @contextmanager

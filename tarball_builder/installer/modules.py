@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 # Module names (shell globs) the installer needs. Dependencies are added from modules.dep.
 WANTED_MODULES: tuple[str, ...] = (
     # virtual machines
-    "virtio*", "vmw_pvscsi", "vmxnet3", "hv_*", "xen-*front", "xen_*front",
+    "virtio_pci*", "virtio_mmio", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_console", "virtio_rng",
+    "vmw_pvscsi", "vmxnet3", "hv_*", "xen-*front", "xen_*front",
     # disk controllers and disks
     "ahci", "ata_piix", "ata_generic", "pata_*", "sata_*", "nvme", "sd_mod", "sr_mod", "sg",
     "megaraid_sas", "mpt3sas", "hpsa", "smartpqi", "aacraid", "mptsas", "mptspi", "isci",

@@ -82,9 +82,11 @@ def rebuild_module_index(stage: Path, kernel_version: str) -> None:
 
 def compile_and_check(stage: Path, epoch: int) -> None:
     """Compile bytecode with the root's python3 and prove the agent's command line starts there."""
-    env = {"PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": str(epoch)}
+    # PYTHONDONTWRITEBYTECODE: the interpreter's own start-up must not leave timestamp .pyc files
+    # behind (they would go stale when mtimes are clamped); -f recompiles whatever is there.
+    env = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "SOURCE_DATE_EPOCH": str(epoch)}
     with Chroot(stage, env=env) as chroot:
-        chroot.run(["python3", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+        chroot.run(["python3", "-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode", "unchecked-hash",
                     *BYTECODE_DIRS], timeout=900)
         checked = chroot.run(["python3", "-m", "deployer", "agent", "--help"], check=False)
     if checked.returncode != 0:

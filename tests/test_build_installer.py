@@ -1,0 +1,155 @@
+"""Installer environment from a real installer root (kickstarts/installer.ks packages, mmdebstrap):
+what the initramfs holds, that it runs, that it is reproducible, and that it boots in qemu far
+enough for the agent to call the service.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from conftest import require_tools
+from fixtures_installer import (  # noqa: F401  (fixtures)
+    INSTALLER_EPOCH, QEMU_BOOT_TIMEOUT, agent_endpoint, initramfs_listing, installer_build, installer_context,
+    installer_root, qemu_boot, unpacked_initramfs,
+)
+from tarball_builder.chroot import Chroot
+from tarball_builder.installer import make_installer
+
+pytestmark = pytest.mark.root
+
+MAX_COMPRESSED = 100 * 1024 * 1024
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_manifest_describes_the_files_beside_it(installer_build, installer_root):
+    manifest, out = installer_build
+    assert manifest["format"] == "metalstream-installer/1"
+    assert manifest["name"] == "installer"
+    assert manifest["created"] == INSTALLER_EPOCH
+    assert manifest["builder"]["name"] == "metalstream"
+    for key, suffix in (("kernel", ".vmlinuz"), ("initramfs", ".initramfs")):
+        entry = manifest[key]
+        path = out / entry["file"]
+        assert entry["file"] == f"installer{suffix}"
+        assert entry["size"] == path.stat().st_size
+        assert entry["sha256"] == sha256(path)
+    version = manifest["kernel_version"]
+    assert (out / "installer.vmlinuz").read_bytes() == (installer_root / f"boot/vmlinuz-{version}").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["installer.initramfs", "installer.vmlinuz"]
+    assert manifest["initramfs"]["size"] < MAX_COMPRESSED
+    assert manifest["initramfs_uncompressed_size"] > manifest["initramfs"]["size"]
+    # zstd frame magic: the kernel unpacks it because Debian's kernel has CONFIG_RD_ZSTD
+    assert (out / "installer.initramfs").read_bytes()[:4] == bytes.fromhex("28b52ffd")
+
+
+def test_initramfs_holds_the_agent_its_runtime_and_only_the_chosen_modules(installer_build):
+    manifest, out = installer_build
+    names = set(initramfs_listing(out / manifest["initramfs"]["file"]))
+    version = manifest["kernel_version"]
+    tree = f"usr/lib/modules/{version}"
+    for needed in ("init", "usr/share/metalstream/udhcpc.sh", "usr/bin/python3",
+                   "usr/lib/python3/dist-packages/deployer/agent_cli.py",
+                   "usr/lib/python3/dist-packages/requests/__init__.py",
+                   "usr/lib/python3/dist-packages/pyudev/__init__.py",
+                   "usr/lib/python3/dist-packages/click/__init__.py",
+                   "usr/bin/udevadm", "usr/sbin/sfdisk", "usr/sbin/mkfs.ext4", "usr/sbin/mkfs.xfs",
+                   "usr/sbin/mkfs.vfat", "usr/bin/mcopy", "usr/bin/zstd", "usr/bin/tar",
+                   "usr/sbin/grub-install", "usr/lib/grub/i386-pc/boot.img", "usr/lib/grub/x86_64-efi/normal.mod",
+                   "usr/sbin/udhcpc", "usr/sbin/reboot", "dev/console",
+                   f"{tree}/modules.dep", f"{tree}/modules.alias",
+                   f"{tree}/kernel/drivers/net/virtio_net.ko", f"{tree}/kernel/drivers/block/virtio_blk.ko",
+                   f"{tree}/kernel/drivers/nvme/host/nvme.ko", f"{tree}/kernel/drivers/ata/ahci.ko",
+                   f"{tree}/kernel/fs/ext4/ext4.ko", f"{tree}/kernel/fs/xfs/xfs.ko", f"{tree}/kernel/fs/vfat/vfat.ko"
+                   if f"{tree}/kernel/fs/vfat/vfat.ko" in names else f"{tree}/kernel/fs/fat/vfat.ko",
+                   f"{tree}/kernel/crypto/crc32c_generic.ko"):
+        assert needed in names, needed
+    modules = [n for n in names if n.startswith(f"{tree}/") and ".ko" in n]
+    assert len(modules) == manifest["module_count"]
+    assert not any("/sound/" in n or "/gpu/drm/" in n or "/wireless/" in n for n in modules)
+    for dropped in ("boot", "usr/share/doc", "usr/share/man", "usr/share/locale", "var/lib/dpkg",
+                    "var/lib/apt", "usr/lib/python3.11/test"):
+        assert not any(n == dropped or n.startswith(dropped + "/") for n in names), dropped
+    assert not any("/deployer/__pycache__/" in n and "cpython-311.pyc" not in n for n in names)
+    assert "usr/lib/python3/dist-packages/deployer/__pycache__/agent.cpython-311.pyc" in names
+    assert len(names) == manifest["file_count"] + 1  # `.` itself
+
+
+def _dep_line(line: str) -> tuple[str, frozenset[str]]:
+    module, _, deps = line.partition(":")
+    return module, frozenset(deps.split())
+
+
+def test_unpacked_initramfs_runs_the_agent_and_every_program_finds_its_libraries(installer_build, installer_root):
+    require_tools("unshare", "chroot")
+    manifest, out = installer_build
+    version = manifest["kernel_version"]
+    original_deps = dict(_dep_line(line) for line in
+                         (installer_root / f"usr/lib/modules/{version}/modules.dep").read_text().splitlines())
+    with unpacked_initramfs(out / manifest["initramfs"]["file"]) as tree:
+        init = tree / "init"
+        assert stat.S_IMODE(init.stat().st_mode) == 0o755
+        assert init.read_text().startswith("#!/bin/sh")
+        # Regular files only: cpio -m restores neither symlink mtimes nor directory mtimes (it sets
+        # those before creating their entries).
+        newest = max(os.lstat(path).st_mtime for d, dirs, files in os.walk(tree)
+                     for path in (os.path.join(d, n) for n in files) if not os.path.islink(path))
+        assert newest <= INSTALLER_EPOCH
+        # depmod over the kept modules found every dependency the full tree knows: the closure is complete.
+        kept_deps = dict(_dep_line(line) for line in
+                         (tree / f"usr/lib/modules/{version}/modules.dep").read_text().splitlines())
+        assert len(kept_deps) == manifest["module_count"]
+        assert {m: original_deps[m] for m in kept_deps} == kept_deps
+        assert "kernel/drivers/net/net_failover.ko" in kept_deps["kernel/drivers/net/virtio_net.ko"]
+
+        def bytecode() -> dict[str, float]:
+            return {os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime
+                    for d, _, files in os.walk(tree / "usr/lib") for n in files if n.endswith(".pyc")}
+
+        shipped = bytecode()
+        with Chroot(tree) as chroot:
+            agent = chroot.run(["python3", "-m", "deployer", "agent", "--help"])
+            missing = chroot.run(["sh", "-c", 'for f in /usr/bin/* /usr/sbin/*; do [ -L "$f" ] && continue; '
+                                  'ldd "$f" 2>/dev/null | grep -q "not found" && echo "$f"; done; true'])
+            resolved = chroot.run(["modprobe", "-S", version, "--show-depends", "virtio_net"])
+        # The shipped bytecode is valid (unchecked-hash .pyc): python wrote no new or refreshed .pyc.
+        assert bytecode() == shipped
+    assert "--server" in agent.stdout and "--token" in agent.stdout
+    assert missing.stdout.strip() == ""
+    assert "virtio_net.ko" in resolved.stdout and "failover.ko" in resolved.stdout
+
+
+def test_same_root_gives_the_same_initramfs(installer_build, installer_root, tmp_path):
+    manifest, _ = installer_build
+    again = make_installer(installer_context(installer_root, tmp_path / "out", tmp_path / "work"))
+    assert again["initramfs"]["sha256"] == manifest["initramfs"]["sha256"]
+    assert again["kernel"]["sha256"] == manifest["kernel"]["sha256"]
+    assert list((tmp_path / "work").iterdir()) == []  # the staging tree is gone
+
+
+@pytest.mark.e2e
+def test_installer_boots_in_qemu_and_the_agent_calls_the_service(installer_build, agent_endpoint, tmp_path):
+    require_tools("qemu-system-x86_64")
+    manifest, out = installer_build
+    port = agent_endpoint.server_address[1]
+    log = tmp_path / "serial.log"
+    append = f"console=ttyS0 metalstream.server=http://10.0.2.2:{port} metalstream.token=test-token-17"
+    with qemu_boot(out / manifest["kernel"]["file"], out / manifest["initramfs"]["file"], append, log) as guest:
+        finished = guest.wait_for(r"^metalstream-init: (starting a root shell|agent finished)", QEMU_BOOT_TIMEOUT)
+        console = guest.text()
+    assert finished, f"the installer did not get through its boot; console:\n{console[-4000:]}"
+    assert "metalstream-init: network up" in console
+    assert "metalstream-agent: starting (server=http://10.0.2.2:" in console
+    plan_calls = [r for r in agent_endpoint.requests if r["path"] == "/api/v1/agent/plan"]
+    assert plan_calls, f"the agent never asked for its plan; console:\n{console[-4000:]}"
+    assert plan_calls[0]["method"] == "GET"
+    assert plan_calls[0]["authorization"] == "Bearer test-token-17"
+    # The service refused the token: the agent failed, and /init kept the machine up with a shell.
+    assert "metalstream-init: the agent exited with status 1" in console
+    assert "Kernel panic" not in console
