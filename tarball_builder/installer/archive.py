@@ -39,6 +39,7 @@ def write_initramfs(stage: Path, output: Path, *, level: int, threads: int) -> i
         try:
             proc.run(["zstd", "-q", "-f", f"-{level}", f"-T{threads}", "--no-progress", cpio.name, "-o", partial],
                      timeout=1800)
+            partial.chmod(0o644)  # zstd copied the private temporary file's mode
             os.replace(partial, output)
         finally:
             partial.unlink(missing_ok=True)
