@@ -1,16 +1,13 @@
 """Fixtures for the installer-environment tests (import them from tests/test_build_installer*.py).
 
-The installer root is what `kickstarts/installer.ks` installs, built here with mmdebstrap directly
-(not through the builder pipeline, so these tests exercise make_installer alone) and cached as a
-tarball under /var/cache/metalstream-tests keyed by the kickstart's distribution and package list.
+The installer is built once per session exactly as a user builds it, with the real
+`metalstream build kickstarts/installer.ks --format installer` (packages come from the builder's
+own cache in /var/cache/metalstream); `--keep-root` keeps the root so tests can rebuild from it.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import http.server
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,62 +23,29 @@ from deployer import proc
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALLER_KS = REPO / "kickstarts/installer.ks"
-CACHE = Path(os.environ.get("METALSTREAM_TEST_CACHE", "/var/cache/metalstream-tests"))
-APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 INSTALLER_EPOCH = 1_700_000_000
 QEMU_BOOT_TIMEOUT = 300.0
 
 
-def installer_recipe() -> dict:
-    """What mmdebstrap needs from installer.ks: suite, variant, components and packages."""
-    from tarball_builder.kickstart import parse_kickstart
-
-    build = parse_kickstart(INSTALLER_KS).build
-    dist = build.distribution
-    return {"suite": dist.release, "variant": dist.variant or "minbase", "components": dist.components or ["main"],
-            "packages": sorted(build.packages.names)}
-
-
-def installer_root_tarball(cache: Path = CACHE) -> Path:
-    """Build (or reuse) the cached installer root as a tar; returns its path."""
-    recipe = installer_recipe()
-    sources = APT_SOURCES.read_text() if APT_SOURCES.exists() else ""
-    key = hashlib.sha256(json.dumps([recipe, sources], sort_keys=True).encode()).hexdigest()[:16]
-    tarball = cache / f"installer-root-{key}.tar"
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"installer-root-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be building the same root right now
-        if tarball.exists():
-            return tarball
-        partial = tarball.with_suffix(".tar.partial")
-        try:
-            with open(APT_SOURCES) as stdin:
-                build = proc.spawn(["mmdebstrap", f"--variant={recipe['variant']}",
-                                    f"--components={','.join(recipe['components'])}",
-                                    "--include=" + ",".join(recipe["packages"]), "--format=tar",
-                                    recipe["suite"], partial, "-"], stdin=stdin)
-                proc.wait_checked(build, timeout=1800)
-            partial.rename(tarball)
-        finally:
-            partial.unlink(missing_ok=True)
-    return tarball
-
-
 @pytest.fixture(scope="session")
-def installer_root(tmp_path_factory) -> Path:
-    """A fresh copy of the installer root (from the cached tarball) for this test session."""
-    from conftest import require_root, require_tools
+def installer_build(tmp_path_factory) -> tuple[dict, Path, Path]:
+    """(manifest, output dir, kept build root) of one real
+    `metalstream build kickstarts/installer.ks --format installer -o OUT --keep-root`."""
+    from conftest import require_root, require_tools, run_cli
 
     require_root()
     require_tools("mmdebstrap", "tar", "cpio", "zstd", "depmod", "unshare")
-    tarball = installer_root_tarball()
-    root = tmp_path_factory.mktemp("installer") / "root"
-    root.mkdir()
+    out = tmp_path_factory.mktemp("installer-build") / "out"
     try:
-        proc.run(["tar", "-C", root, "--numeric-owner", "-xpf", tarball], timeout=600)
-        yield root
+        result = run_cli("build", str(INSTALLER_KS), "--format", "installer", "-o", str(out), "--keep-root",
+                         timeout=1800)
+        assert result.returncode == 0, f"installer build failed:\n{result.stderr[-4000:]}"
+        manifest = json.loads((out / "installer.json").read_text())
+        roots = list(out.glob(".installer.build-*/root"))
+        assert len(roots) == 1, f"expected one kept build root, found {roots}"
+        yield manifest, out, roots[0]
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def installer_context(root: Path, out_dir: Path, workdir: Path, *, name: str = "installer",
@@ -94,19 +58,6 @@ def installer_context(root: Path, out_dir: Path, workdir: Path, *, name: str = "
     return BuildContext(kickstart=parse_kickstart(INSTALLER_KS),
                         options=BuildOptions(output_dir=out_dir, name=name, image_format="installer", **options),
                         root=root, workdir=workdir, source_date_epoch=epoch)
-
-
-@pytest.fixture(scope="session")
-def installer_build(installer_root, tmp_path_factory) -> tuple[dict, Path]:
-    """(manifest, output dir) of one make_installer run over the installer root."""
-    from tarball_builder.installer import make_installer
-
-    base = tmp_path_factory.mktemp("installer-build")
-    ctx = installer_context(installer_root, base / "out", base / "work")
-    try:
-        yield make_installer(ctx), base / "out"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def initramfs_listing(initramfs: Path) -> list[str]:

@@ -1,5 +1,5 @@
-"""Installer environment from a real installer root (kickstarts/installer.ks packages, mmdebstrap):
-what the initramfs holds, that it runs, that it is reproducible, and that it boots in qemu far
+"""The installer environment as `metalstream build kickstarts/installer.ks --format installer` makes
+it: what the initramfs holds, that it runs, that it is reproducible, and that it boots in qemu far
 enough for the agent to call the service.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 
 from conftest import require_tools
 from fixtures_installer import (  # noqa: F401  (fixtures)
-    INSTALLER_EPOCH, QEMU_BOOT_TIMEOUT, agent_endpoint, initramfs_listing, installer_build, installer_context,
-    installer_root, qemu_boot, unpacked_initramfs,
+    QEMU_BOOT_TIMEOUT, agent_endpoint, initramfs_listing, installer_build, installer_context, qemu_boot,
+    unpacked_initramfs,
 )
 from tarball_builder.chroot import Chroot
 from tarball_builder.installer import make_installer
@@ -28,11 +28,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_manifest_describes_the_files_beside_it(installer_build, installer_root):
-    manifest, out = installer_build
+def test_manifest_describes_the_files_beside_it(installer_build):
+    manifest, out, root = installer_build
     assert manifest["format"] == "metalstream-installer/1"
     assert manifest["name"] == "installer"
-    assert manifest["created"] == INSTALLER_EPOCH
+    assert isinstance(manifest["created"], int)
     assert manifest["builder"]["name"] == "metalstream"
     for key, suffix in (("kernel", ".vmlinuz"), ("initramfs", ".initramfs")):
         entry = manifest[key]
@@ -41,8 +41,10 @@ def test_manifest_describes_the_files_beside_it(installer_build, installer_root)
         assert entry["size"] == path.stat().st_size
         assert entry["sha256"] == sha256(path)
     version = manifest["kernel_version"]
-    assert (out / "installer.vmlinuz").read_bytes() == (installer_root / f"boot/vmlinuz-{version}").read_bytes()
-    assert sorted(p.name for p in out.iterdir()) == ["installer.initramfs", "installer.vmlinuz"]
+    assert (out / "installer.vmlinuz").read_bytes() == (root / f"boot/vmlinuz-{version}").read_bytes()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".installer.build-")) == [
+        "installer.initramfs", "installer.json", "installer.vmlinuz"]
+    assert (out / "installer.initramfs").stat().st_mode & 0o777 == 0o644
     assert manifest["initramfs"]["size"] < MAX_COMPRESSED
     assert manifest["initramfs_uncompressed_size"] > manifest["initramfs"]["size"]
     # zstd frame magic: the kernel unpacks it because Debian's kernel has CONFIG_RD_ZSTD
@@ -50,7 +52,7 @@ def test_manifest_describes_the_files_beside_it(installer_build, installer_root)
 
 
 def test_initramfs_holds_the_agent_its_runtime_and_only_the_chosen_modules(installer_build):
-    manifest, out = installer_build
+    manifest, out, _ = installer_build
     names = set(initramfs_listing(out / manifest["initramfs"]["file"]))
     version = manifest["kernel_version"]
     tree = f"usr/lib/modules/{version}"
@@ -62,7 +64,7 @@ def test_initramfs_holds_the_agent_its_runtime_and_only_the_chosen_modules(insta
                    "usr/bin/udevadm", "usr/sbin/sfdisk", "usr/sbin/mkfs.ext4", "usr/sbin/mkfs.xfs",
                    "usr/sbin/mkfs.vfat", "usr/bin/mcopy", "usr/bin/zstd", "usr/bin/tar",
                    "usr/sbin/grub-install", "usr/lib/grub/i386-pc/boot.img", "usr/lib/grub/x86_64-efi/normal.mod",
-                   "usr/sbin/udhcpc", "usr/sbin/reboot", "dev/console",
+                   "usr/sbin/udhcpc", "usr/sbin/reboot", "usr/bin/ssh-keygen", "usr/sbin/efibootmgr", "dev/console",
                    f"{tree}/modules.dep", f"{tree}/modules.alias",
                    f"{tree}/kernel/drivers/net/virtio_net.ko", f"{tree}/kernel/drivers/block/virtio_blk.ko",
                    f"{tree}/kernel/drivers/nvme/host/nvme.ko", f"{tree}/kernel/drivers/ata/ahci.ko",
@@ -86,12 +88,12 @@ def _dep_line(line: str) -> tuple[str, frozenset[str]]:
     return module, frozenset(deps.split())
 
 
-def test_unpacked_initramfs_runs_the_agent_and_every_program_finds_its_libraries(installer_build, installer_root):
+def test_unpacked_initramfs_runs_the_agent_and_every_program_finds_its_libraries(installer_build):
     require_tools("unshare", "chroot")
-    manifest, out = installer_build
+    manifest, out, root = installer_build
     version = manifest["kernel_version"]
     original_deps = dict(_dep_line(line) for line in
-                         (installer_root / f"usr/lib/modules/{version}/modules.dep").read_text().splitlines())
+                         (root / f"usr/lib/modules/{version}/modules.dep").read_text().splitlines())
     with unpacked_initramfs(out / manifest["initramfs"]["file"]) as tree:
         init = tree / "init"
         assert stat.S_IMODE(init.stat().st_mode) == 0o755
@@ -100,7 +102,7 @@ def test_unpacked_initramfs_runs_the_agent_and_every_program_finds_its_libraries
         # those before creating their entries).
         newest = max(os.lstat(path).st_mtime for d, dirs, files in os.walk(tree)
                      for path in (os.path.join(d, n) for n in files) if not os.path.islink(path))
-        assert newest <= INSTALLER_EPOCH
+        assert newest <= manifest["created"]
         # depmod over the kept modules found every dependency the full tree knows: the closure is complete.
         kept_deps = dict(_dep_line(line) for line in
                          (tree / f"usr/lib/modules/{version}/modules.dep").read_text().splitlines())
@@ -125,9 +127,10 @@ def test_unpacked_initramfs_runs_the_agent_and_every_program_finds_its_libraries
     assert "virtio_net.ko" in resolved.stdout and "failover.ko" in resolved.stdout
 
 
-def test_same_root_gives_the_same_initramfs(installer_build, installer_root, tmp_path):
-    manifest, _ = installer_build
-    again = make_installer(installer_context(installer_root, tmp_path / "out", tmp_path / "work"))
+def test_same_root_gives_the_same_initramfs(installer_build, tmp_path):
+    """make_installer called directly on the CLI build's root reproduces the CLI's files bit for bit."""
+    manifest, _, root = installer_build
+    again = make_installer(installer_context(root, tmp_path / "out", tmp_path / "work", epoch=manifest["created"]))
     assert again["initramfs"]["sha256"] == manifest["initramfs"]["sha256"]
     assert again["kernel"]["sha256"] == manifest["kernel"]["sha256"]
     assert list((tmp_path / "work").iterdir()) == []  # the staging tree is gone
@@ -136,7 +139,7 @@ def test_same_root_gives_the_same_initramfs(installer_build, installer_root, tmp
 @pytest.mark.e2e
 def test_installer_boots_in_qemu_and_the_agent_calls_the_service(installer_build, agent_endpoint, tmp_path):
     require_tools("qemu-system-x86_64")
-    manifest, out = installer_build
+    manifest, out, _ = installer_build
     port = agent_endpoint.server_address[1]
     log = tmp_path / "serial.log"
     append = f"console=ttyS0 metalstream.server=http://10.0.2.2:{port} metalstream.token=test-token-17"
