@@ -5,6 +5,7 @@ enough for the agent to call the service.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -153,6 +154,12 @@ def test_installer_boots_in_qemu_and_the_agent_calls_the_service(installer_build
     assert plan_calls, f"the agent never asked for its plan; console:\n{console[-4000:]}"
     assert plan_calls[0]["method"] == "GET"
     assert plan_calls[0]["authorization"] == "Bearer test-token-17"
+    # The agent reported its failure (with its log) to the service from inside the installer.
+    results = [r for r in agent_endpoint.requests if r["path"] == "/api/v1/agent/result" and r["method"] == "POST"]
+    assert results, "the agent posted no result"
+    result = json.loads(results[0]["body"])
+    assert result["success"] is False and result["phase"] == "start"
+    assert "401" in result["error"] and "metalstream agent starting" in result["log"]
     # The service refused the token: the agent failed, and /init kept the machine up with a shell.
     assert "metalstream-init: the agent exited with status 1" in console
     assert "Kernel panic" not in console
