@@ -65,7 +65,7 @@ def test_initramfs_holds_the_agent_its_runtime_and_only_the_chosen_modules(insta
                    "usr/bin/udevadm", "usr/sbin/sfdisk", "usr/sbin/mkfs.ext4", "usr/sbin/mkfs.xfs",
                    "usr/sbin/mkfs.vfat", "usr/bin/mcopy", "usr/bin/zstd", "usr/bin/tar",
                    "usr/sbin/grub-install", "usr/lib/grub/i386-pc/boot.img", "usr/lib/grub/x86_64-efi/normal.mod",
-                   "usr/sbin/udhcpc", "usr/sbin/reboot", "usr/bin/ssh-keygen", "usr/sbin/efibootmgr", "dev/console",
+                   "usr/sbin/udhcpc", "usr/sbin/reboot", "usr/bin/ssh-keygen", "usr/bin/efibootmgr", "dev/console",
                    f"{tree}/modules.dep", f"{tree}/modules.alias",
                    f"{tree}/kernel/drivers/net/virtio_net.ko", f"{tree}/kernel/drivers/block/virtio_blk.ko",
                    f"{tree}/kernel/drivers/nvme/host/nvme.ko", f"{tree}/kernel/drivers/ata/ahci.ko",

@@ -26,7 +26,7 @@ UDHCPC_SCRIPT = "usr/share/metalstream/udhcpc.sh"
 # applet links): DHCP for /init, and a forced reboot for the agent (there is no systemd here).
 BUSYBOX_APPLETS = ("udhcpc", "reboot", "poweroff")
 # Bytecode is compiled for these trees; unchecked-hash .pyc files do not depend on mtimes.
-BYTECODE_DIRS = ("/usr/lib/python3", "/usr/lib/python3.11")
+BYTECODE_GLOBS = ("usr/lib/python3", "usr/lib/python3.*")
 
 
 def copy_selected(root: Path, paths: list[str], stage: Path) -> None:
@@ -85,9 +85,11 @@ def compile_and_check(stage: Path, epoch: int) -> None:
     # PYTHONDONTWRITEBYTECODE: the interpreter's own start-up must not leave timestamp .pyc files
     # behind (they would go stale when mtimes are clamped); -f recompiles whatever is there.
     env = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "SOURCE_DATE_EPOCH": str(epoch)}
+    trees = sorted(f"/{p.relative_to(stage)}" for pattern in BYTECODE_GLOBS for p in stage.glob(pattern)
+                   if p.is_dir() and not p.is_symlink())
     with Chroot(stage, env=env) as chroot:
         chroot.run(["python3", "-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode", "unchecked-hash",
-                    *BYTECODE_DIRS], timeout=900)
+                    *trees], timeout=900)
         checked = chroot.run(["python3", "-m", "deployer", "agent", "--help"], check=False)
     if checked.returncode != 0:
         raise OperationFailed("the deployer agent does not start in the installer environment "

@@ -10,8 +10,8 @@ import fnmatch
 import os
 from pathlib import Path
 
-# Whole trees that are dropped (root-relative, no leading slash). The directory itself stays
-# (empty) when it is a well-known mount point or state directory; its content goes.
+# Whole trees that are dropped (root-relative, no leading slash, shell globs allowed). The directory
+# itself stays (empty) when it is a well-known mount point or state directory; its content goes.
 DROPPED_TREES: tuple[str, ...] = (
     "boot",  # the kernel ships beside the initramfs; Debian's own initrd is not needed
     "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/i18n",
@@ -23,9 +23,9 @@ DROPPED_TREES: tuple[str, ...] = (
     "var/lib/apt", "var/lib/dpkg", "var/cache", "var/log", "var/tmp", "tmp", "run",
     "usr/lib/firmware", "usr/lib/x86_64-linux-gnu/gconv",  # Python has its own codecs
     # Python: test suites and tools that never run in the installer.
-    "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "usr/lib/python3.11/tkinter",
-    "usr/lib/python3.11/turtledemo", "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/ensurepip",
-    "usr/lib/python3.11/pydoc_data",
+    "usr/lib/python3.*/test", "usr/lib/python3.*/idlelib", "usr/lib/python3.*/tkinter",
+    "usr/lib/python3.*/turtledemo", "usr/lib/python3.*/lib2to3", "usr/lib/python3.*/ensurepip",
+    "usr/lib/python3.*/pydoc_data",
 )
 # Single files dropped (globs): ICU only serves xfs_scrub, which the deployer never runs; udev's
 # hardware database only adds vendor names, not the ID_SERIAL/ID_WWN/ID_PATH the disk hints use.
@@ -48,7 +48,8 @@ def keep(path: str) -> bool:
         return False
     if any(fnmatch.fnmatchcase(path, pattern) for pattern in DROPPED_FILES):
         return False
-    return not any(path == tree or path.startswith(tree + "/") for tree in DROPPED_TREES)
+    return not any(fnmatch.fnmatchcase(path, tree) or fnmatch.fnmatchcase(path, tree + "/*")
+                   for tree in DROPPED_TREES)
 
 
 def modules_dir(root: Path) -> str:
