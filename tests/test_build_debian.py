@@ -125,6 +125,20 @@ def test_same_kickstart_twice_gives_the_same_sha256(tmp_path):
         assert f"{pkg['name']}_{version}_{pkg['arch']}.deb" in cached, pkg
 
 
+
+@pytest.mark.slow
+def test_debian_minimal_with_kernel_and_initramfs_is_reproducible(debian_minimal_image, tmp_path):
+    """The bootable image too (kernel, generic initramfs, systemd units): a second build, same sha256."""
+    again = build_image(REPO / "kickstarts/debian-minimal.ks", tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    first = json.loads(debian_minimal_image.read_text())
+    second = json.loads((tmp_path / "debian-minimal.json").read_text())
+    if first["sha256"] != second["sha256"]:
+        differing = _differing_members(debian_minimal_image.parent / first["tarball"],
+                                       tmp_path / "debian-minimal.tar.zst")
+        pytest.fail(f"two builds differ in: {differing[:20]}")
+
+
 def _differing_members(a: Path, b: Path) -> list[str]:
     def digests(tarball: Path) -> dict[str, str]:
         out = tarball.with_suffix(".x")
