@@ -1,10 +1,13 @@
 """`metalstream build`: kickstart in, image (or installer environment) out."""
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import click
+
+from deployer.errors import OperationFailed
 
 from .context import BuildOptions
 from .kickstart import KickstartError, parse_kickstart
@@ -51,6 +54,9 @@ def build_command(kickstart: Path, output_dir: Path, name: str | None, image_for
         for diagnostic in exc.diagnostics:
             click.echo(str(diagnostic), err=True)
         raise
+    if os.geteuid() != 0:
+        raise OperationFailed("metalstream build needs root (package installs into a root, mounts in private "
+                              "namespaces); run it with sudo")
     for warning in split.warnings:
         click.echo(str(warning), err=True)
     options = BuildOptions(output_dir=output_dir.resolve(), name=name or kickstart.name.removesuffix(".ks"),
