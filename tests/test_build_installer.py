@@ -23,6 +23,20 @@ from tarball_builder.installer import make_installer
 pytestmark = pytest.mark.root
 
 MAX_COMPRESSED = 100 * 1024 * 1024
+DISK_TOOLS_SCRIPT = """set -e
+truncate -s 64M /tmp/esp.img && mkfs.vfat -F 32 /tmp/esp.img >/dev/null
+echo "hello from the installer" > /tmp/hello
+python3 -c "
+from pathlib import Path
+from deployer.esp import Esp
+esp = Esp('/tmp/esp.img')
+esp.put_file(Path('/tmp/hello'), '/EFI/BOOT/hello.txt')
+print('esp:', esp.read('/EFI/BOOT/hello.txt').decode().strip())
+"
+truncate -s 320M /tmp/disk.img
+mkfs.ext4 -q -F /tmp/disk.img && echo "ext4: ok"
+mkfs.xfs -q -f /tmp/disk.img && echo "xfs: ok"
+"""
 
 
 def sha256(path: Path) -> str:
@@ -121,11 +135,15 @@ def test_unpacked_initramfs_runs_the_agent_and_every_program_finds_its_libraries
             missing = chroot.run(["sh", "-c", 'for f in /usr/bin/* /usr/sbin/*; do [ -L "$f" ] && continue; '
                                   'ldd "$f" 2>/dev/null | grep -q "not found" && echo "$f"; done; true'])
             resolved = chroot.run(["modprobe", "-S", version, "--show-depends", "virtio_net"])
+            # What the agent does to disks, with the installer's own tools: an ESP written by the
+            # deployer's mtools code (needs iconv's codepage 850), ext4 and xfs file systems.
+            disks = chroot.run(["sh", "-c", DISK_TOOLS_SCRIPT])
         # The shipped bytecode is valid (unchecked-hash .pyc): python wrote no new or refreshed .pyc.
         assert bytecode() == shipped
     assert "--server" in agent.stdout and "--token" in agent.stdout
     assert missing.stdout.strip() == ""
     assert "virtio_net.ko" in resolved.stdout and "failover.ko" in resolved.stdout
+    assert disks.stdout.splitlines()[-3:] == ["esp: hello from the installer", "ext4: ok", "xfs: ok"]
 
 
 def test_same_root_gives_the_same_initramfs(installer_build, tmp_path):

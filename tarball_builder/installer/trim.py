@@ -21,7 +21,7 @@ DROPPED_TREES: tuple[str, ...] = (
     "usr/share/perl5", "usr/lib/x86_64-linux-gnu/perl5",
     "etc/initramfs-tools", "usr/lib/udev/hwdb.d",
     "var/lib/apt", "var/lib/dpkg", "var/cache", "var/log", "var/tmp", "tmp", "run",
-    "usr/lib/firmware", "usr/lib/x86_64-linux-gnu/gconv",  # Python has its own codecs
+    "usr/lib/firmware",  # (glibc's gconv stays: mtools converts file names to codepage 850 with iconv)
     # Python: test suites and tools that never run in the installer.
     "usr/lib/python3.*/test", "usr/lib/python3.*/idlelib", "usr/lib/python3.*/tkinter",
     "usr/lib/python3.*/turtledemo", "usr/lib/python3.*/lib2to3", "usr/lib/python3.*/ensurepip",
