@@ -28,30 +28,18 @@ def deploy_spec_from_text(text: str) -> dict:
         raise BadInput("%include, %ksappend and template statements ({% %}) are not allowed in a deploy-time "
                        "kickstart sent to the service", location=f"kickstart:{line}")
     try:
-        from tarball_builder.kickstart.adapter import parse
-        from tarball_builder.kickstart.build_split import ssh_keys
-        from tarball_builder.kickstart.deploy_split import split_deploy
-        from tarball_builder.kickstart.diagnostics import Findings
-        from tarball_builder.kickstart.source import expand
-        from tarball_builder.kickstart.support import check_support
+        from tarball_builder.kickstart import KickstartError, parse_deploy_kickstart
     except ImportError as exc:
         raise Unavailable(f"deploy-time kickstarts need tarball_builder.kickstart ({exc})") from None
     with tempfile.TemporaryDirectory(prefix="metalstream-ks-") as tmp:
         path = Path(tmp) / "kickstart"
         path.write_text(text)
-        findings = Findings(str(path))
-        source = expand(str(path), None, findings)
-        deploy = None
-        if source is not None:
-            findings.origins = source.origins
-            parsed = parse(source.text, findings)
-            check_support(parsed, findings)
-            deploy = split_deploy(parsed, findings)
-            deploy.ssh_keys = ssh_keys(parsed, findings)
-    errors = findings.errors
-    if errors or deploy is None:
-        first = errors[0] if errors else None
-        raise BadInput(first.message if first else "kickstart could not be read",
-                       location=f"kickstart:{first.line}" if first and first.line else "kickstart",
-                       details={"diagnostics": [f"kickstart:{d.line}: {d.severity}: {d.message}" for d in errors]})
+        try:
+            deploy = parse_deploy_kickstart(path)
+        except KickstartError as exc:
+            errors = exc.diagnostics
+            first = errors[0]
+            raise BadInput(first.message, location=f"kickstart:{first.line}" if first.line else "kickstart",
+                           details={"diagnostics": [f"kickstart:{d.line}: {d.severity}: {d.message}"
+                                                    for d in errors]}) from None
     return deploy.to_dict()
