@@ -53,10 +53,16 @@ def e2e_lab(tmp_path_factory, debian_minimal_image, installer_build):
     config, engine = _engine(data_dir, None)
     image = imagestore.register(engine, config.image_dir, debian_minimal_image)
     token = tokens.create_api_token(engine, "admin", "e2e tests")
-    with ServiceProcess(data_dir, installer=installer_manifest) as service:
-        yield E2eLab(service=service, api=ApiClient(service.url, token), engine=engine,
-                     image_dir=Path(config.image_dir), image=image, lab_dir=lab_dir,
-                     installer_manifest=installer_manifest, image_manifest=debian_minimal_image)
+    try:
+        with ServiceProcess(data_dir, installer=installer_manifest) as service:
+            yield E2eLab(service=service, api=ApiClient(service.url, token), engine=engine,
+                         image_dir=Path(config.image_dir), image=image, lab_dir=lab_dir,
+                         installer_manifest=installer_manifest, image_manifest=debian_minimal_image)
+    finally:
+        # The VMs' disks hold gigabytes; their serial logs stay in the test's temp dir for post-mortems.
+        for disk in lab_dir.glob("*/disk.img"):
+            disk.unlink()
+        shutil.rmtree(config.image_dir, ignore_errors=True)
 
 
 def create_deployment(lab: E2eLab, spec, image_name: str, ssh_port: int) -> dict:
