@@ -99,3 +99,16 @@ def wait_checked(proc: subprocess.Popen, *, timeout: float | None = DEFAULT_TIME
         raise CommandError(list(proc.args), None, (stderr or b"").decode(errors="replace"), timed_out=True) from exc
     if proc.returncode != 0:
         raise CommandError(list(proc.args), proc.returncode, (stderr or b"").decode(errors="replace"))
+
+
+def terminate(process: subprocess.Popen, *, grace: float = 10) -> None:
+    """Stop a spawned process: SIGTERM, then SIGKILL if it is still running after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    log.debug("terminate: pid %s (%s)", process.pid, process.args[0] if process.args else "?")
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -85,7 +85,7 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
         copied = tftp.populate(root)
         click.echo(f"metalstream: TFTP on udp/{tftp_port} serving {', '.join(copied) or 'nothing'} from {root}",
                    err=True)
-        tftp_process = proc.spawn([sys.executable, "-m", "pxe.tftp", root, host, str(tftp_port)])
+        tftp_process = proc.spawn([sys.executable, "-m", "pxe.tftp", root, host, str(tftp_port)], stderr=None)
     click.echo(f"metalstream: serving on http://{bind} (data {config.data_dir}, {workers} workers x {threads} "
                "threads)", err=True)
     serving_pid = os.getpid()
@@ -95,8 +95,7 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
         # gunicorn workers are forks of this process and unwind through here too when they exit: only the
         # process that started the TFTP server stops it.
         if tftp_process is not None and os.getpid() == serving_pid:
-            tftp_process.terminate()
-            tftp_process.wait(timeout=10)
+            proc.terminate(tftp_process)
 
 
 @click.group("image")

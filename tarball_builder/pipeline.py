@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, TextIO
 
+from deployer import proc
 from deployer.errors import CommandError, MetalstreamError, OperationFailed
 from deployer.report import format_duration
 
@@ -148,7 +148,7 @@ def build(kickstart: SplitKickstart, options: BuildOptions, *, progress: Progres
 def _finish(ctx: BuildContext, ok: bool, progress: Progress) -> None:
     leftover = mounts_below(ctx.workdir)
     for mountpoint in reversed(leftover):  # only a crashed tool could leave one; never delete through it
-        subprocess.run(["umount", "--lazy", mountpoint], check=False)
+        proc.run(["umount", "--lazy", mountpoint], check=False, timeout=60)
     if mounts_below(ctx.workdir):
         raise OperationFailed(f"cannot remove {ctx.workdir}: something is still mounted below it")
     if ok and ctx.options.keep_root:
@@ -160,7 +160,7 @@ def _finish(ctx: BuildContext, ok: bool, progress: Progress) -> None:
 
 
 def mounts_below(path: Path) -> list[str]:
-    out = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False).stdout
+    out = proc.run(["findmnt", "-rn", "-o", "TARGET"], check=False, timeout=60).stdout
     prefix = str(path.resolve())
     return sorted(m for m in out.splitlines() if m == prefix or m.startswith(prefix + "/"))
 

@@ -76,13 +76,7 @@ class ServiceProcess:
     def stop(self, *, grace: float = 10) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        proc.terminate(self.process, grace=grace)
         self.process = None
 
     def __enter__(self) -> "ServiceProcess":

@@ -163,13 +163,7 @@ class LabVm:
 
     def stop(self, *, grace: float = 5) -> None:
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(grace)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+            proc.terminate(self.process, grace=grace)
             self.process = None
         else:
             stop_by_pid_file(self.spec.pid_file, grace=grace)
