@@ -47,12 +47,14 @@ def test_failure_with_erroronfail_names_line_and_output(tmp_path, busybox_root):
     assert host_mounts_under(busybox_root) == []
 
 
-def test_failure_without_erroronfail_is_a_warning(tmp_path, busybox_root):
+def test_failure_without_erroronfail_also_fails_the_build(tmp_path, busybox_root):
     ctx = _ctx(tmp_path, busybox_root, [Script(body="exit 1\n", error_on_fail=False, line=5),
                                         Script(body="touch /etc/after\n", line=8)])
-    PostStage().run(ctx)
-    assert (busybox_root / "etc/after").exists()
-    assert ctx.facts["warnings"] == ["p.ks:5: %post failed with exit status 1 (continuing: --erroronfail not set)"]
+    with pytest.raises(OperationFailed) as err:
+        PostStage().run(ctx)
+    assert str(err.value) == "p.ks:5: %post failed with exit status 1"
+    assert not (busybox_root / "etc/after").exists()
+    assert host_mounts_under(busybox_root) == []
 
 
 def test_missing_interpreter_is_named(tmp_path, busybox_root):

@@ -3,8 +3,8 @@
 A chroot script runs inside the root (tarball_builder.chroot: private mounts and PID namespace,
 no daemons). A `--nochroot` script runs on the build host, isolated the same way, with the root's
 path in `METALSTREAM_ROOT` (and `ANA_INSTALL_PATH`, the name anaconda uses, so existing kickstarts work).
-A failing script fails the build with its output and kickstart line, unless the kickstart says
-`--erroronfail` is off for it (Script.error_on_fail False): then it is logged as a warning.
+A failing script always fails the build with its output and kickstart line: an image whose %post
+half-ran is not the image the kickstart describes (anaconda would only warn without --erroronfail).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from deployer.errors import CommandError, OperationFailed
 from ..chroot import for_build
 from ..context import BuildContext
 from ..spec import Script
-from .util import exists_in_root, in_root, warn, where, write_file
+from .util import exists_in_root, in_root, where, write_file
 
 POST_TIMEOUT = 3600.0
 OUTPUT_TAIL = 20
@@ -71,6 +71,4 @@ def run_script(ctx: BuildContext, script: Script, index: int) -> None:
     if result.returncode != 0:
         tail = "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL:])
         message = f"{loc}: {kind} failed with exit status {result.returncode}" + (f":\n{tail}" if tail else "")
-        if script.error_on_fail:
-            raise OperationFailed(message, details={"output": output})
-        warn(ctx, message + " (continuing: --erroronfail not set)")
+        raise OperationFailed(message, details={"output": output})
