@@ -57,7 +57,7 @@ def run(
             text=not binary,
         )
     except FileNotFoundError as exc:
-        raise OperationFailed(f"{args[0]}: command not found (install it with `make setup`)") from exc
+        raise OperationFailed(f"{args[0]}: command not found (install it with `bash .ci/setup`)") from exc
     except subprocess.TimeoutExpired as exc:
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         raise CommandError(args, None, stderr, timed_out=True) from exc
@@ -86,7 +86,7 @@ def spawn(
     try:
         return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=full_env, cwd=cwd)
     except FileNotFoundError as exc:
-        raise OperationFailed(f"{args[0]}: command not found (install it with `make setup`)") from exc
+        raise OperationFailed(f"{args[0]}: command not found (install it with `bash .ci/setup`)") from exc
 
 
 def wait_checked(proc: subprocess.Popen, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
