@@ -4,9 +4,4 @@ It also holds the few primitives every metalstream component shares (errors, run
 subprocesses), because the deployer is the one package shipped alone inside the installer
 environment and so must not depend on the others.
 """
-from importlib import metadata
-
-try:
-    __version__ = metadata.version("metalstream")
-except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+src"
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)

@@ -17,15 +17,36 @@ import click
 from . import __version__
 from .errors import EXIT_FAILED, MetalstreamError
 
-COMPONENT_COMMAND_MODULES = (
-    "tarball_builder.cli",  # ks lint/render, build
-    "pxe.cli",  # serve, image, token, dnsmasq-config
-    "deployer.commands",  # agent, install
-    "pxe.lab.cli",  # vm, demo
-)
+# Each command is imported only when it is run (or listed by --help): `metalstream install` must not pay
+# for the builder's or the service's imports. The installer environment ships only the deployer package.
+COMPONENT_COMMANDS = {
+    "ks": "tarball_builder.ks_cli", "build": "tarball_builder.build_cli",
+    "serve": "pxe.cli", "image": "pxe.cli", "token": "pxe.cli", "dnsmasq-config": "pxe.cli",
+    "agent": "deployer.agent_cli", "install": "deployer.install_cli",
+    "vm": "pxe.lab.cli", "demo": "pxe.lab.cli",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ComponentGroup(click.Group):
+    """Subcommands contributed by the components' modules (their `COMMANDS`), imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMPONENT_COMMANDS if self.get_command(ctx, name) is not None)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module_name = COMPONENT_COMMANDS.get(name)
+        if module_name is None:
+            return None
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                return None  # that component is not installed here (the installer environment)
+            raise
+        return next((command for command in module.COMMANDS if command.name == name), None)
+
+
+@click.group(cls=ComponentGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="metalstream")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug incl. every command run).")
 @click.option("--debug", is_flag=True, envvar="METALSTREAM_DEBUG", help="Show tracebacks for unexpected errors.")
@@ -42,22 +63,6 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ctx.obj = {"debug": debug}
-
-
-def _register_components() -> None:
-    for module_name in COMPONENT_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            # The installer environment ships only the deployer package; other components are absent there.
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register_components()
 
 
 def _terminate(signum, frame) -> None:

@@ -191,4 +191,5 @@ def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phase
             phase("bootloader", f"boot mode {plan.boot_mode}")
             result.bootloaders = _install_bootloaders(plan, root, layout, target, devices, esp, work, phase)
             phase("bootloader", "installed: " + ", ".join(result.bootloaders))
+            phase("finish", "writing everything to the disk and unmounting")
     os.sync()

@@ -103,14 +103,24 @@ def ensure_image(kickstart: Path, out_dir: Path, name: str, image_format: str, *
     manifest_path = out_dir / f"{name}.json"
     if manifest_path.exists() and not rebuild:
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("kickstart_sha256") == split.sha256 and _files_present(manifest_path, manifest):
-            echo(f"demo: {name}: up to date ({manifest_path}), not rebuilding")
+        if _up_to_date(manifest, split.sha256, image_format) and _files_present(manifest_path, manifest):
+            echo(f"{name}: up to date ({manifest_path}), not rebuilding")
             return manifest_path, 0.0
-    echo(f"demo: building {name} from {kickstart} ...")
+    echo(f"building {name} from {kickstart} ...")
     started = time.monotonic()
     options = BuildOptions(output_dir=out_dir.resolve(), name=name, image_format=image_format)
     built = build(split, options, progress=Progress())
     return Path(built), time.monotonic() - started
+
+
+def _up_to_date(manifest: dict, kickstart_sha256: str, image_format: str) -> bool:
+    """Built from this kickstart and, for the installer, with this checkout's agent inside."""
+    if manifest.get("kickstart_sha256") != kickstart_sha256:
+        return False
+    if image_format == "installer":
+        from tarball_builder.installer.stage import agent_sources_sha256
+        return manifest.get("agent_sha256") == agent_sources_sha256()
+    return True
 
 
 def _files_present(manifest_path: Path, manifest: dict) -> bool:

@@ -77,6 +77,13 @@ class VmSpec:
         return self.dir / "qemu.pid"
 
 
+# The network boot is qemu's iPXE option ROM (like a NIC's own PXE ROM). OVMF's built-in PXE and HTTP boot
+# would follow it once iPXE exits to the disk ("no install pending") and wait out DHCP timeouts: 2+ minutes
+# under TCG before the disk boots. Turning them off keeps the firmware's order: iPXE, then the disk.
+OVMF_NETWORK_OFF = tuple(arg for knob in ("IPv4PXESupport", "IPv6PXESupport", "IPv4Support", "IPv6Support")
+                         for arg in ("-fw_cfg", f"name=opt/org.tianocore/{knob},string=no"))
+
+
 def qemu_argv(spec: VmSpec) -> list[str]:
     """The qemu command line for a lab VM: network first (bootindex 1), then its disk (bootindex 2)."""
     netdev = "user,id=n0"
@@ -104,6 +111,7 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         argv += [
             "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
             "-drive", f"if=pflash,format=raw,file={spec.vars_file}",
+            *OVMF_NETWORK_OFF,
         ]
     return argv + list(spec.extra_args)
 

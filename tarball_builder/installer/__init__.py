@@ -66,10 +66,12 @@ def make_installer(ctx: BuildContext) -> dict:
         "initramfs": archive.file_info(initramfs_out),
         "kernel_version": version,
         "created": ctx.source_date_epoch,
+        "kickstart_sha256": ctx.kickstart.sha256,
         "builder": {"name": "metalstream", "version": __version__},
         "initramfs_uncompressed_size": cpio_size,
         "file_count": entries,
         "module_count": len(module_paths),
+        "agent_sha256": staging.agent_sources_sha256(),
     }
     ctx.facts["installer"] = manifest
     return manifest

@@ -6,6 +6,7 @@ the agent starts both run the root's own python3).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -53,6 +54,19 @@ def add_deployer(stage: Path) -> Path:
     shutil.copytree(Path(deployer.__file__).resolve().parent, target,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return target
+
+
+def agent_sources_sha256() -> str:
+    """Digest of what add_deployer and add_init copy from this checkout: a stale installer is one whose
+    recorded digest differs (the demo rebuilds it then)."""
+    digest = hashlib.sha256()
+    package = Path(deployer.__file__).resolve().parent
+    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                   and p.suffix != ".pyc")
+    for path, name in [(p, "deployer/" + p.relative_to(package).as_posix()) for p in files] + \
+            [(HERE / n, n) for n in ("init.sh", "udhcpc.sh")]:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def add_init(stage: Path) -> None:
