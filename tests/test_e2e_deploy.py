@@ -2,8 +2,8 @@
 into it and the service verifies it over SSH (`active`); a power cycle then boots the disk, not the installer;
 a corrupted image fails cleanly and leaves no bootable half system.
 
-Slow (builds the image and the installer once per session, then each VM boot takes minutes under TCG).
-Run with: .venv/bin/python -m pytest -m "e2e" tests/test_e2e_deploy.py
+Part of the default run (the image and the installer are the session's, shared with the builder tests);
+each VM boot takes a minute or more under TCG. Alone: .venv/bin/python -m pytest -m e2e
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fixtures_e2e import (ExitStack, create_deployment, corrupted_copy, deployme
                           wait_terminal)
 from fixtures_installer import installer_build  # noqa: F401
 
-pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
 LOGIN_TIMEOUT = 10 * 60
 AFTER_FAILURE_WATCH = 90

@@ -83,7 +83,8 @@ def summarize(clock: PhaseClock, builds: dict[str, float]) -> dict:
 
 
 def render_table(summary: dict) -> str:
-    rows = [("build " + name, secs) for name, secs in summary["builds_seconds"].items()]
+    rows = [(f"build {name}{' (up to date, reused)' if not secs else ''}", secs)
+            for name, secs in summary["builds_seconds"].items()]
     rows += [(label, summary["phases_seconds"].get(key)) for key, label in SUMMARY_PHASES]
     rows += [("deploy total (power on → active)", summary["deploy_total_seconds"]),
              ("everything", summary["total_seconds"])]

@@ -1,0 +1,1 @@
+"""metalstream benchmarks: side-by-side ratios against the alternatives, measured in one run (see README.md)."""
