@@ -198,6 +198,11 @@ def render_table(result: dict) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    for key, phases_key, label in (("deploy_vs_raw", "deploy_phases_seconds", "metalstream install"),
+                                   ("deploy_vs_package", "package_phases_seconds", "package install")):
+        if key in result and result[key].get(phases_key):
+            phases = ", ".join(f"{name} {secs:.1f}" for name, secs in result[key][phases_key].items())
+            lines.append(f"{label}, median seconds per phase: {phases}")
     return "\n".join(lines)
 
 
