@@ -52,7 +52,6 @@ def deploy_once(manifest: Path, work: Path, echo) -> host.TimedRun:
     host.settle()
     try:
         run = host.timed(install_argv(manifest, disk), sample_rss=True)
-        host.settle()  # the install syncs what it wrote; this is a no-op check that nothing is left
     finally:
         disk.unlink(missing_ok=True)
     echo(f"    deploy {manifest.stem}: {run.seconds:.1f} s, agent peak RSS {run.peak_rss_mib} MiB")
