@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -116,15 +117,48 @@ def fresh_machine_id(root: Path) -> str:
     return machine_id
 
 
-def ssh_host_keys(root: Path) -> bool:
+class HostKeyForge:
+    """`ssh-keygen -A` started into a scratch directory at the beginning of an install, so the few seconds
+    an RSA key takes overlap the image stream; `ssh_host_keys` moves the keys in if the target wants them.
+    A context manager: the generator is stopped and its keys are discarded if they are not used."""
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+        self.process = None
+
+    def __enter__(self) -> "HostKeyForge":
+        if shutil.which("ssh-keygen") is not None:
+            (self.scratch / "etc/ssh").mkdir(parents=True, exist_ok=True)
+            self.process = proc.spawn(["ssh-keygen", "-A", "-f", self.scratch], stdout=subprocess.DEVNULL)
+        return self
+
+    def keys(self) -> list[Path] | None:
+        """The generated key files (private and .pub), or None when ssh-keygen is not available here."""
+        if self.process is None:
+            return None
+        proc.wait_checked(self.process)
+        return sorted((self.scratch / "etc/ssh").glob("ssh_host_*"))
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            proc.terminate(self.process, grace=2)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def ssh_host_keys(root: Path, forge: HostKeyForge | None = None) -> bool:
     """Fresh SSH host keys for this machine when the image has sshd but (rightly) ships none."""
     ssh_dir = root / "etc/ssh"
     if not (ssh_dir / "sshd_config").is_file() or any(ssh_dir.glob("ssh_host_*_key")):
         return False
+    target_file(root, "etc/ssh/ssh_host_ed25519_key")  # refuses an /etc/ssh that points outside the target
+    keys = forge.keys() if forge else None
+    if keys:
+        for key in keys:
+            write_file(root, f"etc/ssh/{key.name}", key.read_text(), mode=0o644 if key.suffix == ".pub" else 0o600)
+        return True
     if shutil.which("ssh-keygen") is None:
         log.warning("ssh-keygen not found: the target has sshd but no host keys (sshd may not start)")
         return False
-    target_file(root, "etc/ssh/ssh_host_ed25519_key")  # refuses an /etc/ssh that points outside the target
     proc.run(["ssh-keygen", "-A", "-f", root])
     return True
 
@@ -235,7 +269,7 @@ def configure_network(root: Path, devices: list[NetworkDevice]) -> str:
     return stack
 
 
-def configure_target(root: Path, plan: Plan, layout: Layout) -> dict:
+def configure_target(root: Path, plan: Plan, layout: Layout, host_keys: HostKeyForge | None = None) -> dict:
     """Apply the plan's per-machine settings to the unpacked tree at `root`; returns what was done."""
     storage = plan.storage
     hostname = plan.hostname or (storage.hostname if storage else None)
@@ -247,7 +281,7 @@ def configure_target(root: Path, plan: Plan, layout: Layout) -> dict:
         set_hostname(root, hostname)
         done["hostname"] = hostname
     done["network"] = configure_network(root, network)
-    done["ssh_host_keys"] = ssh_host_keys(root)
+    done["ssh_host_keys"] = ssh_host_keys(root, host_keys)
     if plan.root_password_hash:
         set_root_password(root, plan.root_password_hash)
         done["root_password"] = True

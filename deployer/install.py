@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import blockdev, bootloader
 from .blockdev import Target
-from .configure import configure_target
+from .configure import HostKeyForge, configure_target
 from .disks import list_disks, select_disk
 from .errors import BadInput, MetalstreamError
 from .esp import Esp
@@ -167,6 +167,13 @@ def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, 
 
 def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phases, result: InstallResult) -> None:
     phase("partition", f"wiping old signatures and writing a GPT with {len(layout.partitions)} partitions")
+    with HostKeyForge(work / "host-keys") as host_keys:
+        _write_disk(plan, target, layout, work, phase, result, host_keys)
+    os.sync()
+
+
+def _write_disk(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phases, result: InstallResult,
+                host_keys: HostKeyForge) -> None:
     blockdev.wipe(target)
     blockdev.write_table(target, layout)
     with blockdev.partition_devices(target, layout) as devices:
@@ -186,10 +193,9 @@ def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phase
                             f"({result.stream.bytes_read} bytes, {result.stream.resumes} resume(s))")
             phase("configure", "fstab, hostname, network, keys, machine-id")
             moved = _move_boot_efi(root, esp)
-            result.configured = configure_target(root, plan, layout)
+            result.configured = configure_target(root, plan, layout, host_keys)
             result.configured["esp_files"] = moved
             phase("bootloader", f"boot mode {plan.boot_mode}")
             result.bootloaders = _install_bootloaders(plan, root, layout, target, devices, esp, work, phase)
             phase("bootloader", "installed: " + ", ".join(result.bootloaders))
             phase("finish", "writing everything to the disk and unmounting")
-    os.sync()

@@ -9,6 +9,7 @@ ImageVerificationError, which outranks a pipeline error (a corrupt image is the 
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import logging
@@ -26,6 +27,7 @@ from .errors import CommandError, MetalstreamError, OperationFailed
 log = logging.getLogger("metalstream.stream")
 
 STDERR_KEEP = 64 * 1024  # bytes of each stage's stderr kept for the error message
+PIPE_BYTES = 1 << 20  # pipe buffers between the stages (Linux default 64 KiB): each stage runs ahead
 
 
 class ImageVerificationError(OperationFailed):
@@ -85,6 +87,8 @@ class ExtractPipeline:
     def __enter__(self) -> ExtractPipeline:
         zstd = proc.spawn(["zstd", "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._add(zstd)
+        for pipe in (zstd.stdin, zstd.stdout):
+            _widen(pipe)
         try:
             tar = proc.spawn(["tar", "-x", *tar_extract_options(), "-f", "-", "-C", str(self.dest)],
                              stdin=zstd.stdout)
@@ -148,6 +152,13 @@ class ExtractPipeline:
     def __exit__(self, exc_type, exc, tb) -> None:
         # On success finish() has reaped both stages; this only matters on errors and Ctrl-C.
         self._kill()
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError as exc:  # above /proc/sys/fs/pipe-max-size or the user's pipe quota: keep the default
+        log.debug("pipe buffer stays at its default size: %s", exc)
 
 
 def _died_of_broken_pipe(error: CommandError) -> bool:

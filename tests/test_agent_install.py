@@ -108,6 +108,12 @@ def test_target_is_configured_for_this_machine(uefi_install, debian_image, agent
         assert [line for line in (root / "etc/shadow").read_text().splitlines() if line.startswith("root:")] \
             == [f"root:{PW_HASH}:20782:0:99999:7:::"]
         assert re.fullmatch(r"[0-9a-f]{32}\n", (root / "etc/machine-id").read_text())
+        for kind in ("rsa", "ecdsa", "ed25519"):  # made while the image streamed, moved in by configure
+            private = root / f"etc/ssh/ssh_host_{kind}_key"
+            assert private.stat().st_mode & 0o777 == 0o600 and private.stat().st_uid == 0
+            assert (root / f"etc/ssh/ssh_host_{kind}_key.pub").stat().st_mode & 0o777 == 0o644
+            fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", private], capture_output=True, text=True)
+            assert fingerprint.returncode == 0 and kind.upper() in fingerprint.stdout, fingerprint.stderr
         network = (root / "etc/systemd/network/90-metalstream-0.network").read_text()
         assert "Name=en* eth*" in network and "DHCP=yes" in network
         unit = os.readlink(root / "etc/systemd/system/multi-user.target.wants/systemd-networkd.service")
