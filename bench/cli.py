@@ -18,6 +18,7 @@ from .stats import figure, goal, median_of_phases, ratio
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("deploy", "serve", "memory", "build")
 CLIENT_COUNTS = (1, 4, 16)
+SERVE_ROUNDS_PER_RUN = 3
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,13 +119,14 @@ def bench_deploy(manifest, tarball, kickstart, runs, work, echo, small_rss) -> d
 def bench_serve(manifest, tarball, size, runs, work, echo) -> dict:
     echo("serve: concurrent full downloads, metalstream serve vs nginx")
     rates: dict[int, dict[str, list[float]]] = {n: {"metalstream": [], "nginx": []} for n in CLIENT_COUNTS}
+    rounds = runs * SERVE_ROUNDS_PER_RUN  # a round is a few seconds; more of them steady the median
     with serve.metalstream_server(manifest, work) as ours, serve.nginx_server(tarball, work) as theirs:
-        for index in range(runs):
+        for index in range(rounds):
             for clients in CLIENT_COUNTS:
                 for name, url in (("metalstream", ours), ("nginx", theirs)):
                     rate = serve.download_round(url, clients, size)
                     rates[clients][name].append(rate)
-                    echo(f"  run {index + 1}/{runs}: {clients:2d} clients, {name:<11} {rate:8.1f} MiB/s")
+                    echo(f"  round {index + 1}/{rounds}: {clients:2d} clients, {name:<11} {rate:8.1f} MiB/s")
     table = {}
     for clients, by_server in rates.items():
         ours_fig, theirs_fig = figure(by_server["metalstream"], 1), figure(by_server["nginx"], 1)

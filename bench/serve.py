@@ -57,7 +57,8 @@ def nginx_server(file: Path, work: Path) -> Iterator[str]:
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, root=file.parent))
+    file = file.resolve()
+    conf.write_text(NGINX_CONF.format(prefix=prefix.resolve(), port=port, root=file.parent))
     with open(prefix / "stderr.log", "ab") as log:
         server = proc.spawn(["nginx", "-p", prefix, "-c", conf], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}/{file.name}"
@@ -91,24 +92,27 @@ def _metalstream() -> str:
     return shutil.which("metalstream", path=str(Path(sys.executable).parent)) or "metalstream"
 
 
-def download_round(url: str, clients: int, expected_size: int) -> float:
-    """Start CLIENTS full downloads at once; return the aggregate throughput in MiB/s (all bytes ÷ wall time).
-    Every client must receive the whole file."""
-    argv = ["curl", "--silent", "--show-error", "--fail", "--output", "/dev/null", "--write-out", "%{size_download}",
-            url]
+def download_round(url: str, clients: int, expected_size: int, total_files: int = 16) -> float:
+    """CLIENTS curl processes start at once; together they fetch the whole file TOTAL_FILES times (each one
+    TOTAL_FILES / CLIENTS times in a row, on one connection), so every round moves the same bytes and lasts
+    long enough to measure. Returns the aggregate throughput in MiB/s. Every transfer must be complete."""
+    repeat = max(1, -(-total_files // clients))
+    argv = ["curl", "--silent", "--show-error", "--fail", "--write-out", "%{size_download}\n"]
+    for _ in range(repeat):
+        argv += ["--output", "/dev/null", url]
     started = time.monotonic()
     children = [proc.spawn(argv, stdout=subprocess.PIPE) for _ in range(clients)]
-    sizes = []
+    sizes: list[int] = []
     try:
         for child in children:
-            out, _ = child.communicate(timeout=1800)
+            out, err = child.communicate(timeout=1800)
             if child.returncode != 0:
-                raise OperationFailed(f"curl {url} failed with status {child.returncode}")
-            sizes.append(int(out.decode().strip() or 0))
+                raise OperationFailed(f"curl {url} failed with status {child.returncode}: {err.decode(errors='replace')}")
+            sizes += [int(line) for line in out.decode().split()]
     finally:
         for child in children:
             proc.terminate(child)
     seconds = time.monotonic() - started
-    if any(size != expected_size for size in sizes):
-        raise OperationFailed(f"{url}: a client got {sizes} bytes, expected {expected_size} each")
+    if len(sizes) != clients * repeat or any(size != expected_size for size in sizes):
+        raise OperationFailed(f"{url}: transfers of {sizes} bytes, expected {clients * repeat} of {expected_size}")
     return sum(sizes) / 2**20 / seconds
