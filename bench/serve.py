@@ -3,6 +3,7 @@ serving the same file on loopback. The clients are curl processes, the same for 
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +45,7 @@ def metalstream_server(manifest: Path, work: Path) -> Iterator[str]:
     """`metalstream serve` with the image registered; yields the image's URL."""
     data_dir = work / "serve-data"
     proc.run(["rm", "-rf", data_dir])
-    proc.run([_metalstream(), "image", "add", "--data-dir", data_dir, manifest], timeout=600)
+    proc.run([sys.executable, "-m", "deployer", "image", "add", "--data-dir", data_dir, manifest], timeout=600)
     name = manifest.stem
     with ServiceProcess(data_dir) as service:
         yield f"{service.url}/images/{name}.tar.zst"
@@ -84,12 +85,6 @@ def _wait_ready(url: str, server: subprocess.Popen, log: Path, timeout: float = 
             pass
         time.sleep(0.2)
     raise OperationFailed(f"nginx did not serve {url} within {timeout:.0f} s (last answer: {status}); see {log}")
-
-
-def _metalstream() -> str:
-    import shutil
-    import sys
-    return shutil.which("metalstream", path=str(Path(sys.executable).parent)) or "metalstream"
 
 
 def download_round(url: str, clients: int, expected_size: int, total_files: int = 16) -> float:
