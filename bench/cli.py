@@ -59,6 +59,9 @@ def main(runs, only, kickstart, image_dir, large_size, work, output) -> None:
     except MetalstreamError as exc:
         click.echo(f"bench: failed: {exc}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:  # servers, VMs, mounts and loop devices were released on the way out
+        click.echo("bench: interrupted", err=True)
+        sys.exit(130)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
     from .chart import draw
