@@ -192,7 +192,6 @@ def _progress_line(dep: dict) -> str:
 def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
     from pxe import tokens
     from pxe.cli import _engine
-    from pxe import imagestore
 
     clock = PhaseClock()
     builds: dict[str, float] = {}
@@ -202,7 +201,7 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
                                                            opts.installer_name, "installer", rebuild=opts.rebuild,
                                                            echo=echo)
     config, engine = _engine(opts.data_dir, None)
-    image = imagestore.register(engine, config.image_dir, image_manifest)
+    image = _register_current(engine, config.image_dir, image_manifest)
     token = tokens.create_api_token(engine, "admin", "demo")
     ssh_port = free_port()
     spec = VmSpec(opts.vm_name, firmware=opts.firmware, ssh_port=ssh_port, lab_dir=opts.lab_dir,
@@ -234,6 +233,22 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
         raise OperationFailed(f"deployment ended {final['state']}: {final.get('error') or final.get('check_message')}"
                               f" (serial log: {spec.serial_log})")
     return summary
+
+
+def _register_current(engine, image_dir: Path, manifest_path: Path) -> dict:
+    """Register the image just built; an older build under the same name in the demo's own store (the
+    kickstart changed, or another checkout built it) is replaced, not refused."""
+    from pxe import imagestore
+    from pxe.errors import NotFound
+
+    sha256 = json.loads(manifest_path.read_text())["sha256"]
+    name = json.loads(manifest_path.read_text())["name"]
+    try:
+        if imagestore.get(engine, name)["sha256"] != sha256:
+            imagestore.remove(engine, image_dir, name)
+    except NotFound:
+        pass
+    return imagestore.register(engine, image_dir, manifest_path)
 
 
 def _cancel_open_deployments(api: ApiClient, mac: str) -> None:
