@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import METALSTREAM, REPO, require_root, require_tools, run_cli
+from fixtures_stream import Fault, file_server  # noqa: F401 (fixture)
 from fixtures_agent import (SYNTHETIC_KERNEL, blkid, compare_with_tarball, esp_files, gpt_partitions,
                             leftover_state, mounted_partition, partition_loop)
 
@@ -263,9 +264,16 @@ def test_run_install_failure_result_names_the_phase(synthetic_image, sparse_disk
         assert disk.stat().st_blocks == 0  # nothing written
 
 
-def test_ctrl_c_during_the_stream_leaves_no_loop_device_or_mount(debian_image, sparse_disk):
+def test_ctrl_c_during_the_stream_leaves_no_loop_device_or_mount(debian_image, sparse_disk, file_server):
+    # The image comes over HTTP and the server stalls a quarter of the way in, so the interrupt always lands
+    # while the stream runs (a local file streams in a second or two: the install could finish first).
+    tarball = debian_image.parent / json.loads(debian_image.read_text())["tarball"]
+    file_server.serve(debian_image.name, debian_image)
+    file_server.serve(tarball.name, tarball)
+    file_server.state.faults[tarball.name] = [Fault(at=tarball.stat().st_size // 4, kind="stall", stall_seconds=60)]
     disk = sparse_disk(4 * GIB)
-    install = subprocess.Popen([*METALSTREAM, "install", str(debian_image), "--to", str(disk), "--boot", "uefi"],
+    install = subprocess.Popen([*METALSTREAM, "install", f"{file_server.base_url}/{debian_image.name}", "--to",
+                                str(disk), "--boot", "uefi"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         for line in install.stdout:
