@@ -14,7 +14,7 @@ def build_once(kickstart: Path, out_dir: Path, cache_dir: Path, label: str, echo
     """`metalstream build` into OUT_DIR with CACHE_DIR; returns (seconds, the tarball's sha256)."""
     shutil.rmtree(out_dir, ignore_errors=True)
     host.settle()
-    run = host.timed([sys.executable, "-m", "deployer", "build", str(kickstart), "-o", str(out_dir), "--name", "bench",
+    run = host.timed([sys.executable, "-m", "metalstream", "build", str(kickstart), "-o", str(out_dir), "--name", "bench",
                       "--cache-dir", str(cache_dir)])
     sha256 = json.loads((out_dir / "bench.json").read_text())["sha256"]
     echo(f"    build {label}: {run.seconds:.1f} s, sha256 {sha256[:16]}…")

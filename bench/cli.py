@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from deployer.errors import MetalstreamError
+from metalstream.errors import MetalstreamError
 
 from . import build, deploy, host, serve
 from .large_image import make_large_image
@@ -72,7 +72,7 @@ def main(runs, only, kickstart, image_dir, large_size, work, output) -> None:
 
 
 def run_all(sections, runs: int, kickstart: Path, image_dir: Path, large_size: int, work: Path, echo) -> dict:
-    from pxe.lab.demo import ensure_image
+    from lab.demo import ensure_image
 
     started = datetime.datetime.now(datetime.timezone.utc)
     echo(f"bench: {', '.join(sections)}; {runs} run(s) each; scratch in {work}")

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deployer import proc
 from deployer.stream import tar_extract_options
+from metalstream import proc
 
 from . import host
 
@@ -25,7 +25,7 @@ PHASE_LINE = re.compile(r"^\[(\w+)\]")
 
 
 def install_argv(manifest: Path, disk: Path) -> list[str]:
-    return [sys.executable, "-m", "deployer", "install", str(manifest), "--to", str(disk), "--size", str(DISK_SIZE),
+    return [sys.executable, "-m", "metalstream", "install", str(manifest), "--to", str(disk), "--size", str(DISK_SIZE),
             "--boot", "uefi", "--hostname", "bench"]
 
 

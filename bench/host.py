@@ -1,5 +1,5 @@
 """What the benchmarks do to this machine: fresh filesystems on loop devices, timed commands whose output
-lines are timestamped, and the peak memory of a running process. Every command goes through deployer.proc."""
+lines are timestamped, and the peak memory of a running process. Every command goes through metalstream.proc."""
 from __future__ import annotations
 
 import os
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from deployer import proc
 from deployer.blockdev import mounted
-from deployer.errors import CommandError
+from metalstream import proc
+from metalstream.errors import CommandError
 
 SAMPLE_SECONDS = 0.02
 

@@ -8,8 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from deployer import proc
 from deployer.stream import tar_extract_options
+from metalstream import proc
 from tarball_builder.stages.pack import count_entries, pack
 
 FILLER_FILE = 256 << 20

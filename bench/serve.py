@@ -11,9 +11,9 @@ from typing import Iterator
 
 import requests
 
-from deployer import proc
-from deployer.errors import OperationFailed
-from pxe.lab.service_proc import ServiceProcess, free_port
+from lab.service_proc import ServiceProcess, free_port
+from metalstream import proc
+from metalstream.errors import OperationFailed
 
 # `user root`: the workers must read the image wherever it is (pytest's and the build's directories are 0700).
 NGINX_CONF = """daemon off;
@@ -45,7 +45,7 @@ def metalstream_server(manifest: Path, work: Path) -> Iterator[str]:
     """`metalstream serve` with the image registered; yields the image's URL."""
     data_dir = work / "serve-data"
     proc.run(["rm", "-rf", data_dir])
-    proc.run([sys.executable, "-m", "deployer", "image", "add", "--data-dir", data_dir, manifest], timeout=600)
+    proc.run([sys.executable, "-m", "metalstream", "image", "add", "--data-dir", data_dir, manifest], timeout=600)
     name = manifest.stem
     with ServiceProcess(data_dir) as service:
         yield f"{service.url}/images/{name}.tar.zst"

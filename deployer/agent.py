@@ -17,9 +17,10 @@ from typing import Callable, TextIO
 
 import requests
 
-from . import proc
+from metalstream import proc
+from metalstream.errors import BadInput, MetalstreamError, OperationFailed
+
 from .agentlog import AgentLog
-from .errors import BadInput, MetalstreamError, OperationFailed
 from .report import ConsoleReporter, HttpReporter, TeeReporter
 
 log = logging.getLogger("metalstream.agent")
@@ -105,7 +106,7 @@ def reboot_machine() -> None:
 
 def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] = reboot_machine) -> int:
     """The agent from plan to reboot; returns the process exit code (0 installed, 1 failed, 2 bad plan)."""
-    from .plan import Plan
+    from metalstream.contracts.plan import Plan
 
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {options.token}"

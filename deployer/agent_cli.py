@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .errors import BadInput
+from metalstream.errors import BadInput
 
 
 @click.command("agent")

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import proc
-from .errors import BadInput, OperationFailed
+from metalstream import proc
+from metalstream.errors import BadInput, OperationFailed
+
 from .partition import Layout, Partition, render_sfdisk
 
 log = logging.getLogger("metalstream.blockdev")

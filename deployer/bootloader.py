@@ -13,11 +13,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
-from .errors import OperationFailed
+from metalstream import proc
+from metalstream.contracts.plan import Kernel
+from metalstream.errors import OperationFailed
+
 from .esp import Esp
 from .partition import Layout, Partition
-from .plan import Kernel
 
 EFI_MODULES = ("part_gpt", "part_msdos", "fat", "ext2", "xfs", "normal", "configfile", "search", "search_fs_uuid",
                "linux", "echo", "test", "all_video", "gzio", "serial", "terminal", "sleep", "efi_gop", "reboot")

@@ -2,8 +2,8 @@
 a fresh machine-id and /etc/metalstream/deployment.json.
 
 Only files are written; nothing of the target is executed (no dracut, grub-mkconfig, os-prober):
-the image's pregenerated initramfs is kept. Paths are resolved inside the target root and a
-symlink is never followed out of it.
+the image's pregenerated initramfs is kept. Every path is resolved inside the target root
+(metalstream.rootfs), so a symlink in the image never leads a write out of it.
 """
 from __future__ import annotations
 
@@ -17,39 +17,17 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from . import proc
-from .errors import OperationFailed
+from metalstream import proc
+from metalstream.contracts.deployspec import NetworkDevice
+from metalstream.contracts.plan import Plan
+from metalstream.errors import OperationFailed
+from metalstream.rootfs import make_dirs, resolve, writable_path, write_file
+
 from .partition import Layout
-from .plan import Plan
-from .spec import NetworkDevice
 
 log = logging.getLogger("metalstream.configure")
 _MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", re.IGNORECASE)
 WIRED_GLOB = "en* eth*"
-
-
-def target_file(root: Path, rel: str) -> Path:
-    """root/rel, refusing a parent directory that resolves outside root; a symlink at rel is removed."""
-    path = root / rel.lstrip("/")
-    real_root = os.path.realpath(root)
-    parent = os.path.realpath(path.parent)
-    if parent != real_root and not parent.startswith(real_root + os.sep):
-        raise OperationFailed(f"/{rel.lstrip('/')}: its directory points outside the target ({parent})")
-    if path.is_symlink():
-        path.unlink()
-    return path
-
-
-def write_file(root: Path, rel: str, text: str, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> Path:
-    path = target_file(root, rel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.metalstream")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chown(tmp, uid, gid)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return path
 
 
 def fstab_text(layout: Layout) -> str:
@@ -73,8 +51,8 @@ def fstab_text(layout: Layout) -> str:
 
 def set_hostname(root: Path, hostname: str) -> None:
     write_file(root, "etc/hostname", hostname + "\n")
-    hosts = root / "etc/hosts"
-    lines = hosts.read_text().splitlines() if hosts.is_file() and not hosts.is_symlink() else ["127.0.0.1\tlocalhost"]
+    hosts = resolve(root, "etc/hosts")
+    lines = hosts.read_text().splitlines() if hosts.is_file() else ["127.0.0.1\tlocalhost"]
     short = hostname.split(".")[0]
     entry = f"127.0.1.1\t{hostname}" + (f"\t{short}" if short != hostname else "")
     lines = [line for line in lines if not line.startswith("127.0.1.1")] + [entry]
@@ -82,7 +60,7 @@ def set_hostname(root: Path, hostname: str) -> None:
 
 
 def set_root_password(root: Path, password_hash: str) -> None:
-    shadow = root / "etc/shadow"
+    shadow = resolve(root, "etc/shadow")
     lines = shadow.read_text().splitlines() if shadow.is_file() else []
     found = False
     for i, line in enumerate(lines):
@@ -93,17 +71,13 @@ def set_root_password(root: Path, password_hash: str) -> None:
             found = True
     if not found:
         lines.insert(0, f"root:{password_hash}:19000:0:99999:7:::")
-    st = shadow.stat() if shadow.exists() else None
-    write_file(root, "etc/shadow", "\n".join(lines) + "\n", mode=st.st_mode & 0o7777 if st else 0o640,
-               gid=st.st_gid if st else 0)
+    write_file(root, "etc/shadow", "\n".join(lines) + "\n", mode=None if shadow.exists() else 0o640)
 
 
 def add_authorized_keys(root: Path, keys: list[str]) -> None:
-    ssh_dir = target_file(root, "root/.ssh")
-    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(ssh_dir, 0o700)
-    path = ssh_dir / "authorized_keys"
-    existing = path.read_text().splitlines() if path.is_file() and not path.is_symlink() else []
+    os.chmod(make_dirs(root, "root/.ssh", mode=0o700), 0o700)
+    path = resolve(root, "root/.ssh/authorized_keys")
+    existing = path.read_text().splitlines() if path.is_file() else []
     merged = existing + [k for k in keys if k not in existing]
     write_file(root, "root/.ssh/authorized_keys", "\n".join(merged) + "\n", mode=0o600)
 
@@ -111,8 +85,8 @@ def add_authorized_keys(root: Path, keys: list[str]) -> None:
 def fresh_machine_id(root: Path) -> str:
     machine_id = uuid.uuid4().hex
     write_file(root, "etc/machine-id", machine_id + "\n", mode=0o444)
-    dbus = root / "var/lib/dbus/machine-id"
-    if dbus.exists() and not dbus.is_symlink():
+    dbus = resolve(root, "var/lib/dbus/machine-id", follow_last=False)
+    if not dbus.is_symlink() and dbus.exists():  # a link to /etc/machine-id is right as it is
         write_file(root, "var/lib/dbus/machine-id", machine_id + "\n", mode=0o444)
     return machine_id
 
@@ -147,10 +121,9 @@ class HostKeyForge:
 
 def ssh_host_keys(root: Path, forge: HostKeyForge | None = None) -> bool:
     """Fresh SSH host keys for this machine when the image has sshd but (rightly) ships none."""
-    ssh_dir = root / "etc/ssh"
+    ssh_dir = resolve(root, "etc/ssh")
     if not (ssh_dir / "sshd_config").is_file() or any(ssh_dir.glob("ssh_host_*_key")):
         return False
-    target_file(root, "etc/ssh/ssh_host_ed25519_key")  # refuses an /etc/ssh that points outside the target
     keys = forge.keys() if forge else None
     if keys:
         for key in keys:
@@ -240,8 +213,7 @@ def network_stack(root: Path) -> str:
 def _enable_unit(root: Path, unit: str, wanted_by: str) -> None:
     for base in ("usr/lib/systemd/system", "lib/systemd/system"):
         if os.path.lexists(root / base / unit):
-            link = target_file(root, f"etc/systemd/system/{wanted_by}.wants/{unit}")
-            link.parent.mkdir(parents=True, exist_ok=True)
+            link = writable_path(root, f"etc/systemd/system/{wanted_by}.wants/{unit}")
             link.unlink(missing_ok=True)
             os.symlink(f"/{base}/{unit}", link)
             return

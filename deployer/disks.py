@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BadInput
-from .plan import DiskHints
+from metalstream.contracts.plan import DiskHints
+from metalstream.errors import BadInput
 
 GIB = 1 << 30
 DEFAULT_MIN_SIZE = 8 * GIB

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 import requests
 import urllib3
 
-from .errors import OperationFailed
+from metalstream.errors import OperationFailed
 
 log = logging.getLogger("metalstream.download")
 

@@ -16,14 +16,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metalstream.contracts.plan import Plan
+from metalstream.errors import BadInput, MetalstreamError
+
 from . import blockdev, bootloader
 from .blockdev import Target
 from .configure import HostKeyForge, configure_target
 from .disks import list_disks, select_disk
-from .errors import BadInput, MetalstreamError
 from .esp import Esp
 from .partition import Layout, check_disk_use, plan_layout, render_sfdisk
-from .plan import Plan
 from .report import Reporter
 from .stream import ImageVerificationError, StreamResult, stream_image
 

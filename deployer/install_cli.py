@@ -1,13 +1,13 @@
 """`metalstream install`: the same install the agent does, onto a block device or a disk image file."""
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 
 import click
 
-from .errors import BadInput
+from metalstream.errors import BadInput
+
 from .remote import run_ssh_install, ssh_options
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
@@ -77,8 +77,7 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     """
     from .blockdev import open_target
     from .install import run_install
-    from .plan import load_plan_file, local_plan, validate_hostname, validate_kernel_args, validate_password_hash, \
-        validate_ssh_key
+    from .plan import load_plan_file, local_plan, with_options
     from .report import ConsoleReporter
 
     if plan_file is None and image is None:
@@ -91,26 +90,11 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
                      *(["--kernel-args", kernel_args] if kernel_args is not None else []),
                      *(["--dry-run"] if dry_run else [])]
         return run_ssh_install(ssh_target, ssh_identity, ssh_known_hosts, image, target, plan_file, forwarded)
-    if plan_file:
-        plan = load_plan_file(plan_file)
-        if image:
-            raise BadInput("give either IMAGE or --plan (the plan names its image)", location="IMAGE")
-        if boot:
-            plan.boot_mode = boot
-        if hostname:
-            plan.hostname = validate_hostname(hostname, "--hostname")
-        if root_password_hash:
-            plan.root_password_hash = validate_password_hash(root_password_hash, "--root-password-hash")
-        plan.ssh_keys += [validate_ssh_key(k, f"--ssh-key[{i}]") for i, k in enumerate(ssh_keys)]
-        if kernel_args is not None:
-            plan.kernel_args = validate_kernel_args(kernel_args, "--kernel-args")
-        if wipe:
-            from .spec import ClearPart, DeploySpec
-
-            plan.storage = dataclasses.replace(plan.storage or DeploySpec(), clearpart=ClearPart(mode="all"))
-    else:
-        plan = local_plan(image, boot_mode=boot or "both", hostname=hostname, ssh_keys=ssh_keys,
-                          root_password_hash=root_password_hash, kernel_args=kernel_args or "", wipe=wipe)
+    if plan_file and image:
+        raise BadInput("give either IMAGE or --plan (the plan names its image)", location="IMAGE")
+    plan = with_options(load_plan_file(plan_file) if plan_file else local_plan(image), boot_mode=boot,
+                        hostname=hostname, ssh_keys=ssh_keys, root_password_hash=root_password_hash,
+                        kernel_args=kernel_args, wipe=wipe)
     resolved = open_target(target, create_size=parse_size(size) if size else None)
     result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run)
     if dry_run:

@@ -10,8 +10,8 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import BadInput
-from .spec import DeploySpec, PartSpec
+from metalstream.contracts.deployspec import DeploySpec, PartSpec
+from metalstream.errors import BadInput
 
 MIB = 1 << 20
 GPT_ENTRIES_BYTES = 16384  # 128 partition entries of 128 bytes; the backup copy sits before the backup header

@@ -1,7 +1,7 @@
 """`metalstream install ... --ssh root@host`: run the same install on a machine booted into a rescue system.
 
-The deployer package is zipped on the fly into one `deployer.pyz` (a zipapp: stdlib + click + requests +
-pyudev on the far side, nothing else), copied with SFTP into a fresh temp dir on the host, and run there
+The agent (the core and deployer packages) is zipped on the fly into one `deployer.pyz` (a zipapp:
+stdlib + click + requests + pyudev on the far side, nothing else), copied with SFTP into a fresh temp dir on the host, and run there
 as `python3 deployer.pyz install ...`. Its stdout/stderr stream back as they come; its exit status
 becomes ours. Local image manifests (and the tarball beside them) and plan files are uploaded too;
 http(s) URLs are passed through so the host streams the image itself. Ctrl-C interrupts the remote
@@ -30,12 +30,12 @@ from urllib.parse import unquote, urlparse
 
 import click
 
-from .errors import BadInput, OperationFailed
+from metalstream.agent_sources import agent_sources
+from metalstream.errors import BadInput, OperationFailed
 
 log = logging.getLogger("metalstream.remote")
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-ZIP_MAIN = "from deployer.cli import main\n\nmain()\n"
+ZIP_MAIN = "from metalstream.cli import main\n\nmain()\n"
 _TARGET = re.compile(r"(?:(?P<user>[^@:\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^@:\s\[\]]+)(?::(?P<port>\d{1,5}))?")
 
 
@@ -58,15 +58,12 @@ def parse_ssh_target(text: str, *, location: str = "--ssh") -> SshTarget:
 
 
 def build_zipapp(dest: Path) -> Path:
-    """Zip the deployer package into a runnable `deployer.pyz` (reproducible: fixed timestamps, sorted)."""
+    """Zip the agent's sources into a runnable `deployer.pyz` (reproducible: fixed timestamps, sorted)."""
     path = Path(dest) / "deployer.pyz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         entry = zipfile.ZipInfo("__main__.py", date_time=(1980, 1, 1, 0, 0, 0))
         zf.writestr(entry, ZIP_MAIN)
-        for source in sorted(PACKAGE_DIR.rglob("*.py")):
-            if "__pycache__" in source.parts:
-                continue
-            name = "deployer/" + source.relative_to(PACKAGE_DIR).as_posix()
+        for name, source in agent_sources():
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, source.read_bytes())

@@ -11,11 +11,10 @@ import sys
 import time
 from typing import IO, Callable, Protocol
 
+from metalstream.contracts.events import event_document, result_document
+from metalstream.humanize import format_bytes, format_duration
+
 log = logging.getLogger("metalstream.report")
-
-MAX_MESSAGE = 4096  # the service refuses longer event messages
-
-PHASES = ("start", "disk", "partition", "mkfs", "stream", "verify", "configure", "bootloader", "finish")
 
 
 class Reporter(Protocol):
@@ -26,21 +25,6 @@ class Reporter(Protocol):
     def result(self, *, success: bool, phase: str, error: str | None = None,
                root_uuid: str | None = None, log: str | None = None) -> None:
         """The outcome, once: `phase` is `finish` on success, the failing phase otherwise."""
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 class RateMeter:
@@ -197,10 +181,7 @@ class HttpReporter:
             return
         self._last_key = key
         self._next_progress = now + self._interval
-        if len(message) > MAX_MESSAGE:
-            message = message[:MAX_MESSAGE - 3] + "..."
-        body = {"phase": phase, "message": message, "bytes_done": bytes_done, "bytes_total": bytes_total,
-                "time": time.time()}
+        body = event_document(phase, message, bytes_done, bytes_total, time.time())
         try:
             self._post(self.events_url, body)
             self.events_sent += 1
@@ -217,8 +198,8 @@ class HttpReporter:
         self.result_sent = True
         if log is None and self._log_source is not None:
             log = self._log_source()
-        body = {"success": success, "phase": phase, "error": error, "log": log or "", "root_uuid": root_uuid,
-                "time": time.time()}
+        body = result_document(success=success, phase=phase, error=error, log=log or "", root_uuid=root_uuid,
+                               time=time.time())
         for attempt in range(1, self._result_attempts + 1):
             try:
                 self._post(self.result_url, body)

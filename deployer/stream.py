@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-from . import proc
+from metalstream import proc
+from metalstream.errors import CommandError, MetalstreamError, OperationFailed
+
 from .download import CHUNK_SIZE, RetryPolicy, open_chunks
-from .errors import CommandError, MetalstreamError, OperationFailed
 
 log = logging.getLogger("metalstream.stream")
 

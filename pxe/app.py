@@ -7,10 +7,11 @@ import time
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from deployer.errors import BadInput, MetalstreamError
+from metalstream.errors import BadInput, MetalstreamError
 
 from . import metrics
 from .config import ServiceConfig
+from .errors import http_status
 from .render import RenderError
 from .service import Service
 from .views import agent, boot, deployments, files, images, meta, tokens
@@ -41,7 +42,7 @@ def error_body(message: str, field: str | None = None, **extra) -> dict:
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(BadInput)
     def bad_input(exc: BadInput):
-        return jsonify(error_body(exc.reason, exc.location, **exc.details)), exc.http_status
+        return jsonify(error_body(exc.reason, exc.location, **exc.details)), http_status(exc)
 
     @app.errorhandler(RenderError)
     def render_error(exc: RenderError):
@@ -51,7 +52,7 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(MetalstreamError)
     def typed_error(exc: MetalstreamError):
         return jsonify(error_body(exc.message, exc.details.get("field"),
-                                  **{k: v for k, v in exc.details.items() if k != "field"})), exc.http_status
+                                  **{k: v for k, v in exc.details.items() if k != "field"})), http_status(exc)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 DEFAULT_DATA_DIR = Path(os.environ.get("METALSTREAM_DATA_DIR", "/var/lib/metalstream"))
 
@@ -71,8 +71,9 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
       metalstream serve --data-dir /srv/ms --bind 0.0.0.0:8080 --installer out/installer.json --tftp 69
     Point DHCP (or `metalstream dnsmasq-config`) at http://HOST:PORT/boot.ipxe.
     """
+    from metalstream import proc
+
     from . import server, tftp
-    from deployer import proc
     from .render import SAFE_URL
     host, _ = _parse_bind(bind)
     if public_url is not None and not SAFE_URL.match(public_url):

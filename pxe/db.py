@@ -8,12 +8,26 @@ is open, NULL once it ended) is unique, so two open deployments for one MAC cann
 """
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table,
-                        Text, create_engine, event, select)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from deployer.errors import OperationFailed
+from metalstream.errors import OperationFailed
 
 SCHEMA_VERSION = 1
 

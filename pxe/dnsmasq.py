@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from .render import SAFE_URL
 

@@ -1,24 +1,41 @@
-"""HTTP-flavoured typed errors of the service (BadInput, the 400, comes from deployer.errors)."""
+"""The service's typed errors and the HTTP status each answers with.
+
+The core's errors (metalstream.errors) carry exit codes for the command line; how they map to
+HTTP is decided here: BadInput is a 400, a ServiceError carries its own status, anything else
+that escapes is a 500.
+"""
 from __future__ import annotations
 
-from deployer.errors import MetalstreamError
+from metalstream.errors import BadInput, MetalstreamError
 
 
-class Unauthorized(MetalstreamError):
+class ServiceError(MetalstreamError):
+    http_status = 500
+
+
+class Unauthorized(ServiceError):
     http_status = 401
 
 
-class Forbidden(MetalstreamError):
+class Forbidden(ServiceError):
     http_status = 403
 
 
-class NotFound(MetalstreamError):
+class NotFound(ServiceError):
     http_status = 404
 
 
-class Conflict(MetalstreamError):
+class Conflict(ServiceError):
     http_status = 409
 
 
-class Unavailable(MetalstreamError):
+class Unavailable(ServiceError):
     http_status = 501
+
+
+def http_status(exc: MetalstreamError) -> int:
+    if isinstance(exc, ServiceError):
+        return exc.http_status
+    if isinstance(exc, BadInput):
+        return 400
+    return 500

@@ -6,8 +6,6 @@ client. Served paths are resolved inside the store and refused if a symlink poin
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -16,44 +14,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from deployer import proc
-from deployer.errors import BadInput
+from metalstream import proc
+from metalstream.contracts import manifests, rules
+from metalstream.contracts.manifests import file_sha256
+from metalstream.errors import BadInput
 
 from . import db, states
 from .errors import Conflict, NotFound
-from .validate import check_image_name, check_sha256
-
-IMAGE_FORMAT = "metalstream-image/1"
-INSTALLER_FORMAT = "metalstream-installer/1"
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput("no such file", location=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read: {exc}", location=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"not valid JSON: {exc.msg}", location=f"{path}:{exc.lineno}") from None
-    if not isinstance(data, dict):
-        raise BadInput("must be a JSON object", location=str(path))
-    return data
-
-
-def _plain_file_name(value, where: str) -> str:
-    if (not isinstance(value, str) or not value or "/" in value or "\\" in value or "\x00" in value
-            or value in (".", "..")):
-        raise BadInput("must be a file name beside the manifest (no directories)", location=where)
-    return value
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_file(path: Path, size: int, sha256: str, where: str) -> None:
@@ -62,7 +29,7 @@ def _check_file(path: Path, size: int, sha256: str, where: str) -> None:
     actual_size = path.stat().st_size
     if actual_size != size:
         raise BadInput(f"{path} is {actual_size} bytes, the manifest says {size}", location=where)
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != sha256:
         raise BadInput(f"{path} has sha256 {actual}, the manifest says {sha256}", location=where)
 
@@ -70,37 +37,21 @@ def _check_file(path: Path, size: int, sha256: str, where: str) -> None:
 def read_image_manifest(path: Path) -> tuple[dict, Path]:
     """Parse and check an image manifest and its tarball; return (manifest, tarball path)."""
     path = Path(path)
-    manifest = _load_json(path)
-    where = lambda field: f"{path}: {field}"  # noqa: E731
-    if manifest.get("format") != IMAGE_FORMAT:
-        raise BadInput(f"unknown format {manifest.get('format')!r} (want {IMAGE_FORMAT!r})", location=where("format"))
-    check_image_name(manifest.get("name"), where("name"))
-    tarball = path.parent / _plain_file_name(manifest.get("tarball"), where("tarball"))
-    check_sha256(manifest.get("sha256"), where("sha256"))
-    size = manifest.get("size")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise BadInput("must be a non-negative integer", location=where("size"))
-    _check_file(tarball, size, manifest["sha256"], where("sha256"))
+    manifest = manifests.read_image_manifest(manifests.load_document(path), str(path))
+    tarball = path.parent / manifest["tarball"]
+    _check_file(tarball, manifest["size"], manifest["sha256"], f"{path}: sha256")
     return manifest, tarball
 
 
 def read_installer_manifest(path: Path) -> dict:
-    """Parse and check an installer manifest; return it with absolute `kernel_path` / `initramfs_path`."""
+    """Parse and check an installer manifest and its files; return it with absolute `kernel_path` /
+    `initramfs_path` added."""
     path = Path(path)
-    manifest = _load_json(path)
-    if manifest.get("format") != INSTALLER_FORMAT:
-        raise BadInput(f"unknown format {manifest.get('format')!r} (want {INSTALLER_FORMAT!r})",
-                       location=f"{path}: format")
+    manifest = manifests.read_installer_manifest(manifests.load_document(path), str(path))
     for part in ("kernel", "initramfs"):
-        entry = manifest.get(part)
-        if not isinstance(entry, dict):
-            raise BadInput("must be an object with file, sha256, size", location=f"{path}: {part}")
-        where = f"{path}: {part}"
-        target = path.parent / _plain_file_name(entry.get("file"), f"{where}.file")
-        check_sha256(entry.get("sha256"), f"{where}.sha256")
-        if isinstance(entry.get("size"), bool) or not isinstance(entry.get("size"), int):
-            raise BadInput("must be an integer", location=f"{where}.size")
-        _check_file(target, entry["size"], entry["sha256"], where)
+        entry = manifest[part]
+        target = path.parent / entry["file"]
+        _check_file(target, entry["size"], entry["sha256"], f"{path}: {part}")
         manifest[f"{part}_path"] = str(target.resolve())
     return manifest
 
@@ -156,7 +107,7 @@ def get(engine: Engine, name: str) -> dict:
 
 
 def remove(engine: Engine, image_dir: Path, name: str) -> None:
-    check_image_name(name, "name")
+    rules.image_name(name, "name")
     with engine.begin() as conn:
         users = conn.execute(select(db.deployments.c.id).where(
             db.deployments.c.image_name == name, db.deployments.c.state.in_(states.OPEN_STATES))).scalars().all()
@@ -173,7 +124,7 @@ def served_path(image_dir: Path, filename: str) -> Path | None:
     if not filename.endswith(".tar.zst"):
         return None
     try:
-        check_image_name(filename[: -len(".tar.zst")])
+        rules.image_name(filename[: -len(".tar.zst")], "filename")
     except BadInput:
         return None
     root = image_dir.resolve()

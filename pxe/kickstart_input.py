@@ -13,7 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from .errors import Unavailable
 

@@ -1,7 +1,8 @@
 """The OpenAPI 3 description of the REST API (hand-written; a test checks it matches the routes)."""
 from __future__ import annotations
 
-from .validate import BOOT_MODES, DISK_HINT_FIELDS, EVENT_PHASES
+from metalstream.contracts.plan import DISK_HINT_FIELDS
+from metalstream.contracts.rules import BOOT_MODES, PHASES
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ERRORS = {"400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR, "409": _ERROR}
@@ -95,11 +96,11 @@ def openapi_document() -> dict:
                     },
                 },
                 "Event": {"type": "object", "additionalProperties": False, "required": ["phase"],
-                          "properties": {"phase": {"enum": list(EVENT_PHASES)}, "message": {"type": "string"},
+                          "properties": {"phase": {"enum": list(PHASES)}, "message": {"type": "string"},
                                          "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"},
                                          "time": {"type": "number"}}},
                 "Result": {"type": "object", "additionalProperties": False, "required": ["success", "phase"],
-                           "properties": {"success": {"type": "boolean"}, "phase": {"enum": list(EVENT_PHASES)},
+                           "properties": {"success": {"type": "boolean"}, "phase": {"enum": list(PHASES)},
                                           "error": {"type": "string", "nullable": True}, "log": {"type": "string"},
                                           "root_uuid": {"type": "string"}, "time": {"type": "number"}}},
             },

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import jinja2
 
-from deployer.errors import OperationFailed
-
-from .validate import KERNEL_ARG
+from metalstream.contracts.rules import KERNEL_ARG
+from metalstream.errors import OperationFailed
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/\-]*)?\Z")
@@ -26,8 +25,6 @@ _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._\-]{16,200}\Z")
 
 class RenderError(OperationFailed):
     """A value unfit for a boot script reached the renderer (validation upstream missed it)."""
-
-    http_status = 500
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""Deployment state machine (docs/contracts.md §4) and progress arithmetic. Pure: no Flask, no SQL."""
+"""Deployment state machine (docs/contracts.md §4) and progress arithmetic. Pure: no Flask, no SQL.
+
+The state names are the contract's (metalstream.contracts.rules); which moves between them are
+allowed, and what each state means to the service, is decided here.
+"""
 from __future__ import annotations
 
-PENDING, BOOTING, INSTALLING, INSTALLED = "pending", "booting", "installing", "installed"
-ACTIVE, FAILED, CANCELLED = "active", "failed", "cancelled"
-STATES = (PENDING, BOOTING, INSTALLING, INSTALLED, ACTIVE, FAILED, CANCELLED)
+from metalstream.contracts.rules import ACTIVE, BOOTING, CANCELLED, FAILED, INSTALLED, INSTALLING, PENDING, STATES  # noqa: F401
 
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     PENDING: (BOOTING, FAILED, CANCELLED),

@@ -14,7 +14,7 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from . import db
 

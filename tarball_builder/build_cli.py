@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from deployer.errors import OperationFailed
+from metalstream.errors import OperationFailed
 
 from .context import BuildOptions
 from .kickstart import KickstartError, parse_kickstart

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from deployer import proc
-from deployer.errors import OperationFailed
+from metalstream import proc
+from metalstream.errors import OperationFailed
 
 # Runs on the host side, in the new namespaces, before chroot. "$1" is the root, the rest is the command.
 _PROLOGUE = r"""

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from deployer.errors import EXIT_BAD_INPUT, EXIT_OK
+from metalstream.errors import EXIT_BAD_INPUT, EXIT_OK
+
 from .kickstart import SYNTAX_NAME, KickstartError, lint_kickstart, parse_kickstart
 from .templating import parse_vars, render_template
 

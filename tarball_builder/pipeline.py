@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Callable, TextIO
 
-from deployer import proc
-from deployer.errors import CommandError, MetalstreamError, OperationFailed
-from deployer.report import format_duration
+from metalstream import proc
+from metalstream.contracts.manifests import write_document
+from metalstream.errors import CommandError, MetalstreamError, OperationFailed
+from metalstream.humanize import format_duration
 
 from . import cache
 from .backends import backend_for
@@ -32,7 +33,7 @@ from .stages.cleanup import CleanupStage
 from .stages.configure import ConfigureStage
 from .stages.initramfs import InitramfsStage
 from .stages.install import InstallStage
-from .stages.manifest import INSTALLER_FORMAT, ManifestStage, builder_info, write_json
+from .stages.manifest import ManifestStage
 from .stages.pack import PackStage
 from .stages.post import PostStage
 
@@ -54,10 +55,8 @@ class InstallerStage:
     def run(self, ctx: BuildContext) -> None:
         from .installer import make_installer  # written by the installer component; imported only when asked for
 
-        result = make_installer(ctx)
-        manifest = {"format": INSTALLER_FORMAT, "name": ctx.options.name, "created": ctx.source_date_epoch,
-                    "builder": builder_info(), **result}
-        ctx.facts["manifest_path"] = write_json(ctx.options.output_dir / f"{ctx.options.name}.json", manifest)
+        manifest = make_installer(ctx)
+        ctx.facts["manifest_path"] = write_document(ctx.options.output_dir / f"{ctx.options.name}.json", manifest)
 
 
 def stages_for(options: BuildOptions, backend: Backend) -> list[Stage]:
@@ -106,10 +105,13 @@ class Progress:
         return took
 
 
-def build(kickstart: SplitKickstart, options: BuildOptions, *, progress: Progress | None = None) -> Path:
-    """Run every stage; return the manifest path. Raises MetalstreamError with one clear message."""
+def build(kickstart: SplitKickstart, options: BuildOptions, *, progress: Progress | None = None,
+          stages: list[Stage] | None = None) -> Path:
+    """Run the stages (default: `stages_for` the options and the kickstart's distribution family);
+    return the manifest path. Raises MetalstreamError with one clear message."""
     progress = progress or Progress()
-    backend = backend_for(kickstart.build.distribution.family)
+    if stages is None:
+        stages = stages_for(options, backend_for(kickstart.build.distribution.family))
     options.output_dir.mkdir(parents=True, exist_ok=True)
     epoch = options.source_date_epoch
     if epoch is None:
@@ -117,7 +119,6 @@ def build(kickstart: SplitKickstart, options: BuildOptions, *, progress: Progres
     workdir = Path(tempfile.mkdtemp(prefix=f".{options.name}.build-", dir=options.output_dir))
     ctx = BuildContext(kickstart=kickstart, options=options, root=workdir / "root", workdir=workdir,
                        source_date_epoch=epoch)
-    stages = stages_for(options, backend)
     durations: dict[str, float] = {}
     ok = False
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deployer.spec import DeploySpec, SshKey, from_dict
+from metalstream.contracts.deployspec import DeploySpec, SshKey
 
 
 @dataclass
@@ -125,10 +125,6 @@ class BuildSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BuildSpec":
-        return from_dict(cls, data)
 
 
 @dataclass

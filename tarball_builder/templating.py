@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 

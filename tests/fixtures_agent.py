@@ -1,7 +1,8 @@
 """pytest fixtures for the agent tests (imported by conftest.py).
 
 - `debian_image`: a real bootable Debian image (tar.zst + manifest in the docs/contracts.md format),
-  built with mmdebstrap WITHOUT the tarball builder and cached under /var/cache/metalstream-tests/
+  installed with mmdebstrap (not the whole builder pipeline), packed by the test image factory, and cached
+  under /var/cache/metalstream-tests/
   keyed by the package list; `python tests/fixtures_agent.py` builds it ahead of a test run.
 - `synthetic_image`: a small tarball with modes, owners, xattrs, hard links, symlinks and ./boot/efi.
 - `sparse_disk`: factory for sparse disk image files, removed afterwards.
@@ -15,8 +16,8 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import stat
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -25,66 +26,16 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_images import make_image
+
 CACHE = Path(os.environ.get("METALSTREAM_TEST_CACHE", "/var/cache/metalstream-tests"))
 DEBIAN_PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "initramfs-tools", "zstd",
     "grub-efi-amd64-bin", "grub-pc-bin", "grub2-common", "openssh-server", "iproute2",
 )
-DEBIAN_RECIPE_VERSION = "1"
-SOURCE_DATE_EPOCH = 1700000000
+DEBIAN_RECIPE_VERSION = "2"  # 2: packed by the builder's pack stage, manifest by the contract's writer
 SYNTHETIC_KERNEL = "0.0.1-synthetic"
 APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def pack_tree(root: Path, tarball: Path) -> None:
-    """tar --sort=name --numeric-owner --xattrs --acls | zstd, the way the builder packs images."""
-    with open(tarball, "wb") as out:
-        tar = subprocess.Popen(
-            ["tar", "--sort=name", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
-             f"--mtime=@{SOURCE_DATE_EPOCH}", "--clamp-mtime", "-C", str(root), "-c", "."],
-            stdout=subprocess.PIPE)
-        zstd = subprocess.Popen(["zstd", "-q", "-3", "-T0", "-c"], stdin=tar.stdout, stdout=out)
-        tar.stdout.close()
-        if zstd.wait() != 0 or tar.wait() != 0:
-            raise RuntimeError(f"packing {root} failed (tar {tar.returncode}, zstd {zstd.returncode})")
-
-
-def write_manifest(root: Path, tarball: Path, name: str, *, kernels: list[dict], packages: list[dict],
-                   distribution: dict) -> Path:
-    file_count = sum(1 + len(files) + len(dirs) for _, dirs, files in os.walk(root))
-    used = subprocess.run(["du", "-sb", str(root)], capture_output=True, text=True, check=True)
-    manifest = {
-        "format": "metalstream-image/1",
-        "name": name,
-        "tarball": tarball.name,
-        "sha256": _sha256_file(tarball),
-        "size": tarball.stat().st_size,
-        "uncompressed_size": int(used.stdout.split()[0]),
-        "file_count": file_count,
-        "arch": "x86_64",
-        "distribution": distribution,
-        "kernels": kernels,
-        "bootloader": {
-            "bios_grub": (root / "usr/lib/grub/i386-pc").is_dir(),
-            "uefi_grub": (root / "usr/lib/grub/x86_64-efi").is_dir(),
-            "shim": (root / "usr/lib/shim/shimx64.efi.signed").exists(),
-        },
-        "packages": packages,
-        "kickstart_sha256": hashlib.sha256(" ".join(DEBIAN_PACKAGES).encode()).hexdigest(),
-        "created": SOURCE_DATE_EPOCH,
-        "builder": {"name": "metalstream-tests", "version": DEBIAN_RECIPE_VERSION},
-    }
-    path = tarball.with_name(name + ".json")
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
 
 
 def _debian_kernels(root: Path) -> list[dict]:
@@ -126,12 +77,8 @@ def build_debian_image(cache: Path = CACHE) -> Path:
             packages = [dict(zip(("name", "version", "arch"), line.split("\t")))
                         for line in dpkg.stdout.splitlines()]
             pack_dir = work / "out"
-            pack_dir.mkdir()
-            tarball = pack_dir / "debian.tar.zst"
-            pack_tree(root, tarball)
-            write_manifest(root, tarball, "debian", kernels=_debian_kernels(root), packages=packages,
-                           distribution={"family": "debian", "id": "debian", "version": "12",
-                                         "codename": "bookworm"})
+            make_image(root, pack_dir, "debian", family="debian", release="bookworm",
+                       kernels=_debian_kernels(root), packages=packages)
             pack_dir.rename(out)
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"{exc.cmd[0]} failed: {exc.stderr[-3000:]}") from exc
@@ -192,12 +139,9 @@ def synthetic_image(tmp_path_factory) -> Path:
     root = work / "root"
     root.mkdir()
     make_synthetic_tree(root)
-    tarball = work / "synthetic.tar.zst"
-    pack_tree(root, tarball)
     kernels = [{"version": SYNTHETIC_KERNEL, "kernel": f"/boot/vmlinuz-{SYNTHETIC_KERNEL}",
                 "initramfs": f"/boot/initrd.img-{SYNTHETIC_KERNEL}"}]
-    return write_manifest(root, tarball, "synthetic", kernels=kernels, packages=[],
-                          distribution={"family": "synthetic", "id": "synthetic", "version": "1"})
+    return make_image(root, work, "synthetic", family="synthetic", kernels=kernels)
 
 
 def _our_loops(marker: str) -> list[str]:

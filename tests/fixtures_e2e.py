@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 import subprocess
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+
+from metalstream.contracts import manifests
 
 DEPLOY_TIMEOUT = 15 * 60
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -21,8 +22,8 @@ ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 
 @dataclass
 class E2eLab:
-    service: object  # pxe.lab.service_proc.ServiceProcess
-    api: object  # pxe.lab.demo.ApiClient
+    service: object  # lab.service_proc.ServiceProcess
+    api: object  # lab.demo.ApiClient
     engine: object
     image_dir: Path
     image: dict
@@ -35,12 +36,13 @@ class E2eLab:
 def e2e_lab(tmp_path_factory, debian_minimal_image, installer_build):
     """The real service (`metalstream serve` child process) serving the session's installer, with the session's
     debian-minimal image registered and an admin token; stopped at the end of the session, even on failure."""
-    from conftest import require_root, require_tools
+    from lab.demo import ApiClient
+    from lab.service_proc import ServiceProcess
+    from lab.vm import OVMF_CODE
     from pxe import imagestore, tokens
     from pxe.cli import _engine
-    from pxe.lab.demo import ApiClient
-    from pxe.lab.service_proc import ServiceProcess
-    from pxe.lab.vm import OVMF_CODE
+
+    from conftest import require_root, require_tools
 
     require_root()
     require_tools("qemu-system-x86_64", "sfdisk", "mdir")
@@ -74,7 +76,7 @@ def create_deployment(lab: E2eLab, spec, image_name: str, ssh_port: int) -> dict
 
 def wait_terminal(lab: E2eLab, dep_id: str, vm, *, timeout: float = DEPLOY_TIMEOUT) -> dict:
     """Poll the deployment until active/failed/cancelled (the demo's watcher, printing to the test log)."""
-    from pxe.lab.demo import PhaseClock, watch_deployment
+    from lab.demo import PhaseClock, watch_deployment
 
     clock = PhaseClock()
     clock.mark("vm_power_on")
@@ -113,13 +115,12 @@ def corrupted_copy(lab: E2eLab, name: str, work: Path) -> tuple[dict, Path, str]
     (registered image, stored path, the original tarball's sha256 for the caller to re-check)."""
     from pxe import imagestore
 
-    manifest = json.loads(lab.image_manifest.read_text())
+    manifest = manifests.read_image_manifest(manifests.load_document(lab.image_manifest), str(lab.image_manifest))
     original = lab.image_manifest.parent / manifest["tarball"]
     work.mkdir(parents=True, exist_ok=True)
     copy = work / f"{name}.tar.zst"
     shutil.copyfile(original, copy)
-    manifest.update(name=name, tarball=copy.name)
-    (work / f"{name}.json").write_text(json.dumps(manifest, indent=2))
+    manifests.write_document(work / f"{name}.json", {**manifest, "name": name, "tarball": copy.name})
     image = imagestore.register(lab.engine, lab.image_dir, work / f"{name}.json")
     stored = lab.image_dir / f"{name}.tar.zst"
     assert os.stat(stored).st_ino != os.stat(original).st_ino, "the store must not share the build output's inode"
@@ -139,8 +140,8 @@ def fetch_boot_script(lab: E2eLab, mac: str) -> str:
 
 
 def lab_vm_spec(lab: E2eLab, name: str, firmware: str):
-    from pxe.lab.service_proc import free_port
-    from pxe.lab.vm import VmSpec
+    from lab.service_proc import free_port
+    from lab.vm import VmSpec
 
     spec = VmSpec(name, firmware=firmware, ssh_port=free_port(), lab_dir=lab.lab_dir, memory_mib=2048,
                   disk_size_gib=8)
@@ -149,10 +150,6 @@ def lab_vm_spec(lab: E2eLab, name: str, firmware: str):
 
 
 def qemu_processes_for(spec) -> list[str]:
-    text = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    return [line for line in text.splitlines() if "qemu-system" in line and str(spec.disk) in line]
+    from lab.vm import qemu_processes_using
 
-
-__all__ = ["E2eLab", "e2e_lab", "create_deployment", "wait_terminal", "deployments_for", "gpt_partitions",
-           "esp_entries", "corrupted_copy", "fetch_boot_script", "lab_vm_spec", "qemu_processes_for", "ExitStack",
-           "DEPLOY_TIMEOUT"]
+    return qemu_processes_using(spec.disk)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer import proc
+from metalstream import proc
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALLER_KS = REPO / "kickstarts/installer.ks"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer import proc
+from metalstream import proc
 
 DATA = Path(__file__).resolve().parent / "data" / "rpm"
 KERNEL_VERSION = "6.1.0-ms1.x86_64"

@@ -3,8 +3,8 @@ a tree snapshot to compare extractions. Imported by the test modules that need t
 from __future__ import annotations
 
 import hashlib
-import json
 import http.server
+import json
 import os
 import re
 import shutil
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from fixtures_images import write_image_manifest
 
 # ---------------------------------------------------------------- synthetic image
 
@@ -125,15 +127,9 @@ def stream_test_image(tmp_path_factory) -> SyntheticImage:
 def stream_test_image_manifest(stream_test_image, tmp_path_factory):
     """A manifest in the contract format for the streaming test image (not bootable: no kernel)."""
     work = tmp_path_factory.mktemp("stream-manifest")
-    manifest = work / "stream.json"
-    manifest.write_text(json.dumps({
-        "format": "metalstream-image/1", "name": "stream-test", "tarball": stream_test_image.path.name,
-        "sha256": stream_test_image.sha256, "size": stream_test_image.size, "uncompressed_size": 4 << 20,
-        "file_count": 60, "arch": "x86_64",
-        "distribution": {"family": "synthetic", "id": "synthetic", "version": "1"},
-        "kernels": [], "bootloader": {"bios_grub": False, "uefi_grub": False, "shim": False}, "packages": [],
-        "kickstart_sha256": "0" * 64, "created": 1700000000, "builder": {"name": "tests", "version": "1"}}))
     (work / stream_test_image.path.name).symlink_to(stream_test_image.path)
+    manifest = write_image_manifest(work / stream_test_image.path.name, "stream-test", uncompressed_size=4 << 20,
+                                    file_count=60, family="synthetic")
     return manifest, stream_test_image.path
 
 

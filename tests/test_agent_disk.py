@@ -6,8 +6,8 @@ import subprocess
 import pytest
 
 from deployer.disks import GIB, Disk, list_disks, select_disk
-from deployer.errors import BadInput
-from deployer.plan import DiskHints
+from metalstream.contracts.plan import DiskHints
+from metalstream.errors import BadInput
 
 SDA = Disk("sda", "/dev/sda", 480 * GIB, serial="S1", wwn="0x5000c500a1b2c3d4", model="SAMSUNG MZ7LH480",
            by_path="/dev/disk/by-path/pci-0000:00:17.0-ata-1", rotational=False)

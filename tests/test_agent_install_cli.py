@@ -5,10 +5,12 @@ import json
 
 import pytest
 
-from conftest import run_cli
-from deployer.errors import BadInput
 from deployer.install_cli import parse_size
-from fixtures_stream import local_sshd, stream_test_image, stream_test_image_manifest  # noqa: F401 (fixtures)
+from metalstream.contracts.plan import ImageRef, Plan
+from metalstream.errors import BadInput
+
+from conftest import run_cli
+from fixtures_images import write_image_manifest
 
 GIB = 1 << 30
 
@@ -28,21 +30,19 @@ def test_parse_size_rejects(text):
 
 def test_bad_plan_file_is_exit_2_with_the_field(tmp_path):
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"format": "metalstream-plan/1", "deployment_id": "d",
-                                "image": {"name": "x", "url": "/x.tar.zst", "sha256": "a" * 64},
-                                "boot_mode": "legacy"}))
+    document = Plan(image=ImageRef("x", "/x.tar.zst", "a" * 64, None)).to_json()
+    plan.write_text(json.dumps({**document, "boot_mode": "legacy"}))
     result = run_cli("install", "--plan", str(plan), "--to", str(tmp_path / "d.img"), "--size", "4G")
     assert result.returncode == 2
-    assert f"{plan}: plan.boot_mode: expected one of bios, uefi, both" in result.stderr
+    assert f"{plan}: plan.boot_mode: must be one of bios, uefi, both (got 'legacy')" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "d.img").exists()
 
 
 def test_missing_image_and_target_errors(tmp_path):
     result = run_cli("install", "--to", str(tmp_path / "d.img"))
     assert result.returncode == 2 and "give an image manifest" in result.stderr
-    manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"format": "metalstream-image/1", "name": "m", "tarball": "m.tar.zst",
-                                    "sha256": "a" * 64, "size": 1}))
+    (tmp_path / "m.tar.zst").write_bytes(b"not read: the target is checked first")
+    manifest = write_image_manifest(tmp_path / "m.tar.zst", "m")
     result = run_cli("install", str(manifest), "--to", str(tmp_path / "absent.img"))
     assert result.returncode == 2 and "pass --size to create" in result.stderr
 

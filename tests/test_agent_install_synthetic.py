@@ -14,10 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from deployer.plan import local_plan
+
 from conftest import METALSTREAM, REPO, require_root, require_tools, run_cli
-from fixtures_stream import Fault, file_server  # noqa: F401 (fixture)
-from fixtures_agent import (SYNTHETIC_KERNEL, blkid, compare_with_tarball, esp_files, gpt_partitions,
-                            leftover_state, mounted_partition, partition_loop)
+from fixtures_agent import (
+    SYNTHETIC_KERNEL,
+    blkid,
+    compare_with_tarball,
+    esp_files,
+    gpt_partitions,
+    leftover_state,
+    mounted_partition,
+    partition_loop,
+)
+from fixtures_stream import Fault
 
 pytestmark = pytest.mark.root
 
@@ -39,12 +49,10 @@ def _head(path: Path, size: int = MIB) -> bytes:
 
 
 def _plan(manifest: Path, tmp_path: Path, **fields) -> Path:
-    data = json.loads(manifest.read_text())
-    plan = {"format": "metalstream-plan/1", "deployment_id": "test-deployment",
-            "image": {"name": data["name"], "url": str(manifest.parent / data["tarball"]),
-                      "sha256": data["sha256"], "size": data["size"], "manifest": data}, **fields}
+    """A plan file for the image, written by the contract's writer, with `fields` set in the document."""
+    plan = local_plan(str(manifest)).to_json()
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps(plan))
+    path.write_text(json.dumps({**plan, "deployment_id": "test-deployment", **fields}))
     return path
 
 
@@ -227,8 +235,7 @@ class RecordingReporter:
 
 def test_run_install_reports_every_phase_in_order_and_one_result(synthetic_image, sparse_disk):
     from deployer.install import run_install
-    from deployer.plan import local_plan
-    from deployer.report import PHASES
+    from metalstream.contracts.rules import PHASES
 
     disk = sparse_disk(4 * GIB)
     reporter = RecordingReporter()
@@ -244,9 +251,9 @@ def test_run_install_reports_every_phase_in_order_and_one_result(synthetic_image
 
 @pytest.mark.parametrize("fault, phase", [("sha256", "stream"), ("size", "disk")])
 def test_run_install_failure_result_names_the_phase(synthetic_image, sparse_disk, fault, phase):
-    from deployer.errors import MetalstreamError
     from deployer.install import run_install
-    from deployer.plan import ImageRef, local_plan
+    from metalstream.contracts.plan import ImageRef
+    from metalstream.errors import MetalstreamError
 
     plan = local_plan(str(synthetic_image))
     if fault == "sha256":
@@ -274,7 +281,9 @@ def test_ctrl_c_during_the_stream_leaves_no_loop_device_or_mount(debian_image, s
     disk = sparse_disk(4 * GIB)
     install = subprocess.Popen([*METALSTREAM, "install", f"{file_server.base_url}/{debian_image.name}", "--to",
                                 str(disk), "--boot", "uefi"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               # a test run started in the background inherits SIGINT ignored: undo that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in install.stdout:
             if line.startswith("[stream] streaming image:"):

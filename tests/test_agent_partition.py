@@ -5,9 +5,9 @@ import itertools
 
 import pytest
 
-from deployer.errors import BadInput
 from deployer.partition import check_disk_use, describe, plan_layout, render_sfdisk
-from deployer.spec import AutoPart, ClearPart, DeploySpec, PartSpec
+from metalstream.contracts.deployspec import AutoPart, ClearPart, DeploySpec, PartSpec
+from metalstream.errors import BadInput
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -3,19 +3,53 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
-from deployer.errors import BadInput
-from deployer.plan import Plan, load_plan_file, local_plan
+from deployer.plan import load_plan_file, local_plan
+from metalstream.contracts.deployspec import ClearPart, DeploySpec, NetworkDevice, PartSpec
+from metalstream.contracts.manifests import image_manifest
+from metalstream.contracts.plan import DiskHints, ImageRef, Plan
+from metalstream.errors import BadInput
 
-DATA = Path(__file__).parent / "data" / "agent"
+from conftest import public_key_line
+
+PW_HASH = "$6$salt$IxDD3jeSOb5eB1CX5LBsqZFVkJdido3OUILO5Ifz5iwMuTS4XMS130MTSuDDl3aCI6WouIL9AjRbLCelDCy.g."
+
+
+def _manifest() -> dict:
+    return image_manifest(
+        name="debian-minimal", tarball="debian-minimal.tar.zst", sha256="0" * 64, size=212345678,
+        uncompressed_size=732000000, file_count=17012, arch="x86_64",
+        distribution={"family": "debian", "id": "debian", "version": "12", "codename": "bookworm"},
+        kernels=[{"version": "6.1.0-21-amd64", "kernel": "/boot/vmlinuz-6.1.0-21-amd64",
+                  "initramfs": "/boot/initrd.img-6.1.0-21-amd64"}],
+        bootloader={"bios_grub": True, "uefi_grub": True, "shim": False}, packages=[], kickstart_sha256="1" * 64,
+        created=1700000000)
 
 
 @pytest.fixture
 def plan_json() -> dict:
-    return json.loads((DATA / "plan-full.json").read_text())
+    """A plan using every field, written by the contract's writer."""
+    manifest = _manifest()
+    return Plan(
+        deployment_id="9f1c2e4a-0000-4000-8000-000000000001",
+        image=ImageRef(name="debian-minimal", url="http://10.0.2.2:8080/images/debian-minimal.tar.zst",
+                       sha256=manifest["sha256"], size=manifest["size"], manifest=manifest),
+        disk_hints=DiskHints(model="QEMU HARDDISK", min_size_gib=8),
+        boot_mode="uefi",
+        storage=DeploySpec(clearpart=ClearPart(mode="all", initlabel=True, line=3), zerombr=True,
+                           partitions=[PartSpec("/boot/efi", "efi", 600), PartSpec("/", "xfs", 4096, grow=True)]),
+        hostname="node-17",
+        network=[NetworkDevice(), NetworkDevice(device="eth1", bootproto="static", ip="192.0.2.10",
+                                                netmask="255.255.255.0", gateway="192.0.2.1",
+                                                nameservers=["192.0.2.53"])],
+        root_password_hash=PW_HASH,
+        ssh_keys=[public_key_line()],
+        kernel_args="console=ttyS0,115200",
+        report={"events_url": "http://10.0.2.2:8080/api/v1/agent/events",
+                "result_url": "http://10.0.2.2:8080/api/v1/agent/result"},
+    ).to_json()
 
 
 def test_full_plan_parses_into_typed_fields(plan_json):
@@ -60,7 +94,7 @@ def test_minimal_plan_gets_defaults(plan_json):
     (("network", 1, "bootproto"), "bootp", "plan.network[1].bootproto"),
     (("network", 1, "ip"), "300.1.1.1", "plan.network[1]"),
     (("storage", "clearpart", "mode"), "some", "plan.storage.clearpart.mode"),
-    (("storage", "nonsense"), 1, "plan.storage"),
+    (("storage", "nonsense"), 1, "plan.storage.nonsense"),
 ])
 def test_bad_field_is_named(plan_json, path, value, location):
     data = copy.deepcopy(plan_json)
@@ -88,7 +122,7 @@ def test_plan_file_errors_carry_file_and_line(tmp_path):
 
 
 def test_local_plan_points_at_tarball_beside_manifest(tmp_path, plan_json):
-    manifest = dict(plan_json["image"]["manifest"])
+    manifest = _manifest()
     path = tmp_path / "img.json"
     path.write_text(json.dumps(manifest))
     plan = local_plan(str(path), boot_mode="bios", hostname="web-1", kernel_args="console=ttyS0", wipe=True)
@@ -101,7 +135,7 @@ def test_local_plan_points_at_tarball_beside_manifest(tmp_path, plan_json):
 def test_local_plan_rejects_a_non_manifest(tmp_path):
     path = tmp_path / "img.json"
     path.write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(BadInput, match="unknown manifest format"):
+    with pytest.raises(BadInput, match="format: not an image manifest: format is 'something-else'"):
         local_plan(str(path))
-    with pytest.raises(BadInput, match="cannot read image manifest"):
+    with pytest.raises(BadInput, match="absent.json: no such file"):
         local_plan(str(tmp_path / "absent.json"))

@@ -6,7 +6,6 @@ import logging
 
 from deployer.agentlog import AgentLog
 from deployer.report import ConsoleReporter, HttpReporter, TeeReporter
-from fixtures_stream import fake_service  # noqa: F401
 
 MiB = 2**20
 

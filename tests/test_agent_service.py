@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import METALSTREAM, REPO, require_root, require_tools
 from deployer.plan import local_plan
-from fixtures_stream import Fault, fake_service, file_server, stream_test_image, stream_test_image_manifest  # noqa: F401,E501
+from metalstream.contracts.plan import ImageRef, Plan
+
+from conftest import METALSTREAM, REPO, public_key_line, require_root, require_tools
+from fixtures_images import write_image_manifest
+from fixtures_stream import Fault
 
 GiB = 1 << 30
-DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployKeyForTestsOnlyxxxxxxxxxxxxxxxxxxxxxxx deploy@metalstream"
+DEPLOY_KEY = public_key_line("deploy@metalstream")
 
 
 def run_agent(*args: str, cmdline: str | None = None, tmp_path: Path, timeout: float = 900):
@@ -26,6 +29,16 @@ def run_agent(*args: str, cmdline: str | None = None, tmp_path: Path, timeout: f
         path.write_text(cmdline + "\n")
         argv += ["--cmdline", str(path)]
     return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+def _bad_plan(path: list[str], value) -> dict:
+    """A valid plan (from the contract's writer) with one field spoilt."""
+    plan = Plan(image=ImageRef("x", "http://h/x.tar.zst", "0" * 64, 1)).to_json()
+    target = plan
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return plan
 
 
 def _plan_for(manifest: Path, image_url: str, service, **overrides) -> dict:
@@ -40,8 +53,7 @@ def _plan_for(manifest: Path, image_url: str, service, **overrides) -> dict:
 
 def test_agent_prints_starting_first_reads_cmdline_and_reports_a_bad_plan(fake_service, tmp_path):
     fake_service.state.fail_plan = 2  # the service is still starting: the agent must retry
-    fake_service.state.plan = {"format": "metalstream-plan/1", "deployment_id": "d-1",
-                               "image": {"name": "x", "url": "http://h/x.tar.zst", "sha256": "nothex", "size": 1}}
+    fake_service.state.plan = _bad_plan(["image", "sha256"], "nothex")
     token = fake_service.state.token
     done = run_agent(tmp_path=tmp_path,
                      cmdline=f"BOOT_IMAGE=/vmlinuz quiet metalstream.server={fake_service.url} "
@@ -131,20 +143,16 @@ def test_agent_reboots_only_after_a_reported_success(stream_test_image, fake_ser
     """In process, with the reboot action recorded: success → result posted, then one reboot; failure → none."""
     import io
 
-    from deployer.agent import AgentOptions, run_agent as agent_main
-    from deployer.spec import Bootloader, DeploySpec
+    from deployer.agent import AgentOptions
+    from deployer.agent import run_agent as agent_main
+    from metalstream.contracts.deployspec import Bootloader, DeploySpec
 
     require_root()
     require_tools("sfdisk", "mkfs.ext4", "zstd", "tar")
-    manifest = tmp_path / "stream.json"
-    manifest.write_text(json.dumps({
-        "format": "metalstream-image/1", "name": "stream-test", "tarball": stream_test_image.path.name,
-        "sha256": stream_test_image.sha256, "size": stream_test_image.size, "uncompressed_size": 4 << 20,
-        "file_count": 60, "arch": "x86_64", "distribution": {"family": "synthetic", "id": "synthetic", "version": "1"},
-        "kernels": [{"version": "0", "kernel": "/boot/vmlinuz-0", "initramfs": "/boot/initrd.img-0"}],
-        "bootloader": {"bios_grub": False, "uefi_grub": False, "shim": False}, "packages": [],
-        "kickstart_sha256": "0" * 64, "created": 1700000000, "builder": {"name": "tests", "version": "1"}}))
     (tmp_path / stream_test_image.path.name).symlink_to(stream_test_image.path)
+    manifest = write_image_manifest(tmp_path / stream_test_image.path.name, "stream-test", family="synthetic",
+                                    kernels=[{"version": "0", "kernel": "/boot/vmlinuz-0",
+                                              "initramfs": "/boot/initrd.img-0"}])
     url = file_server.serve("img.tar.zst", stream_test_image.path)
     # bootloader --location=none: grub.cfg only, so a kernel-less test image can finish an install.
     storage = DeploySpec(bootloader=Bootloader(location="none")).to_dict()
@@ -180,9 +188,7 @@ def test_agent_runs_from_the_zipapp_on_debian_python(fake_service, tmp_path):
 
     require_tools("/usr/bin/python3")
     pyz = build_zipapp(tmp_path)
-    fake_service.state.plan = {"format": "metalstream-plan/1", "deployment_id": "d-2",
-                               "image": {"name": "x", "url": "http://h/x.tar.zst", "sha256": "0" * 64, "size": 1},
-                               "boot_mode": "floppy"}
+    fake_service.state.plan = _bad_plan(["boot_mode"], "floppy")
     done = subprocess.run(["/usr/bin/python3", "-I", str(pyz), "agent", "--no-reboot", "--server", fake_service.url,
                            "--token", fake_service.state.token], capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines()[0] == f"metalstream-agent: starting (server={fake_service.url})"

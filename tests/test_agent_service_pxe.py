@@ -8,64 +8,31 @@ and the deployment ending `installed` with the agent's root UUID and log.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
 from conftest import METALSTREAM, REPO, require_root, require_tools
+from fixtures_pxe import cli_admin_token
 
 GiB = 1 << 30
 MAC = "52:54:00:aa:bb:17"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def real_service(tmp_path, pxe_installer, debian_image):
     """`metalstream serve` with the Debian test image registered; yields (url, admin headers)."""
+    from lab.service_proc import ServiceProcess
+
     data_dir = tmp_path / "data"
-    cli = [sys.executable, "-m", "deployer"]
-    subprocess.run([*cli, "image", "add", "--data-dir", data_dir, debian_image], check=True, capture_output=True)
-    token = subprocess.run([*cli, "token", "create", "--data-dir", data_dir, "--scope", "admin"], check=True,
-                           capture_output=True, text=True).stdout.strip()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "serve.log", "wb")
-    process = subprocess.Popen([*cli, "serve", "--data-dir", data_dir, "--bind", f"127.0.0.1:{port}",
-                                "--workers", "1", "--installer", pxe_installer, "--public-url", url,
-                                "--sweep-interval", "0"], stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(url + "/boot.ipxe", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"metalstream serve did not start: {(tmp_path / 'serve.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url, {"Authorization": f"Bearer {token}"}
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # gunicorn stops its workers on TERM
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+    subprocess.run([*METALSTREAM, "image", "add", "--data-dir", data_dir, debian_image], check=True,
+                   capture_output=True)
+    admin = cli_admin_token(data_dir)
+    service = ServiceProcess(data_dir, installer=pxe_installer, workers=1, options=["--sweep-interval", "0"])
+    service.public_url = service.url
+    with service:
+        yield service.url, admin
 
 
 @pytest.mark.root

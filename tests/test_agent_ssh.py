@@ -9,11 +9,10 @@ import zipfile
 
 import pytest
 
-from conftest import require_root, require_tools
-from deployer.errors import BadInput, OperationFailed
 from deployer.remote import SshTarget, build_zipapp, install_over_ssh, parse_ssh_target
-from fixtures_stream import (file_server, local_sshd, stream_test_image,  # noqa: F401
-                             stream_test_image_manifest)
+from metalstream.errors import BadInput, OperationFailed
+
+from conftest import require_root, require_tools
 
 GiB = 1 << 30
 # The far side is a Debian rescue/installer system: Debian's python3 with python3-click/-requests/-pyudev.
@@ -47,12 +46,12 @@ def test_parse_ssh_target_rejects_with_location(text):
         parse_ssh_target(text)
 
 
-def test_zipapp_runs_on_debian_python_with_only_the_deployer(tmp_path):
+def test_zipapp_runs_on_debian_python_with_only_the_agent(tmp_path):
     require_tools(RESCUE_PYTHON)
     pyz = build_zipapp(tmp_path)
     names = zipfile.ZipFile(pyz).namelist()
-    assert "__main__.py" in names and "deployer/stream.py" in names
-    assert not [n for n in names if not n.startswith("deployer/") and n != "__main__.py"]
+    assert "__main__.py" in names and "deployer/stream.py" in names and "metalstream/contracts/plan.py" in names
+    assert not [n for n in names if not n.startswith(("deployer/", "metalstream/")) and n != "__main__.py"]
     (tmp_path / "again").mkdir()
     assert build_zipapp(tmp_path / "again").read_bytes() == pyz.read_bytes()  # reproducible
     # -I: isolated, so neither the repo nor the venv can leak in; only Debian's packages and the zip.

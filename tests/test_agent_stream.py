@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_root, require_tools
 from deployer.download import ImageChanged, RetryPolicy
-from deployer.errors import CommandError, OperationFailed
 from deployer.stream import ImageVerificationError, stream_image
-from fixtures_stream import Fault, file_server, stream_test_image, tree_snapshot  # noqa: F401
+from metalstream.errors import CommandError, OperationFailed
+
+from conftest import require_root, require_tools
+from fixtures_stream import Fault, tree_snapshot
 
 pytestmark = pytest.mark.root
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from conftest import REPO, require_tools
-from fixtures_stream import Fault, file_server  # noqa: F401
+from fixtures_stream import Fault
 
 IMAGE_MIB = 512
 MAX_GROWTH_MIB = 48  # chunks are 1 MiB; anything proportional to the image would be hundreds

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import require_root, require_tools
-from deployer.errors import CommandError
-from fixtures_build import host_mounts_under, processes_with
+from metalstream.errors import CommandError
 from tarball_builder.chroot import Chroot
+
+from conftest import require_root, require_tools
+from fixtures_build import host_mounts_under, processes_with
 
 pytestmark = pytest.mark.root
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import require_root, require_tools
-from deployer.errors import OperationFailed
-from deployer.spec import DeploySpec
-from fixtures_build import host_mounts_under
+from metalstream.contracts.deployspec import DeploySpec
+from metalstream.errors import OperationFailed
 from tarball_builder.context import BuildContext, BuildOptions
 from tarball_builder.spec import BuildSpec, Distribution, Script, SplitKickstart
 from tarball_builder.stages.post import PostStage
+
+from conftest import require_root, require_tools
+from fixtures_build import host_mounts_under
 
 pytestmark = pytest.mark.root
 

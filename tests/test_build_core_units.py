@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deployer.errors import BadInput
-from deployer.spec import Bootloader, DeploySpec
+from metalstream.contracts.deployspec import Bootloader, DeploySpec
+from metalstream.errors import BadInput
 from tarball_builder.backends import apt_sources, backend_for
 from tarball_builder.backends.debian import DebianBackend
 from tarball_builder.context import BuildContext, BuildOptions
@@ -206,13 +206,22 @@ def test_timezone_links_the_zone_from_the_root(tmp_path):
 def test_manifest_reads_distribution_and_bootloader_support(tmp_path):
     ctx = make_ctx(tmp_path)
     (ctx.root / "etc").mkdir()
-    (ctx.root / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n')
+    (ctx.root / "usr/lib").mkdir(parents=True)
+    (ctx.root / "usr/lib/os-release").write_text('ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n')
+    os.symlink("/usr/lib/os-release", ctx.root / "etc/os-release")  # absolute: resolved inside the root
     (ctx.root / "usr/lib/grub/i386-pc").mkdir(parents=True)
+    ctx.options.output_dir.mkdir()
     ctx.facts.update(tarball={"path": tmp_path / "t.tar.zst", "sha256": "0" * 64, "size": 1, "uncompressed_size": 2},
                      file_count=3, kernels=[])
-    data = manifest.image_manifest(ctx, [{"name": "bash", "version": "5", "arch": "amd64"}])
+
+    class Packages:
+        def installed_packages(self, ctx):
+            return [{"name": "bash", "version": "5", "arch": "amd64"}]
+
+    manifest.ManifestStage(Packages()).run(ctx)
+    data = json.loads(ctx.facts["manifest_path"].read_text())
     assert data["format"] == "metalstream-image/1"
     assert data["distribution"] == {"family": "debian", "id": "debian", "version": "12", "codename": "bookworm"}
     assert data["bootloader"] == {"bios_grub": True, "uefi_grub": False, "shim": False}
     assert data["created"] == 1_700_000_000 and data["tarball"] == "t.tar.zst"
-    json.dumps(data)
+    assert data["packages"] == [{"name": "bash", "version": "5", "arch": "amd64"}]

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from fixtures_build import (BUILD_TEST_CACHE, build_image, host_mounts_under, require_build_tools, tar_listing, tar_member,
-                            tar_members)
+from conftest import METALSTREAM, REPO
+from fixtures_build import (
+    BUILD_TEST_CACHE,
+    build_image,
+    host_mounts_under,
+    require_build_tools,
+    tar_listing,
+    tar_member,
+    tar_members,
+)
 
 pytestmark = pytest.mark.root
 DATA = REPO / "tests/data/build"
@@ -53,7 +60,7 @@ def test_debian_minimal_manifest_matches_tarball(debian_minimal_image):
     names = {p["name"] for p in manifest["packages"]}
     assert {"linux-image-amd64", "openssh-server", "systemd-sysv", "grub-pc-bin"} <= names
     assert manifest["kickstart_sha256"] == json.loads(subprocess.run(
-        [".venv/bin/metalstream", "ks", "split", "kickstarts/debian-minimal.ks"], cwd=REPO, capture_output=True,
+        [*METALSTREAM, "ks", "split", "kickstarts/debian-minimal.ks"], cwd=REPO, capture_output=True,
         text=True, check=True).stdout)["sha256"]
     assert manifest["uncompressed_size"] > manifest["size"] > 50 * 2**20
     assert manifest["file_count"] > 5000

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tools
-from fixtures_installer import (  # noqa: F401  (fixtures)
-    QEMU_BOOT_TIMEOUT, agent_endpoint, initramfs_listing, installer_build, installer_context, qemu_boot,
-    unpacked_initramfs,
-)
 from tarball_builder.chroot import Chroot
 from tarball_builder.installer import make_installer
+
+from conftest import require_tools
+from fixtures_installer import QEMU_BOOT_TIMEOUT, initramfs_listing, installer_context, qemu_boot, unpacked_initramfs
 
 pytestmark = pytest.mark.root
 
@@ -131,7 +129,7 @@ def test_unpacked_initramfs_runs_the_agent_and_every_program_finds_its_libraries
 
         shipped = bytecode()
         with Chroot(tree) as chroot:
-            agent = chroot.run(["python3", "-m", "deployer", "agent", "--help"])
+            agent = chroot.run(["python3", "-m", "metalstream", "agent", "--help"])
             missing = chroot.run(["sh", "-c", 'for f in /usr/bin/* /usr/sbin/*; do [ -L "$f" ] && continue; '
                                   'ldd "$f" 2>/dev/null | grep -q "not found" && echo "$f"; done; true'])
             resolved = chroot.run(["modprobe", "-S", version, "--show-depends", "virtio_net"])

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_root, require_tools
-from deployer import proc
-from deployer.errors import BadInput, OperationFailed
-from fixtures_installer import INSTALLER_KS, installer_context
+from metalstream import proc
+from metalstream.errors import BadInput, OperationFailed
 from tarball_builder.installer import make_installer
 from tarball_builder.installer.kernel import find_kernel
 from tarball_builder.installer.modules import module_name, parse_tree, select
 from tarball_builder.installer.trim import files_to_copy, keep
+
+from conftest import require_root, require_tools
+from fixtures_installer import INSTALLER_KS, installer_context
 
 HERE = Path(__file__).resolve().parent
 UDHCPC_SCRIPT = HERE.parent / "tarball_builder/installer/udhcpc.sh"

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_root, require_tools
-from deployer import proc
-from deployer.errors import BadInput
-from fixtures_rpm import KERNEL_VERSION, line_of, mounts_below, rpm_kickstart, rpm_repo  # noqa: F401
+from metalstream import proc
+from metalstream.errors import BadInput
 from tarball_builder import cache as build_cache
 from tarball_builder.backends.rpm import RpmBackend
 from tarball_builder.context import BuildContext, BuildOptions
 from tarball_builder.kickstart import parse_kickstart
 from tarball_builder.stages.initramfs import find_kernels
+
+from conftest import require_root, require_tools
+from fixtures_rpm import KERNEL_VERSION, line_of, mounts_below, rpm_kickstart
 
 pytestmark = pytest.mark.root
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from metalstream import proc
+
 from conftest import METALSTREAM, REPO, require_root, require_tools, run_cli
-from deployer import proc
-from fixtures_rpm import DATA, line_of, mounts_below, rpm_kickstart, rpm_repo  # noqa: F401
+from fixtures_rpm import DATA, line_of, mounts_below, rpm_kickstart
 
 pytestmark = pytest.mark.root
 KICKSTART = DATA / "msdemo.ks"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.errors import BadInput, OperationFailed
+from metalstream.errors import BadInput, OperationFailed
 from tarball_builder.backends import backend_for
 from tarball_builder.backends.rpm import RpmBackend, parse_package_list
 from tarball_builder.backends.rpm_plan import entry_line, explain_failure, plan_install

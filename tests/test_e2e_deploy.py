@@ -10,13 +10,21 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import ExitStack
 
 import pytest
 
-from fixtures_e2e import (ExitStack, create_deployment, corrupted_copy, deployments_for, e2e_lab,  # noqa: F401
-                          esp_entries, fetch_boot_script, gpt_partitions, lab_vm_spec, qemu_processes_for,
-                          wait_terminal)
-from fixtures_installer import installer_build  # noqa: F401
+from fixtures_e2e import (
+    corrupted_copy,
+    create_deployment,
+    deployments_for,
+    esp_entries,
+    fetch_boot_script,
+    gpt_partitions,
+    lab_vm_spec,
+    qemu_processes_for,
+    wait_terminal,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
@@ -25,7 +33,7 @@ AFTER_FAILURE_WATCH = 90
 
 
 def _deploy_then_power_cycle(lab, name: str, firmware: str) -> None:
-    from pxe.lab.vm import LabVm, create_disk
+    from lab.vm import LabVm, create_disk
 
     spec = lab_vm_spec(lab, name, firmware)
     dep = create_deployment(lab, spec, lab.image["name"], spec.ssh_port)
@@ -64,7 +72,7 @@ def test_bios_vm_deploys_to_active_and_boots_its_disk_after_a_power_cycle(e2e_la
 def test_corrupted_image_fails_with_the_agent_log_and_leaves_no_bootable_disk(e2e_lab, tmp_path):
     import hashlib
 
-    from pxe.lab.vm import LabVm, create_disk
+    from lab.vm import LabVm, create_disk
 
     lab = e2e_lab
     image, stored, original_sha = corrupted_copy(lab, "debian-corrupt", tmp_path / "corrupt")

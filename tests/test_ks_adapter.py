@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pykickstart.version import DEVEL, F40
 
-from deployer.errors import EXIT_BAD_INPUT, BadInput
+from metalstream.errors import EXIT_BAD_INPUT, BadInput
 from tarball_builder.kickstart import SYNTAX_VERSION, KickstartError, lint_kickstart, parse_kickstart
 from tarball_builder.spec import Diagnostic
 

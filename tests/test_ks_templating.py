@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 from tarball_builder.templating import TemplateError, parse_vars, render_template
 
 

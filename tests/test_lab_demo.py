@@ -1,5 +1,5 @@
 """The demo's phase accounting (pure: made-up clock marks)."""
-from pxe.lab.demo import PhaseClock, render_table, summarize
+from lab.demo import PhaseClock, render_table, summarize
 
 
 def test_summary_splits_the_deploy_into_phases_between_first_seen_marks():

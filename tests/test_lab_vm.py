@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from lab.vm import LabVm, VmSpec, create_disk, mac_for, qemu_argv
+from metalstream.errors import BadInput
+
 from conftest import require_tools
-from deployer.errors import BadInput
-from pxe.lab.vm import LabVm, VmSpec, create_disk, mac_for, qemu_argv
 
 
 def test_mac_is_stable_and_locally_administered():
@@ -23,7 +24,7 @@ def test_qemu_argv_uefi_boots_network_first_then_disk(tmp_path):
     argv = qemu_argv(spec)
     assert argv[:2] == ["qemu-system-x86_64", "-name"]
     assert argv[argv.index("-accel") + 1] == "tcg"
-    assert f"user,id=n0,bootfile=http://10.0.2.2:8080/boot.ipxe,hostfwd=tcp:127.0.0.1:2222-:22" in argv
+    assert "user,id=n0,bootfile=http://10.0.2.2:8080/boot.ipxe,hostfwd=tcp:127.0.0.1:2222-:22" in argv
     assert f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1" in argv
     assert "virtio-blk-pci,drive=disk0,serial=ms-n1,bootindex=2" in argv
     assert f"if=pflash,format=raw,file={tmp_path}/n1/OVMF_VARS.fd" in argv

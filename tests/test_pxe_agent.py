@@ -32,7 +32,7 @@ def test_plan_contents(pxe_env):
     assert plan["boot_mode"] == "bios" and plan["hostname"] == "node-17" and plan["storage"] is None
     assert plan["disk_hints"]["serial"] == "S1" and plan["disk_hints"]["wwn"] is None
     assert plan["kernel_args"] == "console=ttyS0,115200"
-    assert plan["network"] == [{"device": None, "bootproto": "dhcp"}]
+    assert [(n["device"], n["bootproto"]) for n in plan["network"]] == [(None, "dhcp")]
     assert plan["ssh_keys"] == [pxe_env.service.deploy_public_key]
     assert plan["ssh_keys"][0].startswith("ssh-ed25519 ")
     assert plan["report"] == {"events_url": "http://10.0.2.2:8080/api/v1/agent/events",
@@ -166,8 +166,8 @@ def test_silent_agent_marks_failed(pxe_env):
     assert pxe_env.client.get(f"/boot/{PXE_MAC}.ipxe").get_data(as_text=True).count("metalstream.token") == 0
 
 
-def test_silence_timeout_applies_on_access(tmp_path, pxe_installer, pxe_image_manifest):
-    from pxe import imagestore, tokens
+def test_silence_timeout_is_applied_by_the_sweeper_never_by_a_read(tmp_path, pxe_installer, pxe_image_manifest):
+    from pxe import imagestore, supervisor, tokens
     from pxe.app import create_app
     from pxe.config import ServiceConfig
     app = create_app(ServiceConfig(data_dir=tmp_path / "d", installer=pxe_installer, supervisor_interval=0,
@@ -179,7 +179,11 @@ def test_silence_timeout_applies_on_access(tmp_path, pxe_installer, pxe_image_ma
     dep = client.post("/api/v1/deployments", json={"mac": PXE_MAC, "image": "tiny"}, headers=admin).get_json()
     client.get(f"/boot/{PXE_MAC}.ipxe")
     time.sleep(0.5)
-    assert client.get(f"/api/v1/deployments/{dep['id']}", headers=admin).get_json()["state"] == "failed"
+    assert client.get(f"/api/v1/deployments/{dep['id']}", headers=admin).get_json()["state"] == "booting"
+    assert client.get("/api/v1/deployments", headers=admin).get_json()["deployments"][0]["state"] == "booting"
+    supervisor.tick(svc)
+    shown = client.get(f"/api/v1/deployments/{dep['id']}", headers=admin).get_json()
+    assert shown["state"] == "failed" and "silent" in shown["error"]
 
 
 def test_state_machine_is_enforced_on_illegal_transitions():
@@ -196,8 +200,9 @@ def test_state_machine_is_enforced_on_illegal_transitions():
 
 def test_served_plan_is_accepted_by_the_agents_plan_parser(pxe_env):
     """Contract check across components: deployer.plan.Plan.from_json takes what the service serves."""
-    from deployer.plan import Plan
     from test_pxe_api import DEPLOY_KS
+
+    from metalstream.contracts.plan import Plan
     for i, extra in enumerate(({}, {"kickstart": DEPLOY_KS, "hostname": "n1", "kernel_args": ["quiet"],
                                     "root_password_hash": "$6$saltsalt$" + "a" * 86, "boot_mode": "uefi",
                                     "disk_hints": {"serial": "S1", "min_size_gib": 4}})):

@@ -219,7 +219,7 @@ BAD_DEPLOYMENTS = [
     ({"mac": PXE_MAC, "image": "tiny", "disk_hints": {"min_size_gib": -1}}, "disk_hints.min_size_gib"),
     ({"mac": PXE_MAC, "image": "tiny", "disk_hints": {"min_size_gib": 9, "max_size_gib": 8}}, "disk_hints.min_size_gib"),
     ({"mac": PXE_MAC, "image": "tiny", "disk_hints": {"rotational": "yes"}}, "disk_hints.rotational"),
-    ({"mac": PXE_MAC, "image": "tiny", "disk_hints": {"serial": "a b"}}, "disk_hints.serial"),
+    ({"mac": PXE_MAC, "image": "tiny", "disk_hints": {"serial": "a\nb"}}, "disk_hints.serial"),
     ({"mac": PXE_MAC, "image": "tiny", "root_password_hash": "hunter2"}, "root_password_hash"),
     ({"mac": PXE_MAC, "image": "tiny", "ssh_keys": ["ssh-ed25519 AAAA\nssh-rsa BBBB"]}, "ssh_keys[0]"),
     ({"mac": PXE_MAC, "image": "tiny", "ssh_keys": "ssh-ed25519 AAAA"}, "ssh_keys"),

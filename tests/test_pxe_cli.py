@@ -57,4 +57,4 @@ def test_serve_help_and_bad_options(tmp_path):
     broken = tmp_path / "installer.json"
     broken.write_text('{"format": "metalstream-installer/1"}')
     bad = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--bind", "127.0.0.1:1", "--installer", str(broken))
-    assert bad.returncode == 2 and f"{broken}: kernel" in bad.stderr
+    assert bad.returncode == 2 and f"{broken}: name" in bad.stderr

@@ -5,10 +5,11 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
+from metalstream.contracts.events import read_event, read_result
+
 from .. import deployments, imagestore
-from ..plan import build_plan
-from ..validate import check_event, check_result
 from ..errors import Unauthorized
+from ..plan import build_plan
 from .common import base_url, bearer_token, json_body, service
 
 bp = Blueprint("agent", __name__, url_prefix="/api/v1/agent")
@@ -39,7 +40,7 @@ def plan():
 
 @bp.post("/events")
 def events():
-    event = check_event(json_body())
+    event = read_event(json_body())
     _seen()
     deployments.record_event(service().engine, g.deployment, event)
     return jsonify({"accepted": True})
@@ -47,7 +48,7 @@ def events():
 
 @bp.post("/result")
 def result():
-    outcome = check_result(json_body())
+    outcome = read_result(json_body())
     _seen()
     svc = service()
     new_state = deployments.record_result(svc.engine, g.deployment, outcome, check_after=time.time())

@@ -5,7 +5,7 @@ import json
 
 from flask import abort, current_app, request
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from .. import tokens
 from ..errors import Forbidden, Unauthorized

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from deployer.errors import BadInput
+from metalstream.contracts import rules
+from metalstream.errors import BadInput
 
-from .. import deployments, imagestore, states
+from .. import deployments, imagestore
 from ..kickstart_input import deploy_spec_from_text
-from ..validate import check_deployment, normalize_mac
+from ..validate import check_deployment
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("deployments", __name__, url_prefix="/api/v1/deployments")
@@ -37,21 +38,17 @@ def create_deployment():
 @bp.get("")
 def list_deployments():
     state = request.args.get("state")
-    if state is not None and state not in states.STATES:
-        raise BadInput(f"must be one of {', '.join(states.STATES)}", location="state")
+    if state is not None:
+        rules.one_of(state, rules.STATES, "state")
     mac = request.args.get("mac")
     if mac is not None:
-        mac = normalize_mac(mac)
-    svc = service()
-    deployments.reap_silent(svc.engine, svc.config.agent_timeout)
-    return jsonify({"deployments": deployments.list_all(svc.engine, state, mac)})
+        mac = rules.mac(mac, "mac")
+    return jsonify({"deployments": deployments.list_all(service().engine, state, mac)})
 
 
 @bp.get("/<dep_id>")
 def show_deployment(dep_id: str):
-    svc = service()
-    deployments.reap_silent(svc.engine, svc.config.agent_timeout)
-    return jsonify(deployments.get(svc.engine, dep_id))
+    return jsonify(deployments.get(service().engine, dep_id))
 
 
 @bp.get("/<dep_id>/log")

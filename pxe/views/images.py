@@ -5,7 +5,7 @@ from pathlib import Path
 
 from flask import Blueprint, jsonify
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from .. import imagestore
 from .common import json_body, require_api_token, service

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from .. import tokens
 from ..errors import Forbidden, NotFound

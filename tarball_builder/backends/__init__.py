@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from ..context import Backend
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from ..spec import Distribution, Repo
 

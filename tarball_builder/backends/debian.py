@@ -12,8 +12,8 @@ import re
 import shlex
 from pathlib import Path
 
-from deployer import proc
-from deployer.errors import BadInput, CommandError, OperationFailed
+from metalstream import proc
+from metalstream.errors import BadInput, CommandError, OperationFailed
 
 from .. import cache
 from ..context import BuildContext

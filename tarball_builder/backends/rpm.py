@@ -22,8 +22,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from deployer import proc
-from deployer.errors import BadInput, OperationFailed
+from metalstream import proc
+from metalstream.errors import BadInput, OperationFailed
 
 from .. import cache
 from ..chroot import for_build

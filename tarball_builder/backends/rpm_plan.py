@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployer.errors import BadInput, MetalstreamError, OperationFailed
+from metalstream.errors import BadInput, MetalstreamError, OperationFailed
 
 from ..spec import BuildSpec, Packages, Repo
 

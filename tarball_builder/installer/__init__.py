@@ -13,15 +13,14 @@ import shutil
 import time
 from pathlib import Path
 
-from deployer import __version__
+from metalstream.contracts.manifests import file_entry, installer_manifest
 
 from ..context import BuildContext
-from . import archive, stage as staging
+from . import archive
+from . import stage as staging
 from .kernel import find_kernel, read_module_tree
 from .modules import select
 from .trim import files_to_copy
-
-FORMAT = "metalstream-installer/1"
 
 
 def make_installer(ctx: BuildContext) -> dict:
@@ -41,7 +40,7 @@ def make_installer(ctx: BuildContext) -> dict:
     began = time.monotonic()
     try:
         staging.copy_selected(ctx.root, files_to_copy(ctx.root, version, module_paths), stage)
-        staging.add_deployer(stage)
+        staging.add_agent(stage)
         staging.add_init(stage)
         staging.rebuild_module_index(stage, version)
         staging.compile_and_check(stage, ctx.source_date_epoch)
@@ -59,20 +58,11 @@ def make_installer(ctx: BuildContext) -> dict:
         raise
     finally:
         _remove(stage)
-    manifest = {
-        "format": FORMAT,
-        "name": name,
-        "kernel": archive.file_info(kernel_out),
-        "initramfs": archive.file_info(initramfs_out),
-        "kernel_version": version,
-        "created": ctx.source_date_epoch,
-        "kickstart_sha256": ctx.kickstart.sha256,
-        "builder": {"name": "metalstream", "version": __version__},
-        "initramfs_uncompressed_size": cpio_size,
-        "file_count": entries,
-        "module_count": len(module_paths),
-        "agent_sha256": staging.agent_sources_sha256(),
-    }
+    manifest = installer_manifest(
+        name=name, kernel=file_entry(kernel_out), initramfs=file_entry(initramfs_out), kernel_version=version,
+        created=ctx.source_date_epoch, kickstart_sha256=ctx.kickstart.sha256,
+        initramfs_uncompressed_size=cpio_size, file_count=entries, module_count=len(module_paths),
+        agent_sha256=staging.agent_sources_sha256())
     ctx.facts["installer"] = manifest
     return manifest
 

@@ -1,12 +1,11 @@
 """Pack the staged tree as a reproducible newc cpio compressed with zstd (what the kernel unpacks)."""
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-from deployer import proc
+from metalstream import proc
 
 MAX_KERNEL_ZSTD_LEVEL = 19  # --ultra levels need windows the kernel's decompressor should not have to hold
 
@@ -44,12 +43,3 @@ def write_initramfs(stage: Path, output: Path, *, level: int, threads: int) -> i
         finally:
             partial.unlink(missing_ok=True)
     return size
-
-
-def file_info(path: Path) -> dict:
-    """{"file", "sha256", "size"} as the installer manifest records a file beside it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"file": path.name, "sha256": digest.hexdigest(), "size": path.stat().st_size}

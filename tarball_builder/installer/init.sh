@@ -86,7 +86,7 @@ ip -brief address
 [ -n "$token" ] || rescue_shell "no metalstream.token= on the kernel command line"
 
 say "starting the deployer agent for $server"
-python3 -m deployer agent --server "$server" --token "$token"
+python3 -m metalstream agent --server "$server" --token "$token"
 status=$?
 if [ "$status" = 0 ]; then
     # The agent reboots by itself after a successful install; this is the fallback.

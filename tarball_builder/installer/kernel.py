@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from deployer.errors import BadInput
+from metalstream.errors import BadInput
 
 from .modules import ModuleTree, parse_tree
 from .trim import modules_dir

@@ -1,12 +1,12 @@
-"""Assemble the initramfs tree: the trimmed root, the deployer package, /init, a fresh module index.
+"""Assemble the initramfs tree: the trimmed root, the agent (core + deployer packages), /init, a fresh
+module index.
 
 Works on a copy (the staging directory) so the build root is never changed. Every step that runs
-a program goes through deployer.proc or the builder's Chroot (compiling bytecode and checking that
+a program goes through metalstream.proc or the builder's Chroot (compiling bytecode and checking that
 the agent starts both run the root's own python3).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -14,9 +14,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import deployer
-from deployer import proc
-from deployer.errors import OperationFailed
+from metalstream import proc
+from metalstream.agent_sources import agent_sources, sources_sha256
+from metalstream.errors import OperationFailed
 
 from ..chroot import Chroot
 
@@ -46,27 +46,19 @@ def copy_selected(root: Path, paths: list[str], stage: Path) -> None:
         proc.wait_checked(packer)
 
 
-def add_deployer(stage: Path) -> Path:
-    """Copy this checkout's deployer package (sources and data, no bytecode) into the stage."""
-    target = stage / PYTHON_SITE / "deployer"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(Path(deployer.__file__).resolve().parent, target,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return target
+def add_agent(stage: Path) -> None:
+    """Copy this checkout's agent sources (the core and deployer packages, no bytecode) into the stage."""
+    site = stage / PYTHON_SITE
+    for name, source in agent_sources():
+        target = site / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def agent_sources_sha256() -> str:
-    """Digest of what add_deployer and add_init copy from this checkout: a stale installer is one whose
+    """Digest of what add_agent and add_init copy from this checkout: a stale installer is one whose
     recorded digest differs (the demo rebuilds it then)."""
-    digest = hashlib.sha256()
-    package = Path(deployer.__file__).resolve().parent
-    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                   and p.suffix != ".pyc")
-    for path, name in [(p, "deployer/" + p.relative_to(package).as_posix()) for p in files] + \
-            [(HERE / n, n) for n in ("init.sh", "udhcpc.sh")]:
-        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return sources_sha256([(name, HERE / name) for name in ("init.sh", "udhcpc.sh")])
 
 
 def add_init(stage: Path) -> None:
@@ -104,10 +96,10 @@ def compile_and_check(stage: Path, epoch: int) -> None:
     with Chroot(stage, env=env) as chroot:
         chroot.run(["python3", "-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode", "unchecked-hash",
                     *trees], timeout=900)
-        checked = chroot.run(["python3", "-m", "deployer", "agent", "--help"], check=False)
+        checked = chroot.run(["python3", "-m", "metalstream", "agent", "--help"], check=False)
     if checked.returncode != 0:
         raise OperationFailed("the deployer agent does not start in the installer environment "
-                              f"(python3 -m deployer agent --help exited {checked.returncode}): "
+                              f"(python3 -m metalstream agent --help exited {checked.returncode}): "
                               + " | ".join(checked.stderr.strip().splitlines()[-5:]))
 
 

@@ -2,7 +2,7 @@
 
     split = parse_kickstart("kickstarts/debian-minimal.ks", variables={"hostname": "node-1"})
     split.build      # tarball_builder.spec.BuildSpec: repos, %packages, settings, %post
-    split.deploy     # deployer.spec.DeploySpec: disk layout, bootloader, network, per-host keys
+    split.deploy     # metalstream.contracts.deployspec.DeploySpec: disk layout, bootloader, network, per-host keys
     problems = lint_kickstart("x.ks")   # list[Diagnostic], never raises for kickstart problems
 
 Steps: render each file as a Jinja2 template and expand %include (source), parse with pykickstart
@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from deployer.errors import BadInput
-from deployer.spec import DeploySpec
+from metalstream.contracts.deployspec import DeploySpec
+from metalstream.errors import BadInput
+
 from ..spec import Diagnostic, Distribution, SplitKickstart
 from .adapter import SYNTAX_NAME, SYNTAX_VERSION, parse
 from .addon import ADDON_NAME, read_distribution

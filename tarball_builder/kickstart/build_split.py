@@ -4,16 +4,16 @@ from __future__ import annotations
 import re
 import zoneinfo
 
-from ..spec import (BuildSpec, Distribution, Firewall, Group, Packages, Repo, RootPassword, Script, Timezone,
-                    User)
-from deployer.spec import SshKey
+from metalstream.contracts import rules
+from metalstream.contracts.deployspec import SshKey
+
+from ..spec import BuildSpec, Distribution, Firewall, Group, Packages, Repo, RootPassword, Script, Timezone, User
 from .adapter import GROUP_DEFAULT, PACKAGES_IGNORE_BROKEN, PACKAGES_IGNORE_MISSING, SCRIPT_POST, SELINUX_MODES, Parsed
 from .diagnostics import Findings
 
 URL_SCHEMES = ("http://", "https://", "ftp://", "file://")
 _LANG = re.compile(r"(C|POSIX|C\.UTF-8|C\.utf8|[a-z]{2,3}(_[A-Z]{2})?(\.[A-Za-z0-9-]+)?(@[A-Za-z0-9]+)?)")
 _DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?([=/][A-Za-z0-9.+~:_-]+)?")
-_SSH_KEY = re.compile(r"(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+@openssh\.com) [A-Za-z0-9+/=]+( .*)?")
 
 
 def split_build(parsed: Parsed, text_lines: list[str], distribution: Distribution, findings: Findings) -> BuildSpec:
@@ -64,8 +64,7 @@ def ssh_keys(parsed: Parsed, findings: Findings) -> list[SshKey]:
     keys = []
     original = _original_line(findings)
     for data in parsed.handler.sshkey.sshUserList:
-        if not _SSH_KEY.fullmatch(data.key.strip()):
-            findings.error(data.lineno, f"sshkey for {data.username}: not an OpenSSH public key ('TYPE BASE64 [COMMENT]')")
+        findings.check(data.lineno, rules.ssh_public_key, data.key, f"sshkey for {data.username}")
         keys.append(SshKey(user=data.username, key=data.key.strip(), line=original(data.lineno)))
     return keys
 

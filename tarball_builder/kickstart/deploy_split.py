@@ -1,16 +1,23 @@
 """Deploy half of the split: what the agent applies to each machine (disk layout, bootloader, network, keys)."""
 from __future__ import annotations
 
-import re
+from metalstream.contracts import rules
+from metalstream.contracts.deployspec import (
+    AutoPart,
+    Bootloader,
+    ClearPart,
+    DeploySpec,
+    IgnoreDisk,
+    NetworkDevice,
+    PartSpec,
+)
 
-from deployer.spec import AutoPart, Bootloader, ClearPart, DeploySpec, IgnoreDisk, NetworkDevice, PartSpec
 from .adapter import AUTOPART_SCHEMES, CLEARPART_MODES, Parsed
 from .diagnostics import Findings
 
 FSTYPES = ("ext4", "xfs", "vfat", "efi", "swap", "biosboot")
 ROOT_FSTYPES = ("ext4", "xfs")
 BOOTLOADER_LOCATIONS = ("mbr", "partition", "none")
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _MEMBER_PREFIXES = ("pv.", "raid.", "btrfs.")
 _PART_IGNORED = (("encrypted", "--encrypted"), ("onPart", "--onpart/--usepart"), ("resize", "--resize"),
                  ("recommended", "--recommended"), ("hibernation", "--hibernation"), ("fsprofile", "--fsprofile"),
@@ -145,7 +152,8 @@ def _bootloader(parsed: Parsed, findings: Findings, original) -> Bootloader:
         findings.warn(line, f"bootloader {' '.join(ignored)}: not supported (GRUB is installed): ignored")
     if bl.timeout is not None and bl.timeout < 0:
         findings.error(line, "bootloader --timeout must be 0 or more seconds")
-    return Bootloader(location=location, append=bl.appendLine or "", timeout=bl.timeout, boot_drive=bl.bootDrive or None,
+    append = findings.check(line, rules.kernel_args, bl.appendLine or "", "bootloader --append") or ""
+    return Bootloader(location=location, append=append, timeout=bl.timeout, boot_drive=bl.bootDrive or None,
                       line=original(line))
 
 
@@ -154,9 +162,7 @@ def _network(parsed: Parsed, findings: Findings, original) -> tuple[list[Network
     for data in parsed.handler.network.network:
         line = data.lineno
         if data.hostname:
-            if not _HOSTNAME.fullmatch(data.hostname):
-                findings.error(line, f"network --hostname={data.hostname}: not a valid host name")
-            hostname = data.hostname
+            hostname = findings.check(line, rules.hostname, data.hostname, f"network --hostname={data.hostname}")
         args = parsed.args_of(line)
         if all(a.startswith("--hostname") for a in args):
             continue  # `network --hostname=x` sets the host name only
@@ -181,5 +187,5 @@ def _network(parsed: Parsed, findings: Findings, original) -> tuple[list[Network
                                      netmask=data.netmask or None, gateway=data.gateway or None,
                                      nameservers=[n for n in (data.nameserver or "").split(",") if n],
                                      ipv6=data.ipv6 or None, mtu=mtu, onboot=bool(data.onboot),
-                                     hostname=data.hostname or None, line=original(line)))
+                                     hostname=hostname if data.hostname else None, line=original(line)))
     return devices, hostname

@@ -1,6 +1,10 @@
 """Collect the problems found in a kickstart, each located at the file and line it came from."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from metalstream.errors import BadInput
+
 from ..spec import Diagnostic
 
 
@@ -25,6 +29,15 @@ class Findings:
 
     def warn(self, line: int | None, message: str) -> None:
         self._add(line or 0, Diagnostic(*self.locate(line), message, "warning"))
+
+    def check(self, line: int | None, rule: Callable[[Any, str], Any], value: Any, what: str) -> Any:
+        """`rule(value, what)` from metalstream.contracts.rules (the API and the agent apply the same);
+        a refusal becomes an error at `line`. Returns the checked value, or None when it was refused."""
+        try:
+            return rule(value, what)
+        except BadInput as exc:
+            self.error(line, str(exc))
+            return None
 
     def error_at(self, file: str, line: int | None, message: str) -> None:
         position = self.origins.index((file, line)) + 1 if (file, line) in self.origins else len(self.origins) + 1

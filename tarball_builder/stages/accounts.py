@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import string
-from pathlib import Path
 
-from deployer import proc
-from deployer.errors import BadInput, CommandError
+from metalstream import proc, rootfs
+from metalstream.errors import BadInput, CommandError
 
 from ..chroot import Chroot, for_build
 from ..context import BuildContext
-from .util import in_root, where
+from .util import where
 
 SALT_ALPHABET = string.ascii_letters + string.digits + "./"
 
@@ -93,20 +92,18 @@ def add_ssh_key(ctx: BuildContext, user: str, key: str, loc: str) -> None:
     if entry is None:
         raise BadInput(f"sshkey: user {user!r} does not exist in the image", location=loc)
     uid, gid, home = int(entry[2]), int(entry[3]), entry[5]
-    ssh_dir = in_root(ctx, home) / ".ssh"
-    ssh_dir.mkdir(parents=True, exist_ok=True)
+    ssh_dir = rootfs.make_dirs(ctx.root, f"{home}/.ssh", mode=0o700)
     os.chown(ssh_dir, uid, gid)
     ssh_dir.chmod(0o700)
-    keys = ssh_dir / "authorized_keys"
-    existing = keys.read_text() if keys.exists() else ""
+    keys = rootfs.resolve(ctx.root, f"{home}/.ssh/authorized_keys")
+    existing = keys.read_text() if keys.is_file() else ""
     if key.strip() not in existing.splitlines():
-        keys.write_text(existing + key.strip() + "\n")
-    os.chown(keys, uid, gid)
-    keys.chmod(0o600)
+        existing += key.strip() + "\n"
+    rootfs.write_file(ctx.root, f"{home}/.ssh/authorized_keys", existing, mode=0o600, owner=(uid, gid))
 
 
 def _lookup(ctx: BuildContext, db: str, name: str) -> list[str] | None:
-    path: Path = in_root(ctx, db)
+    path = rootfs.resolve(ctx.root, db)
     if not path.is_file():
         return None
     for line in path.read_text().splitlines():

@@ -13,8 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
+from metalstream import rootfs
+
 from ..context import Backend, BuildContext
-from .util import exists_in_root, in_root, write_file
 
 # Relative to the root; glob patterns.
 REMOVE = [
@@ -56,10 +57,10 @@ class CleanupStage:
         removed = remove_globs(ctx.root, [*self.backend.cache_globs(), *REMOVE])
         truncate_logs(ctx.root / "var/log")
         reset_machine_id(ctx)
-        resolv = in_root(ctx, "/etc/resolv.conf")
+        resolv = rootfs.resolve(ctx.root, "/etc/resolv.conf", follow_last=False)
         if resolv.is_file() and not resolv.is_symlink() and resolv.stat().st_size == 0:
             resolv.unlink()  # the chroot's placeholder; the deployed machine's DHCP client writes it
-        if exists_in_root(ctx, "/usr/sbin/sshd"):
+        if rootfs.exists(ctx.root, "/usr/sbin/sshd"):
             install_ssh_keygen_unit(ctx)
         ctx.log.info("cleanup removed %d paths", removed)
 
@@ -91,11 +92,9 @@ def truncate_logs(log_dir: Path) -> None:
 
 
 def reset_machine_id(ctx: BuildContext) -> None:
-    machine_id = in_root(ctx, "/etc/machine-id")
-    if machine_id.exists() or in_root(ctx, "/etc").is_dir():
-        machine_id.write_text("")
-        machine_id.chmod(0o444)
-    dbus_dir = in_root(ctx, "/var/lib/dbus")
+    if rootfs.resolve(ctx.root, "/etc").is_dir():
+        rootfs.write_file(ctx.root, "/etc/machine-id", "", mode=0o444)
+    dbus_dir = rootfs.resolve(ctx.root, "/var/lib/dbus")
     if dbus_dir.is_dir():
         dbus_id = dbus_dir / "machine-id"
         if dbus_id.exists() or dbus_id.is_symlink():
@@ -104,12 +103,9 @@ def reset_machine_id(ctx: BuildContext) -> None:
 
 
 def install_ssh_keygen_unit(ctx: BuildContext) -> None:
-    unit_dir = in_root(ctx, "/etc/systemd/system")
-    if not (exists_in_root(ctx, "/usr/bin/systemctl") or exists_in_root(ctx, "/bin/systemctl")):
+    if not (rootfs.exists(ctx.root, "/usr/bin/systemctl") or rootfs.exists(ctx.root, "/bin/systemctl")):
         return
-    write_file(unit_dir / UNIT_NAME, SSH_KEYGEN_UNIT)
-    wants = unit_dir / "multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    link = wants / UNIT_NAME
+    rootfs.write_file(ctx.root, f"/etc/systemd/system/{UNIT_NAME}", SSH_KEYGEN_UNIT)
+    link = rootfs.writable_path(ctx.root, f"/etc/systemd/system/multi-user.target.wants/{UNIT_NAME}")
     if not link.is_symlink():
         link.symlink_to(f"/etc/systemd/system/{UNIT_NAME}")

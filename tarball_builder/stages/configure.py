@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 
-from deployer.errors import BadInput, CommandError
+from metalstream import rootfs
+from metalstream.errors import BadInput, CommandError
 
 from ..chroot import for_build
 from ..context import BuildContext
-from .util import exists_in_root, in_root, warn, where, write_file
+from .util import warn, where
 
 PLAIN_LOCALES = ("C", "C.UTF-8", "C.utf8", "POSIX")
 
@@ -37,13 +38,13 @@ class ConfigureStage:
 
 
 def set_lang(ctx: BuildContext, lang: str) -> None:
-    write_file(in_root(ctx, "/etc/locale.conf"), f"LANG={lang}\n")
+    rootfs.write_file(ctx.root, "/etc/locale.conf", f"LANG={lang}\n")
     if ctx.build.distribution.family == "debian":
-        write_file(in_root(ctx, "/etc/default/locale"), f"LANG={lang}\n")
+        rootfs.write_file(ctx.root, "/etc/default/locale", f"LANG={lang}\n")
     if lang in PLAIN_LOCALES:
         return
-    locale_gen = in_root(ctx, "/etc/locale.gen")
-    if not (locale_gen.is_file() and exists_in_root(ctx, "/usr/sbin/locale-gen")):
+    locale_gen = rootfs.resolve(ctx.root, "/etc/locale.gen")
+    if not (locale_gen.is_file() and rootfs.exists(ctx.root, "/usr/sbin/locale-gen")):
         if ctx.build.distribution.family == "debian":
             warn(ctx, f"{where(ctx, None)}: lang {lang}: the 'locales' package is not in the image, "
                       "so the locale is not generated")
@@ -53,25 +54,25 @@ def set_lang(ctx: BuildContext, lang: str) -> None:
     if count == 0 and not re.search(rf"(?m)^{wanted}\s", text):
         raise BadInput(f"lang {lang!r} is not a locale listed in the image's /etc/locale.gen",
                        location=where(ctx, None))
-    locale_gen.write_text(text)
+    rootfs.write_file(ctx.root, "/etc/locale.gen", text, mode=None)
     with for_build(ctx) as chroot:
         chroot.run(["locale-gen"])
 
 
 def set_keyboard(ctx: BuildContext, keymap: str) -> None:
-    write_file(in_root(ctx, "/etc/vconsole.conf"), f"KEYMAP={keymap}\n")
-    keyboard = in_root(ctx, "/etc/default/keyboard")
+    rootfs.write_file(ctx.root, "/etc/vconsole.conf", f"KEYMAP={keymap}\n")
+    keyboard = rootfs.resolve(ctx.root, "/etc/default/keyboard")
     if keyboard.is_file():
         text = re.sub(r'(?m)^XKBLAYOUT=.*$', f'XKBLAYOUT="{keymap}"', keyboard.read_text())
-        keyboard.write_text(text)
+        rootfs.write_file(ctx.root, "/etc/default/keyboard", text, mode=None)
 
 
 def set_timezone(ctx: BuildContext) -> None:
     tz = ctx.build.timezone
     zone = tz.name
-    localtime = in_root(ctx, "/etc/localtime")
+    localtime = rootfs.writable_path(ctx.root, "/etc/localtime")
     zone_path = f"/usr/share/zoneinfo/{zone}"
-    if exists_in_root(ctx, zone_path):
+    if rootfs.exists(ctx.root, zone_path):
         localtime.unlink(missing_ok=True)
         localtime.symlink_to(f"..{zone_path}")
     elif zone in ("UTC", "Etc/UTC"):
@@ -80,12 +81,12 @@ def set_timezone(ctx: BuildContext) -> None:
         raise BadInput(f"timezone {zone!r}: {zone_path} is not in the image (add tzdata to %packages, "
                        "or check the zone name)", location=where(ctx, tz.line))
     if ctx.build.distribution.family == "debian":
-        write_file(in_root(ctx, "/etc/timezone"), f"{zone}\n")
-    write_file(in_root(ctx, "/etc/adjtime"), f"0.0 0 0.0\n0\n{'UTC' if tz.utc else 'LOCAL'}\n")
+        rootfs.write_file(ctx.root, "/etc/timezone", f"{zone}\n")
+    rootfs.write_file(ctx.root, "/etc/adjtime", f"0.0 0 0.0\n0\n{'UTC' if tz.utc else 'LOCAL'}\n")
 
 
 def set_selinux(ctx: BuildContext, mode: str) -> None:
-    config = in_root(ctx, "/etc/selinux/config")
+    config = rootfs.resolve(ctx.root, "/etc/selinux/config")
     if not config.is_file():
         if mode != "disabled":
             warn(ctx, f"{where(ctx, None)}: selinux --{mode}: the image has no /etc/selinux/config "
@@ -93,11 +94,11 @@ def set_selinux(ctx: BuildContext, mode: str) -> None:
         return
     text = config.read_text()
     text, count = re.subn(r"(?m)^SELINUX=.*$", f"SELINUX={mode}", text)
-    config.write_text(text if count else text + f"SELINUX={mode}\n")
+    rootfs.write_file(ctx.root, "/etc/selinux/config", text if count else text + f"SELINUX={mode}\n", mode=None)
 
 
 def set_services(ctx: BuildContext) -> None:
-    if not (exists_in_root(ctx, "/usr/bin/systemctl") or exists_in_root(ctx, "/bin/systemctl")):
+    if not (rootfs.exists(ctx.root, "/usr/bin/systemctl") or rootfs.exists(ctx.root, "/bin/systemctl")):
         raise BadInput("services: the image has no systemd (systemctl); add systemd to %packages",
                        location=where(ctx, None))
     with for_build(ctx) as chroot:
@@ -112,7 +113,7 @@ def set_services(ctx: BuildContext) -> None:
 
 def set_firewall(ctx: BuildContext) -> None:
     fw = ctx.build.firewall
-    if not exists_in_root(ctx, "/usr/bin/firewall-offline-cmd"):
+    if not rootfs.exists(ctx.root, "/usr/bin/firewall-offline-cmd"):
         if fw.enabled and (fw.services or fw.ports or fw.trusts):
             warn(ctx, f"{where(ctx, fw.line)}: firewall: the image has no firewalld (firewall-offline-cmd); "
                       "rules not applied")

@@ -7,11 +7,12 @@ without any kernel is an error that names %packages.
 """
 from __future__ import annotations
 
-from deployer.errors import BadInput, CommandError, OperationFailed
+from metalstream import rootfs
+from metalstream.errors import BadInput, CommandError, OperationFailed
 
 from ..chroot import for_build
 from ..context import Backend, BuildContext
-from .util import in_root, where
+from .util import where
 
 INITRAMFS_TIMEOUT = 1200.0
 
@@ -44,7 +45,7 @@ class InitramfsStage:
                 except CommandError as exc:
                     raise OperationFailed(f"initramfs for kernel {kernel['version']} failed: {exc}") from exc
                 initramfs = self.backend.initramfs_path(kernel["version"])
-                target = in_root(ctx, initramfs)
+                target = rootfs.resolve(ctx.root, initramfs)
                 if not target.is_file() or target.stat().st_size == 0:
                     raise OperationFailed(f"kernel {kernel['version']}: no initramfs at {initramfs} after generating it")
                 kernel["initramfs"] = initramfs
@@ -68,7 +69,7 @@ def find_kernels(ctx: BuildContext) -> list[dict[str, str]]:
             if any(k["version"] == version for k in kernels):
                 continue
             for image in (f"/boot/vmlinuz-{version}", f"/{modules}/{version}/vmlinuz"):
-                if in_root(ctx, image).is_file():
+                if rootfs.resolve(ctx.root, image).is_file():
                     kernels.append({"version": version, "kernel": image})
                     break
     return sorted(kernels, key=lambda k: k["version"])

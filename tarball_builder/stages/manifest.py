@@ -1,17 +1,17 @@
-"""Stage `manifest`: NAME.json beside NAME.tar.zst (format metalstream-image/1, docs/contracts.md)."""
+"""Stage `manifest`: NAME.json beside NAME.tar.zst, written by the contract (metalstream.contracts.manifests).
+
+What the manifest says about the tree (distribution, bootloader support) is read from the root by
+`describe_root`, which also serves anyone else who packs a tree (the test suite's image factory).
+"""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-from deployer import __version__
+from metalstream import rootfs
+from metalstream.contracts.manifests import image_manifest, write_document
 
 from ..context import Backend, BuildContext
-from .util import exists_in_root, in_root
 
-FORMAT = "metalstream-image/1"
-INSTALLER_FORMAT = "metalstream-installer/1"
 SHIM_GLOBS = ("usr/lib/shim/shim*.efi*", "boot/efi/EFI/*/shim*.efi")
 SIGNED_GRUB_GLOBS = ("usr/lib/grub/x86_64-efi-signed/*.efi*", "boot/efi/EFI/*/grubx64.efi")
 
@@ -24,46 +24,31 @@ class ManifestStage:
         self.backend = backend
 
     def run(self, ctx: BuildContext) -> None:
-        manifest = image_manifest(ctx, self.backend.installed_packages(ctx))
-        path = write_json(ctx.options.output_dir / f"{ctx.options.name}.json", manifest)
-        ctx.facts["manifest_path"] = path
+        tarball = ctx.facts["tarball"]
+        dist = ctx.build.distribution
+        manifest = image_manifest(
+            name=ctx.options.name, tarball=Path(tarball["path"]).name, sha256=tarball["sha256"],
+            size=tarball["size"], uncompressed_size=tarball["uncompressed_size"], file_count=ctx.facts["file_count"],
+            arch=dist.arch, kernels=ctx.facts.get("kernels", []), packages=self.backend.installed_packages(ctx),
+            kickstart_sha256=ctx.kickstart.sha256, created=ctx.source_date_epoch,
+            **describe_root(ctx.root, dist.family, dist.release))
+        ctx.facts["manifest_path"] = write_document(ctx.options.output_dir / f"{ctx.options.name}.json", manifest)
 
 
-def image_manifest(ctx: BuildContext, packages: list[dict[str, str]]) -> dict:
-    tarball = ctx.facts["tarball"]
-    return {
-        "format": FORMAT,
-        "name": ctx.options.name,
-        "tarball": Path(tarball["path"]).name,
-        "sha256": tarball["sha256"],
-        "size": tarball["size"],
-        "uncompressed_size": tarball["uncompressed_size"],
-        "file_count": ctx.facts["file_count"],
-        "arch": ctx.build.distribution.arch,
-        "distribution": distribution(ctx),
-        "kernels": ctx.facts.get("kernels", []),
-        "bootloader": bootloader_support(ctx),
-        "packages": packages,
-        "kickstart_sha256": ctx.kickstart.sha256,
-        "created": ctx.source_date_epoch,
-        "builder": builder_info(),
-    }
+def describe_root(root: Path, family: str, release: str = "") -> dict:
+    """The manifest's `distribution` and `bootloader` fields, read from an installed tree."""
+    return {"distribution": distribution(root, family, release), "bootloader": bootloader_support(root)}
 
 
-def builder_info() -> dict:
-    return {"name": "metalstream", "version": __version__}
-
-
-def distribution(ctx: BuildContext) -> dict:
-    release = {}
+def distribution(root: Path, family: str, release: str = "") -> dict:
+    values = {}
     for name in ("/etc/os-release", "/usr/lib/os-release"):
-        if exists_in_root(ctx, name):
-            release = parse_os_release(in_root(ctx, name).read_text())
+        path = rootfs.resolve(root, name)
+        if path.is_file():
+            values = parse_os_release(path.read_text())
             break
-    dist = ctx.build.distribution
-    return {"family": dist.family, "id": release.get("ID", ""),
-            "version": release.get("VERSION_ID", ""),
-            "codename": release.get("VERSION_CODENAME", "") or (dist.release if dist.family == "debian" else "")}
+    return {"family": family, "id": values.get("ID", ""), "version": values.get("VERSION_ID", ""),
+            "codename": values.get("VERSION_CODENAME", "") or (release if family == "debian" else "")}
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -75,22 +60,13 @@ def parse_os_release(text: str) -> dict[str, str]:
     return values
 
 
-def bootloader_support(ctx: BuildContext) -> dict[str, bool]:
-    root = ctx.root
+def bootloader_support(root: Path) -> dict[str, bool]:
     return {
-        "bios_grub": (root / "usr/lib/grub/i386-pc").is_dir(),
-        "uefi_grub": (root / "usr/lib/grub/x86_64-efi").is_dir() or _any(root, SIGNED_GRUB_GLOBS),
+        "bios_grub": rootfs.resolve(root, "usr/lib/grub/i386-pc").is_dir(),
+        "uefi_grub": rootfs.resolve(root, "usr/lib/grub/x86_64-efi").is_dir() or _any(root, SIGNED_GRUB_GLOBS),
         "shim": _any(root, SHIM_GLOBS),
     }
 
 
 def _any(root: Path, patterns: tuple[str, ...]) -> bool:
     return any(next(iter(root.glob(p)), None) is not None for p in patterns)
-
-
-def write_json(path: Path, data: dict) -> Path:
-    """Write atomically: a reader never sees half a manifest."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(partial, path)
-    return path

@@ -13,7 +13,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from deployer import proc
+from metalstream import proc
 
 from ..context import BuildContext
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from deployer.errors import CommandError, OperationFailed
+from metalstream import rootfs
+from metalstream.errors import CommandError, OperationFailed
 
 from ..chroot import for_build
 from ..context import BuildContext
 from ..spec import Script
-from .util import exists_in_root, in_root, where, write_file
+from .util import where
 
 POST_TIMEOUT = 3600.0
 OUTPUT_TAIL = 20
@@ -38,16 +39,14 @@ def run_script(ctx: BuildContext, script: Script, index: int) -> None:
     if script.nochroot:
         if shutil.which(interpreter) is None:
             raise OperationFailed(f"{loc}: {kind}: interpreter {interpreter} not found on the build machine")
-        path = ctx.workdir / f"post-{index}"
-        write_file(path, script.body, 0o700)
+        path = rootfs.write_file(ctx.workdir, f"post-{index}", script.body, mode=0o700)
         argv, shown = [interpreter, str(path)], path
     else:
-        if not exists_in_root(ctx, interpreter):
+        if not rootfs.exists(ctx.root, interpreter):
             raise OperationFailed(f"{loc}: {kind}: interpreter {interpreter} is not in the image "
                                   "(add its package to %packages)")
         shown = f"/tmp/metalstream-post-{index}"
-        path = in_root(ctx, shown)
-        write_file(path, script.body, 0o700)
+        path = rootfs.write_file(ctx.root, shown, script.body, mode=0o700)
         argv = [interpreter, shown]
     ctx.log.info("running %s from %s", kind, loc)
     env = {"METALSTREAM_ROOT": str(ctx.root), "ANA_INSTALL_PATH": str(ctx.root)} if script.nochroot else {}
@@ -66,8 +65,11 @@ def run_script(ctx: BuildContext, script: Script, index: int) -> None:
     output = result.stdout
     if output:
         ctx.log.info("%s output:\n%s", kind, output.rstrip())
-    if script.log:
-        write_file(in_root(ctx, script.log) if not script.nochroot else Path(script.log), output)
+    if script.log:  # --log names a path inside the root, or on the build host for --nochroot
+        if script.nochroot:
+            Path(script.log).write_text(output)
+        else:
+            rootfs.write_file(ctx.root, script.log, output)
     if result.returncode != 0:
         tail = "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL:])
         message = f"{loc}: {kind} failed with exit status {result.returncode}" + (f":\n{tail}" if tail else "")

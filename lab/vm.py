@@ -1,6 +1,6 @@
 """Lab VMs: a qemu machine with an empty disk that network-boots from the metalstream service.
 
-`VmSpec` + `qemu_argv` are pure (tested by comparing argv); `LabVm` runs qemu through deployer.proc
+`VmSpec` + `qemu_argv` are pure (tested by comparing argv); `LabVm` runs qemu through metalstream.proc
 and always stops it on exit. qemu's user networking gives the guest the host as 10.0.2.2 and lets
 its built-in iPXE fetch `bootfile` over HTTP, so no DHCP/TFTP server is needed.
 """
@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployer import proc
-from deployer.errors import BadInput, OperationFailed
+from metalstream import proc
+from metalstream.errors import BadInput, OperationFailed
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
@@ -182,6 +182,12 @@ class LabVm:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def qemu_processes_using(disk: Path) -> list[str]:
+    """`PID ARGS` of every qemu process on this host that has `disk` on its command line."""
+    listing = proc.run(["ps", "-eo", "pid=,args="], timeout=30).stdout
+    return [line.strip() for line in listing.splitlines() if "qemu-system" in line and str(disk) in line]
 
 
 def read_pid(pid_file: Path) -> int | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from deployer import proc
+from metalstream import proc
 
 from .vm import DEFAULT_LAB_DIR, LabVm, VmSpec, create_disk, mac_for, qemu_argv, read_pid, stop_by_pid_file
 

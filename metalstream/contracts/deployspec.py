@@ -1,15 +1,17 @@
-"""Deploy spec: what a kickstart says about one machine's disk, bootloader and network.
+"""Deploy spec: what a kickstart says about one machine's disks, bootloader, network and keys.
 
 Plain data, filled by the kickstart front end (tarball_builder.kickstart) from `ignoredisk`,
 `clearpart`, `zerombr`, `reqpart`, `autopart`, `part`, `bootloader`, `network` and `sshkey`,
-and carried to the agent inside the deploy plan (`to_dict` / `from_dict`). It lives in the
-deployer package because the agent, which ships alone in the installer environment, reads it.
+and carried to the agent inside the deploy plan as its `storage` (`to_dict` / `from_dict`).
 Sizes are MiB, as in kickstart. `line` fields give the kickstart line a value came from.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, get_args, get_origin, get_type_hints
+
+from ..errors import BadInput
+from . import rules
 
 
 @dataclass
@@ -100,37 +102,45 @@ class DeploySpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DeploySpec":
-        return from_dict(cls, data)
+    def from_dict(cls, data: Any, location: str = "storage") -> "DeploySpec":
+        return from_dict(cls, data, location)
 
 
-def from_dict(cls: type, data: Any) -> Any:
-    """Build dataclass `cls` from plain JSON data, recursing into nested dataclasses and lists.
+def from_dict(cls: type, data: Any, location: str) -> Any:
+    """Build dataclass `cls` from plain JSON data, checking every value against its annotation.
 
-    Unknown keys raise KeyError naming the key, so a misspelt field is never silently dropped.
+    Nested dataclasses and lists of them are built recursively; an unknown key, a missing required
+    one or a value of the wrong type raises BadInput naming its place (`storage.partitions[0].size_mib`).
     """
     if data is None:
         return None
+    names = tuple(f.name for f in fields(cls))
+    rules.expect_object(data, location, names)
     hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise KeyError(f"unknown field(s) for {cls.__name__}: {', '.join(sorted(unknown))}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value)
-    return cls(**kwargs)
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    for name in required:
+        if name not in data:
+            raise BadInput("is required", location=rules.field(location, name))
+    return cls(**{name: _convert(hints[name], value, rules.field(location, name)) for name, value in data.items()})
 
 
-def _convert(hint: Any, value: Any) -> Any:
+def _convert(hint: Any, value: Any, location: str) -> Any:
+    optional = type(None) in get_args(hint)
     if value is None:
-        return None
-    origin = get_origin(hint)
-    args = [a for a in get_args(hint) if a is not type(None)]
-    if origin is list and args and is_dataclass(args[0]):
-        return [from_dict(args[0], item) for item in value]
-    if is_dataclass(hint):
-        return from_dict(hint, value)
-    if args and len(args) == 1 and is_dataclass(args[0]):  # Optional[Dataclass]
-        return from_dict(args[0], value)
-    return value
+        if optional:
+            return None
+        raise BadInput("must not be null", location=location)
+    kinds = [a for a in get_args(hint) if a is not type(None)] if optional else [hint]
+    kind = kinds[0]
+    if is_dataclass(kind):
+        return from_dict(kind, value, location)
+    if get_origin(kind) is list:
+        (item,) = get_args(kind)
+        return [_convert(item, v, f"{location}[{i}]") for i, v in enumerate(rules.expect_list(value, location))]
+    if kind is bool:
+        return rules.boolean(value, location)
+    if kind is int:
+        return rules.integer(value, location)
+    if kind is str:
+        return rules.text(value, location)
+    raise TypeError(f"{location}: no rule for {kind!r}")

@@ -1,20 +1,21 @@
 """Typed errors shared by every metalstream component.
 
-Each carries a one-line message, optional details and the process exit code (and, for the
-service, an HTTP status) so callers never have to parse text to decide what went wrong.
+Each carries a one-line message, optional details and the process exit code, so callers never
+have to parse text to decide what went wrong. How the service answers each over HTTP is the
+service's business (pxe.errors), not this module's.
 """
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 class MetalstreamError(Exception):
     """Base class: an operation could not be completed."""
 
     exit_code = EXIT_FAILED
-    http_status = 500
 
     def __init__(self, message: str, *, details: dict | None = None):
         super().__init__(message)
@@ -33,16 +34,15 @@ class BadInput(MetalstreamError):
     """The user's input is wrong; nothing was changed. `location` says where (FILE:LINE, JSON field)."""
 
     exit_code = EXIT_BAD_INPUT
-    http_status = 400
 
     def __init__(self, message: str, *, location: str | None = None, details: dict | None = None):
         super().__init__(f"{location}: {message}" if location else message, details=details)
         self.location = location
         self.reason = message
 
-
-class NotImplementedYet(OperationFailed):
-    """A subcommand whose issue has not landed yet. It says so instead of pretending to work."""
+    def relocated(self, location: str) -> "BadInput":
+        """The same complaint placed under another location (a document's path, an option's name)."""
+        return BadInput(self.reason, location=location, details=self.details)
 
 
 class CommandError(OperationFailed):

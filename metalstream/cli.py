@@ -2,7 +2,7 @@
 
 Each component keeps its subcommands in its own module and exposes them as `COMMANDS`; this
 module only assembles them and turns errors into exit codes: 0 ok, 1 operation failed,
-2 bad input. Tracebacks are shown only with --debug.
+2 bad input, 130 interrupted. Tracebacks are shown only with --debug.
 """
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import sys
 import click
 
 from . import __version__
-from .errors import EXIT_FAILED, MetalstreamError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, MetalstreamError
 
 # Each command is imported only when it is run (or listed by --help): `metalstream install` must not pay
-# for the builder's or the service's imports. The installer environment ships only the deployer package.
+# for the builder's or the service's imports. The installer environment ships only this core package and
+# the agent (deployer); the commands of components that are not there are simply not offered.
 COMPONENT_COMMANDS = {
     "ks": "tarball_builder.ks_cli", "build": "tarball_builder.build_cli",
     "serve": "pxe.cli", "image": "pxe.cli", "token": "pxe.cli", "dnsmasq-config": "pxe.cli",
     "agent": "deployer.agent_cli", "install": "deployer.install_cli",
-    "vm": "pxe.lab.cli", "demo": "pxe.lab.cli",
+    "vm": "lab.cli", "demo": "lab.cli",
 }
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         # click turns Ctrl-C (and our SIGTERM) inside a command into Abort; both mean "interrupted".
         click.echo("metalstream: interrupted", err=True)
-        code = 130
+        code = EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import requests
 
-from deployer import proc
-from deployer.errors import OperationFailed
+from metalstream import proc
+from metalstream.errors import OperationFailed
 
 
 def free_port() -> int:
@@ -20,16 +20,23 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """`metalstream serve` on a loopback port; guests reach it as 10.0.2.2:PORT under qemu user networking."""
+    """`metalstream serve` on a loopback port; guests reach it as 10.0.2.2:PORT under qemu user networking.
+
+    `public_url` defaults to that guest URL; `options` are further `metalstream serve` options
+    (e.g. ["--tftp", "6969", "--sweep-interval", "1"]).
+    """
 
     def __init__(self, data_dir: Path, *, port: int | None = None, installer: Path | None = None,
-                 agent_timeout: float = 600, activation_timeout: float = 900, workers: int = 2):
+                 agent_timeout: float = 600, activation_timeout: float = 900, workers: int = 2,
+                 public_url: str | None = None, options: list[str] = ()):
         self.data_dir = data_dir
         self.port = port or free_port()
         self.installer = installer
         self.agent_timeout = agent_timeout
         self.activation_timeout = activation_timeout
         self.workers = workers
+        self.public_url = public_url
+        self.options = list(options)
         self.log_path = data_dir / "serve.log"
         self.process: subprocess.Popen | None = None
 
@@ -43,9 +50,10 @@ class ServiceProcess:
 
     def start(self, *, timeout: float = 60) -> "ServiceProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "deployer", "serve", "--data-dir", str(self.data_dir),
-                "--bind", f"127.0.0.1:{self.port}", "--public-url", self.guest_url, "--workers", str(self.workers),
-                "--agent-timeout", str(self.agent_timeout), "--activation-timeout", str(self.activation_timeout)]
+        argv = [sys.executable, "-m", "metalstream", "serve", "--data-dir", str(self.data_dir),
+                "--bind", f"127.0.0.1:{self.port}", "--public-url", self.public_url or self.guest_url,
+                "--workers", str(self.workers), "--agent-timeout", str(self.agent_timeout),
+                "--activation-timeout", str(self.activation_timeout), *self.options]
         if self.installer:
             argv += ["--installer", str(self.installer)]
         log = open(self.log_path, "ab")
@@ -66,6 +74,15 @@ class ServiceProcess:
             time.sleep(0.3)
         self.stop()
         raise OperationFailed(f"metalstream serve did not answer within {timeout:.0f} s: {self.log_tail()}")
+
+    def pids(self) -> list[int]:
+        """The gunicorn master and its direct children (workers, the TFTP server)."""
+        if self.process is None:
+            return []
+        pids = [self.process.pid]
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
 
     def log_tail(self, lines: int = 15) -> str:
         try:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import requests
 
-from deployer.errors import OperationFailed
+from metalstream.errors import OperationFailed
 
 from .service_proc import ServiceProcess, free_port
 from .vm import LabVm, VmSpec, create_disk

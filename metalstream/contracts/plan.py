@@ -1,0 +1,218 @@
+"""The deploy plan (docs/contracts.md §2): what the service tells the agent to install, and how.
+
+`Plan` is the typed form; `Plan.to_json()` writes the document and `Plan.from_json(data)` reads
+one, refusing unknown fields, malformed values and control characters with a BadInput located at
+the JSON field (`plan.image.sha256`). Every field goes through the shared rules, so a plan the
+service writes is one the agent accepts, and `metalstream install` accepts what the API does.
+"""
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from ..errors import BadInput
+from . import rules
+from .deployspec import DeploySpec, NetworkDevice, from_dict
+from .formats import PLAN, PLAN_FORMAT, check_format
+from .manifests import read_image_manifest
+
+TOP_FIELDS = ("format", "deployment_id", "image", "disk_hints", "boot_mode", "storage", "hostname", "network",
+              "root_password_hash", "ssh_keys", "kernel_args", "report")
+IMAGE_FIELDS = ("name", "url", "sha256", "size", "manifest")
+HINT_TEXT_FIELDS = ("serial", "wwn", "by_path", "model", "name")
+HINT_SIZE_FIELDS = ("min_size_gib", "max_size_gib")
+DISK_HINT_FIELDS = (*HINT_TEXT_FIELDS, *HINT_SIZE_FIELDS, "rotational")
+MAX_DISK_GIB = 1 << 30  # an exbibyte: a bound, not a limit anyone meets
+MAX_SSH_KEYS = 100
+URL_SCHEMES = ("http", "https", "file", "")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    version: str
+    kernel: str  # absolute path inside the image
+    initramfs: str
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    name: str
+    url: str  # http(s):// or file:// URL or a local path of the tar.zst
+    sha256: str
+    size: int | None
+    manifest: dict | None = None
+
+    @property
+    def kernels(self) -> list[Kernel]:
+        return [Kernel(k["version"], k["kernel"], k["initramfs"]) for k in (self.manifest or {}).get("kernels", [])]
+
+    @property
+    def uncompressed_size(self) -> int:
+        return int((self.manifest or {}).get("uncompressed_size") or 0)
+
+
+@dataclass(frozen=True)
+class DiskHints:
+    serial: str | None = None
+    wwn: str | None = None
+    by_path: str | None = None
+    model: str | None = None
+    name: str | None = None
+    min_size_gib: float | None = None
+    max_size_gib: float | None = None
+    rotational: bool | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_json().items() if v is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in DISK_HINT_FIELDS}
+
+    @classmethod
+    def from_json(cls, data: Any, location: str = "disk_hints") -> "DiskHints":
+        """Disk hints (all optional): text without control characters, finite non-negative sizes, min ≤ max."""
+        if data is None:
+            return cls()
+        rules.expect_object(data, location, DISK_HINT_FIELDS)
+        values: dict[str, Any] = {}
+        for key in HINT_TEXT_FIELDS:
+            if data.get(key) is not None:
+                values[key] = rules.text(data[key], f"{location}.{key}", max_length=256, allow_empty=False)
+        for key in HINT_SIZE_FIELDS:
+            if data.get(key) is not None:
+                values[key] = rules.number(data[key], f"{location}.{key}", maximum=MAX_DISK_GIB)
+        if values.get("min_size_gib", 0) > values.get("max_size_gib", MAX_DISK_GIB):
+            raise BadInput("must not exceed max_size_gib", location=f"{location}.min_size_gib")
+        if data.get("rotational") is not None:
+            values["rotational"] = rules.boolean(data["rotational"], f"{location}.rotational")
+        return cls(**values)
+
+
+@dataclass
+class Plan:
+    image: ImageRef
+    deployment_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    disk_hints: DiskHints = field(default_factory=DiskHints)
+    boot_mode: str = "both"
+    storage: DeploySpec | None = None
+    hostname: str | None = None
+    network: list[NetworkDevice] = field(default_factory=list)
+    root_password_hash: str | None = None
+    ssh_keys: list[str] = field(default_factory=list)
+    kernel_args: str = ""
+    report: dict | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Plan":
+        return read_plan(data)
+
+    def to_json(self) -> dict:
+        return {
+            "format": PLAN_FORMAT,
+            "deployment_id": self.deployment_id,
+            "image": {"name": self.image.name, "url": self.image.url, "sha256": self.image.sha256,
+                      "size": self.image.size, "manifest": self.image.manifest},
+            "disk_hints": self.disk_hints.to_json(),
+            "boot_mode": self.boot_mode,
+            "storage": self.storage.to_dict() if self.storage else None,
+            "hostname": self.hostname,
+            "network": [dict(n.__dict__) for n in self.network],
+            "root_password_hash": self.root_password_hash,
+            "ssh_keys": list(self.ssh_keys),
+            "kernel_args": self.kernel_args,
+            "report": self.report,
+        }
+
+    @property
+    def wipe_allowed(self) -> bool:
+        """The plan allows destroying an existing partition table (clearpart --all or zerombr)."""
+        s = self.storage
+        return bool(s and (s.zerombr or (s.clearpart and s.clearpart.mode == "all")))
+
+
+def read_image_ref(data: Any, location: str = "plan.image") -> ImageRef:
+    rules.expect_object(data, location, IMAGE_FIELDS)
+    name = rules.image_name(data.get("name"), f"{location}.name")
+    url = rules.text(data.get("url"), f"{location}.url", allow_empty=False)
+    if urlparse(url).scheme not in URL_SCHEMES:
+        raise BadInput(f"unsupported URL scheme in {url!r} (http, https, file or a path)", location=f"{location}.url")
+    sha = rules.sha256(data.get("sha256"), f"{location}.sha256")
+    size = rules.integer(data["size"], f"{location}.size", minimum=1) if data.get("size") is not None else None
+    manifest = data.get("manifest")
+    if manifest is not None:
+        read_image_manifest(manifest, f"{location}.manifest", sep=".")
+    return ImageRef(name=name, url=url, sha256=sha, size=size, manifest=manifest)
+
+
+def read_network_device(data: Any, location: str) -> NetworkDevice:
+    return check_network_device(from_dict(NetworkDevice, data, location), location)
+
+
+def check_network_device(device: NetworkDevice, location: str) -> NetworkDevice:
+    if device.bootproto not in ("dhcp", "static"):
+        raise BadInput(f"expected 'dhcp' or 'static', got {device.bootproto!r}", location=f"{location}.bootproto")
+    if device.bootproto == "static":
+        if not device.ip:
+            raise BadInput("a static address needs ip (and netmask or ip/prefix)", location=f"{location}.ip")
+        try:
+            address = device.ip if "/" in device.ip else f"{device.ip}/{device.netmask or '24'}"
+            ipaddress.ip_interface(address)
+            if device.gateway:
+                ipaddress.ip_address(device.gateway)
+            for ns in device.nameservers:
+                ipaddress.ip_address(ns)
+        except ValueError as exc:
+            raise BadInput(f"bad address: {exc}", location=location) from None
+    if device.hostname is not None:
+        device.hostname = rules.hostname(device.hostname, f"{location}.hostname")
+    return device
+
+
+def read_storage(data: Any, location: str = "plan.storage") -> DeploySpec | None:
+    if data is None:
+        return None
+    spec = DeploySpec.from_dict(data, location)
+    if spec.clearpart and spec.clearpart.mode not in ("none", "all", "linux", "list"):
+        raise BadInput(f"unknown mode {spec.clearpart.mode!r}", location=f"{location}.clearpart.mode")
+    for i, device in enumerate(spec.network):
+        check_network_device(device, f"{location}.network[{i}]")
+    if spec.bootloader is not None:
+        rules.kernel_args(spec.bootloader.append, f"{location}.bootloader.append")
+    for i, key in enumerate(spec.ssh_keys):
+        rules.ssh_public_key(key.key, f"{location}.ssh_keys[{i}].key")
+    return spec
+
+
+def read_ssh_keys(data: Any, location: str) -> list[str]:
+    keys = rules.expect_list(data if data is not None else [], location, max_items=MAX_SSH_KEYS)
+    return [rules.ssh_public_key(key, f"{location}[{i}]") for i, key in enumerate(keys)]
+
+
+def read_plan(data: Any) -> Plan:
+    """Check a plan document and return its typed form (BadInput located at `plan.FIELD`)."""
+    rules.expect_object(data, "plan", TOP_FIELDS)
+    check_format(data.get("format"), PLAN, "plan.format")
+    deployment_id = rules.text(data.get("deployment_id"), "plan.deployment_id", max_length=64, allow_empty=False)
+    network = rules.expect_list(data.get("network") or [], "plan.network", max_items=64)
+    report = data.get("report")
+    if report is not None:
+        rules.expect_object(report, "plan.report", ("events_url", "result_url"))
+        for key, value in report.items():
+            rules.text(value, f"plan.report.{key}", allow_empty=False)
+    hostname, password, boot_mode = data.get("hostname"), data.get("root_password_hash"), data.get("boot_mode")
+    return Plan(
+        deployment_id=deployment_id,
+        image=read_image_ref(data.get("image")),
+        disk_hints=DiskHints.from_json(data.get("disk_hints"), "plan.disk_hints"),
+        boot_mode=rules.boot_mode("both" if boot_mode is None else boot_mode, "plan.boot_mode"),
+        storage=read_storage(data.get("storage")),
+        hostname=rules.hostname(hostname, "plan.hostname") if hostname is not None else None,
+        network=[read_network_device(item, f"plan.network[{i}]") for i, item in enumerate(network)],
+        root_password_hash=rules.password_hash(password, "plan.root_password_hash") if password is not None else None,
+        ssh_keys=read_ssh_keys(data.get("ssh_keys"), "plan.ssh_keys"),
+        kernel_args=rules.kernel_args(data.get("kernel_args") or "", "plan.kernel_args"),
+        report=report,
+    )

@@ -1,0 +1,45 @@
+"""Which boot a machine gets when its firmware asks: the installer, or its own disk.
+
+Selection is a function of the deployment store (matchbox's way): the boot views only render
+what `select_boot` returns. A MAC with a pending or booting deployment gets the installer with a
+freshly minted agent token (the deployment moves to `booting`); every other MAC — unknown,
+installing, installed, finished — gets its local disk. Silent deployments are failed by the
+background sweeper (pxe.supervisor), never by a boot request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from . import deployments, states
+from .errors import ServiceError
+from .render import InstallerBoot
+
+
+@dataclass(frozen=True)
+class LocalBoot:
+    """Boot the machine's own disk."""
+
+    mac: str
+
+
+class InstallerMissing(ServiceError):
+    """A deployment waits for this machine but the service has no installer to offer it."""
+
+    http_status = 503
+
+
+def select_boot(engine: Engine, mac: str, *, base_url: str, installer_available: bool) -> InstallerBoot | LocalBoot:
+    row = deployments.open_for_mac(engine, mac)
+    if row is None or row["state"] not in states.INSTALLER_STATES:
+        return LocalBoot(mac)
+    if not installer_available:
+        raise InstallerMissing("a deployment is pending for this MAC but no installer is configured "
+                               "(metalstream serve --installer)")
+    token = deployments.mint_boot_token(engine, row["id"])
+    if token is None:  # cancelled or advanced between the read and the update
+        return LocalBoot(mac)
+    request = row["request"]
+    return InstallerBoot(base_url=base_url, token=token, deployment_id=row["id"], mac=mac, image=row["image_name"],
+                         hostname=request.get("hostname"), kernel_args=tuple(request.get("kernel_args", [])))
