@@ -19,7 +19,7 @@ from metalstream.errors import OperationFailed
 from .service_proc import ServiceProcess, free_port
 from .vm import LabVm, VmSpec, create_disk
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 Echo = Callable[[str], None]
 TERMINAL_STATES = ("active", "failed", "cancelled")
 # Agent phases grouped the way the summary reports them, in order.

@@ -1,5 +1,7 @@
-"""The demo's phase accounting (pure: made-up clock marks)."""
-from lab.demo import PhaseClock, render_table, summarize
+"""The demo's phase accounting (pure: made-up clock marks) and its defaults."""
+from pathlib import Path
+
+from lab.demo import DemoOptions, PhaseClock, render_table, summarize
 
 
 def test_summary_splits_the_deploy_into_phases_between_first_seen_marks():
@@ -22,3 +24,10 @@ def test_missing_phases_stay_empty_instead_of_being_invented():
     assert summary["deploy_total_seconds"] is None
     table = render_table(summary)
     assert "PXE boot → agent start" in table and "      -" not in table.splitlines()[0]
+
+
+def test_default_kickstarts_are_the_repositorys_own():
+    defaults = DemoOptions()
+    assert defaults.image_kickstart.is_file(), defaults.image_kickstart
+    assert defaults.installer_kickstart.is_file(), defaults.installer_kickstart
+    assert defaults.out_dir.parent == Path(__file__).resolve().parents[1]
