@@ -6,9 +6,11 @@ must check with `wait_checked`; nothing here hides a failing stage behind a late
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shlex
+import signal
 import subprocess
 from dataclasses import dataclass
 from typing import IO, Mapping, Sequence
@@ -18,6 +20,8 @@ from .errors import CommandError, OperationFailed
 log = logging.getLogger("metalstream.proc")
 
 DEFAULT_TIMEOUT = 600.0
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -75,18 +79,37 @@ def spawn(
     stderr: int | IO | None = subprocess.PIPE,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen:
     """Start argv as one stage of a pipeline; stderr is captured for `wait_checked` unless redirected.
 
     A long-running process (a server) must get `stderr` pointed at a log file: an unread pipe fills up.
+    `die_with_parent` (Linux): the child gets SIGTERM when this process dies, even by SIGKILL. The kernel
+    sends it when the *thread* that spawned the child exits, so spawn such a child from the main thread.
     """
     args = _argv(argv)
     log.debug("spawn: %s", shlex.join(args))
     full_env = None if env is None else {**os.environ, **env}
+    preexec_fn = _parent_death_signal(signal.SIGTERM) if die_with_parent else None
     try:
-        return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=full_env, cwd=cwd)
+        return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=full_env, cwd=cwd,
+                                preexec_fn=preexec_fn)
     except FileNotFoundError as exc:
         raise OperationFailed(f"{args[0]}: command not found (install it with `bash .ci/setup`)") from exc
+
+
+def _parent_death_signal(signum: int):
+    """A preexec_fn that makes the kernel send `signum` to the child when its parent dies."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the forked child
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, int(signum)) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before prctl took effect: nobody will send the signal
+            os.kill(os.getpid(), signum)
+
+    return preexec
 
 
 def wait_checked(proc: subprocess.Popen, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -84,9 +83,9 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     if tftp_port is not None:
         root = config.data_dir / "tftp"
         copied = tftp.populate(root)
+        tftp_process = tftp.start(root, host, tftp_port)
         click.echo(f"metalstream: TFTP on udp/{tftp_port} serving {', '.join(copied) or 'nothing'} from {root}",
                    err=True)
-        tftp_process = proc.spawn([sys.executable, "-m", "pxe.tftp", root, host, str(tftp_port)], stderr=None)
     click.echo(f"metalstream: serving on http://{bind} (data {config.data_dir}, {workers} workers x {threads} "
                "threads)", err=True)
     serving_pid = os.getpid()

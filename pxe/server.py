@@ -32,6 +32,9 @@ class MetalstreamServer(BaseApplication):
             "post_worker_init": _post_worker_init,
             "child_exit": _child_exit,
             "proc_name": "metalstream-serve",
+            # gunicorn's default control socket is one per user ($HOME/.gunicorn/gunicorn.ctl), so a second
+            # service on the host would take it over; nothing here uses `gunicornc`.
+            "control_socket_disable": True,
         }
         super().__init__()
 
