@@ -47,7 +47,7 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RenderError)
     def render_error(exc: RenderError):
         log.error("boot script not rendered: %s", exc)
-        return jsonify(error_body(f"boot script could not be rendered: {exc}")), 500
+        return jsonify(error_body("boot script could not be rendered; the service log says why")), 500
 
     @app.errorhandler(MetalstreamError)
     def typed_error(exc: MetalstreamError):
@@ -56,12 +56,14 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return jsonify(error_body(exc.description or exc.name)), exc.code
+        headers = [(name, value) for name, value in exc.get_headers()  # Allow on 405, Content-Range on 416
+                   if name.lower() != "content-type"]
+        return jsonify(error_body(exc.description or exc.name)), exc.code, headers
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):  # includes jinja2 template errors: a 500, never a silent local boot
         log.exception("internal error on %s %s", request.method, request.path)
-        return jsonify(error_body(f"internal error: {type(exc).__name__}: {exc}")), 500
+        return jsonify(error_body("internal error; the service log has the details")), 500
 
 
 def _register_request_metrics(app: Flask) -> None:

@@ -60,8 +60,12 @@ def _parse_bind(bind: str) -> tuple[str, int]:
               help="Seconds between background sweeps (silence timeouts, activation checks); 0 disables them.")
 @click.option("--tftp", "tftp_port", type=click.IntRange(1, 65535), default=None,
               help="Also serve the iPXE binaries over TFTP on this UDP port (69 for real PXE ROMs).")
+@click.option("--image-import-dir", "image_import_dirs", multiple=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A directory POST /api/v1/images may read manifests and tarballs from (repeatable). "
+                   "Without one, images are registered with `metalstream image add` only.")
 def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent_timeout, activation_timeout,
-          sweep_interval, tftp_port):
+          sweep_interval, tftp_port, image_import_dirs):
     """Run the PXE/HTTP service under gunicorn: REST API, boot scripts, images, agent endpoints.
 
     \b
@@ -78,7 +82,8 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     if public_url is not None and not SAFE_URL.match(public_url):
         raise BadInput("must be a plain http(s)://host[:port] URL", location="--public-url")
     config = _config(data_dir, db_url, installer=installer, public_url=public_url, agent_timeout=agent_timeout,
-                     activation_timeout=activation_timeout, supervisor_interval=sweep_interval)
+                     activation_timeout=activation_timeout, supervisor_interval=sweep_interval,
+                     image_import_dirs=image_import_dirs)
     tftp_process = None
     if tftp_port is not None:
         root = config.data_dir / "tftp"

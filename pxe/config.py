@@ -18,11 +18,13 @@ class ServiceConfig:
     activation_root: str = "/"  # where the check looks on the target (tests point it at a mounted image)
     ssh_user: str = "root"
     supervisor_interval: float = 10.0  # background sweep for silence timeouts and activation checks; 0 = off
+    image_import_dirs: tuple[Path, ...] = ()  # where POST /api/v1/images may read manifests; none = nowhere
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         if self.installer is not None:
             self.installer = Path(self.installer).resolve()
+        self.image_import_dirs = tuple(Path(d).resolve() for d in self.image_import_dirs)
         if self.db_url is None:
             self.db_url = f"sqlite:///{self.data_dir / 'metalstream.db'}"
 

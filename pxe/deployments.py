@@ -14,12 +14,20 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from metalstream.contracts import rules
+from metalstream.errors import BadInput
+
 from . import db, states, tokens
 from .errors import Conflict, NotFound
 
 
 def request_digest(request: dict) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+def scoped_idempotency_key(token_id: str, key: str) -> str:
+    """What is stored for a client's Idempotency-Key: the same key sent with another token is another key."""
+    return hashlib.sha256(f"{token_id}\0{key}".encode()).hexdigest()
 
 
 def create(engine: Engine, request: dict, storage: dict | None, idempotency_key: str | None) -> tuple[dict, bool]:
@@ -63,12 +71,24 @@ def _by_idempotency_key(engine: Engine, key: str, digest: str) -> dict | None:
 
 def _event(conn: Connection, dep_id: str, state: str, phase: str | None, message: str | None,
            bytes_done: int | None = None, bytes_total: int | None = None, when: float | None = None) -> None:
-    conn.execute(db.events.insert().values(deployment_id=dep_id, time=when or time.time(), state=state, phase=phase,
+    conn.execute(db.events.insert().values(deployment_id=dep_id, time=time.time() if when is None else when,
+                                           state=state, phase=phase,
                                            message=message, bytes_done=bytes_done, bytes_total=bytes_total))
 
 
+SECRET_REQUEST_FIELDS = ("root_password_hash", "kickstart")  # a kickstart may hold passwords and passphrases
+
+
+def redacted_request(request: dict) -> dict:
+    """The request as API readers see it: secrets replaced by their digest, so a client can tell
+    which one it sent without anyone reading it back."""
+    return {field: ({"redacted": True, "sha256": hashlib.sha256(value.encode()).hexdigest()}
+                    if field in SECRET_REQUEST_FIELDS and isinstance(value, str) else value)
+            for field, value in request.items()}
+
+
 def _public(row, event_rows, now: float) -> dict:
-    request = row["request"]
+    request = redacted_request(row["request"])
     return {
         "id": row["id"], "mac": row["mac"], "image": row["image_name"], "hostname": request.get("hostname"),
         "state": row["state"], "phase": row["phase"], "message": row["message"], "error": row["error"],
@@ -155,10 +175,12 @@ def cancel(engine: Engine, dep_id: str) -> dict:
 def mint_boot_token(engine: Engine, dep_id: str) -> str | None:
     """Issue a fresh agent token as the installer boot script is served (pending/booting → booting)."""
     secret = tokens.new_secret()
+    values = {"token_hash": tokens.digest(secret), "last_seen_at": time.time()}
     with engine.begin() as conn:
-        ok = transition(conn, dep_id, states.BOOTING, "installer boot script served",
-                        sources=states.INSTALLER_STATES, token_hash=tokens.digest(secret),
-                        last_seen_at=time.time())
+        ok = (transition(conn, dep_id, states.BOOTING, "installer boot script served",
+                         sources=(states.PENDING,), **values)
+              or transition(conn, dep_id, states.BOOTING, "installer boot script served again: agent token "
+                            "reissued, the previous one is void", sources=(states.BOOTING,), **values))
     return f"{dep_id}.{secret}" if ok else None
 
 
@@ -185,7 +207,24 @@ def agent_seen(engine: Engine, row, address: str | None) -> None:
                      .values(last_seen_at=now))
 
 
+def check_event_follows(row, event: dict) -> None:
+    """An event may not move the deployment back: phases follow the agent's order, and within one
+    phase the byte count only grows and stays within the total already reported."""
+    stored_phase = row["phase"]
+    if stored_phase in rules.PHASES and rules.PHASES.index(event["phase"]) < rules.PHASES.index(stored_phase):
+        raise BadInput(f"goes back from phase {stored_phase!r} (phases run {', '.join(rules.PHASES)})",
+                       location="phase")
+    if event["phase"] != stored_phase or event["bytes_done"] is None:
+        return
+    if row["bytes_done"] is not None and event["bytes_done"] < row["bytes_done"]:
+        raise BadInput(f"goes back from {row['bytes_done']} bytes already reported", location="bytes_done")
+    total = event["bytes_total"] if event["bytes_total"] is not None else row["bytes_total"]
+    if total is not None and event["bytes_done"] > total:
+        raise BadInput(f"exceeds bytes_total {total}", location="bytes_done")
+
+
 def record_event(engine: Engine, row, event: dict) -> None:
+    check_event_follows(row, event)
     now = time.time()
     values = {"phase": event["phase"], "message": event["message"], "last_seen_at": now, "updated_at": now}
     if event["bytes_done"] is not None:

@@ -20,7 +20,7 @@ from metalstream.contracts.manifests import file_sha256
 from metalstream.errors import BadInput
 
 from . import db, states
-from .errors import Conflict, NotFound
+from .errors import Conflict, Forbidden, NotFound
 
 
 def _check_file(path: Path, size: int, sha256: str, where: str) -> None:
@@ -54,6 +54,21 @@ def read_installer_manifest(path: Path) -> dict:
         _check_file(target, entry["size"], entry["sha256"], f"{path}: {part}")
         manifest[f"{part}_path"] = str(target.resolve())
     return manifest
+
+
+def importable_path(manifest: Path, import_dirs: tuple[Path, ...]) -> Path:
+    """The manifest's real path if it lies inside an import directory; Forbidden otherwise.
+
+    Checked before the file is touched, so the API tells nothing about files elsewhere."""
+    if not import_dirs:
+        raise Forbidden("registering images through the API is off: start the service with "
+                        "--image-import-dir DIR, or use `metalstream image add` on the server",
+                        details={"field": "manifest"})
+    real = Path(os.path.realpath(manifest))
+    if not any(real.is_relative_to(directory) for directory in import_dirs):
+        raise Forbidden("not inside an image import directory (metalstream serve --image-import-dir)",
+                        details={"field": "manifest"})
+    return real
 
 
 def _link_into_store(source: Path, target: Path) -> None:

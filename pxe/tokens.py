@@ -48,8 +48,8 @@ def create_api_token(engine: Engine, scope: str, comment: str | None = None) -> 
     return f"msa_{token_id}_{secret}"
 
 
-def api_token_scope(engine: Engine, token: str) -> str | None:
-    """The scope of a valid, unrevoked API token, or None."""
+def authenticate_api_token(engine: Engine, token: str) -> dict | None:
+    """`{"id", "scope"}` of a valid, unrevoked API token, or None."""
     prefix, _, rest = token.partition("_")
     token_id, _, secret = rest.partition("_")
     if prefix != "msa" or not token_id or not secret:
@@ -58,7 +58,7 @@ def api_token_scope(engine: Engine, token: str) -> str | None:
         row = conn.execute(select(db.api_tokens).where(db.api_tokens.c.id == token_id)).mappings().first()
     if row is None or row["revoked"] or not matches(secret, row["secret_sha256"]):
         return None
-    return row["scope"]
+    return {"id": row["id"], "scope": row["scope"]}
 
 
 def list_api_tokens(engine: Engine) -> list[dict]:

@@ -76,7 +76,7 @@ def pxe_env(tmp_path, pxe_installer, pxe_image_manifest) -> PxeEnv:
     from pxe.config import ServiceConfig
 
     config = ServiceConfig(data_dir=tmp_path / "data", installer=pxe_installer, supervisor_interval=0,
-                           public_url="http://10.0.2.2:8080")
+                           public_url="http://10.0.2.2:8080", image_import_dirs=(tmp_path,))
     app = create_app(config)
     service = app.extensions["metalstream"]
     imagestore.register(service.engine, config.image_dir, pxe_image_manifest)

@@ -98,7 +98,7 @@ def _install_verdict(tmp_path, image: dict, tarball: str, field: str, value) -> 
     if result.returncode == 0:
         return OK, None
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    located = result.stderr.split(f"{path}: plan.", 1)[1].split(":", 1)[0]
+    located = result.stderr.split(f"{path}: ", 1)[1].split(":", 1)[0].removeprefix("plan.")
     return REFUSED, located
 
 

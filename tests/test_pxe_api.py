@@ -342,7 +342,7 @@ def test_template_error_is_500_never_local_boot(tmp_path, pxe_installer, pxe_ima
     client = app.test_client()
     response = client.get(f"/boot/{PXE_MAC}.ipxe")
     assert response.status_code == 500 and b"sanboot" not in response.data and b"exit" not in response.data
-    assert "no_such_variable" in response.get_json()["error"]
+    assert response.get_json()["error"] and b"no_such_variable" not in response.data
 
 
 def test_hostile_host_header_is_refused(tmp_path, pxe_installer):

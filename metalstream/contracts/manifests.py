@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BadInput
-from . import rules
+from . import jsontext, rules
 from .formats import IMAGE, IMAGE_FORMAT, INSTALLER, INSTALLER_FORMAT, check_format
 
 BUILDER_NAME = "metalstream"
@@ -151,11 +151,11 @@ def load_document(path: Path, *, max_bytes: int = 64 << 20) -> Any:
     if len(raw) > max_bytes:
         raise BadInput(f"larger than {max_bytes} bytes", location=str(path))
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise BadInput("not UTF-8 text", location=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"not valid JSON: {exc.msg}", location=f"{path}:{exc.lineno}") from None
+        return jsontext.loads(raw)
+    except BadInput as exc:
+        line = exc.details.get("line")
+        where = f"{path}: {exc.location}" if exc.location else f"{path}:{line}" if line else str(path)
+        raise BadInput(exc.reason, location=where) from None
 
 
 def write_document(path: Path, data: dict) -> Path:

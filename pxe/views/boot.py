@@ -5,7 +5,7 @@ The views parse the MAC, ask pxe.boot which boot it gets, and render that. Rende
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from metalstream.contracts import rules
 
@@ -35,8 +35,18 @@ def chain_ipxe():
     return _text(service().renderer.chain_ipxe(base_url()))
 
 
+def _head_answer(mac_text: str) -> Response | None:
+    """HEAD asks whether the script exists; answering must not mint a token or move a deployment."""
+    if request.method != "HEAD":
+        return None
+    rules.mac(mac_text, "mac")
+    return _text("")
+
+
 @bp.get("/boot/<mac>.ipxe")
 def host_ipxe(mac: str):
+    if (head := _head_answer(mac)) is not None:
+        return head
     boot = _select(mac)
     renderer = service().renderer
     return _text(renderer.installer_ipxe(boot) if isinstance(boot, InstallerBoot) else renderer.local_ipxe(boot.mac))
@@ -49,6 +59,8 @@ def chain_grub():
 
 @bp.get("/boot/grub/<mac>.cfg")
 def host_grub(mac: str):
+    if (head := _head_answer(mac)) is not None:
+        return head
     boot = _select(mac)
     renderer = service().renderer
     return _text(renderer.installer_grub(boot) if isinstance(boot, InstallerBoot) else renderer.local_grub(boot.mac))

@@ -1,10 +1,9 @@
 """Helpers shared by the blueprints: the service object, JSON bodies, server URL, API auth."""
 from __future__ import annotations
 
-import json
+from flask import abort, current_app, g, request
 
-from flask import abort, current_app, request
-
+from metalstream.contracts import jsontext
 from metalstream.errors import BadInput
 
 from .. import tokens
@@ -19,14 +18,15 @@ def service() -> Service:
 
 def json_body() -> object:
     raw = request.get_data(cache=True)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        request.stream.read(1)  # a chunked body stops at the limit: reading on raises 413 if there is more
     if not raw:
         raise BadInput("request body is empty; send a JSON object", location="body")
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise BadInput("body is not UTF-8", location="body") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", location="body") from None
+        return jsontext.loads(raw)
+    except BadInput as exc:
+        raise exc.relocated(exc.location or "body") from None
 
 
 def base_url() -> str:
@@ -49,8 +49,10 @@ def require_api_token() -> None:
     if token is None:
         raise Unauthorized("missing bearer token (Authorization: Bearer msa_...; create one with "
                            "`metalstream token create`)")
-    scope = tokens.api_token_scope(service().engine, token)
-    if scope is None:
+    caller = tokens.authenticate_api_token(service().engine, token)
+    if caller is None:
         raise Unauthorized("invalid or revoked API token")
+    g.api_token = caller
+    scope = caller["scope"]
     if scope != "admin" and request.method not in ("GET", "HEAD"):
         raise Forbidden(f"a {scope}-scope token may only read; this needs an admin token")

@@ -1,7 +1,7 @@
 """/api/v1/deployments: create (idempotent), list, show, log, cancel."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
@@ -28,7 +28,8 @@ def create_deployment():
     if req["image_sha256"] is not None and req["image_sha256"] != image["sha256"]:
         raise BadInput(f"does not match the registered image's sha256 {image['sha256']}", location="image_sha256")
     storage = deploy_spec_from_text(req["kickstart"]) if req["kickstart"] else None
-    deployment, created = deployments.create(svc.engine, req, storage, key)
+    scoped_key = None if key is None else deployments.scoped_idempotency_key(g.api_token["id"], key)
+    deployment, created = deployments.create(svc.engine, req, storage, scoped_key)
     response = jsonify(deployment)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/v1/deployments/{deployment['id']}"

@@ -31,7 +31,8 @@ def add_image():
     if not isinstance(manifest, str) or not manifest.startswith("/") or "\x00" in manifest:
         raise BadInput("must be the absolute path of a NAME.json manifest on the server", location="manifest")
     svc = service()
-    image = imagestore.register(svc.engine, svc.config.image_dir, Path(manifest))
+    path = imagestore.importable_path(Path(manifest), svc.config.image_import_dirs)
+    image = imagestore.register(svc.engine, svc.config.image_dir, path)
     return jsonify(image), 201
 
 

@@ -1,13 +1,13 @@
 """/api/v1/tokens: list, create and revoke API tokens (admin scope)."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from metalstream.errors import BadInput
 
 from .. import tokens
 from ..errors import Forbidden, NotFound
-from .common import bearer_token, json_body, require_api_token, service
+from .common import json_body, require_api_token, service
 
 bp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens")
 
@@ -15,7 +15,7 @@ bp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens")
 @bp.before_request
 def admin_only():
     require_api_token()
-    if tokens.api_token_scope(service().engine, bearer_token()) != "admin":
+    if g.api_token["scope"] != "admin":
         raise Forbidden("managing tokens needs an admin token")
 
 
