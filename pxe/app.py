@@ -9,12 +9,13 @@ from werkzeug.exceptions import HTTPException
 
 from metalstream.errors import BadInput, MetalstreamError
 
-from . import metrics
+from . import audit, metrics
 from .config import ServiceConfig
 from .errors import http_status
 from .render import RenderError
 from .service import Service
 from .views import agent, boot, deployments, files, images, meta, tokens
+from .views import audit as audit_views
 
 log = logging.getLogger("metalstream.pxe")
 
@@ -24,10 +25,11 @@ def create_app(config: ServiceConfig, *, service: Service | None = None) -> Flas
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024  # agent logs included
     app.json.sort_keys = False
     app.extensions["metalstream"] = service or Service.open(config)
-    for blueprint in (images.bp, files.bp, deployments.bp, boot.bp, agent.bp, tokens.bp, meta.bp):
+    for blueprint in (images.bp, files.bp, deployments.bp, boot.bp, agent.bp, tokens.bp, audit_views.bp, meta.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
     _register_request_metrics(app)
+    _register_audit(app)
     return app
 
 
@@ -51,8 +53,9 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(MetalstreamError)
     def typed_error(exc: MetalstreamError):
-        return jsonify(error_body(exc.message, exc.details.get("field"),
-                                  **{k: v for k, v in exc.details.items() if k != "field"})), http_status(exc)
+        body = error_body(exc.message, exc.details.get("field"),
+                          **{k: v for k, v in exc.details.items() if k != "field"})
+        return jsonify(body), http_status(exc), getattr(exc, "headers", None) or {}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -76,4 +79,17 @@ def _register_request_metrics(app: Flask) -> None:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.observe_request(request.method, endpoint, response.status_code,
                                 time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
+
+def _register_audit(app: Flask) -> None:
+    @app.after_request
+    def record(response):
+        if audit.is_audited(request.method, request.path):
+            rule = request.url_rule.rule if request.url_rule else request.path
+            target = g.get("audit_target") or ",".join(str(v) for v in (request.view_args or {}).values()) or None
+            caller = g.get("api_token")
+            audit.record(app.extensions["metalstream"].engine, token_id=caller["id"] if caller else None,
+                         client=request.remote_addr, action=f"{request.method} {rule}", target=target,
+                         status=response.status_code)
         return response

@@ -19,6 +19,9 @@ class ServiceConfig:
     ssh_user: str = "root"
     supervisor_interval: float = 10.0  # background sweep for silence timeouts and activation checks; 0 = off
     image_import_dirs: tuple[Path, ...] = ()  # where POST /api/v1/images may read manifests; none = nowhere
+    auth_max_failures: int = 10  # wrong tokens from one address within auth_window before it is blocked; 0 = off
+    auth_window: float = 60.0
+    auth_block: float = 300.0  # seconds a blocked address is refused (429)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()

@@ -97,6 +97,26 @@ api_tokens = Table(
 )
 
 
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False, index=True),
+    Column("token_id", String(16), nullable=True),  # NULL: no valid token was presented
+    Column("client", String(64), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=True),
+    Column("status", Integer, nullable=False),
+)
+
+auth_failures = Table(
+    "auth_failures", metadata,
+    Column("client", String(64), primary_key=True),
+    Column("window_start", Float, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("blocked_until", Float, nullable=True),
+)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer (several gunicorn workers)

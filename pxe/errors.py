@@ -29,6 +29,14 @@ class Conflict(ServiceError):
     http_status = 409
 
 
+class TooManyRequests(ServiceError):
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class Unavailable(ServiceError):
     http_status = 501
 

@@ -14,6 +14,22 @@ LATENCY = Histogram("metalstream_http_request_duration_seconds", "Time to produc
 BYTES_SERVED = Counter("metalstream_served_bytes", "Bytes of image and installer files in responses sent",
                        ["kind"])
 
+AUTH_FAILURES = Counter("metalstream_auth_failures", "Requests with a wrong API or agent token", ["kind"])
+AUTH_BLOCKS = Counter("metalstream_auth_blocks", "Client addresses blocked after repeated wrong tokens")
+AUTH_REFUSED = Counter("metalstream_auth_refused_while_blocked", "Requests refused (429) from a blocked address")
+
+
+def auth_failed(kind: str) -> None:
+    AUTH_FAILURES.labels(kind).inc()
+
+
+def auth_blocked() -> None:
+    AUTH_BLOCKS.inc()
+
+
+def auth_refused_while_blocked() -> None:
+    AUTH_REFUSED.inc()
+
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(method, route, str(status)).inc()

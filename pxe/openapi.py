@@ -5,12 +5,14 @@ from metalstream.contracts.plan import DISK_HINT_FIELDS
 from metalstream.contracts.rules import BOOT_MODES, PHASES
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-_ERRORS = {"400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR, "409": _ERROR}
+_ERRORS = {code: _ERROR for code in ("400", "401", "403", "404", "409", "413", "429")}
 
 
-def _op(summary: str, *, body: str | None = None, ok: str = "200", tag: str, params: list | None = None,
-        agent: bool = False) -> dict:
-    op = {"summary": summary, "tags": [tag], "responses": {ok: {"description": "success"}, **_ERRORS}}
+def _op(summary: str, *, body: str | None = None, ok: str | tuple[str, ...] = "200", tag: str,
+        params: list | None = None, agent: bool = False) -> dict:
+    successes = (ok,) if isinstance(ok, str) else ok
+    op = {"summary": summary, "tags": [tag],
+          "responses": {**{code: {"description": "success"} for code in successes}, **_ERRORS}}
     if body:
         op["requestBody"] = {"required": True,
                              "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
@@ -43,7 +45,8 @@ def openapi_document() -> dict:
                 "get": _op("List deployments (filters: state, mac)", tag="deployments", params=[
                     {"name": "state", "in": "query", "schema": {"type": "string"}},
                     {"name": "mac", "in": "query", "schema": {"type": "string"}}]),
-                "post": _op("Create a deployment (idempotent with Idempotency-Key)", body="DeploymentCreate", ok="201",
+                "post": _op("Create a deployment (idempotent with Idempotency-Key: a replay answers 200)",
+                            body="DeploymentCreate", ok=("201", "200"),
                             tag="deployments", params=[idem]),
             },
             "/api/v1/deployments/{dep_id}": {
@@ -59,6 +62,11 @@ def openapi_document() -> dict:
             },
             "/api/v1/tokens/{token_id}": {
                 "delete": _op("Revoke an API token (admin)", ok="204", tag="tokens", params=[_path_param("token_id")]),
+            },
+            "/api/v1/audit": {
+                "get": _op("The audit log of mutating API calls, newest first (admin)", tag="audit", params=[
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "since", "in": "query", "schema": {"type": "number"}}]),
             },
             "/api/v1/agent/plan": {"get": _op("The deploy plan (metalstream-plan/1)", tag="agent", agent=True)},
             "/api/v1/agent/events": {"post": _op("Report progress", body="Event", tag="agent", agent=True)},

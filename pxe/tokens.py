@@ -48,6 +48,11 @@ def create_api_token(engine: Engine, scope: str, comment: str | None = None) -> 
     return f"msa_{token_id}_{secret}"
 
 
+def api_token_id(token: str) -> str:
+    """The public id part of `msa_<id>_<secret>`."""
+    return token.split("_")[1]
+
+
 def authenticate_api_token(engine: Engine, token: str) -> dict | None:
     """`{"id", "scope"}` of a valid, unrevoked API token, or None."""
     prefix, _, rest = token.partition("_")

@@ -77,6 +77,7 @@ def test_failure_result_marks_failed_and_frees_the_mac(pxe_env):
 
 
 def test_forged_agent_calls_are_never_accepted(pxe_env):
+    pxe_env.service.config.auth_max_failures = 0  # every forgery must get its 401, not the guard's 429
     a = pxe_env.pending(mac="52:54:00:00:00:0a")
     b = pxe_env.pending(mac="52:54:00:00:00:0b")
     token_a = pxe_env.boot_token("52:54:00:00:00:0a")

@@ -7,7 +7,7 @@ from flask import Blueprint, g, jsonify, request
 
 from metalstream.contracts.events import read_event, read_result
 
-from .. import deployments, imagestore
+from .. import authguard, deployments, imagestore
 from ..errors import Unauthorized
 from ..plan import build_plan
 from .common import base_url, bearer_token, json_body, service
@@ -17,8 +17,13 @@ bp = Blueprint("agent", __name__, url_prefix="/api/v1/agent")
 
 @bp.before_request
 def authenticate():
-    row = deployments.authenticate_agent(service().engine, bearer_token())
+    engine, token = service().engine, bearer_token()
+    if token is not None:
+        authguard.check_not_blocked(engine, request.remote_addr)
+    row = deployments.authenticate_agent(engine, token)
     if row is None:
+        if token is not None:
+            authguard.record_failure(engine, service().config, request.remote_addr, "agent")
         raise Unauthorized("missing, invalid or expired agent token")
     g.deployment = row
 

@@ -6,7 +6,7 @@ from flask import abort, current_app, g, request
 from metalstream.contracts import jsontext
 from metalstream.errors import BadInput
 
-from .. import tokens
+from .. import authguard, tokens
 from ..errors import Forbidden, Unauthorized
 from ..render import SAFE_URL
 from ..service import Service
@@ -49,8 +49,11 @@ def require_api_token() -> None:
     if token is None:
         raise Unauthorized("missing bearer token (Authorization: Bearer msa_...; create one with "
                            "`metalstream token create`)")
-    caller = tokens.authenticate_api_token(service().engine, token)
+    engine = service().engine
+    authguard.check_not_blocked(engine, request.remote_addr)
+    caller = tokens.authenticate_api_token(engine, token)
     if caller is None:
+        authguard.record_failure(engine, service().config, request.remote_addr, "api")
         raise Unauthorized("invalid or revoked API token")
     g.api_token = caller
     scope = caller["scope"]

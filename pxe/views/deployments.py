@@ -30,6 +30,7 @@ def create_deployment():
     storage = deploy_spec_from_text(req["kickstart"]) if req["kickstart"] else None
     scoped_key = None if key is None else deployments.scoped_idempotency_key(g.api_token["id"], key)
     deployment, created = deployments.create(svc.engine, req, storage, scoped_key)
+    g.audit_target = deployment["id"]
     response = jsonify(deployment)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/v1/deployments/{deployment['id']}"
@@ -38,6 +39,9 @@ def create_deployment():
 
 @bp.get("")
 def list_deployments():
+    unknown = sorted(set(request.args) - {"state", "mac"})
+    if unknown:
+        raise BadInput("unknown query parameter (allowed: state, mac)", location=unknown[0] or "query")
     state = request.args.get("state")
     if state is not None:
         rules.one_of(state, rules.STATES, "state")

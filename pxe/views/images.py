@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from metalstream.errors import BadInput
 
@@ -33,6 +33,7 @@ def add_image():
     svc = service()
     path = imagestore.importable_path(Path(manifest), svc.config.image_import_dirs)
     image = imagestore.register(svc.engine, svc.config.image_dir, path)
+    g.audit_target = image["name"]
     return jsonify(image), 201
 
 

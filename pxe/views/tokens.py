@@ -38,6 +38,7 @@ def create_token():
     if body.get("scope") not in tokens.SCOPES:
         raise BadInput(f"must be one of {', '.join(tokens.SCOPES)}", location="scope")
     token = tokens.create_api_token(service().engine, body["scope"], comment)
+    g.audit_target = tokens.api_token_id(token)
     return jsonify({"token": token, "scope": body["scope"]}), 201
 
 
