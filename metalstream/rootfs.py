@@ -4,16 +4,21 @@ A path inside such a root is resolved the way that system itself would resolve i
 (as if chrooted): symlinks are followed, an absolute link target starts again at the root, and
 `..` never climbs above it. So nothing a package or an earlier step planted in the tree
 (`/etc/locale.conf -> /etc/shadow`, `/root -> /`) can make a read or a write reach the host that
-does the work. A write replaces a symlink at the path itself with a regular file.
+does the work. A write replaces a symlink at the path itself with a regular file; a removal or a
+truncation acts on a symlink itself, never on what it names, and enters no symlinked directory.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
+import shutil
 from pathlib import Path, PurePosixPath
 
 from .errors import OperationFailed
 
 MAX_SYMLINKS = 40  # as the kernel's path walk
+_GLOB_MAGIC = re.compile(r"[*?[]")
 
 
 def _parts(path: str | os.PathLike) -> list[str]:
@@ -53,8 +58,12 @@ def resolve(root: Path, path: str | os.PathLike, *, follow_last: bool = True) ->
 
 
 def exists(root: Path, path: str | os.PathLike) -> bool:
-    """True if `path` exists inside `root` as that system would see it (symlinks followed inside it)."""
-    return resolve(root, path).exists()
+    """True if `path` exists inside `root` as that system would see it (symlinks followed inside it);
+    False for a symlink loop, as for `os.path.exists`."""
+    try:
+        return resolve(root, path).exists()
+    except OperationFailed:  # too many levels of symbolic links
+        return False
 
 
 def make_dirs(root: Path, path: str | os.PathLike, *, mode: int = 0o755) -> Path:
@@ -97,3 +106,93 @@ def write_file(root: Path, path: str | os.PathLike, data: str | bytes, *, mode: 
     os.chmod(partial, mode)
     os.replace(partial, target)
     return target
+
+
+def glob(root: Path, pattern: str) -> list[PurePosixPath]:
+    """The paths inside `root` that shell pattern `pattern` matches, sorted.
+
+    Directories on the way resolve inside `root` as in `resolve`. `**` stands for any number of
+    directories and enters no symlink. A symlink the last component matches is returned as itself.
+    As in a shell, a name starting with a dot is matched only by a component starting with one, and
+    a symlink loop matches nothing.
+    """
+    found = [PurePosixPath("/")]
+    for part in _parts(pattern):
+        found = [match for directory in found for match in _expand(root, directory, part)]
+    return sorted({path for path in found if _lexists(root, path)})
+
+
+def _expand(root: Path, directory: PurePosixPath, part: str) -> list[PurePosixPath]:
+    if part == "**":
+        return [directory, *_subdirectories(root, directory)]
+    if not _GLOB_MAGIC.search(part):
+        return [directory / part]
+    top = _directory(root, directory)
+    if top is None:
+        return []
+    return [directory / name for name in os.listdir(top)
+            if fnmatch.fnmatchcase(name, part) and (part.startswith(".") or not name.startswith("."))]
+
+
+def _subdirectories(root: Path, directory: PurePosixPath) -> list[PurePosixPath]:
+    """Every directory below `directory` reached without entering a symlink or a dot directory."""
+    top = _directory(root, directory)
+    if top is None:
+        return []
+    found = []
+    for dirpath, dirnames, _ in os.walk(top):
+        dirnames[:] = [name for name in dirnames
+                       if not name.startswith(".") and not os.path.islink(os.path.join(dirpath, name))]
+        inside = directory / os.path.relpath(dirpath, top)
+        found += [inside / name for name in dirnames]
+    return found
+
+
+def regular_files(root: Path, directory: str | os.PathLike) -> list[PurePosixPath]:
+    """The regular files below `directory` inside `root`, sorted; no symlink is entered or listed."""
+    top = _directory(root, directory)
+    if top is None:
+        return []
+    found = []
+    for dirpath, _, filenames in os.walk(top):
+        inside = PurePosixPath("/", directory, os.path.relpath(dirpath, top))
+        found += [inside / name for name in filenames if _is_regular_file(Path(dirpath, name))]
+    return sorted(found)
+
+
+def _directory(root: Path, path: str | os.PathLike) -> Path | None:
+    """The host path of directory `path` inside `root`; None if it is no directory there (or a loop)."""
+    try:
+        top = resolve(root, path)
+    except OperationFailed:  # too many levels of symbolic links
+        return None
+    return top if top.is_dir() else None
+
+
+def _lexists(root: Path, path: str | os.PathLike) -> bool:
+    try:
+        return os.path.lexists(resolve(root, path, follow_last=False))
+    except OperationFailed:  # too many levels of symbolic links
+        return False
+
+
+def remove(root: Path, path: str | os.PathLike) -> None:
+    """Delete `path` inside `root` if it is there: a directory with its content, a symlink itself."""
+    target = resolve(root, path, follow_last=False)
+    if target == Path(os.path.realpath(root)):
+        raise OperationFailed(f"{path!r} names the root {root} itself: not removing it")
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)  # removes symlinks below it, never what they name
+    else:
+        target.unlink(missing_ok=True)
+
+
+def truncate(root: Path, path: str | os.PathLike) -> None:
+    """Empty regular file `path` inside `root`, keeping its owner and mode; anything else is left alone."""
+    target = resolve(root, path, follow_last=False)
+    if _is_regular_file(target):
+        os.truncate(target, 0)
+
+
+def _is_regular_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()

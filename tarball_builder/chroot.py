@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from metalstream import proc
+from metalstream import proc, rootfs
 from metalstream.errors import OperationFailed
 
 # Runs on the host side, in the new namespaces, before chroot. "$1" is the root, the rest is the command.
@@ -55,6 +55,7 @@ fi
 exec chroot "$root" "$@"
 """
 
+POLICY_RC_D_PATH = "/usr/sbin/policy-rc.d"
 POLICY_RC_D = "#!/bin/sh\n# metalstream build: never start services while building an image\nexit 101\n"
 
 # Inside the root the host's environment is not wanted: only these variables (plus the caller's).
@@ -81,21 +82,20 @@ class Chroot:
     def __init__(self, root: Path, *, env: Mapping[str, str] | None = None):
         self.root = Path(root).resolve()
         self.env = {**_BASE_ENV, **(env or {})}
-        self._policy = self.root / "usr/sbin/policy-rc.d"
         self._created_policy = False
 
     def __enter__(self) -> "Chroot":
         if not self.root.is_dir():
             raise OperationFailed(f"build root {self.root} does not exist")
-        if self._policy.parent.is_dir() and not self._policy.exists() and not self._policy.is_symlink():
-            self._policy.write_text(POLICY_RC_D)
-            self._policy.chmod(0o755)
+        policy = rootfs.resolve(self.root, POLICY_RC_D_PATH, follow_last=False)
+        if policy.parent.is_dir() and not os.path.lexists(policy):
+            rootfs.write_file(self.root, POLICY_RC_D_PATH, POLICY_RC_D, mode=0o755)
             self._created_policy = True
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._created_policy:
-            self._policy.unlink(missing_ok=True)
+            rootfs.remove(self.root, POLICY_RC_D_PATH)  # resolved again: the command may have changed the tree
             self._created_policy = False
 
     def _argv(self, argv: Sequence[str | os.PathLike]) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import PurePosixPath
 
 import pytest
 
@@ -70,3 +71,50 @@ def test_link_loops_are_an_error_not_a_hang(tree):
     os.symlink("/etc/a", root / "etc/b")
     with pytest.raises(OperationFailed, match="too many levels of symbolic links"):
         rootfs.resolve(root, "/etc/a")
+    assert not rootfs.exists(root, "/etc/a")  # as os.path.exists answers for a loop
+
+
+def test_glob_resolves_inside_the_root_and_never_enters_a_linked_directory(tree):
+    root, host = tree
+    (host / "logs").mkdir()
+    (host / "logs/host.gz").write_text("host")
+    (root / "var/log/apt").mkdir(parents=True)
+    (root / "var/log/apt/a.gz").write_text("")
+    (root / "var/log/.hidden.gz").write_text("")
+    os.symlink(host / "logs", root / "var/log/linked")  # `**` must not enter it
+    os.symlink(host / "logs", root / "var/cache")  # on the way: resolves inside the root (where it is missing)
+    assert rootfs.glob(root, "var/log/**/*.gz") == [PurePosixPath("/var/log/apt/a.gz")]
+    assert rootfs.glob(root, "/var/log/*") == [PurePosixPath("/var/log/apt"), PurePosixPath("/var/log/linked")]
+    assert rootfs.glob(root, "var/log/.*") == [PurePosixPath("/var/log/.hidden.gz")]
+    assert rootfs.glob(root, "var/cache/*") == []
+    os.symlink("/var/loop", root / "var/loop")
+    assert rootfs.glob(root, "var/loop/*") == [] and rootfs.regular_files(root, "/var/loop") == []
+
+
+def test_remove_takes_a_link_itself_and_never_the_root(tree):
+    root, host = tree
+    os.symlink(host, root / "etc/hostdir")
+    os.symlink(host / "shadow", root / "etc/shadow-link")
+    (root / "usr/lib/tree/sub").mkdir(parents=True)
+    os.symlink(host, root / "usr/lib/tree/sub/out")
+    for path in ("/etc/hostdir", "/etc/shadow-link", "/usr/lib/tree", "/etc/missing"):
+        rootfs.remove(root, path)
+    assert sorted(p.name for p in (root / "etc").iterdir()) == []
+    assert not (root / "usr/lib/tree").exists()
+    assert (host / "shadow").read_text() == "host secret\n"
+    with pytest.raises(OperationFailed, match="names the root"):
+        rootfs.remove(root, "/etc/..")
+
+
+def test_truncate_and_regular_files_leave_links_and_their_targets_alone(tree):
+    root, host = tree
+    (root / "var/log/apt").mkdir(parents=True)
+    (root / "var/log/apt/term.log").write_text("log\n")
+    os.symlink(host / "shadow", root / "var/log/shadow.log")
+    os.symlink(host, root / "var/log/hostdir")
+    found = rootfs.regular_files(root, "/var/log")
+    assert found == [PurePosixPath("/var/log/apt/term.log")]
+    for path in [*found, "/var/log/shadow.log"]:
+        rootfs.truncate(root, path)
+    assert (root / "var/log/apt/term.log").read_text() == ""
+    assert (host / "shadow").read_text() == "host secret\n"

@@ -12,7 +12,7 @@ import re
 import shlex
 from pathlib import Path
 
-from metalstream import proc
+from metalstream import proc, rootfs
 from metalstream.errors import BadInput, CommandError, OperationFailed
 
 from .. import cache
@@ -24,7 +24,11 @@ DEB_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "a
 VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
             "debootstrap", "standard")
 EXCLUDE_PIN = "/etc/apt/preferences.d/99metalstream-excluded"
+# Removed after the install (inside the root, see drop_build_leftovers): mmdebstrap copies the build
+# machine's resolv.conf and hostname in, which must not ship (nor make builds differ), and the pin.
+BUILD_LEFTOVERS = ("/etc/resolv.conf", "/etc/hostname", EXCLUDE_PIN)
 INSTALL_TIMEOUT = 3600.0
+INITRAMFS_CONF = "/etc/initramfs-tools/initramfs.conf"
 
 
 class DebianBackend:
@@ -39,6 +43,7 @@ class DebianBackend:
                      env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch), "INITRD": "No"})
         except CommandError as exc:
             raise explain_failure(exc, ctx) from exc
+        drop_build_leftovers(ctx.root)
         self._check_excluded_absent(ctx)
 
     def mmdebstrap_command(self, ctx: BuildContext) -> tuple[list[str], str]:
@@ -74,16 +79,13 @@ class DebianBackend:
                 "--skip=essential/unlink",
                 f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/ {shlex.quote(str(archives))}",
                 f"--setup-hook=sync-in {shlex.quote(str(archives))} /var/cache/apt/archives/",
-                f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(archives))}",
-                # The build machine's resolv.conf and hostname must not ship (nor make builds differ).
-                "--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname"]
+                f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(archives))}"]
         if pkgs.names:
             argv.append("--include=" + ",".join(pkgs.names))
         if pkgs.excluded_names:
             pin = "".join(f"Package: {name}\nPin: release *\nPin-Priority: -1\n\n" for name in pkgs.excluded_names)
             argv += [f"--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d && printf %s {shlex.quote(pin)} "
-                     f"> \"$1\"{EXCLUDE_PIN}",
-                     f"--customize-hook=rm -f \"$1\"{EXCLUDE_PIN}"]
+                     f"> \"$1\"{EXCLUDE_PIN}"]
         if pkgs.nodocs:
             argv.append("--dpkgopt=path-exclude=/usr/share/doc/*")
             argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
@@ -113,13 +115,13 @@ class DebianBackend:
 
     def prepare_initramfs(self, root: Path) -> None:
         """Generic initramfs: every storage/network module, not only what the build machine uses."""
-        conf = root / "etc/initramfs-tools/initramfs.conf"
+        conf = rootfs.resolve(root, INITRAMFS_CONF)
         if conf.is_file():
             text = conf.read_text()
             text = re.sub(r"(?m)^MODULES=.*$", "MODULES=most", text)
             if "MODULES=most" not in text:
                 text += "\nMODULES=most\n"
-            conf.write_text(text)
+            rootfs.write_file(root, INITRAMFS_CONF, text, mode=None)
 
     def initramfs_argv(self, kernel_version: str) -> list[str]:
         # -c would refuse an existing one (the kernel's postinst made it); -d then -c rebuilds it reproducibly.
@@ -133,6 +135,11 @@ class DebianBackend:
         return ["var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial/*", "var/cache/apt/*.bin",
                 "var/lib/apt/lists/*", "var/cache/debconf/*-old", "var/lib/dpkg/*-old",
                 "var/backups/*", "etc/apt/apt.conf.d/00mmdebstrap"]
+
+
+def drop_build_leftovers(root: Path) -> None:
+    for path in BUILD_LEFTOVERS:
+        rootfs.remove(root, path)
 
 
 _NOT_FOUND = (re.compile(r"Unable to locate package (\S+)"),

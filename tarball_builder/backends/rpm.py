@@ -22,7 +22,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from metalstream import proc
+from metalstream import proc, rootfs
 from metalstream.errors import BadInput, OperationFailed
 
 from .. import cache
@@ -91,9 +91,8 @@ class RpmBackend:
         """`repo --install`: the repository's configuration goes into the image's /etc/yum.repos.d."""
         for repo in ctx.build.repos:
             if repo.install:
-                target = ctx.root / "etc/yum.repos.d" / f"{rpm_plan.repo_id(repo)}.repo"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(rpm_plan.repo_section(repo))
+                rootfs.write_file(ctx.root, f"/etc/yum.repos.d/{rpm_plan.repo_id(repo)}.repo",
+                                  rpm_plan.repo_section(repo))
 
     def installed_packages(self, ctx: BuildContext) -> list[dict[str, str]]:
         result = proc.run(["rpm", "--root", ctx.root, "--dbpath", rpm_plan.DBPATH, "-qa", "--qf", QUERY_FORMAT])
@@ -141,16 +140,15 @@ def write_rpm_macros(home: Path) -> Path:
 
 
 def rpmdb_file(root: Path) -> Path:
-    return Path(root) / rpm_plan.DBPATH.lstrip("/") / "rpmdb.sqlite"
+    return rootfs.resolve(root, f"{rpm_plan.DBPATH}/rpmdb.sqlite")
 
 
 def relocate_rpmdb(root: Path, dbpath: str) -> bool:
     """Move the rpmdb from DBPATH to `dbpath` inside root and leave DBPATH as a relative symlink to it.
     False when both already name the same directory."""
-    root = Path(root)
-    old = root / rpm_plan.DBPATH.lstrip("/")
-    new = root / dbpath.lstrip("/")
-    if new.resolve() == old.resolve() or old.is_symlink():
+    old = rootfs.resolve(root, rpm_plan.DBPATH, follow_last=False)
+    new = rootfs.resolve(root, dbpath)
+    if new == old or old.is_symlink():
         return False
     new.mkdir(parents=True, exist_ok=True)
     for entry in sorted(old.iterdir()):
@@ -161,7 +159,7 @@ def relocate_rpmdb(root: Path, dbpath: str) -> bool:
     old.rmdir()
     old.symlink_to(os.path.relpath(new, old.parent))
     for entry in new.iterdir():
-        if entry.is_symlink() and not entry.exists():
+        if entry.is_symlink() and not rootfs.exists(root, f"{dbpath}/{entry.name}"):
             entry.unlink()
     return True
 

@@ -8,13 +8,12 @@ the agent starts both run the root's own python3).
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import tempfile
 from pathlib import Path
 
-from metalstream import proc
+from metalstream import proc, rootfs
 from metalstream.agent_sources import agent_sources, sources_sha256
 from metalstream.errors import OperationFailed
 
@@ -48,11 +47,8 @@ def copy_selected(root: Path, paths: list[str], stage: Path) -> None:
 
 def add_agent(stage: Path) -> None:
     """Copy this checkout's agent sources (the core and deployer packages, no bytecode) into the stage."""
-    site = stage / PYTHON_SITE
     for name, source in agent_sources():
-        target = site / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        rootfs.write_file(stage, f"/{PYTHON_SITE}/{name}", Path(source).read_bytes())
 
 
 def agent_sources_sha256() -> str:
@@ -64,19 +60,14 @@ def agent_sources_sha256() -> str:
 def add_init(stage: Path) -> None:
     """/init, its DHCP event script, and the console node the kernel opens before /init runs."""
     for source, target in (("init.sh", "init"), ("udhcpc.sh", UDHCPC_SCRIPT)):
-        path = stage / target
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(HERE / source, path)
-        path.chmod(0o755)
-    busybox = next((p for p in ("usr/bin/busybox", "bin/busybox") if (stage / p).is_file()), None)
+        rootfs.write_file(stage, target, (HERE / source).read_bytes(), mode=0o755)
+    busybox = next((p for p in ("usr/bin/busybox", "bin/busybox") if rootfs.resolve(stage, p).is_file()), None)
     if busybox is None:
         raise OperationFailed("the installer root has no busybox (needed for DHCP): add busybox to %packages")
     for applet in BUSYBOX_APPLETS:
-        link = stage / "usr/sbin" / applet
-        if not link.exists() and not link.is_symlink():
-            link.symlink_to(f"/{busybox}")
-    (stage / "dev").mkdir(exist_ok=True)
-    console = stage / "dev/console"
+        if not os.path.lexists(rootfs.resolve(stage, f"/usr/sbin/{applet}", follow_last=False)):
+            rootfs.writable_path(stage, f"/usr/sbin/{applet}").symlink_to(f"/{busybox}")
+    console = rootfs.writable_path(stage, "/dev/console")
     if not console.exists():
         os.mknod(console, 0o600 | stat.S_IFCHR, os.makedev(5, 1))
 

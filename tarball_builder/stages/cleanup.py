@@ -8,9 +8,6 @@ a small unit, metalstream-ssh-keygen.service (`ssh-keygen -A` before sshd), is i
 """
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 from pathlib import Path
 
 from metalstream import rootfs
@@ -55,7 +52,7 @@ class CleanupStage:
 
     def run(self, ctx: BuildContext) -> None:
         removed = remove_globs(ctx.root, [*self.backend.cache_globs(), *REMOVE])
-        truncate_logs(ctx.root / "var/log")
+        truncate_logs(ctx.root)
         reset_machine_id(ctx)
         resolv = rootfs.resolve(ctx.root, "/etc/resolv.conf", follow_last=False)
         if resolv.is_file() and not resolv.is_symlink() and resolv.stat().st_size == 0:
@@ -68,27 +65,16 @@ class CleanupStage:
 def remove_globs(root: Path, patterns: list[str]) -> int:
     count = 0
     for pattern in patterns:
-        for match in sorted(glob.glob(str(root / pattern), recursive=True), reverse=True):
-            if os.path.basename(match) in (".", ".."):
-                continue
-            path = Path(match)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        for path in reversed(rootfs.glob(root, pattern)):  # a directory's content before the directory
+            rootfs.remove(root, path)
             count += 1
     return count
 
 
-def truncate_logs(log_dir: Path) -> None:
+def truncate_logs(root: Path) -> None:
     """Empty every log file but keep it (and its owner and mode): daemons expect some to exist."""
-    if not log_dir.is_dir():
-        return
-    for dirpath, _, filenames in os.walk(log_dir):
-        for name in filenames:
-            path = Path(dirpath, name)
-            if path.is_file() and not path.is_symlink():
-                os.truncate(path, 0)
+    for path in rootfs.regular_files(root, "/var/log"):
+        rootfs.truncate(root, path)
 
 
 def reset_machine_id(ctx: BuildContext) -> None:

@@ -39,15 +39,16 @@ def run_script(ctx: BuildContext, script: Script, index: int) -> None:
     if script.nochroot:
         if shutil.which(interpreter) is None:
             raise OperationFailed(f"{loc}: {kind}: interpreter {interpreter} not found on the build machine")
-        path = rootfs.write_file(ctx.workdir, f"post-{index}", script.body, mode=0o700)
-        argv, shown = [interpreter, str(path)], path
+        tree, script_file = ctx.workdir, f"post-{index}"
+        path = rootfs.write_file(tree, script_file, script.body, mode=0o700)
+        argv = [interpreter, str(path)]
     else:
         if not rootfs.exists(ctx.root, interpreter):
             raise OperationFailed(f"{loc}: {kind}: interpreter {interpreter} is not in the image "
                                   "(add its package to %packages)")
-        shown = f"/tmp/metalstream-post-{index}"
-        path = rootfs.write_file(ctx.root, shown, script.body, mode=0o700)
-        argv = [interpreter, shown]
+        tree, script_file = ctx.root, f"/tmp/metalstream-post-{index}"
+        rootfs.write_file(tree, script_file, script.body, mode=0o700)
+        argv = [interpreter, script_file]
     ctx.log.info("running %s from %s", kind, loc)
     env = {"METALSTREAM_ROOT": str(ctx.root), "ANA_INSTALL_PATH": str(ctx.root)} if script.nochroot else {}
     # One stream, as the script printed it: stderr joins stdout.
@@ -61,7 +62,7 @@ def run_script(ctx: BuildContext, script: Script, index: int) -> None:
     except CommandError as exc:  # timed out
         raise OperationFailed(f"{loc}: {kind} {exc}") from exc
     finally:
-        path.unlink(missing_ok=True)
+        rootfs.remove(tree, script_file)  # resolved again: the script may have replaced /tmp with a link
     output = result.stdout
     if output:
         ctx.log.info("%s output:\n%s", kind, output.rstrip())
