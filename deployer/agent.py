@@ -22,6 +22,7 @@ from metalstream.errors import BadInput, MetalstreamError, OperationFailed
 
 from .agentlog import AgentLog
 from .report import ConsoleReporter, HttpReporter, TeeReporter
+from .tls import Verify, check_source_trusted, describe, refusal, require_https, trust, untrusted_certificate
 
 log = logging.getLogger("metalstream.agent")
 
@@ -37,6 +38,7 @@ class AgentOptions:
     reboot: bool = True
     target: str | None = None  # None: the disk the plan's hints select
     plan_wait: float = 300.0  # seconds to keep trying to fetch the plan (network coming up)
+    ca: str | None = None  # pinned CA file (https only); None: the system trust store for https URLs
 
 
 def read_kernel_cmdline(path: str | Path = "/proc/cmdline") -> dict[str, str]:
@@ -58,8 +60,9 @@ def read_kernel_cmdline(path: str | Path = "/proc/cmdline") -> dict[str, str]:
 
 
 def fetch_plan(session: requests.Session, server: str, *, wait: float,
-               sleep: Callable[[float], None] = time.sleep) -> dict:
-    """GET the plan; connection errors and 5xx are retried with backoff until `wait` seconds passed."""
+               sleep: Callable[[float], None] = time.sleep, verify: Verify = True) -> dict:
+    """GET the plan; connection errors and 5xx are retried with backoff until `wait` seconds passed.
+    A certificate that does not verify is final: TlsVerificationFailed at once."""
     url = server.rstrip("/") + PLAN_PATH
     started = time.monotonic()
     delay = 1.0
@@ -68,8 +71,10 @@ def fetch_plan(session: requests.Session, server: str, *, wait: float,
         attempt += 1
         problem: str
         try:
-            response = session.get(url, timeout=15)
+            response = session.get(url, timeout=15, verify=verify)
         except requests.RequestException as exc:
+            if (cause := untrusted_certificate(exc)) is not None:
+                raise refusal(url, cause, verify) from None
             problem = f"{type(exc).__name__}: {exc}"
         else:
             if response.status_code == 200:
@@ -108,27 +113,33 @@ def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] 
     """The agent from plan to reboot; returns the process exit code (0 installed, 1 failed, 2 bad plan)."""
     from metalstream.contracts.plan import Plan
 
+    verify = trust(options.ca)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {options.token}"
     server = options.server.rstrip("/")
     with AgentLog() as agent_log:
-        log.info("metalstream agent starting; server %s", server)
+        log.info("metalstream agent starting; server %s (https verified with %s)", server, describe(verify))
         service = HttpReporter(server + EVENTS_PATH, server + RESULT_PATH, options.token,
-                               session=session, log_source=agent_log.text)
+                               session=session, log_source=agent_log.text, verify=verify)
         reporter = TeeReporter(ConsoleReporter(out), service)
         try:
-            data = fetch_plan(session, server, wait=options.plan_wait)
+            require_https(server, "metalstream.server", options.ca)
+            data = fetch_plan(session, server, wait=options.plan_wait, verify=verify)
             plan = Plan.from_json(data)
+            _check_plan_sources(plan, options.ca, verify)
         except MetalstreamError as exc:
             log.error("no usable plan: %s", exc)
-            # Still tell the service why (it may be reachable and the plan merely invalid).
+            # Still tell the service why (it may be reachable and the plan merely invalid). A service whose
+            # certificate did not verify gets nothing: that post is refused by the same check.
             reporter.result(success=False, phase="start", error=str(exc))
+            out.write(f"metalstream-agent: refusing to install ({exc}); nothing was written to any disk\n")
+            out.flush()
             return exc.exit_code
         report_urls = plan.report or {}
         service.events_url = report_urls.get("events_url") or service.events_url
         service.result_url = report_urls.get("result_url") or service.result_url
         log.info("plan for deployment %s: image %s", plan.deployment_id, plan.image.name)
-        code = _install(plan, options, reporter, service)
+        code = _install(plan, options, reporter, service, verify)
     if code == 0 and options.reboot:
         out.write("metalstream-agent: installed; rebooting\n")
         out.flush()
@@ -140,11 +151,22 @@ def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] 
     return code
 
 
-def _install(plan, options: AgentOptions, reporter: TeeReporter, service: HttpReporter) -> int:
+def _check_plan_sources(plan, ca: str | None, verify: Verify) -> None:
+    """Before any disk is touched: with a pinned CA every URL in the plan is https, and the image's
+    server proves its identity (it may be another host than the service)."""
+    report = plan.report or {}
+    for what, url in (("plan.image.url", plan.image.url), ("plan.report.events_url", report.get("events_url")),
+                      ("plan.report.result_url", report.get("result_url"))):
+        if url:
+            require_https(url, what, ca)
+    check_source_trusted(plan.image.url, verify)
+
+
+def _install(plan, options: AgentOptions, reporter: TeeReporter, service: HttpReporter, verify: Verify) -> int:
     from .install import run_install
 
     try:
-        outcome = run_install(plan, options.target, reporter)
+        outcome = run_install(plan, options.target, reporter, tls_verify=verify)
     except MetalstreamError as exc:
         log.error("install failed in phase %s: %s", service.phase or "start", exc)
         if not service.result_sent:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from metalstream.errors import BadInput
+from metalstream.tls import INSTALLER_CA_PATH
 
 
 @click.command("agent")
@@ -22,16 +23,22 @@ from metalstream.errors import BadInput
                    "hints select.")
 @click.option("--plan-wait", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
               help="How long to keep retrying the plan request while the network comes up.")
+@click.option("--ca", metavar="FILE",
+              help="Verify the service (plan, events, result, image) with this CA certificate only, and refuse "
+                   f"plain http. Default: {INSTALLER_CA_PATH} when the installer was built with --ca; "
+                   "otherwise https is checked against the system trust store.")
 @click.option("--cmdline", "cmdline_path", default="/proc/cmdline", show_default=True, hidden=True)
 def agent_command(server: str | None, token: str | None, reboot: bool, target: str | None, plan_wait: float,
-                  cmdline_path: str) -> int:
+                  ca: str | None, cmdline_path: str) -> int:
     """Run the deployer agent: fetch this machine's plan from the service, install, report, reboot.
 
     Progress goes to the console and to the service (events every few seconds); the result carries
     the agent's whole log. After a failure the machine stays in the installer and is not rebooted.
-    Exit codes: 0 installed, 1 install failed, 2 no usable server/token/plan.
+    A service whose TLS certificate does not verify is refused before any disk is touched.
+    Exit codes: 0 installed, 1 install failed (or the service was not trusted), 2 no usable server/token/plan.
     """
     from .agent import AgentOptions, read_kernel_cmdline, run_agent
+    from .tls import ca_option_path
 
     # Stopped by systemd or the operator: unwind like Ctrl-C so mounts and loop devices are released
     # and the service is told which phase was interrupted.
@@ -49,7 +56,11 @@ def agent_command(server: str | None, token: str | None, reboot: bool, target: s
         raise BadInput(f"{server!r} is not an http(s) URL", location="--server")
     if not token:
         raise BadInput("no agent token: pass --token or boot with metalstream.token=TOKEN", location="--token")
-    options = AgentOptions(server=server, token=token, reboot=reboot, target=target, plan_wait=plan_wait)
+    if ca is None and INSTALLER_CA_PATH.is_file():
+        ca = str(INSTALLER_CA_PATH)
+    pinned = ca_option_path(ca)
+    options = AgentOptions(server=server, token=token, reboot=reboot, target=target, plan_wait=plan_wait,
+                           ca=str(pinned) if pinned else None)
     return run_agent(options, out=sys.stdout)
 
 

@@ -25,6 +25,8 @@ import urllib3
 
 from metalstream.errors import OperationFailed
 
+from .tls import Verify, refusal, untrusted_certificate
+
 log = logging.getLogger("metalstream.download")
 
 CHUNK_SIZE = 1 << 20
@@ -76,11 +78,14 @@ class FileChunks:
 
 
 class HttpChunks:
-    """Chunks of an http(s) URL; resumes dropped transfers from the byte where they stopped."""
+    """Chunks of an http(s) URL; resumes dropped transfers from the byte where they stopped.
+    `verify` is requests' certificate check (deployer.tls.trust); a certificate that fails it is final."""
 
     def __init__(self, url: str, *, retry: RetryPolicy | None = None, chunk_size: int = CHUNK_SIZE,
-                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep):
+                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep,
+                 verify: Verify = True):
         self.url = url
+        self.verify = verify
         self.retry = retry or RetryPolicy()
         self.chunk_size = chunk_size
         self.session = session or requests.Session()
@@ -140,8 +145,10 @@ class HttpChunks:
             headers["If-Range"] = self._validator()
         timeout = (self.retry.connect_timeout, self.retry.read_timeout)
         try:
-            response = self.session.get(self.url, headers=headers, stream=True, timeout=timeout)
+            response = self.session.get(self.url, headers=headers, stream=True, timeout=timeout, verify=self.verify)
         except requests.RequestException as exc:
+            if (cause := untrusted_certificate(exc)) is not None:
+                raise refusal(self.url, cause, self.verify) from None
             raise _Retry(f"{type(exc).__name__}: {exc}") from exc
         with response:
             end = self._check_response(response, offset)
@@ -191,12 +198,12 @@ class HttpChunks:
         return int(match.group(2)) + 1
 
 
-def open_chunks(source: str, *, retry: RetryPolicy | None = None,
-                chunk_size: int = CHUNK_SIZE) -> FileChunks | HttpChunks:
-    """The chunk reader for an http(s):// URL, a file:// URL or a plain path."""
+def open_chunks(source: str, *, retry: RetryPolicy | None = None, chunk_size: int = CHUNK_SIZE,
+                verify: Verify = True) -> FileChunks | HttpChunks:
+    """The chunk reader for an http(s):// URL (certificates checked with `verify`), a file:// URL or a plain path."""
     parsed = urlparse(source)
     if parsed.scheme in ("http", "https"):
-        return HttpChunks(source, retry=retry, chunk_size=chunk_size)
+        return HttpChunks(source, retry=retry, chunk_size=chunk_size, verify=verify)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise OperationFailed(f"file URL with a remote host is not supported: {source}")

@@ -27,6 +27,7 @@ from .esp import Esp
 from .partition import Layout, check_disk_use, plan_layout, render_sfdisk
 from .report import Reporter
 from .stream import ImageVerificationError, StreamResult, stream_image
+from .tls import Verify
 
 log = logging.getLogger("metalstream.install")
 
@@ -139,8 +140,9 @@ def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target,
 
 
 def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, dry_run: bool = False,
-                wipe_flag: str = "--wipe") -> InstallResult:
-    """Install `plan` onto `target` (path, Target, or None = choose by the plan's disk hints)."""
+                wipe_flag: str = "--wipe", tls_verify: Verify = True) -> InstallResult:
+    """Install `plan` onto `target` (path, Target, or None = choose by the plan's disk hints); an https
+    image's certificate is checked with `tls_verify` (deployer.tls.trust)."""
     phase = _Phases(reporter)
     try:
         phase("start", f"installing image {plan.image.name} (deployment {plan.deployment_id})")
@@ -154,7 +156,7 @@ def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, 
             return result
         with tempfile.TemporaryDirectory(prefix="metalstream-install-") as tmp:
             work = Path(tmp)
-            _apply(plan, resolved, layout, work, phase, result)
+            _apply(plan, resolved, layout, work, phase, result, tls_verify)
         phase("finish", f"installed {plan.image.name} on {resolved.path}")
         reporter.result(success=True, phase="finish", root_uuid=result.root_uuid)
         return result
@@ -166,15 +168,16 @@ def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, 
         raise
 
 
-def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phases, result: InstallResult) -> None:
+def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phases, result: InstallResult,
+           tls_verify: Verify) -> None:
     phase("partition", f"wiping old signatures and writing a GPT with {len(layout.partitions)} partitions")
     with HostKeyForge(work / "host-keys") as host_keys:
-        _write_disk(plan, target, layout, work, phase, result, host_keys)
+        _write_disk(plan, target, layout, work, phase, result, host_keys, tls_verify)
     os.sync()
 
 
 def _write_disk(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phases, result: InstallResult,
-                host_keys: HostKeyForge) -> None:
+                host_keys: HostKeyForge, tls_verify: Verify) -> None:
     blockdev.wipe(target)
     blockdev.write_table(target, layout)
     with blockdev.partition_devices(target, layout) as devices:
@@ -185,7 +188,7 @@ def _write_disk(plan: Plan, target: Target, layout: Layout, work: Path, phase: _
         with blockdev.mounted_tree(layout, devices, work / "root") as root:
             phase("stream", f"streaming {plan.image.url}")
             result.stream = stream_image(
-                plan.image.url, root, sha256=plan.image.sha256, size=plan.image.size,
+                plan.image.url, root, sha256=plan.image.sha256, size=plan.image.size, verify=tls_verify,
                 progress=lambda done, total: phase.reporter.event("stream", "streaming image", done, total))
             phase.current = "verify"
             if result.stream.sha256 != plan.image.sha256:  # stream_image checks too; never trust one place only

@@ -55,11 +55,15 @@ def _print_dry_run(result, out) -> None:
               help="Extra kernel command line (e.g. 'console=ttyS0,115200').")
 @click.option("--dry-run", is_flag=True, help="Print the chosen disk, the partition plan and the sfdisk script; "
                                              "write nothing.")
+@click.option("--ca", metavar="FILE",
+              help="Verify https manifest and image URLs with this CA certificate only, and refuse plain http "
+                   "(default: https is checked against the system trust store). A server that fails the check is "
+                   "refused before the target is touched.")
 @ssh_options
 def install_command(image: str | None, target: str, plan_file: str | None, boot: str | None, size: str | None,
                     wipe: bool, hostname: str | None, ssh_keys: tuple[str, ...], root_password_hash: str | None,
-                    kernel_args: str | None, dry_run: bool, ssh_target: str | None, ssh_identity: str | None,
-                    ssh_known_hosts: str | None) -> int:
+                    kernel_args: str | None, dry_run: bool, ca: str | None, ssh_target: str | None,
+                    ssh_identity: str | None, ssh_known_hosts: str | None) -> int:
     """Install an image onto a block device or a disk image file on this machine.
 
     IMAGE is an image manifest (NAME.json beside NAME.tar.zst), as a path or an http(s) URL. The
@@ -73,15 +77,18 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     Examples:
       metalstream install out/debian.json --to disk.img --size 4G --boot uefi
       metalstream install http://server:8080/images/debian.json --to /dev/sdb --wipe --dry-run
+      metalstream install https://server/images/debian.json --ca site-ca.pem --to /dev/sdb --wipe
       metalstream install out/debian.json --to /dev/sda --wipe --ssh root@rescue-host
     """
     from .blockdev import open_target
     from .install import run_install
     from .plan import load_plan_file, local_plan, with_options
     from .report import ConsoleReporter
+    from .tls import ca_option_path, check_source_trusted, require_https, trust
 
     if plan_file is None and image is None:
         raise BadInput("give an image manifest (IMAGE.json or URL) or --plan PLAN.json", location="IMAGE")
+    pinned = ca_option_path(ca)
     if ssh_target:
         forwarded = [*(["--boot", boot] if boot else []), *(["--size", size] if size else []),
                      *(["--wipe"] if wipe else []), *(["--hostname", hostname] if hostname else []),
@@ -89,14 +96,20 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
                      *(["--root-password-hash", root_password_hash] if root_password_hash else []),
                      *(["--kernel-args", kernel_args] if kernel_args is not None else []),
                      *(["--dry-run"] if dry_run else [])]
-        return run_ssh_install(ssh_target, ssh_identity, ssh_known_hosts, image, target, plan_file, forwarded)
+        return run_ssh_install(ssh_target, ssh_identity, ssh_known_hosts, image, target, plan_file, forwarded,
+                               ca=pinned)
     if plan_file and image:
         raise BadInput("give either IMAGE or --plan (the plan names its image)", location="IMAGE")
-    plan = with_options(load_plan_file(plan_file) if plan_file else local_plan(image), boot_mode=boot,
+    verify = trust(pinned)
+    if image:
+        require_https(image, "IMAGE", pinned)
+    plan = with_options(load_plan_file(plan_file) if plan_file else local_plan(image, verify=verify), boot_mode=boot,
                         hostname=hostname, ssh_keys=ssh_keys, root_password_hash=root_password_hash,
                         kernel_args=kernel_args, wipe=wipe)
+    require_https(plan.image.url, "plan.image.url", pinned)
+    check_source_trusted(plan.image.url, verify)  # before the target is created or opened
     resolved = open_target(target, create_size=parse_size(size) if size else None)
-    result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run)
+    result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run, tls_verify=verify)
     if dry_run:
         _print_dry_run(result, sys.stdout)
     return 0

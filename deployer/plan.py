@@ -26,17 +26,22 @@ def load_plan_file(path: Path) -> Plan:
         raise exc.relocated(f"{path}: {exc.location}") from None
 
 
-def read_manifest(source: str) -> tuple[dict, str]:
-    """Read an image manifest from a path, file:// or http(s):// URL; return it and the tarball's URL."""
+def read_manifest(source: str, *, verify: bool | str = True) -> tuple[dict, str]:
+    """Read an image manifest from a path, file:// or http(s):// URL (certificate checked with `verify`,
+    deployer.tls.trust); return it and the tarball's URL."""
     parsed = urlparse(source)
     if parsed.scheme in ("http", "https"):
         import requests
 
+        from .tls import refusal, untrusted_certificate
+
         try:
-            response = requests.get(source, timeout=30)
+            response = requests.get(source, timeout=30, verify=verify)
             response.raise_for_status()
             data = response.json()
         except (requests.RequestException, ValueError) as exc:
+            if (cause := untrusted_certificate(exc)) is not None:
+                raise refusal(source, cause, verify) from None
             raise BadInput(f"cannot fetch image manifest: {exc}", location=source) from None
         manifest = read_image_manifest(data, source)
         return manifest, urljoin(source, manifest["tarball"])
@@ -64,9 +69,9 @@ def with_options(plan: Plan, *, boot_mode: str | None = None, hostname: str | No
     return dataclasses.replace(plan, **changes)
 
 
-def local_plan(source: str, **options) -> Plan:
+def local_plan(source: str, *, verify: bool | str = True, **options) -> Plan:
     """The plan `metalstream install IMAGE.json|URL` runs when no --plan file is given (options: `with_options`)."""
-    manifest, url = read_manifest(source)
+    manifest, url = read_manifest(source, verify=verify)
     image = ImageRef(name=manifest["name"], url=url, sha256=manifest["sha256"], size=manifest["size"],
                      manifest=manifest)
     return with_options(Plan(image=image), **options)

@@ -202,9 +202,10 @@ def _upload_plan(session: _Session, plan: str, remote_dir: str, note: Callable[[
 
 def install_over_ssh(host: str, user: str, port: int, key: str | None, image_source: str | None, disk: str,
                      plan: str | None, *, install_args: Sequence[str] = (), python: str = "python3",
-                     known_hosts: str | None = None, connect_timeout: float = 30.0,
+                     known_hosts: str | None = None, connect_timeout: float = 30.0, ca: Path | None = None,
                      out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run `metalstream install IMAGE --to DISK [--plan PLAN] INSTALL_ARGS` on the host; return its exit code."""
+    """Run `metalstream install IMAGE --to DISK [--plan PLAN] [--ca CA] INSTALL_ARGS` on the host; return its
+    exit code. A pinned CA is uploaded, so the host checks https sources with it."""
     import tempfile
 
     out = out or sys.stdout
@@ -228,6 +229,9 @@ def install_over_ssh(host: str, user: str, port: int, key: str | None, image_sou
         argv += ["--to", disk]
         if plan is not None:
             argv += ["--plan", _upload_plan(session, plan, remote_dir, note)]
+        if ca is not None:
+            session.upload(Path(ca), f"{remote_dir}/ca.pem", note)
+            argv += ["--ca", f"{remote_dir}/ca.pem"]
         argv += list(install_args)
         command = (f"cd {shlex.quote(remote_dir)} && echo $$ > pid && exec {shlex.quote(python)} deployer.pyz "
                    + shlex.join(argv))
@@ -260,12 +264,14 @@ def ssh_options(command: Callable) -> Callable:
 
 
 def run_ssh_install(ssh_target: str, identity: str | None, known_hosts: str | None, image: str | None,
-                    disk: str, plan: str | None, install_args: Sequence[str], *, python: str = "python3") -> int:
-    """What `install --ssh` does with its options; `install_args` are the other install options to forward."""
+                    disk: str, plan: str | None, install_args: Sequence[str], *, python: str = "python3",
+                    ca: Path | None = None) -> int:
+    """What `install --ssh` does with its options; `install_args` are the other install options to forward,
+    `ca` the pinned CA (uploaded)."""
     target = parse_ssh_target(ssh_target)
     if identity and not os.path.isfile(identity):
         raise BadInput(f"no such key file {identity}", location="--ssh-identity")
     if known_hosts and not os.path.isfile(known_hosts):
         raise BadInput(f"no such file {known_hosts}", location="--ssh-known-hosts")
     return install_over_ssh(target.host, target.user, target.port, identity, image, disk, plan,
-                            install_args=install_args, known_hosts=known_hosts, python=python)
+                            install_args=install_args, known_hosts=known_hosts, python=python, ca=ca)

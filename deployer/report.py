@@ -14,6 +14,8 @@ from typing import IO, Callable, Protocol
 from metalstream.contracts.events import event_document, result_document
 from metalstream.humanize import format_bytes, format_duration
 
+from .tls import refusal, untrusted_certificate
+
 log = logging.getLogger("metalstream.report")
 
 
@@ -134,19 +136,21 @@ class HttpReporter:
     A failed event post is logged and never aborts the install (after one, byte progress pauses for
     `quiet_after_failure` seconds so a dead network does not slow the stream). The result is retried
     `result_attempts` times with backoff; `log_source` supplies the agent's log when `log` is None.
+    `verify` is requests' certificate check (deployer.tls.trust); a service that fails it is not retried.
     """
 
     def __init__(self, events_url: str, result_url: str, token: str, *, interval: float = 3.0,
                  timeout: float = 10.0, result_attempts: int = 5, backoff: float = 1.0,
                  quiet_after_failure: float = 30.0, log_source: Callable[[], str] | None = None,
                  session=None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, verify: bool | str = True):
         import requests  # the deployer's only third-party network library; imported where used
 
         self.events_url = events_url
         self.result_url = result_url
         self._session = session or requests.Session()
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._verify = verify
         self._interval = interval
         self._timeout = timeout
         self._result_attempts = result_attempts
@@ -163,7 +167,8 @@ class HttpReporter:
         self.result_sent = False  # a result was posted (delivered or not): post it only once
 
     def _post(self, url: str, body: dict) -> None:
-        response = self._session.post(url, json=body, headers=self._headers, timeout=self._timeout)
+        response = self._session.post(url, json=body, headers=self._headers, timeout=self._timeout,
+                                      verify=self._verify)
         status = response.status_code
         if status >= 300:
             error = _Rejected if 400 <= status < 500 and status not in (408, 429) else OSError
@@ -208,6 +213,9 @@ class HttpReporter:
                 _log_result_failure(self._result_attempts, self._result_attempts, self.result_url, exc)
                 return False
             except (requests.RequestException, OSError) as exc:
+                if (cause := untrusted_certificate(exc)) is not None:  # final too: the handshake failed, nothing sent
+                    _log_untrusted(refusal(self.result_url, cause, self._verify))
+                    return False
                 _log_result_failure(attempt, self._result_attempts, self.result_url, exc)
                 if attempt < self._result_attempts:
                     self._sleep(self._backoff * 2 ** (attempt - 1))
@@ -216,6 +224,10 @@ class HttpReporter:
 
 class _Rejected(OSError):
     """The service answered 4xx: retrying the same request cannot help."""
+
+
+def _log_untrusted(refused: Exception) -> None:
+    log.error("not posting the result: %s", refused)
 
 
 def _log_result_failure(attempt: int, attempts: int, url: str, exc: Exception) -> None:

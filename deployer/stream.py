@@ -24,6 +24,7 @@ from metalstream import proc
 from metalstream.errors import CommandError, MetalstreamError, OperationFailed
 
 from .download import CHUNK_SIZE, RetryPolicy, open_chunks
+from .tls import Verify
 
 log = logging.getLogger("metalstream.stream")
 
@@ -175,8 +176,10 @@ def stream_image(
     progress: ProgressCallback | None = None,
     retry: RetryPolicy | None = None,
     chunk_size: int = CHUNK_SIZE,
+    verify: Verify = True,
 ) -> StreamResult:
-    """Extract the tar.zst at `source` (http(s):// URL, file:// URL or path) into `dest`.
+    """Extract the tar.zst at `source` (http(s):// URL, file:// URL or path) into `dest`; an https
+    certificate is checked with `verify` (deployer.tls.trust).
 
     Raises ImageVerificationError when the hash/size differs from the plan, OperationFailed (or
     CommandError) when the download or a pipeline stage fails. Memory use does not grow with the image.
@@ -185,7 +188,7 @@ def stream_image(
     if not dest.is_dir():
         raise OperationFailed(f"extraction target {dest} is not a directory")
     expected = sha256.strip().lower()
-    chunks = open_chunks(source, retry=retry, chunk_size=chunk_size)
+    chunks = open_chunks(source, retry=retry, chunk_size=chunk_size, verify=verify)
     hasher = hashlib.sha256()
     done = 0
     log.info("streaming %s into %s", source, dest)

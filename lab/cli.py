@@ -106,16 +106,22 @@ def vm_list(as_json: bool, lab_dir: Path) -> None:
 @click.option("--timeout", "deploy_timeout", type=click.FloatRange(60), default=1800, show_default=True,
               help="Seconds from power-on until the deployment must be active.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the images even if they are up to date.")
-def demo(firmware, vm_name, out_dir, data_dir, lab_dir, summary_path, deploy_timeout, rebuild) -> None:
+@click.option("--tls", is_flag=True,
+              help="Serve HTTPS with a certificate from a lab CA (kept in DATA_DIR/tls) and deploy with an installer "
+                   "that pins that CA (OUT/installer-tls.json): the agent talks only https; iPXE fetches the boot "
+                   "scripts, kernel and initramfs over plain HTTP from a second port. Fails unless the access log "
+                   "shows no plain-HTTP agent call or image download.")
+def demo(firmware, vm_name, out_dir, data_dir, lab_dir, summary_path, deploy_timeout, rebuild, tls) -> None:
     """The main job: build the Debian image and the installer from kickstarts/, serve them, PXE-boot a
     lab VM, deploy it, wait until it rebooted into the installed system and the service verified it
-    over SSH (`active`), then print the time of every phase and write them to --summary.
+    over SSH (`active`), then print the time of every phase and write them to --summary, with the
+    service's requests by kind and scheme (from its access log).
 
     Everything it starts (service, VM) is stopped at the end, also on failure or Ctrl-C.
     """
     from .demo import DemoOptions, run_demo
     run_demo(DemoOptions(firmware=firmware, vm_name=vm_name, out_dir=out_dir, data_dir=data_dir, lab_dir=lab_dir,
-                         summary_path=summary_path, deploy_timeout=deploy_timeout, rebuild=rebuild),
+                         summary_path=summary_path, deploy_timeout=deploy_timeout, rebuild=rebuild, tls=tls),
              echo=click.echo)
 
 

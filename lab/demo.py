@@ -6,6 +6,7 @@ The VM and the service are context managers: they stop on success, failure and C
 from __future__ import annotations
 
 import json
+import re
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import requests
 from metalstream.errors import OperationFailed
 
 from .service_proc import ServiceProcess, free_port
+from .tls import KeyPair, issue_server_cert, lab_ca
 from .vm import LabVm, VmSpec, create_disk
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,11 @@ SUMMARY_PHASES = (
 PHASE_GROUP = {"start": "partition", "disk": "partition", "partition": "partition", "mkfs": "partition",
                "stream": "stream", "verify": "stream", "configure": "configure", "bootloader": "bootloader",
                "finish": "bootloader"}
+# The addresses the demo's clients reach the service at: the guest (qemu user networking) and this host.
+SERVICE_ADDRESSES = ("10.0.2.2", "127.0.0.1")
+# An access log line of `metalstream serve` (pxe.server.ACCESS_LOG_FORMAT): request line, status, ..., scheme.
+_ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) .* (?P<scheme>https?)$')
+TRAFFIC_KINDS = (("agent", "/api/v1/agent/"), ("image", "/images/"), ("boot", "/boot"), ("boot", "/installer/"))
 
 
 @dataclass
@@ -50,6 +57,7 @@ class DemoOptions:
     deploy_timeout: float = 1800
     summary_path: Path | None = None
     rebuild: bool = False
+    tls: bool = False  # HTTPS for the agent (installer with the lab CA), plain HTTP only for the boot files
 
 
 @dataclass
@@ -94,33 +102,41 @@ def render_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def ensure_image(kickstart: Path, out_dir: Path, name: str, image_format: str, *, rebuild: bool, echo: Echo) -> tuple[Path, float]:
-    """Build NAME from KICKSTART unless an image of the same kickstart is already in OUT_DIR."""
+def ensure_image(kickstart: Path, out_dir: Path, name: str, image_format: str, *, rebuild: bool, echo: Echo,
+                 ca_file: Path | None = None) -> tuple[Path, float]:
+    """Build NAME from KICKSTART unless an image of the same kickstart (for an installer: the same agent
+    and CA inside) is already in OUT_DIR."""
     from tarball_builder.context import BuildOptions
     from tarball_builder.kickstart import parse_kickstart
     from tarball_builder.pipeline import Progress, build
 
     split = parse_kickstart(kickstart)
     manifest_path = out_dir / f"{name}.json"
+    ca_sha256 = _file_sha256(ca_file) if ca_file else None
     if manifest_path.exists() and not rebuild:
         manifest = json.loads(manifest_path.read_text())
-        if _up_to_date(manifest, split.sha256, image_format) and _files_present(manifest_path, manifest):
+        if _up_to_date(manifest, split.sha256, image_format, ca_sha256) and _files_present(manifest_path, manifest):
             echo(f"{name}: up to date ({manifest_path}), not rebuilding")
             return manifest_path, 0.0
-    echo(f"building {name} from {kickstart} ...")
+    echo(f"building {name} from {kickstart}{f' with the CA {ca_file}' if ca_file else ''} ...")
     started = time.monotonic()
-    options = BuildOptions(output_dir=out_dir.resolve(), name=name, image_format=image_format)
+    options = BuildOptions(output_dir=out_dir.resolve(), name=name, image_format=image_format, ca_file=ca_file)
     built = build(split, options, progress=Progress())
     return Path(built), time.monotonic() - started
 
 
-def _up_to_date(manifest: dict, kickstart_sha256: str, image_format: str) -> bool:
-    """Built from this kickstart and, for the installer, with this checkout's agent inside."""
+def _file_sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _up_to_date(manifest: dict, kickstart_sha256: str, image_format: str, ca_sha256: str | None = None) -> bool:
+    """Built from this kickstart and, for the installer, with this checkout's agent and this CA (or none) inside."""
     if manifest.get("kickstart_sha256") != kickstart_sha256:
         return False
     if image_format == "installer":
         from tarball_builder.installer.stage import agent_sources_sha256
-        return manifest.get("agent_sha256") == agent_sources_sha256()
+        return manifest.get("agent_sha256") == agent_sources_sha256() and manifest.get("ca_sha256") == ca_sha256
     return True
 
 
@@ -130,21 +146,57 @@ def _files_present(manifest_path: Path, manifest: dict) -> bool:
 
 
 class ApiClient:
-    def __init__(self, base_url: str, token: str):
+    def __init__(self, base_url: str, token: str, *, verify: bool | str = True):
         self.base = base_url
+        self.verify = verify
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def post(self, path: str, body: dict) -> dict:
-        response = self.session.post(self.base + path, json=body, timeout=30)
+        response = self.session.post(self.base + path, json=body, timeout=30, verify=self.verify)
         if response.status_code >= 400:
             raise OperationFailed(f"POST {path}: {response.status_code} {response.text.strip()}")
         return response.json()
 
     def get(self, path: str) -> dict:
-        response = self.session.get(self.base + path, timeout=30)
+        response = self.session.get(self.base + path, timeout=30, verify=self.verify)
         response.raise_for_status()
         return response.json()
+
+    def delete(self, path: str) -> None:
+        self.session.delete(self.base + path, timeout=30, verify=self.verify)
+
+
+def traffic_by_scheme(lines: list[str]) -> dict[str, dict[str, int]]:
+    """Requests per kind (agent calls, image downloads, boot files) and scheme, from access log lines (pure)."""
+    counts = {kind: {"https": 0, "http": 0} for kind, _ in TRAFFIC_KINDS}
+    for line in lines:
+        match = _ACCESS_LINE.search(line.rstrip())
+        if not match:
+            continue
+        kind = next((kind for kind, prefix in TRAFFIC_KINDS if match["path"].startswith(prefix)), None)
+        if kind is not None:
+            counts[kind][match["scheme"]] += 1
+    return counts
+
+
+def render_traffic(counts: dict[str, dict[str, int]]) -> str:
+    return "; ".join(f"{kind}: {by_scheme['https']} over https, {by_scheme['http']} over plain http"
+                     for kind, by_scheme in counts.items())
+
+
+def _read_log_from(path: Path, offset: int) -> list[str]:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace").splitlines()
+
+
+def demo_certificates(data_dir: Path) -> tuple[KeyPair, KeyPair]:
+    """The lab CA (kept in DATA_DIR/tls while valid, so the TLS installer built with it stays up to date)
+    and a fresh server certificate for the addresses the VM and this host reach the service at."""
+    directory = data_dir / "tls"
+    ca = lab_ca(directory)
+    return ca, issue_server_cert(ca, directory, ip_addresses=SERVICE_ADDRESSES, dns_names=["localhost"])
 
 
 def watch_deployment(api: ApiClient, dep_id: str, clock: PhaseClock, vm: LabVm, *, timeout: float, echo: Echo) -> dict:
@@ -195,36 +247,46 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
 
     clock = PhaseClock()
     builds: dict[str, float] = {}
+    ca, server_cert = demo_certificates(opts.data_dir) if opts.tls else (None, None)
     image_manifest, builds["image"] = ensure_image(opts.image_kickstart, opts.out_dir, opts.image_name, "tarball",
                                                    rebuild=opts.rebuild, echo=echo)
-    installer_manifest, builds["installer"] = ensure_image(opts.installer_kickstart, opts.out_dir,
-                                                           opts.installer_name, "installer", rebuild=opts.rebuild,
-                                                           echo=echo)
+    # The TLS installer has its own name: switching between the demos does not rebuild either.
+    installer_name = f"{opts.installer_name}-tls" if opts.tls else opts.installer_name
+    installer_manifest, builds["installer"] = ensure_image(opts.installer_kickstart, opts.out_dir, installer_name,
+                                                           "installer", rebuild=opts.rebuild, echo=echo,
+                                                           ca_file=ca.cert if ca else None)
     config, engine = _engine(opts.data_dir, None)
     image = _register_current(engine, config.image_dir, image_manifest)
     token = tokens.create_api_token(engine, "admin", "demo")
     ssh_port = free_port()
     spec = VmSpec(opts.vm_name, firmware=opts.firmware, ssh_port=ssh_port, lab_dir=opts.lab_dir,
                   memory_mib=2048, disk_size_gib=8)
+    service = ServiceProcess(opts.data_dir, installer=installer_manifest, tls=server_cert,
+                             ca=ca.cert if ca else None)
+    log_start = service.log_path.stat().st_size if service.log_path.exists() else 0
     with ExitStack() as stack:
-        service = stack.enter_context(ServiceProcess(opts.data_dir, installer=installer_manifest))
-        echo(f"demo: service at {service.url} (guests: {service.guest_url}), log {service.log_path}")
-        api = ApiClient(service.url, token)
+        stack.enter_context(service)
+        echo(f"demo: service at {service.url} (guests: {service.guest_url}, boot files: {service.guest_boot_url}), "
+             f"log {service.log_path}")
+        api = ApiClient(service.url, token, verify=service.verify)
         _cancel_open_deployments(api, spec.mac)
         dep = api.post("/api/v1/deployments", {
             "mac": spec.mac, "image": image["name"], "hostname": opts.vm_name, "boot_mode": "both",
             "kernel_args": ["console=ttyS0,115200"], "ssh_address": f"127.0.0.1:{ssh_port}",
         })
         echo(f"demo: deployment {dep['id']} for {spec.mac} ({opts.firmware}); powering on {spec.name}")
-        spec.boot_url = f"{service.guest_url}/boot.ipxe"
+        spec.boot_url = f"{service.guest_boot_url}/boot.ipxe"
         create_disk(spec)
         clock.mark("vm_power_on")
         vm = stack.enter_context(LabVm(spec))
         final = watch_deployment(api, dep["id"], clock, vm, timeout=opts.deploy_timeout, echo=echo)
     summary = summarize(clock, builds)
+    traffic = traffic_by_scheme(_read_log_from(service.log_path, log_start))
     summary.update({"deployment": final["id"], "state": final["state"], "firmware": opts.firmware,
-                    "image": image["name"], "image_size": image.get("size"), "error": final.get("error")})
+                    "image": image["name"], "image_size": image.get("size"), "error": final.get("error"),
+                    "tls": opts.tls, "traffic": traffic})
     echo(render_table(summary))
+    echo(f"demo: service access log: {render_traffic(traffic)}")
     if opts.summary_path:
         opts.summary_path.parent.mkdir(parents=True, exist_ok=True)
         opts.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -232,6 +294,9 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
     if final["state"] != "active":
         raise OperationFailed(f"deployment ended {final['state']}: {final.get('error') or final.get('check_message')}"
                               f" (serial log: {spec.serial_log})")
+    if opts.tls and (traffic["agent"]["http"] or traffic["image"]["http"] or not traffic["agent"]["https"]):
+        raise OperationFailed(f"the agent was expected to talk only https to the service: {render_traffic(traffic)}"
+                              f" (log {service.log_path})")
     return summary
 
 
@@ -255,4 +320,4 @@ def _cancel_open_deployments(api: ApiClient, mac: str) -> None:
     """A previous interrupted demo may have left a deployment open for this VM's MAC: cancel it."""
     for dep in api.get(f"/api/v1/deployments?mac={mac}")["deployments"]:
         if dep["state"] in ("pending", "booting", "installing"):
-            api.session.delete(f"{api.base}/api/v1/deployments/{dep['id']}", timeout=30)
+            api.delete(f"/api/v1/deployments/{dep['id']}")

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import requests
 
+from deployer.tls import untrusted_certificate
 from metalstream import proc
 from metalstream.errors import OperationFailed
+
+from .tls import KeyPair
 
 
 def free_port() -> int:
@@ -23,12 +26,14 @@ class ServiceProcess:
     """`metalstream serve` on a loopback port; guests reach it as 10.0.2.2:PORT under qemu user networking.
 
     `public_url` defaults to that guest URL; `options` are further `metalstream serve` options
-    (e.g. ["--tftp", "6969", "--sweep-interval", "1"]).
+    (e.g. ["--tftp", "6969", "--sweep-interval", "1"]). With `tls` (a lab.tls.KeyPair) it serves HTTPS on
+    PORT and boot files over plain HTTP on `boot_port`; clients verify it with `ca` (`verify`).
     """
 
     def __init__(self, data_dir: Path, *, port: int | None = None, installer: Path | None = None,
                  agent_timeout: float = 600, activation_timeout: float = 900, workers: int = 2,
-                 public_url: str | None = None, options: list[str] = ()):
+                 public_url: str | None = None, options: list[str] = (), tls: KeyPair | None = None,
+                 ca: Path | None = None, boot_port: int | None = None):
         self.data_dir = data_dir
         self.port = port or free_port()
         self.installer = installer
@@ -37,28 +42,64 @@ class ServiceProcess:
         self.workers = workers
         self.public_url = public_url
         self.options = list(options)
+        self.tls = tls
+        self.ca = ca
+        self.boot_port = (boot_port or free_port()) if tls else None
         self.log_path = data_dir / "serve.log"
         self.process: subprocess.Popen | None = None
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def guest_url(self) -> str:
-        return f"http://10.0.2.2:{self.port}"
+        return f"{self.scheme}://10.0.2.2:{self.port}"
 
-    def start(self, *, timeout: float = 60) -> "ServiceProcess":
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    @property
+    def boot_url(self) -> str:
+        """Where firmware on this host fetches boot files: the plain boot listener with TLS."""
+        return f"http://127.0.0.1:{self.boot_port}" if self.tls else self.url
+
+    @property
+    def guest_boot_url(self) -> str:
+        return f"http://10.0.2.2:{self.boot_port}" if self.tls else self.guest_url
+
+    @property
+    def verify(self) -> str | bool:
+        """requests' `verify=` for this service: its CA, else the default trust store."""
+        return str(self.ca) if self.ca else True
+
+    def _argv(self) -> list[str]:
         argv = [sys.executable, "-m", "metalstream", "serve", "--data-dir", str(self.data_dir),
                 "--bind", f"127.0.0.1:{self.port}", "--public-url", self.public_url or self.guest_url,
                 "--workers", str(self.workers), "--agent-timeout", str(self.agent_timeout),
                 "--activation-timeout", str(self.activation_timeout), *self.options]
         if self.installer:
             argv += ["--installer", str(self.installer)]
+        if self.tls:
+            argv += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key),
+                     "--boot-bind", f"127.0.0.1:{self.boot_port}"]
+        return argv
+
+    def _answers(self) -> bool:
+        try:
+            return all(requests.get(f"{base}/boot.ipxe", timeout=2, verify=self.verify).status_code == 200
+                       for base in dict.fromkeys([self.url, self.boot_url]))
+        except requests.ConnectionError as exc:
+            if untrusted_certificate(exc) is not None:
+                raise OperationFailed(f"metalstream serve answers, but its certificate does not verify: {exc}") from exc
+            return False
+
+    def start(self, *, timeout: float = 60) -> "ServiceProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
-            self.process = proc.spawn(argv, stdout=log, stderr=log)
+            self.process = proc.spawn(self._argv(), stdout=log, stderr=log)
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -66,11 +107,8 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise OperationFailed(f"metalstream serve exited with status {self.process.returncode}: "
                                       f"{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/boot.ipxe", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
+            if self._answers():
+                return self
             time.sleep(0.3)
         self.stop()
         raise OperationFailed(f"metalstream serve did not answer within {timeout:.0f} s: {self.log_tail()}")

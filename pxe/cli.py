@@ -34,17 +34,53 @@ def _engine(data_dir: Path, db_url: str | None):
     return config, db.make_engine(config.db_url)
 
 
-def _parse_bind(bind: str) -> tuple[str, int]:
+def _parse_bind(bind: str, location: str = "--bind") -> tuple[str, int]:
     host, sep, port = bind.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise BadInput("must be HOST:PORT, e.g. 0.0.0.0:8080", location="--bind")
+        raise BadInput("must be HOST:PORT, e.g. 0.0.0.0:8080", location=location)
     return host or "0.0.0.0", int(port)
+
+
+def _check_tls(tls_cert: Path | None, tls_key: Path | None, public_url: str | None) -> None:
+    """Both files or neither; they load and belong together; the agent is told an https URL."""
+    if (tls_cert is None) != (tls_key is None):
+        raise BadInput("give --tls-cert and --tls-key together",
+                       location="--tls-key" if tls_key is None else "--tls-cert")
+    if tls_cert is None:
+        return
+    from metalstream.tls import check_server_pair
+    check_server_pair(tls_cert, tls_key)
+    if public_url is not None and not public_url.startswith("https://"):
+        raise BadInput("must be an https:// URL when serve has --tls-cert (it is what the agent is told)",
+                       location="--public-url")
+
+
+def _boot_url(boot_url: str | None, boot_bind: str | None, *, bind: str, public_url: str | None,
+              tls: bool) -> str | None:
+    """Where firmware fetches boot files: --boot-url, else the plain boot listener at the public host."""
+    from urllib.parse import urlparse
+
+    from .render import SAFE_URL
+    if boot_url is not None and not SAFE_URL.match(boot_url):
+        raise BadInput("must be a plain http(s)://host[:port] URL", location="--boot-url")
+    if boot_bind is None:
+        return boot_url
+    if not tls:
+        raise BadInput("the plain-HTTP boot listener goes beside an HTTPS service: add --tls-cert and --tls-key "
+                       "(without them --bind is plain HTTP already)", location="--boot-bind")
+    boot_host, boot_port = _parse_bind(boot_bind, "--boot-bind")
+    if (boot_host, boot_port) == _parse_bind(bind):
+        raise BadInput("must differ from --bind", location="--boot-bind")
+    if public_url is None:
+        raise BadInput("--boot-bind needs --public-url https://HOST:PORT: a boot script fetched over plain HTTP "
+                       "must still hand the agent the https URL", location="--public-url")
+    return boot_url or f"http://{urlparse(public_url).hostname}:{boot_port}"
 
 
 @click.command("serve")
 @data_dir_option
 @db_option
-@click.option("--bind", default="0.0.0.0:8080", show_default=True, help="HOST:PORT for HTTP.")
+@click.option("--bind", default="0.0.0.0:8080", show_default=True, help="HOST:PORT for HTTP (HTTPS with --tls-cert).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn worker processes.")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Threads per worker (gthread): concurrent requests per process.")
@@ -64,8 +100,24 @@ def _parse_bind(bind: str) -> tuple[str, int]:
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A directory POST /api/v1/images may read manifests and tarballs from (repeatable). "
                    "Without one, images are registered with `metalstream image add` only.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              metavar="FILE", help="PEM certificate (with its chain): serve HTTPS on --bind. Needs --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              metavar="FILE",
+              help="The certificate's unencrypted PEM private key (keep it readable by the service only).")
+@click.option("--boot-bind", default=None, metavar="HOST:PORT",
+              help="With --tls-cert: also listen with plain HTTP here, for boot scripts and the installer's kernel "
+                   "and initramfs only (iPXE and GRUB cannot verify the certificate); every other path is 403 "
+                   "there. Needs --public-url https://...")
+@click.option("--boot-url", default=None, metavar="URL",
+              help="URL firmware fetches boot scripts, kernel and initramfs from (put into boot scripts). "
+                   "Default: http://PUBLIC-HOST:PORT of --boot-bind, else the public URL. Behind a TLS proxy: "
+                   "its plain http URL.")
+@click.option("--auth-max-failures", default=10, show_default=True, type=click.IntRange(0, 10_000),
+              help="Wrong tokens from one address within a minute before it is refused (429) for 5 minutes; "
+                   "0 turns the guard off (behind a reverse proxy every client has the proxy's address).")
 def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent_timeout, activation_timeout,
-          sweep_interval, tftp_port, image_import_dirs):
+          sweep_interval, tftp_port, image_import_dirs, tls_cert, tls_key, boot_bind, boot_url, auth_max_failures):
     """Run the PXE/HTTP service under gunicorn: REST API, boot scripts, images, agent endpoints.
 
     \b
@@ -73,6 +125,12 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
       metalstream token create --scope admin --data-dir /srv/ms
       metalstream serve --data-dir /srv/ms --bind 0.0.0.0:8080 --installer out/installer.json --tftp 69
     Point DHCP (or `metalstream dnsmasq-config`) at http://HOST:PORT/boot.ipxe.
+
+    \b
+    With TLS (agent, API and images over HTTPS; boot files over plain HTTP on a second port):
+      metalstream serve --data-dir /srv/ms --bind 0.0.0.0:8443 --tls-cert svc.pem --tls-key svc.key \\
+          --public-url https://10.0.0.5:8443 --boot-bind 0.0.0.0:8080 --installer out/installer.json
+    Build that installer with `metalstream build ... --format installer --ca ca.pem` (docs/service.md).
     """
     from metalstream import proc
 
@@ -81,9 +139,12 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     host, _ = _parse_bind(bind)
     if public_url is not None and not SAFE_URL.match(public_url):
         raise BadInput("must be a plain http(s)://host[:port] URL", location="--public-url")
+    _check_tls(tls_cert, tls_key, public_url)
+    boot_url = _boot_url(boot_url, boot_bind, bind=bind, public_url=public_url, tls=tls_cert is not None)
     config = _config(data_dir, db_url, installer=installer, public_url=public_url, agent_timeout=agent_timeout,
                      activation_timeout=activation_timeout, supervisor_interval=sweep_interval,
-                     image_import_dirs=image_import_dirs)
+                     image_import_dirs=image_import_dirs, tls_cert=tls_cert, tls_key=tls_key, boot_url=boot_url,
+                     auth_max_failures=auth_max_failures)
     tftp_process = None
     if tftp_port is not None:
         root = config.data_dir / "tftp"
@@ -91,16 +152,28 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
         tftp_process = tftp.start(root, host, tftp_port)
         click.echo(f"metalstream: TFTP on udp/{tftp_port} serving {', '.join(copied) or 'nothing'} from {root}",
                    err=True)
-    click.echo(f"metalstream: serving on http://{bind} (data {config.data_dir}, {workers} workers x {threads} "
+    scheme = "https" if tls_cert else "http"
+    click.echo(f"metalstream: serving on {scheme}://{bind} (data {config.data_dir}, {workers} workers x {threads} "
                "threads)", err=True)
+    _describe_boot_transport(tls_cert is not None, boot_bind, boot_url)
     serving_pid = os.getpid()
     try:
-        server.serve(config, bind=bind, workers=workers, threads=threads)
+        server.serve(config, bind=bind, workers=workers, threads=threads, boot_bind=boot_bind)
     finally:
         # gunicorn workers are forks of this process and unwind through here too when they exit: only the
         # process that started the TFTP server stops it.
         if tftp_process is not None and os.getpid() == serving_pid:
             proc.terminate(tftp_process)
+
+
+def _describe_boot_transport(tls: bool, boot_bind: str | None, boot_url: str | None) -> None:
+    if boot_bind:
+        click.echo(f"metalstream: plain HTTP on http://{boot_bind} for boot scripts and the installer only "
+                   f"(firmware is sent to {boot_url})", err=True)
+    elif tls and not boot_url:
+        click.echo("metalstream: warning: boot scripts, kernel and initramfs are served over HTTPS only; firmware "
+                   "must trust this certificate (or add --boot-bind HOST:PORT for a plain-HTTP boot listener)",
+                   err=True)
 
 
 @click.group("image")

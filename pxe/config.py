@@ -22,11 +22,17 @@ class ServiceConfig:
     auth_max_failures: int = 10  # wrong tokens from one address within auth_window before it is blocked; 0 = off
     auth_window: float = 60.0
     auth_block: float = 300.0  # seconds a blocked address is refused (429)
+    tls_cert: Path | None = None  # PEM certificate (chain): gunicorn serves HTTPS with it
+    tls_key: Path | None = None  # its unencrypted PEM private key
+    # URL firmware fetches boot scripts, kernel and initramfs from (iPXE/GRUB: usually plain http while the
+    # agent uses https); default: the public URL
+    boot_url: str | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
-        if self.installer is not None:
-            self.installer = Path(self.installer).resolve()
+        for name in ("installer", "tls_cert", "tls_key"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)).resolve())
         self.image_import_dirs = tuple(Path(d).resolve() for d in self.image_import_dirs)
         if self.db_url is None:
             self.db_url = f"sqlite:///{self.data_dir / 'metalstream.db'}"

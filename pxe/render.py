@@ -4,6 +4,10 @@ Every value that reaches a template is checked here again, independently of the 
 a value with a space, control character or script metacharacter raises RenderError instead of
 being rendered, so nothing a client sends can add a line or a command to a boot script.
 Template errors propagate (the caller answers 500) — never a silent fallback to local boot.
+
+Two URLs reach a script: `boot_url`, where the firmware (iPXE, GRUB) fetches the next script, the kernel
+and the initramfs — plain http where the firmware cannot verify the service's certificate — and the
+service URL handed to the agent (`metalstream.server=`), https when the service has TLS.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def _check(value: str, pattern: re.Pattern, what: str) -> str:
     return value
 
 
-def _installer_values(boot: InstallerBoot) -> dict:
+def _installer_values(boot: InstallerBoot, boot_url: str | None) -> dict:
     base_url = _check(boot.base_url, SAFE_URL, "server URL")
     args = [
         f"metalstream.server={base_url}",
@@ -59,6 +63,7 @@ def _installer_values(boot: InstallerBoot) -> dict:
     args.extend(_check(arg, KERNEL_ARG, "kernel argument") for arg in boot.kernel_args)
     return {
         "base_url": base_url,
+        "boot_url": _check(boot_url, SAFE_URL, "boot URL") if boot_url else base_url,
         "cmdline": " ".join(args),
         "deployment_id": boot.deployment_id,
         "mac": _check(boot.mac, _SAFE_WORD, "MAC"),
@@ -67,7 +72,10 @@ def _installer_values(boot: InstallerBoot) -> dict:
 
 
 class Renderer:
-    def __init__(self, template_dir: Path | None = None):
+    """`boot_url`: where firmware fetches scripts, kernel and initramfs (default: each call's server URL)."""
+
+    def __init__(self, template_dir: Path | None = None, *, boot_url: str | None = None):
+        self.boot_url = boot_url.rstrip("/") if boot_url else None
         loaders = [jinja2.FileSystemLoader(str(TEMPLATE_DIR))]
         if template_dir is not None:  # site overrides come first
             loaders.insert(0, jinja2.FileSystemLoader(str(template_dir)))
@@ -86,22 +94,25 @@ class Renderer:
             raise RenderError(f"template {name} produced control or non-ASCII characters")
         return text
 
+    def _boot_url(self, base_url: str) -> str:
+        _check(base_url, SAFE_URL, "server URL")
+        return _check(self.boot_url, SAFE_URL, "boot URL") if self.boot_url else base_url
+
     def chain_ipxe(self, base_url: str) -> str:
-        return self._render("chain.ipxe.j2", base_url=_check(base_url, SAFE_URL, "server URL"))
+        return self._render("chain.ipxe.j2", base_url=self._boot_url(base_url))
 
     def installer_ipxe(self, boot: InstallerBoot) -> str:
-        return self._render("installer.ipxe.j2", **_installer_values(boot))
+        return self._render("installer.ipxe.j2", **_installer_values(boot, self.boot_url))
 
     def local_ipxe(self, mac: str | None) -> str:
         return self._render("local.ipxe.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None)
 
     def chain_grub(self, base_url: str) -> str:
-        base_url = _check(base_url, SAFE_URL, "server URL")
-        return self._render("chain.grub.j2", http_host=_grub_host(base_url))
+        return self._render("chain.grub.j2", http_host=_grub_host(self._boot_url(base_url)))
 
     def installer_grub(self, boot: InstallerBoot) -> str:
-        values = _installer_values(boot)
-        return self._render("installer.grub.j2", http_host=_grub_host(values["base_url"]), **values)
+        values = _installer_values(boot, self.boot_url)
+        return self._render("installer.grub.j2", http_host=_grub_host(values["boot_url"]), **values)
 
     def local_grub(self, mac: str | None) -> str:
         return self._render("local.grub.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None)

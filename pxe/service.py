@@ -22,5 +22,6 @@ class Service:
     def open(cls, config: ServiceConfig) -> "Service":
         config.prepare()
         installer = imagestore.read_installer_manifest(config.installer) if config.installer else None
-        return cls(config=config, engine=db.make_engine(config.db_url), renderer=Renderer(config.template_dir),
+        return cls(config=config, engine=db.make_engine(config.db_url),
+                   renderer=Renderer(config.template_dir, boot_url=config.boot_url),
                    installer=installer, deploy_public_key=activation.ensure_deploy_key(config.deploy_key))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from metalstream.errors import OperationFailed
+from metalstream.errors import BadInput, OperationFailed
+from metalstream.tls import read_ca_certificate
 
 from .context import BuildOptions
 from .kickstart import KickstartError, parse_kickstart
@@ -35,9 +36,12 @@ from .templating import parse_vars
 @click.option("--keep-root", is_flag=True, help="Keep the build root directory after a successful build (debugging).")
 @click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE",
               help="Template variable for the kickstart (repeatable).")
+@click.option("--ca", "ca_file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="--format installer only: the service's CA certificate (PEM, no key), baked into the initramfs. "
+                   "The agent then verifies the service with it and talks https only.")
 def build_command(kickstart: Path, output_dir: Path, name: str | None, image_format: str, zstd_level: int,
                   zstd_threads: int, source_date_epoch: int | None, cache_dir: Path, no_cache: bool,
-                  keep_root: bool, var_pairs: tuple[str, ...]) -> int:
+                  keep_root: bool, var_pairs: tuple[str, ...], ca_file: Path | None) -> int:
     """Build an OS image (NAME.tar.zst + NAME.json manifest) or the installer environment from a KICKSTART.
 
     Stages (each shown with its duration): install packages with the distribution's own tool
@@ -48,6 +52,10 @@ def build_command(kickstart: Path, output_dir: Path, name: str | None, image_for
     Needs root. Exit codes: 0 built, 1 the build failed, 2 the kickstart is wrong
     (messages name FILE:LINE). On failure the partial build root is removed.
     """
+    if ca_file is not None:
+        if image_format != "installer":
+            raise BadInput("a CA certificate goes into the installer only: add --format installer", location="--ca")
+        read_ca_certificate(ca_file, location="--ca")  # checked before a build that takes minutes
     try:
         split = parse_kickstart(kickstart, variables=parse_vars(var_pairs))
     except KickstartError as exc:
@@ -62,7 +70,7 @@ def build_command(kickstart: Path, output_dir: Path, name: str | None, image_for
     options = BuildOptions(output_dir=output_dir.resolve(), name=name or kickstart.name.removesuffix(".ks"),
                            image_format=image_format, cache_dir=cache_dir.resolve(), use_cache=not no_cache,
                            zstd_level=zstd_level, zstd_threads=zstd_threads, source_date_epoch=source_date_epoch,
-                           keep_root=keep_root)
+                           keep_root=keep_root, ca_file=ca_file.resolve() if ca_file else None)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         manifest = build(split, options, progress=Progress())

@@ -24,6 +24,7 @@ class BuildOptions:
     zstd_threads: int = 0  # 0 = one per core
     source_date_epoch: int | None = None  # None = derived from the kickstart's sha256
     keep_root: bool = False  # keep the build root after packing (debugging)
+    ca_file: Path | None = None  # installer only: CA certificate the agent pins (metalstream.tls.INSTALLER_CA_PATH)
 
 
 @dataclass

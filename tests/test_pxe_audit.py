@@ -89,3 +89,16 @@ def test_failures_spread_over_time_do_not_block(pxe_env):
         authguard.record_failure(engine, config, "192.0.2.7", "api", now=start + n * config.auth_window / 5)
     authguard.check_not_blocked(engine, "192.0.2.7", now=start + 3 * config.auth_max_failures * config.auth_window / 5)
     assert pxe_env.client.get("/api/v1/images", headers=pxe_env.admin).status_code == 200
+
+
+def test_serve_can_turn_the_guard_off_and_the_guard_holds_across_workers(tmp_path, pxe_installer):
+    import requests
+
+    from lab.service_proc import ServiceProcess
+    for options, expected in ((["--workers", "2"], {401, 429}), (["--auth-max-failures", "0"], {401})):
+        service = ServiceProcess(tmp_path / options[-1], installer=pxe_installer, options=options)
+        with service:
+            statuses = [requests.get(f"{service.url}/api/v1/images", headers=BAD_TOKEN, timeout=10).status_code
+                        for _ in range(15)]
+        assert set(statuses) == expected, (options, statuses)
+        assert statuses[:10] == [401] * 10

@@ -42,6 +42,7 @@ def make_installer(ctx: BuildContext) -> dict:
         staging.copy_selected(ctx.root, files_to_copy(ctx.root, version, module_paths), stage)
         staging.add_agent(stage)
         staging.add_init(stage)
+        ca_sha256 = staging.add_ca(stage, ctx.options.ca_file) if ctx.options.ca_file else None
         staging.rebuild_module_index(stage, version)
         staging.compile_and_check(stage, ctx.source_date_epoch)
         staging.clamp_mtimes(stage, ctx.source_date_epoch)
@@ -63,6 +64,9 @@ def make_installer(ctx: BuildContext) -> dict:
         created=ctx.source_date_epoch, kickstart_sha256=ctx.kickstart.sha256,
         initramfs_uncompressed_size=cpio_size, file_count=entries, module_count=len(module_paths),
         agent_sha256=staging.agent_sources_sha256())
+    if ca_sha256:
+        # Not a field of installer_manifest() yet; readers keep fields they do not know (docs/contracts.md).
+        manifest["ca_sha256"] = ca_sha256
     ctx.facts["installer"] = manifest
     return manifest
 

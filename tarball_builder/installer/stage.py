@@ -7,6 +7,7 @@ the agent starts both run the root's own python3).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from metalstream import proc, rootfs
 from metalstream.agent_sources import agent_sources, sources_sha256
 from metalstream.errors import OperationFailed
+from metalstream.tls import INSTALLER_CA_PATH, read_ca_certificate
 
 from ..chroot import Chroot
 
@@ -70,6 +72,13 @@ def add_init(stage: Path) -> None:
     console = rootfs.writable_path(stage, "/dev/console")
     if not console.exists():
         os.mknod(console, 0o600 | stat.S_IFCHR, os.makedev(5, 1))
+
+
+def add_ca(stage: Path, ca_file: Path) -> str:
+    """The service's CA certificate where the agent looks for it; returns its sha256 (for the manifest)."""
+    data = read_ca_certificate(ca_file, location="--ca")
+    rootfs.write_file(stage, INSTALLER_CA_PATH, data, mode=0o644)
+    return hashlib.sha256(data).hexdigest()
 
 
 def rebuild_module_index(stage: Path, kernel_version: str) -> None:
