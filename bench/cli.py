@@ -16,7 +16,7 @@ from .large_image import make_large_image
 from .stats import figure, goal, median_of_phases, ratio
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("deploy", "serve", "memory", "build")
+SECTIONS = ("deploy", "serve", "memory", "build", "fleet")
 CLIENT_COUNTS = (1, 4, 16)
 SERVE_ROUNDS_PER_RUN = 3
 
@@ -34,9 +34,11 @@ SERVE_ROUNDS_PER_RUN = 3
               help="Compressed size in MiB of the large image for the memory benchmark.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("/var/tmp/metalstream-bench"),
               show_default=True, help="Scratch space: disk images (8 GiB sparse), the large image, builds.")
+@click.option("--machines", type=click.IntRange(1, 5000), default=1000, show_default=True,
+              help="Simulated machines per setup in the fleet section.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Result JSON (default: bench/results/latest.json for a full run; the PNG goes beside it).")
-def main(runs, only, kickstart, image_dir, large_size, work, output) -> None:
+def main(runs, only, kickstart, image_dir, large_size, work, machines, output) -> None:
     """Measure metalstream against the alternatives, side by side on this machine:
 
     \b
@@ -45,6 +47,9 @@ def main(runs, only, kickstart, image_dir, large_size, work, output) -> None:
       serve   1, 4 and 16 concurrent downloads: metalstream serve vs nginx (goal >= 0.9x at 16)
       memory  the agent's peak RSS deploying the small and a large image (goal <= 100 MB)
       build   cold build vs cached rebuild of the unchanged kickstart; sha256 equal?
+      fleet   --machines simulated machines deploying at once (lab.fleet) on SQLite x1, PostgreSQL x1
+              and PostgreSQL x3 replicas behind nginx: latency per endpoint, errors, CPU, RSS
+              (goal: 0 failures, agent p99 <= 100 ms on PostgreSQL x3)
 
     Needs root (loop devices, mounts, builds) and `bash .ci/setup`. A full run takes about an hour.
     """
@@ -55,7 +60,7 @@ def main(runs, only, kickstart, image_dir, large_size, work, output) -> None:
     work.mkdir(parents=True, exist_ok=True)
     echo = click.echo
     try:
-        result = run_all(sections, runs, kickstart, image_dir, large_size << 20, work, echo)
+        result = run_all(sections, runs, kickstart, image_dir, large_size << 20, work, echo, machines)
     except MetalstreamError as exc:
         click.echo(f"bench: failed: {exc}", err=True)
         sys.exit(1)
@@ -71,11 +76,16 @@ def main(runs, only, kickstart, image_dir, large_size, work, output) -> None:
     echo(f"\nresults: {output}\nchart:   {chart}")
 
 
-def run_all(sections, runs: int, kickstart: Path, image_dir: Path, large_size: int, work: Path, echo) -> dict:
+def run_all(sections, runs: int, kickstart: Path, image_dir: Path, large_size: int, work: Path, echo,
+            machines: int = 1000) -> dict:
     from lab.demo import ensure_image
 
     started = datetime.datetime.now(datetime.timezone.utc)
     echo(f"bench: {', '.join(sections)}; {runs} run(s) each; scratch in {work}")
+    if set(sections) == {"fleet"}:  # needs no built image
+        from .fleet import bench_fleet
+        return {"schema": "metalstream-bench/1", "created": started.strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": host.machine(), "fleet": bench_fleet(machines, work, echo)}
     manifest, _ = ensure_image(kickstart, image_dir, kickstart.stem, "tarball", rebuild=False, echo=echo)
     image, tarball = deploy.image_files(manifest)
     result = {"schema": "metalstream-bench/1", "created": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -92,6 +102,9 @@ def run_all(sections, runs: int, kickstart: Path, image_dir: Path, large_size: i
         result["agent_peak_rss_mb"] = bench_memory(manifest, image, runs, large_size, work, echo, small_rss)
     if "build" in sections:
         result["build"] = bench_build(kickstart, runs, work, echo, image["sha256"])
+    if "fleet" in sections:
+        from .fleet import bench_fleet
+        result["fleet"] = bench_fleet(machines, work, echo)
     result["seconds"] = round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds())
     return result
 
@@ -200,6 +213,14 @@ def render_table(result: dict) -> str:
                      f"{r['cached_over_cold']} of cold", "", ""))
         rows.append(("build reproducible", "yes" if r["reproducible"] else "NO", "", "", "sha256 equal",
                      "met" if r["reproducible"] else "NOT MET"))
+    if "fleet" in result:
+        r = result["fleet"]
+        for name, setup in r["setups"].items():
+            from .fleet import agent_p99
+            rows.append((f"fleet {r['machines']} machines, {name}", f"agent p99 {agent_p99(setup)} ms",
+                         f"{setup['requests_per_second']} req/s", f"{setup['failed_machines']} failed",
+                         r["goal"] if name == "postgresql_x3" else "",
+                         _met(r) if name == "postgresql_x3" else ""))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))

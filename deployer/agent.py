@@ -155,7 +155,8 @@ def _check_plan_sources(plan, ca: str | None, verify: Verify) -> None:
     """Before any disk is touched: with a pinned CA every URL in the plan is https, and the image's
     server proves its identity (it may be another host than the service)."""
     report = plan.report or {}
-    for what, url in (("plan.image.url", plan.image.url), ("plan.report.events_url", report.get("events_url")),
+    image_urls = [(f"plan.image.urls[{n}]", url) for n, url in enumerate(plan.image.urls)]
+    for what, url in (*image_urls, ("plan.report.events_url", report.get("events_url")),
                       ("plan.report.result_url", report.get("result_url"))):
         if url:
             require_https(url, what, ca)

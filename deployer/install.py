@@ -27,7 +27,7 @@ from .esp import Esp
 from .partition import Layout, check_disk_use, plan_layout, render_sfdisk
 from .report import Reporter
 from .stream import ImageVerificationError, StreamResult, stream_image
-from .tls import Verify
+from .tls import Verify, check_source_trusted
 
 log = logging.getLogger("metalstream.install")
 
@@ -154,6 +154,7 @@ def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, 
         if dry_run:
             phase("finish", "dry run: nothing was written")
             return result
+        _check_other_sources_trusted(plan, tls_verify)
         with tempfile.TemporaryDirectory(prefix="metalstream-install-") as tmp:
             work = Path(tmp)
             _apply(plan, resolved, layout, work, phase, result, tls_verify)
@@ -166,6 +167,13 @@ def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, 
     except BaseException as exc:  # Ctrl-C or a bug: still say which phase it stopped in
         reporter.result(success=False, phase=phase.current, error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _check_other_sources_trusted(plan: Plan, tls_verify: Verify) -> None:
+    """The callers check the image's first URL before any write; its other sources (mirrors) get the same
+    TLS handshake here, still before the disk is touched: a certificate that fails is never failed over."""
+    for url in plan.image.urls[1:]:
+        check_source_trusted(url, tls_verify)
 
 
 def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phases, result: InstallResult,
@@ -186,15 +194,16 @@ def _write_disk(plan: Plan, target: Target, layout: Layout, work: Path, phase: _
         esp_part = layout.by_role("esp")
         esp = Esp(devices[esp_part.number]) if esp_part else None
         with blockdev.mounted_tree(layout, devices, work / "root") as root:
-            phase("stream", f"streaming {plan.image.url}")
+            phase("stream", "streaming " + " or ".join(plan.image.urls))
             result.stream = stream_image(
-                plan.image.url, root, sha256=plan.image.sha256, size=plan.image.size, verify=tls_verify,
+                plan.image.urls, root, sha256=plan.image.sha256, size=plan.image.size, verify=tls_verify,
                 progress=lambda done, total: phase.reporter.event("stream", "streaming image", done, total))
             phase.current = "verify"
             if result.stream.sha256 != plan.image.sha256:  # stream_image checks too; never trust one place only
                 raise ImageVerificationError(f"image sha256 {result.stream.sha256} != plan {plan.image.sha256}")
             phase("verify", f"sha256 {result.stream.sha256[:16]}... matches the plan "
-                            f"({result.stream.bytes_read} bytes, {result.stream.resumes} resume(s))")
+                            f"({result.stream.bytes_read} bytes from {result.stream.origin}, "
+                            f"{result.stream.resumes} resume(s), {result.stream.failovers} failover(s))")
             phase("configure", "fstab, hostname, network, keys, machine-id")
             moved = _move_boot_efi(root, esp)
             result.configured = configure_target(root, plan, layout, host_keys)

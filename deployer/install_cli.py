@@ -106,7 +106,8 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     plan = with_options(load_plan_file(plan_file) if plan_file else local_plan(image, verify=verify), boot_mode=boot,
                         hostname=hostname, ssh_keys=ssh_keys, root_password_hash=root_password_hash,
                         kernel_args=kernel_args, wipe=wipe)
-    require_https(plan.image.url, "plan.image.url", pinned)
+    for n, url in enumerate(plan.image.urls):
+        require_https(url, f"plan.image.urls[{n}]", pinned)
     check_source_trusted(plan.image.url, verify)  # before the target is created or opened
     resolved = open_target(target, create_size=parse_size(size) if size else None)
     result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run, tls_verify=verify)

@@ -164,6 +164,7 @@ class HttpReporter:
         self.phase: str | None = None
         self.events_sent = 0
         self.events_failed = 0
+        self.events_numbered = 0  # the `seq` of the last event posted
         self.result_sent = False  # a result was posted (delivered or not): post it only once
 
     def _post(self, url: str, body: dict) -> None:
@@ -186,7 +187,8 @@ class HttpReporter:
             return
         self._last_key = key
         self._next_progress = now + self._interval
-        body = event_document(phase, message, bytes_done, bytes_total, time.time())
+        self.events_numbered += 1
+        body = event_document(phase, message, bytes_done, bytes_total, time.time(), seq=self.events_numbered)
         try:
             self._post(self.events_url, body)
             self.events_sent += 1

@@ -1,5 +1,8 @@
 """Stream an image into a directory: HTTP (or file) → zstd → GNU tar, hashing the compressed bytes on the fly.
 
+The image may have several sources (a plan's `image.urls`): deployer.download fails over between them and
+resumes with Range where the last one stopped; the running sha256 spans them all.
+
 Nothing is staged: each chunk is hashed, then written into `zstd -dc`, whose output goes straight into
 `tar -x`. Memory stays flat whatever the image size. The exit status of both stages is checked, the
 first stage first, so a failing `zstd` is never hidden behind the `tar` error it causes (a zstd that
@@ -18,7 +21,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Sequence
 
 from metalstream import proc
 from metalstream.errors import CommandError, MetalstreamError, OperationFailed
@@ -41,7 +44,9 @@ class StreamResult:
     bytes_read: int  # compressed bytes hashed
     sha256: str
     etag: str | None
-    resumes: int  # how many times a dropped connection was resumed
+    resumes: int  # how many times a dropped connection was resumed (at the same source or another)
+    failovers: int = 0  # how many times the download moved to another source
+    origin: str = ""  # the source, or each source with the bytes it delivered
 
 
 ProgressCallback = Callable[[int, int | None], None]  # (bytes_done, bytes_total)
@@ -168,7 +173,7 @@ def _died_of_broken_pipe(error: CommandError) -> bool:
 
 
 def stream_image(
-    source: str,
+    source: str | Sequence[str],
     dest: Path,
     *,
     sha256: str,
@@ -178,8 +183,8 @@ def stream_image(
     chunk_size: int = CHUNK_SIZE,
     verify: Verify = True,
 ) -> StreamResult:
-    """Extract the tar.zst at `source` (http(s):// URL, file:// URL or path) into `dest`; an https
-    certificate is checked with `verify` (deployer.tls.trust).
+    """Extract the tar.zst at `source` (http(s):// URL, file:// URL or path, or several of them serving the same
+    image, preferred first) into `dest`; an https certificate is checked with `verify` (deployer.tls.trust).
 
     Raises ImageVerificationError when the hash/size differs from the plan, OperationFailed (or
     CommandError) when the download or a pipeline stage fails. Memory use does not grow with the image.
@@ -188,17 +193,17 @@ def stream_image(
     if not dest.is_dir():
         raise OperationFailed(f"extraction target {dest} is not a directory")
     expected = sha256.strip().lower()
-    chunks = open_chunks(source, retry=retry, chunk_size=chunk_size, verify=verify)
+    chunks = open_chunks(source, size=size, retry=retry, chunk_size=chunk_size, verify=verify)
     hasher = hashlib.sha256()
     done = 0
-    log.info("streaming %s into %s", source, dest)
+    log.info("streaming %s into %s", " or ".join(s.url for s in chunks.sources), dest)
     with ExtractPipeline(dest) as pipeline:
         for chunk in chunks:
             hasher.update(chunk)
             done += len(chunk)
             if size is not None and done > size:
                 raise ImageVerificationError(
-                    f"image {source} is larger than the plan's size {size} (read {done} bytes so far)",
+                    f"image {chunks.origin()} is larger than the plan's size {size} (read {done} bytes so far)",
                     details={"expected_size": size, "bytes_read": done})
             pipeline.feed(chunk)
             if progress:
@@ -207,13 +212,16 @@ def stream_image(
     actual = hasher.hexdigest()
     if size is not None and done != size:
         raise ImageVerificationError(
-            f"image {source} is {done} bytes, the plan says {size}: truncated or wrong image",
+            f"image {chunks.origin()} is {done} bytes, the plan says {size}: truncated or wrong image",
             details={"expected_size": size, "bytes_read": done, "sha256": actual}) from pipeline_error
     if actual != expected:
         raise ImageVerificationError(
-            f"image {source} has sha256 {actual}, the plan says {expected}: corrupt or wrong image",
-            details={"expected_sha256": expected, "sha256": actual, "bytes_read": done}) from pipeline_error
+            f"image {chunks.origin()} has sha256 {actual}, the plan says {expected}: corrupt or wrong image",
+            details={"expected_sha256": expected, "sha256": actual, "bytes_read": done,
+                     "origin": chunks.origin()}) from pipeline_error
     if pipeline_error:
         raise pipeline_error
-    log.info("streamed %d bytes (sha256 %s, %d resume(s))", done, actual, chunks.resumes)
-    return StreamResult(bytes_read=done, sha256=actual, etag=chunks.etag, resumes=chunks.resumes)
+    log.info("streamed %d bytes from %s (sha256 %s, %d resume(s), %d failover(s))", done, chunks.origin(), actual,
+             chunks.resumes, chunks.failovers)
+    return StreamResult(bytes_read=done, sha256=actual, etag=chunks.etag, resumes=chunks.resumes,
+                        failovers=chunks.failovers, origin=chunks.origin())

@@ -22,7 +22,8 @@ from .errors import EXIT_FAILED, EXIT_INTERRUPTED, MetalstreamError
 # the agent (deployer); the commands of components that are not there are simply not offered.
 COMPONENT_COMMANDS = {
     "ks": "tarball_builder.ks_cli", "build": "tarball_builder.build_cli",
-    "serve": "pxe.cli", "image": "pxe.cli", "token": "pxe.cli", "dnsmasq-config": "pxe.cli",
+    "serve": "pxe.cli", "image": "pxe.cli", "token": "pxe.cli", "db": "pxe.cli",
+    "dnsmasq-config": "pxe.cli",
     "agent": "deployer.agent_cli", "install": "deployer.install_cli",
     "vm": "lab.cli", "demo": "lab.cli",
 }

@@ -22,6 +22,7 @@ def is_audited(method: str, path: str) -> bool:
 
 def record(engine: Engine, *, token_id: str | None, client: str | None, action: str, target: str | None,
            status: int, when: float | None = None) -> None:
+    client, action, target = (db.storable_text(v) for v in (client, action, target))  # a path may hold %00
     with engine.begin() as conn:
         conn.execute(db.audit_log.insert().values(
             time=time.time() if when is None else when, token_id=token_id, client=(client or "")[:64] or None,

@@ -1,7 +1,8 @@
-"""CLI commands of the PXE/HTTP service: serve, image, token, dnsmasq-config.
+"""CLI commands of the PXE/HTTP service: serve, image, token, db, dnsmasq-config.
 
-`image` and `token` work on the service's database directly (same --data-dir / --db as `serve`),
+`image`, `token` and `db` work on the service's database directly (same --data-dir / --db as `serve`),
 so they work before the service runs and need no token; remote clients use the REST API instead.
+Every command that opens the database first brings its schema to this release's revision.
 Heavy imports happen inside the commands: the `metalstream` entry point loads this module always.
 """
 from __future__ import annotations
@@ -32,6 +33,27 @@ def _engine(data_dir: Path, db_url: str | None):
     config = _config(data_dir, db_url)
     config.prepare()
     return config, db.make_engine(config.db_url)
+
+
+def _upgrade_database(config) -> str:
+    """Bring the configured database to this release's schema revision; say what happened, in one line."""
+    from . import db
+    if config.db_url.startswith("sqlite"):
+        config.prepare()  # the database file lives in the data directory
+    engine = db.make_engine(config.db_url, upgrade_schema=False)
+    try:
+        result = db.upgrade(engine)
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    if result.legacy_version is not None:
+        return (f"database {where}: schema_version {result.legacy_version} from before migrations (revision "
+                f"{result.before}) upgraded to revision {result.after}")
+    if result.before is None:
+        return f"database {where}: empty; schema created at revision {result.after}"
+    if result.before != result.after:
+        return f"database {where}: upgraded from revision {result.before} to {result.after}"
+    return f"database {where}: already at revision {result.after} (this release's newest); nothing to do"
 
 
 def _parse_bind(bind: str, location: str = "--bind") -> tuple[str, int]:
@@ -116,8 +138,11 @@ def _boot_url(boot_url: str | None, boot_bind: str | None, *, bind: str, public_
 @click.option("--auth-max-failures", default=10, show_default=True, type=click.IntRange(0, 10_000),
               help="Wrong tokens from one address within a minute before it is refused (429) for 5 minutes; "
                    "0 turns the guard off (behind a reverse proxy every client has the proxy's address).")
+@click.option("--image-mirror", "image_mirrors", multiple=True, metavar="CIDR=URL",
+              help="Agents in CIDR fetch images from URL/images/NAME.tar.zst first, the service last (repeatable).")
 def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent_timeout, activation_timeout,
-          sweep_interval, tftp_port, image_import_dirs, tls_cert, tls_key, boot_bind, boot_url, auth_max_failures):
+          sweep_interval, tftp_port, image_import_dirs, tls_cert, tls_key, boot_bind, boot_url, auth_max_failures,
+          image_mirrors):
     """Run the PXE/HTTP service under gunicorn: REST API, boot scripts, images, agent endpoints.
 
     \b
@@ -144,7 +169,10 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     config = _config(data_dir, db_url, installer=installer, public_url=public_url, agent_timeout=agent_timeout,
                      activation_timeout=activation_timeout, supervisor_interval=sweep_interval,
                      image_import_dirs=image_import_dirs, tls_cert=tls_cert, tls_key=tls_key, boot_url=boot_url,
-                     auth_max_failures=auth_max_failures)
+                     auth_max_failures=auth_max_failures, image_mirrors=image_mirrors)
+    # Before the TFTP child and the workers start: one process migrates, and a database written by a
+    # newer metalstream stops serve here (exit 1).
+    click.echo(f"metalstream: {_upgrade_database(config)}", err=True)
     tftp_process = None
     if tftp_port is not None:
         root = config.data_dir / "tftp"
@@ -271,6 +299,30 @@ def token_revoke(data_dir, db_url, token_id):
     click.echo(f"revoked {token_id}")
 
 
+@click.group("db")
+def db_group():
+    """The service's database schema (Alembic migrations in pxe/migrations)."""
+
+
+@db_group.command("upgrade")
+@data_dir_option
+@db_option
+def db_upgrade(data_dir, db_url):
+    """Bring the database to this release's schema revision and print from which revision to which.
+
+    `serve` (and `image`/`token`) do the same on start; this does it explicitly, e.g. before starting
+    several replicas on one PostgreSQL, or to check a database. A database from before migrations is
+    recognised by its schema_version and upgraded; one written by a newer metalstream is refused
+    (exit 1) and left unchanged. Running it again changes nothing.
+
+    \b
+    Examples:
+      metalstream db upgrade --data-dir /srv/ms
+      metalstream db upgrade --db postgresql+psycopg://metalstream@db.example/metalstream
+    """
+    click.echo(_upgrade_database(_config(data_dir, db_url)))
+
+
 @click.command("dnsmasq-config")
 @click.option("--server-url", required=True, help="The service's URL, e.g. http://10.0.0.5:8080.")
 @click.option("--subnet", required=True, help="The PXE clients' network, e.g. 10.0.0.0/24.")
@@ -287,4 +339,4 @@ def dnsmasq_config(server_url, subnet, tftp_server, interface):
                nl=False)
 
 
-COMMANDS = [serve, image, token, dnsmasq_config]
+COMMANDS = [serve, image, token, db_group, dnsmasq_config]

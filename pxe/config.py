@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .mirrors import MirrorRule, parse_mirror_rule
+
 
 @dataclass
 class ServiceConfig:
@@ -27,8 +29,12 @@ class ServiceConfig:
     # URL firmware fetches boot scripts, kernel and initramfs from (iPXE/GRUB: usually plain http while the
     # agent uses https); default: the public URL
     boot_url: str | None = None
+    # `CIDR=URL` mirror rules (pxe/mirrors.py), preferred first: an agent in a rule's subnet gets the mirror's
+    # image URL before the service's own in its plan
+    image_mirrors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.image_mirrors = tuple(str(parse_mirror_rule(str(rule))) for rule in self.image_mirrors)
         self.data_dir = Path(self.data_dir).resolve()
         for name in ("installer", "tls_cert", "tls_key"):
             if getattr(self, name) is not None:
@@ -36,6 +42,10 @@ class ServiceConfig:
         self.image_import_dirs = tuple(Path(d).resolve() for d in self.image_import_dirs)
         if self.db_url is None:
             self.db_url = f"sqlite:///{self.data_dir / 'metalstream.db'}"
+
+    @property
+    def mirror_rules(self) -> tuple[MirrorRule, ...]:
+        return tuple(parse_mirror_rule(rule) for rule in self.image_mirrors)
 
     @property
     def image_dir(self) -> Path:

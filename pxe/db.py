@@ -1,12 +1,35 @@
-"""Storage schema (SQLAlchemy 2.0) and engine setup.
+"""Storage schema (SQLAlchemy 2.0 Core), engine setup and schema upgrades (Alembic).
 
-SQLite under the data directory by default, any SQLAlchemy URL by option. The schema is created
-on start; `schema_version` records the version so a later release can migrate step by step.
-Uniqueness that matters under concurrency is enforced by the database, not by locks:
-`deployments.idempotency_key` is unique, and `deployments.open_mac` (the MAC while the deployment
-is open, NULL once it ended) is unique, so two open deployments for one MAC cannot exist.
+SQLite under the data directory by default; PostgreSQL (`postgresql+psycopg://...`) is the other
+supported backend, and any SQLAlchemy URL is accepted. Uniqueness that matters under concurrency is
+enforced by the database, not by locks: `deployments.idempotency_key` is unique, and
+`deployments.open_mac` (the MAC while the deployment is open, NULL once it ended) is unique, so two
+open deployments for one MAC cannot exist.
+
+The tables below are the schema at the newest migration (`pxe/migrations/versions`); a test keeps
+the two equal. `make_engine` brings the database to that revision on start (`upgrade`):
+
+* an empty database gets every migration;
+* a database written before migrations existed (tables made by `create_all`, a `schema_version`
+  row saying 1, no `alembic_version`) is stamped with revision 0001 and upgraded from there;
+* a database at a revision this code does not know (a newer metalstream wrote it) is refused.
+
+Revision 0002 sets `schema_version` to 2, so a metalstream from before migrations refuses an
+upgraded database instead of using it.
+
+Concurrent starts (several gunicorn workers, several replicas on one PostgreSQL) are safe: the
+check-and-upgrade runs in one transaction holding a PostgreSQL advisory lock (PostgreSQL's DDL is
+transactional: the loser waits, then finds the head revision and does nothing), and for SQLite under
+an exclusive `flock` on the database's directory.
 """
 from __future__ import annotations
+
+import fcntl
+import functools
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import (
     JSON,
@@ -15,6 +38,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -22,14 +46,19 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     select,
+    text,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine
 
 from metalstream.errors import OperationFailed
 
-SCHEMA_VERSION = 1
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Databases from before migrations have no alembic_version, only `schema_version`: the revision each
+# such version is. (Revision 0002 sets schema_version 2, which those releases refuse.)
+LEGACY_REVISIONS = {1: "0001"}
+ADVISORY_LOCK_KEY = 0x6D657461_6C737472  # "metalstr": one lock id for every metalstream on a database
 
 metadata = MetaData()
 
@@ -84,6 +113,8 @@ events = Table(
     Column("message", Text, nullable=True),
     Column("bytes_done", BigInteger, nullable=True),
     Column("bytes_total", BigInteger, nullable=True),
+    Column("seq", Integer, nullable=True),  # the agent's event number: a retried event is stored once
+    Index("uq_events_deployment_seq", "deployment_id", "seq", unique=True),
 )
 
 api_tokens = Table(
@@ -117,6 +148,18 @@ auth_failures = Table(
 )
 
 
+def storable_text(value: str | None) -> str | None:
+    """Free text as stored: PostgreSQL's text types cannot hold NUL, so NUL becomes U+FFFD, on every
+    database alike (an agent's log may carry one)."""
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+
+
+def matchable(key: str) -> bool:
+    """False for a lookup key no stored row can have: one with NUL (PostgreSQL refuses it as a parameter
+    instead of matching nothing, as SQLite does)."""
+    return "\x00" not in key
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer (several gunicorn workers)
@@ -125,28 +168,118 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for `url` and make sure the schema exists at the current version."""
+def make_engine(url: str, *, upgrade_schema: bool = True) -> Engine:
+    """Create the engine for `url` and (by default) bring its schema to the newest revision."""
     is_sqlite = url.startswith("sqlite")
-    engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {}, pool_pre_ping=not is_sqlite)
     if is_sqlite:
+        engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-    migrate(engine)
+    else:
+        # A connection that died (server restart, idle timeout at a proxy) is replaced before use. The pool
+        # (SQLAlchemy's default 5 + 10 overflow) is per process: gunicorn forks before the app opens it.
+        engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+    if upgrade_schema:
+        try:
+            upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            raise
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    metadata.create_all(engine)  # CREATE TABLE IF NOT EXISTS: safe when several workers start at once
-    with engine.connect() as conn:
-        found = conn.execute(select(schema_version.c.version)).scalars().all()
-    current = max(found) if found else None
-    if current is None:
-        try:
-            with engine.begin() as conn:
-                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
-        except IntegrityError:  # another worker recorded it at the same moment
-            pass
-    elif current > SCHEMA_VERSION:
-        raise OperationFailed(f"database schema version {current} is newer than this metalstream "
-                              f"({SCHEMA_VERSION}); upgrade metalstream")
-    # Future versions: `if current < 2: ...ALTER...; update version` goes here, one step per version.
+@dataclass(frozen=True)
+class Upgrade:
+    """What `upgrade` found and left: revisions (None: an empty database), and whether the database
+    came from before migrations (`legacy_version` is its `schema_version`)."""
+    before: str | None
+    after: str
+    legacy_version: int | None = None
+
+
+@functools.cache
+def _script():
+    from alembic.script import ScriptDirectory
+    return ScriptDirectory(str(MIGRATIONS))
+
+
+def head_revision() -> str:
+    return _script().get_current_head()
+
+
+def _alembic_config(conn: Connection):
+    from alembic.config import Config
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn  # env.py migrates on this connection, inside its transaction
+    return config
+
+
+def current_revision(conn: Connection) -> tuple[str | None, int | None]:
+    """(revision, legacy schema_version) of the database on `conn`; revision None means empty.
+
+    Refuses (OperationFailed) a revision this code does not know and tables it did not make."""
+    from alembic.runtime.migration import MigrationContext
+    tables = set(inspect(conn).get_table_names())
+    if "alembic_version" in tables:
+        revision = MigrationContext.configure(conn).get_current_revision()
+        if revision is not None:
+            known = {script.revision for script in _script().walk_revisions()}
+            if revision not in known:
+                raise OperationFailed(
+                    f"the database is at schema revision {revision}, which this metalstream does not know "
+                    f"(its newest is {head_revision()}): a newer metalstream wrote it; upgrade metalstream",
+                    details={"revision": revision, "head": head_revision()})
+            return revision, None
+    ours = tables & set(metadata.tables)
+    if not ours:
+        return None, None
+    if "schema_version" not in tables:
+        raise OperationFailed(f"the database has tables named like metalstream's ({', '.join(sorted(ours))}) but "
+                              "no schema version: not made by metalstream; refusing to change it")
+    found = conn.execute(select(schema_version.c.version)).scalars().all()
+    version = max(found, default=1)  # releases before migrations created the tables, then recorded 1
+    if version not in LEGACY_REVISIONS:
+        raise OperationFailed(f"the database says schema_version {version} without a migration revision, which "
+                              "this metalstream does not know: a newer metalstream wrote it; upgrade metalstream",
+                              details={"schema_version": version})
+    return LEGACY_REVISIONS[version], version
+
+
+@contextmanager
+def _exclusive(engine: Engine):
+    """A transaction on `engine` that no other metalstream upgrading this database runs beside."""
+    lock_fd = None
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        # SQLite: an exclusive flock on the database's directory (no lock file left behind).
+        lock_fd = os.open(os.path.dirname(os.path.abspath(engine.url.database)), os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Held until the transaction ends; DDL is transactional, so waiters see all or nothing.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            yield conn
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)  # releases the flock
+
+
+def upgrade(engine: Engine) -> Upgrade:
+    """Bring the database to the newest revision (see the module's docstring); idempotent."""
+    head = head_revision()
+    try:  # the common case, checked without any lock: already there
+        with engine.connect() as conn:
+            if current_revision(conn) == (head, None):
+                return Upgrade(head, head)
+    except OperationFailed:
+        pass  # maybe another process is half-way (SQLite's DDL is not transactional): decided under the lock
+    from alembic import command
+    with _exclusive(engine) as conn:
+        revision, legacy = current_revision(conn)  # again: another process may have upgraded meanwhile
+        config = _alembic_config(conn)
+        if legacy is not None:
+            command.stamp(config, revision)
+        if revision != head:
+            command.upgrade(config, "head")
+    return Upgrade(revision, head, legacy)
+

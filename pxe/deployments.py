@@ -70,10 +70,11 @@ def _by_idempotency_key(engine: Engine, key: str, digest: str) -> dict | None:
 
 
 def _event(conn: Connection, dep_id: str, state: str, phase: str | None, message: str | None,
-           bytes_done: int | None = None, bytes_total: int | None = None, when: float | None = None) -> None:
+           bytes_done: int | None = None, bytes_total: int | None = None, when: float | None = None,
+           seq: int | None = None) -> None:
     conn.execute(db.events.insert().values(deployment_id=dep_id, time=time.time() if when is None else when,
-                                           state=state, phase=phase,
-                                           message=message, bytes_done=bytes_done, bytes_total=bytes_total))
+                                           state=state, phase=phase, message=message, bytes_done=bytes_done,
+                                           bytes_total=bytes_total, seq=seq))
 
 
 SECRET_REQUEST_FIELDS = ("root_password_hash", "kickstart")  # a kickstart may hold passwords and passphrases
@@ -102,6 +103,8 @@ def _public(row, event_rows, now: float) -> dict:
 
 
 def get(engine: Engine, dep_id: str, *, with_log: bool = False) -> dict:
+    if not db.matchable(dep_id):
+        raise NotFound(f"no deployment {dep_id!r}", details={"field": "id"})
     with engine.connect() as conn:
         row = conn.execute(select(db.deployments).where(db.deployments.c.id == dep_id)).mappings().first()
         if row is None:
@@ -117,6 +120,8 @@ def get(engine: Engine, dep_id: str, *, with_log: bool = False) -> dict:
 
 
 def get_row(engine: Engine, dep_id: str):
+    if not db.matchable(dep_id):
+        return None
     with engine.connect() as conn:
         return conn.execute(select(db.deployments).where(db.deployments.c.id == dep_id)).mappings().first()
 
@@ -163,6 +168,8 @@ def transition(conn: Connection, dep_id: str, new: str, note: str | None = None,
 
 
 def cancel(engine: Engine, dep_id: str) -> dict:
+    if not db.matchable(dep_id):
+        get(engine, dep_id)  # raises NotFound
     with engine.begin() as conn:
         changed = transition(conn, dep_id, states.CANCELLED, "cancelled through the API")
     if not changed:
@@ -223,8 +230,29 @@ def check_event_follows(row, event: dict) -> None:
         raise BadInput(f"exceeds bytes_total {total}", location="bytes_done")
 
 
-def record_event(engine: Engine, row, event: dict) -> None:
+def _already_stored(engine: Engine, dep_id: str, seq: int | None) -> bool:
+    if seq is None:
+        return False
+    with engine.connect() as conn:
+        return conn.execute(select(db.events.c.id).where(and_(db.events.c.deployment_id == dep_id,
+                                                              db.events.c.seq == seq))).first() is not None
+
+
+def record_event(engine: Engine, row, event: dict) -> bool:
+    """Store an agent event; False if it is one already stored (the agent posted it again)."""
+    if _already_stored(engine, row["id"], event["seq"]):
+        return False
     check_event_follows(row, event)
+    try:
+        _store_event(engine, row, event)
+    except IntegrityError:
+        if _already_stored(engine, row["id"], event["seq"]):  # the same retry, on another replica, at once
+            return False
+        raise
+    return True
+
+
+def _store_event(engine: Engine, row, event: dict) -> None:
     now = time.time()
     values = {"phase": event["phase"], "message": event["message"], "last_seen_at": now, "updated_at": now}
     if event["bytes_done"] is not None:
@@ -239,10 +267,11 @@ def record_event(engine: Engine, row, event: dict) -> None:
         if not changed:
             raise Conflict("deployment is no longer installing", details={"state": row["state"]})
         _event(conn, row["id"], states.INSTALLING, event["phase"], event["message"], event["bytes_done"],
-               event["bytes_total"], when=event["time"])
+               event["bytes_total"], when=event["time"], seq=event["seq"])
 
 
 def record_result(engine: Engine, row, result: dict, check_after: float) -> str:
+    result = {**result, "log": db.storable_text(result["log"]), "error": db.storable_text(result["error"])}
     now = time.time()
     common = {"phase": result["phase"], "log": result["log"], "root_uuid": result["root_uuid"], "last_seen_at": now,
               "token_hash": None}
@@ -306,6 +335,7 @@ def claim_activation_checks(engine: Engine, retry: float, now: float | None = No
 
 
 def finish_activation(engine: Engine, dep_id: str, ok: bool, message: str) -> bool:
+    message = db.storable_text(message)  # built from what the installed machine answered
     with engine.begin() as conn:
         if ok:
             return transition(conn, dep_id, states.ACTIVE, message, check_message=message, message=message)
@@ -314,5 +344,6 @@ def finish_activation(engine: Engine, dep_id: str, ok: bool, message: str) -> bo
 
 
 def note_activation_attempt(engine: Engine, dep_id: str, message: str) -> None:
+    message = db.storable_text(message)
     with engine.begin() as conn:
         conn.execute(update(db.deployments).where(db.deployments.c.id == dep_id).values(check_message=message))

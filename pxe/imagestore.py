@@ -89,7 +89,9 @@ def register(engine: Engine, image_dir: Path, manifest_path: Path) -> dict:
         existing = conn.execute(select(db.images.c.sha256).where(db.images.c.name == name)).scalar()
     if existing is not None:
         if existing == manifest["sha256"]:
-            return get(engine, name)  # registering the same image again changes nothing
+            if not (image_dir / filename).is_file():  # another replica's registration: give this store its copy
+                _link_into_store(tarball, image_dir / filename)
+            return get(engine, name)  # registering the same image again changes nothing else
         raise Conflict(f"image {name!r} is already registered with another sha256; delete it first",
                        details={"field": "name"})
     _link_into_store(tarball, image_dir / filename)
@@ -115,7 +117,8 @@ def list_images(engine: Engine) -> list[dict]:
 
 def get(engine: Engine, name: str) -> dict:
     with engine.connect() as conn:
-        row = conn.execute(select(db.images).where(db.images.c.name == name)).mappings().first()
+        row = (conn.execute(select(db.images).where(db.images.c.name == name)).mappings().first()
+               if db.matchable(name) else None)
     if row is None:
         raise NotFound(f"no image named {name!r}", details={"field": "image"})
     return _public(row)

@@ -106,7 +106,10 @@ def openapi_document() -> dict:
                 "Event": {"type": "object", "additionalProperties": False, "required": ["phase"],
                           "properties": {"phase": {"enum": list(PHASES)}, "message": {"type": "string"},
                                          "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"},
-                                         "time": {"type": "number"}}},
+                                         "time": {"type": "number"},
+                                         "seq": {"type": "integer", "minimum": 1,
+                                                 "description": "1, 2, ... per agent run: a retried event is "
+                                                                "stored once"}}},
                 "Result": {"type": "object", "additionalProperties": False, "required": ["success", "phase"],
                            "properties": {"success": {"type": "boolean"}, "phase": {"enum": list(PHASES)},
                                           "error": {"type": "string", "nullable": True}, "log": {"type": "string"},

@@ -8,13 +8,26 @@ from __future__ import annotations
 from metalstream.contracts.deployspec import DeploySpec, NetworkDevice
 from metalstream.contracts.plan import DiskHints, ImageRef, Plan
 
+from .mirrors import MirrorRule, mirror_urls
+
 EVENTS_PATH = "/api/v1/agent/events"
 RESULT_PATH = "/api/v1/agent/result"
 
 
+def image_ref(image: dict, base_url: str, *, mirrors: tuple[MirrorRule, ...] = (),
+              client_address: str | None = None) -> ImageRef:
+    """The image with its sources: the mirrors whose rules match the agent's address first (a rack-local
+    cache is the nearest copy and spares the service), the service's own URL last (it always has the image)."""
+    own = f"{base_url}{image['url_path']}"
+    urls = [*mirror_urls(mirrors, client_address, image["url_path"], image["sha256"]), own]
+    return ImageRef(name=image["name"], url=urls[0], sha256=image["sha256"], size=image["size"],
+                    manifest=image["manifest"], urls=tuple(urls))
+
+
 def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image: dict, base_url: str,
-               deploy_public_key: str) -> dict:
-    """The plan for one deployment. Top-level request values win over the deploy-time kickstart's."""
+               deploy_public_key: str, mirrors: tuple[MirrorRule, ...] = (), client_address: str | None = None) -> dict:
+    """The plan for one deployment. Top-level request values win over the deploy-time kickstart's;
+    `client_address` (the agent's, as this request came from it) selects the image mirrors."""
     spec = DeploySpec.from_dict(storage) if storage else None
     network = [NetworkDevice(**{**device.__dict__, "line": None}) for device in (spec.network if spec else [])]
     kernel_args = " ".join(request.get("kernel_args") or [])
@@ -24,8 +37,7 @@ def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image
     ssh_keys += [key.key for key in (spec.ssh_keys if spec else []) if key.user == "root"]
     plan = Plan(
         deployment_id=deployment_id,
-        image=ImageRef(name=image["name"], url=f"{base_url}{image['url_path']}", sha256=image["sha256"],
-                       size=image["size"], manifest=image["manifest"]),
+        image=image_ref(image, base_url, mirrors=mirrors, client_address=client_address),
         disk_hints=DiskHints(**request["disk_hints"]),
         boot_mode=request["boot_mode"],
         storage=spec,

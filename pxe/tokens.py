@@ -57,7 +57,7 @@ def authenticate_api_token(engine: Engine, token: str) -> dict | None:
     """`{"id", "scope"}` of a valid, unrevoked API token, or None."""
     prefix, _, rest = token.partition("_")
     token_id, _, secret = rest.partition("_")
-    if prefix != "msa" or not token_id or not secret:
+    if prefix != "msa" or not token_id or not secret or not db.matchable(token_id):
         return None
     with engine.connect() as conn:
         row = conn.execute(select(db.api_tokens).where(db.api_tokens.c.id == token_id)).mappings().first()
@@ -74,6 +74,8 @@ def list_api_tokens(engine: Engine) -> list[dict]:
 
 
 def revoke_api_token(engine: Engine, token_id: str) -> bool:
+    if not db.matchable(token_id):
+        return False
     with engine.begin() as conn:
         return conn.execute(update(db.api_tokens).where(db.api_tokens.c.id == token_id)
                             .values(revoked=True)).rowcount == 1

@@ -1,4 +1,11 @@
-"""pytest fixtures for the pxe tests (imported by conftest.py)."""
+"""pytest fixtures for the pxe tests (imported by conftest.py).
+
+The service's tests run on both databases: `pxe_env` (and every test using it) once on SQLite and
+once on PostgreSQL (ids `test_x[sqlite]`, `test_x[postgresql]`); `pxe_server` on SQLite for every
+test and on PostgreSQL too for the tests in SERVER_TESTS_ON_EVERY_DATABASE. PostgreSQL is a
+throw-away cluster (lab/pg.py) started once per session when the first test needs it;
+without Debian's postgresql package those tests fail and say to run `bash .ci/setup`.
+"""
 from __future__ import annotations
 
 import os
@@ -15,6 +22,62 @@ from conftest import METALSTREAM
 from fixtures_images import make_image, write_image_manifest
 
 PXE_MAC = "52:54:00:12:34:56"
+DATABASES = ("sqlite", "postgresql")
+# The real-server tests whose point is what the database does under concurrency: run on both.
+SERVER_TESTS_ON_EVERY_DATABASE = {
+    "test_100_concurrent_identical_posts_make_one_deployment",
+    "test_concurrent_posts_without_key_never_make_two_open_deployments_for_one_mac",
+    "test_boot_flow_and_metrics_through_the_real_server",
+}
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """The session's throw-away PostgreSQL cluster (lab/pg.py); fails when it cannot start."""
+    from lab.pg import PgCluster, PgClusterError
+    try:
+        cluster, problem = PgCluster.start(), None
+    except PgClusterError as exc:
+        cluster, problem = None, str(exc)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster) -> str:
+    """A database at the newest schema revision that per-test databases are copied from (fast)."""
+    from pxe import db
+    name = "metalstream_template"
+    db.make_engine(pg_cluster.create_database(name)).dispose()
+    return name
+
+
+@pytest.fixture
+def pg_database(pg_cluster):
+    """Make empty PostgreSQL databases for one test: `pg_database()` → URL; dropped afterwards."""
+    made = []
+
+    def make(template: str = "template0") -> str:
+        url = pg_cluster.create_database(template=template)
+        made.append(url)
+        return url
+    yield make
+    for url in made:
+        pg_cluster.drop_database(url)
+
+
+@pytest.fixture(params=DATABASES)
+def pxe_db_url(request) -> str | None:
+    """The database URL a test's service uses: None (the default SQLite file) or a fresh PostgreSQL
+    database already at the newest schema revision."""
+    if request.param == "sqlite":
+        return None
+    request.getfixturevalue("pg_template")
+    return request.getfixturevalue("pg_database")(template="metalstream_template")
 
 
 def pxe_write_image(directory: Path, name: str, tarball: Path | None = None) -> Path:
@@ -69,14 +132,15 @@ class PxeEnv:
 
 
 @pytest.fixture
-def pxe_env(tmp_path, pxe_installer, pxe_image_manifest) -> PxeEnv:
-    """A fresh service (own data dir and SQLite DB) behind Flask's test client, with image `tiny` registered."""
+def pxe_env(tmp_path, pxe_installer, pxe_image_manifest, pxe_db_url) -> PxeEnv:
+    """A fresh service (own data dir and database: SQLite, then PostgreSQL) behind Flask's test client,
+    with image `tiny` registered."""
     from pxe import imagestore, tokens
     from pxe.app import create_app
     from pxe.config import ServiceConfig
 
     config = ServiceConfig(data_dir=tmp_path / "data", installer=pxe_installer, supervisor_interval=0,
-                           public_url="http://10.0.2.2:8080", image_import_dirs=(tmp_path,))
+                           public_url="http://10.0.2.2:8080", image_import_dirs=(tmp_path,), db_url=pxe_db_url)
     app = create_app(config)
     service = app.extensions["metalstream"]
     imagestore.register(service.engine, config.image_dir, pxe_image_manifest)
@@ -94,6 +158,8 @@ class PxeServer:
     big_size: int
     small_image: str
     tftp_port: int
+    database: str = "sqlite"
+    db_url: str | None = None  # None: the SQLite file in the data directory
 
     @property
     def url(self) -> str:
@@ -122,36 +188,60 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def cli_admin_token(data_dir: Path) -> dict:
+def db_options(db_url: str | None) -> list[str]:
+    return ["--db", db_url] if db_url else []
+
+
+def cli_admin_token(data_dir: Path, db_url: str | None = None) -> dict:
     """An admin token made with the local `metalstream token create`, as Authorization headers."""
-    token = subprocess.run([*METALSTREAM, "token", "create", "--data-dir", data_dir, "--scope", "admin"], check=True,
-                           capture_output=True, text=True).stdout.strip()
+    token = subprocess.run([*METALSTREAM, "token", "create", "--data-dir", data_dir, *db_options(db_url),
+                            "--scope", "admin"], check=True, capture_output=True, text=True).stdout.strip()
     return {"Authorization": f"Bearer {token}"}
 
 
+def pytest_generate_tests(metafunc) -> None:
+    """`pxe_server` runs on SQLite, and on PostgreSQL too for the tests in SERVER_TESTS_ON_EVERY_DATABASE
+    (one server per database for the whole session: pytest groups the tests by it)."""
+    if "pxe_server" in metafunc.fixturenames:
+        databases = DATABASES if metafunc.function.__name__ in SERVER_TESTS_ON_EVERY_DATABASE else ("sqlite",)
+        metafunc.parametrize("pxe_server_database", databases, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def pxe_server(tmp_path_factory, pxe_installer) -> PxeServer:
-    """`metalstream serve` on a loopback port (2 gthread workers, TFTP too), with a 1 GiB sparse image and a small one."""
+def pxe_server_database(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pxe_server(request, tmp_path_factory, pxe_installer, pxe_server_database) -> PxeServer:
+    """`metalstream serve` on a loopback port (2 gthread workers, TFTP too), with a 1 GiB sparse image and a
+    small one; on SQLite, or with `--db` on a new PostgreSQL database (which `image add` migrates)."""
     from lab.service_proc import ServiceProcess
 
-    root = tmp_path_factory.mktemp("server")
+    db_url = None
+    if pxe_server_database == "postgresql":
+        db_url = request.getfixturevalue("pg_cluster").create_database()  # empty: `image add` migrates it
+    root = tmp_path_factory.mktemp(f"server-{pxe_server_database}")
     data_dir = root / "data"
     big = root / "big.tar.zst"
     big_size = 1 << 30
-    with open(big, "wb") as f:
-        f.truncate(big_size)
-        for offset in range(0, big_size, 64 << 20):  # a few non-zero marks so a wrong offset is visible
-            f.seek(offset)
-            f.write(offset.to_bytes(8, "big") * 512)
-    pxe_write_image(root, "big", tarball=big)
+    images = ["small"]
+    if pxe_server_database == "sqlite":  # the download tests (which need the big one) run on SQLite only
+        with open(big, "wb") as f:
+            f.truncate(big_size)
+            for offset in range(0, big_size, 64 << 20):  # a few non-zero marks so a wrong offset is visible
+                f.seek(offset)
+                f.write(offset.to_bytes(8, "big") * 512)
+        pxe_write_image(root, "big", tarball=big)
+        images.append("big")
     pxe_write_image(root, "small")
-    for name in ("big", "small"):
-        subprocess.run([*METALSTREAM, "image", "add", "--data-dir", data_dir, root / f"{name}.json"], check=True,
-                       capture_output=True)
-    admin = cli_admin_token(data_dir)
+    for name in images:
+        subprocess.run([*METALSTREAM, "image", "add", "--data-dir", data_dir, *db_options(db_url),
+                        root / f"{name}.json"], check=True, capture_output=True)
+    admin = cli_admin_token(data_dir, db_url)
     tftp_port = free_udp_port()
     service = ServiceProcess(data_dir, installer=pxe_installer, agent_timeout=8, options=[
-        "--threads", "16", "--tftp", str(tftp_port), "--sweep-interval", "1"])
+        "--threads", "16", "--tftp", str(tftp_port), "--sweep-interval", "1", *db_options(db_url)])
     service.public_url = service.url
     with service:
-        yield PxeServer(service, admin, "big", big_size, "small", tftp_port)
+        yield PxeServer(service, admin, "big", big_size, "small", tftp_port, pxe_server_database, db_url)

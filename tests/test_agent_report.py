@@ -64,7 +64,8 @@ def test_http_reporter_sends_contract_events_throttled_with_bearer_token(fake_se
     assert [(e["phase"], e["bytes_done"]) for e in events] == [
         ("start", None), ("stream", 0), ("stream", 30 * MiB), ("stream", 60 * MiB), ("stream", 90 * MiB),
         ("stream", 100 * MiB), ("verify", None)]
-    assert set(events[1]) == {"phase", "message", "bytes_done", "bytes_total", "time"}
+    assert set(events[1]) == {"phase", "message", "bytes_done", "bytes_total", "time", "seq"}
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # numbered as posted, none skipped
     assert events[1]["bytes_total"] == 100 * MiB and events[1]["message"] == "streaming image"
     assert set(fake_service.state.auth_seen) == {f"Bearer {fake_service.state.token}"}
 

@@ -135,6 +135,44 @@ def test_plan_reader_checks_the_storage_section_too(path, value, location):
     assert info.value.location == location
 
 
+def test_plan_with_several_image_urls_round_trips_as_minor_version_1():
+    manifest = _image_manifest()
+    urls = (f"http://cache-rack2:8080/images/debian.tar.zst?sha256={manifest['sha256']}",
+            "http://s/images/debian.tar.zst")
+    plan = Plan(image=ImageRef("debian", urls[0], manifest["sha256"], 10, manifest, urls=urls))
+    document = json.loads(json.dumps(plan.to_json()))
+    assert document["format"] == "metalstream-plan/1.1"
+    assert document["image"]["url"] == urls[0] and document["image"]["urls"] == list(urls)
+    assert Plan.from_json(document) == plan
+    assert Plan.from_json(document).to_json() == document
+
+
+def test_a_single_source_plan_has_only_the_fields_a_1_0_reader_knows():
+    plan = Plan(image=ImageRef("x", "/x.tar.zst", "0" * 64, None)).to_json()
+    assert list(plan["image"]) == ["name", "url", "sha256", "size", "manifest"]
+    older = {**plan, "format": "metalstream-plan/1"}
+    assert Plan.from_json(older).image.urls == ("/x.tar.zst",)
+    with pytest.raises(ValueError, match="must start with url"):
+        ImageRef("x", "/x.tar.zst", "0" * 64, None, urls=("/y.tar.zst", "/x.tar.zst"))
+
+
+@pytest.mark.parametrize("urls, location", [
+    (["http://mirror/x.tar.zst", "/x.tar.zst"], "plan.image.urls"),  # the preferred source is `url`
+    ([], "plan.image.urls"),
+    ("/x.tar.zst", "plan.image.urls"),
+    (["/x.tar.zst"] * 17, "plan.image.urls"),
+    (["/x.tar.zst", "ftp://mirror/x.tar.zst"], "plan.image.urls[1]"),
+    (["/x.tar.zst", "http://mirror/x.tar.zst\n"], "plan.image.urls[1]"),
+    (["/x.tar.zst", ""], "plan.image.urls[1]"),
+])
+def test_plan_image_urls_are_checked_one_by_one(urls, location):
+    plan = Plan(image=ImageRef("x", "/x.tar.zst", "0" * 64, None)).to_json()
+    plan["image"]["urls"] = urls
+    with pytest.raises(BadInput) as info:
+        Plan.from_json(plan)
+    assert info.value.location == location
+
+
 def test_events_written_by_the_agent_are_read_by_the_service():
     event = events.event_document("stream", "streaming\nimage" + "x" * 5000, 5, 10, 1700000000.5)
     assert "\n" not in event["message"] and len(event["message"]) == events.MAX_MESSAGE

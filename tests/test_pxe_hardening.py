@@ -264,3 +264,27 @@ def test_events_may_not_go_back(pxe_env):
     assert (shown["phase"], shown["bytes_done"]) == ("configure", 500)
     events = pxe_env.client.get(f"/api/v1/deployments/{shown['id']}", headers=pxe_env.read).get_json()["events"]
     assert events[-1]["time"] == 0  # stored as sent, not replaced by the service's clock
+
+
+def test_a_lone_surrogate_is_a_located_400_not_a_500(pxe_env):
+    raw = '{"mac": "' + PXE_MAC + '", "image": "tiny", "kickstart": "part / --size=1\\ud800"}'
+    _assert_clean_400(_raw_post(pxe_env, "/api/v1/deployments", raw, pxe_env.admin), "kickstart")
+    raw = '{"mac": "' + PXE_MAC + '", "image": "tiny", "disk_hints": {"\\udc00": 1}}'
+    _assert_clean_400(_raw_post(pxe_env, "/api/v1/deployments", raw, pxe_env.admin), "disk_hints")
+    headers = _installing(pxe_env)
+    raw_event = json.dumps({**EVENT, "message": "x"}).replace('"x"', '"\\ud800"')
+    _assert_clean_400(_raw_post(pxe_env, "/api/v1/agent/events", raw_event, headers), "message")
+
+
+def test_an_event_posted_again_is_stored_once(pxe_env):
+    headers = _installing(pxe_env)
+    for _ in range(3):
+        response = pxe_env.client.post("/api/v1/agent/events", json={**EVENT, "seq": 1}, headers=headers)
+        assert response.status_code == 200
+    assert response.get_json() == {"accepted": True, "duplicate": True}
+    second = pxe_env.client.post("/api/v1/agent/events", json={**EVENT, "bytes_done": 200, "seq": 2}, headers=headers)
+    assert second.get_json() == {"accepted": True, "duplicate": False}
+    shown = _deployments(pxe_env)[0]
+    events = pxe_env.client.get(f"/api/v1/deployments/{shown['id']}", headers=pxe_env.read).get_json()["events"]
+    assert [e["bytes_done"] for e in events if e["phase"] == "stream"] == [100, 200]
+    _assert_clean_400(pxe_env.client.post("/api/v1/agent/events", json={**EVENT, "seq": 0}, headers=headers), "seq")

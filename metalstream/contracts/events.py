@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import BadInput
 from . import rules
 
-EVENT_FIELDS = ("phase", "message", "bytes_done", "bytes_total", "time")
+EVENT_FIELDS = ("phase", "message", "bytes_done", "bytes_total", "time", "seq")
 RESULT_FIELDS = ("success", "phase", "error", "log", "root_uuid", "time")
 MAX_MESSAGE = 4096
 MAX_ERROR = 64 * 1024
@@ -20,11 +20,16 @@ MAX_TIME = 1e11  # seconds since the epoch: year 5138
 
 
 def event_document(phase: str, message: str, bytes_done: int | None, bytes_total: int | None,
-                   time: float) -> dict:
+                   time: float, seq: int | None = None) -> dict:
+    """`seq` (1, 2, ... per agent run) lets the service store a retried event once."""
     message = rules.CONTROL.sub(" ", message)
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE - 3] + "..."
-    return {"phase": phase, "message": message, "bytes_done": bytes_done, "bytes_total": bytes_total, "time": time}
+    document = {"phase": phase, "message": message, "bytes_done": bytes_done, "bytes_total": bytes_total,
+                "time": time}
+    if seq is not None:
+        document["seq"] = seq
+    return document
 
 
 def result_document(*, success: bool, phase: str, error: str | None, log: str, root_uuid: str | None,
@@ -50,6 +55,7 @@ def read_event(data: Any) -> dict:
     if None not in (out["bytes_done"], out["bytes_total"]) and out["bytes_done"] > out["bytes_total"]:
         raise BadInput("must not exceed bytes_total", location="bytes_done")
     out["time"] = _time(data)
+    out["seq"] = None if data.get("seq") is None else rules.integer(data["seq"], "seq", minimum=1)
     return out
 
 

@@ -44,7 +44,11 @@ def _check_values(value: Any) -> None:
         if isinstance(item, (dict, list)) and depth >= MAX_DEPTH:
             raise BadInput(f"nested deeper than {MAX_DEPTH} levels", location=where or None)
         if isinstance(item, dict):
+            for key in item:
+                _check_unicode(key, where, what="a key")
             pending.extend((_field_path(where, k), v, depth + 1) for k, v in item.items())
+        elif isinstance(item, str):
+            _check_unicode(item, where)
         elif isinstance(item, list):
             pending.extend((_field_path(where, i), v, depth + 1) for i, v in enumerate(item))
         elif isinstance(item, _OutOfRange) or (isinstance(item, int) and not isinstance(item, bool)
@@ -53,6 +57,14 @@ def _check_values(value: Any) -> None:
         elif isinstance(item, float) and not (item == item and abs(item) != float("inf")):
             raise BadInput("not a finite number (NaN, Infinity and overflowing numbers are refused)",
                            location=where or None)
+
+
+def _check_unicode(text: str, where: str, what: str = "the text") -> None:
+    """JSON escapes can spell a lone UTF-16 surrogate, which no UTF-8 text (or database) can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{what} is not valid Unicode (a lone UTF-16 surrogate)", location=where or None) from None
 
 
 def loads(raw: bytes | str) -> Any:

@@ -21,13 +21,14 @@ from .manifests import read_image_manifest
 
 TOP_FIELDS = ("format", "deployment_id", "image", "disk_hints", "boot_mode", "storage", "hostname", "network",
               "root_password_hash", "ssh_keys", "kernel_args", "report")
-IMAGE_FIELDS = ("name", "url", "sha256", "size", "manifest")
+IMAGE_FIELDS = ("name", "url", "urls", "sha256", "size", "manifest")
 HINT_TEXT_FIELDS = ("serial", "wwn", "by_path", "model", "name")
 HINT_SIZE_FIELDS = ("min_size_gib", "max_size_gib")
 DISK_HINT_FIELDS = (*HINT_TEXT_FIELDS, *HINT_SIZE_FIELDS, "rotational")
 MAX_DISK_GIB = 1 << 30  # an exbibyte: a bound, not a limit anyone meets
 MAX_SSH_KEYS = 100
 URL_SCHEMES = ("http", "https", "file", "")
+MAX_IMAGE_URLS = 16
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,28 @@ class Kernel:
 
 @dataclass(frozen=True)
 class ImageRef:
+    """The image and where to get it: `urls` are sources of the same bytes, preferred first (`url` is the
+    first); the agent fails over between them and `sha256` judges what it got."""
+
     name: str
     url: str  # http(s):// or file:// URL or a local path of the tar.zst
     sha256: str
     size: int | None
     manifest: dict | None = None
+    urls: tuple[str, ...] = ()  # every source, `url` first; left empty: `url` alone
+
+    def __post_init__(self) -> None:
+        urls = tuple(self.urls) or (self.url,)
+        if urls[0] != self.url:
+            raise ValueError(f"ImageRef.urls must start with url {self.url!r}, got {urls[0]!r}")
+        object.__setattr__(self, "urls", urls)
+
+    def to_json(self) -> dict[str, Any]:
+        """`urls` only with more than one source: a single-source plan is what 1.0 agents read too."""
+        document: dict[str, Any] = {"name": self.name, "url": self.url}
+        if len(self.urls) > 1:
+            document["urls"] = list(self.urls)
+        return {**document, "sha256": self.sha256, "size": self.size, "manifest": self.manifest}
 
     @property
     def kernels(self) -> list[Kernel]:
@@ -113,8 +131,7 @@ class Plan:
         return {
             "format": PLAN_FORMAT,
             "deployment_id": self.deployment_id,
-            "image": {"name": self.image.name, "url": self.image.url, "sha256": self.image.sha256,
-                      "size": self.image.size, "manifest": self.image.manifest},
+            "image": self.image.to_json(),
             "disk_hints": self.disk_hints.to_json(),
             "boot_mode": self.boot_mode,
             "storage": self.storage.to_dict() if self.storage else None,
@@ -133,18 +150,35 @@ class Plan:
         return bool(s and (s.zerombr or (s.clearpart and s.clearpart.mode == "all")))
 
 
+def read_image_url(value: Any, location: str) -> str:
+    url = rules.text(value, location, allow_empty=False)
+    if urlparse(url).scheme not in URL_SCHEMES:
+        raise BadInput(f"unsupported URL scheme in {url!r} (http, https, file or a path)", location=location)
+    return url
+
+
+def read_image_urls(data: dict, location: str) -> tuple[str, ...]:
+    """`url`, and `urls` (plan 1.1) when given: every source, starting with `url`."""
+    url = read_image_url(data.get("url"), f"{location}.url")
+    if data.get("urls") is None:
+        return (url,)
+    listed = rules.expect_list(data["urls"], f"{location}.urls", max_items=MAX_IMAGE_URLS)
+    urls = tuple(read_image_url(item, f"{location}.urls[{i}]") for i, item in enumerate(listed))
+    if not urls or urls[0] != url:
+        raise BadInput("must start with the image's url (the preferred source)", location=f"{location}.urls")
+    return urls
+
+
 def read_image_ref(data: Any, location: str = "plan.image") -> ImageRef:
     rules.expect_object(data, location, IMAGE_FIELDS)
     name = rules.image_name(data.get("name"), f"{location}.name")
-    url = rules.text(data.get("url"), f"{location}.url", allow_empty=False)
-    if urlparse(url).scheme not in URL_SCHEMES:
-        raise BadInput(f"unsupported URL scheme in {url!r} (http, https, file or a path)", location=f"{location}.url")
+    urls = read_image_urls(data, location)
     sha = rules.sha256(data.get("sha256"), f"{location}.sha256")
     size = rules.integer(data["size"], f"{location}.size", minimum=1) if data.get("size") is not None else None
     manifest = data.get("manifest")
     if manifest is not None:
         read_image_manifest(manifest, f"{location}.manifest", sep=".")
-    return ImageRef(name=name, url=url, sha256=sha, size=size, manifest=manifest)
+    return ImageRef(name=name, url=urls[0], sha256=sha, size=size, manifest=manifest, urls=urls)
 
 
 def read_network_device(data: Any, location: str) -> NetworkDevice:

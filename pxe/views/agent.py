@@ -40,15 +40,16 @@ def plan():
     row = g.deployment
     image = imagestore.get(svc.engine, row["image_name"])
     return jsonify(build_plan(deployment_id=row["id"], request=row["request"], storage=row["storage"], image=image,
-                              base_url=base_url(), deploy_public_key=svc.deploy_public_key))
+                              base_url=base_url(), deploy_public_key=svc.deploy_public_key,
+                              mirrors=svc.config.mirror_rules, client_address=request.remote_addr))
 
 
 @bp.post("/events")
 def events():
     event = read_event(json_body())
     _seen()
-    deployments.record_event(service().engine, g.deployment, event)
-    return jsonify({"accepted": True})
+    stored = deployments.record_event(service().engine, g.deployment, event)
+    return jsonify({"accepted": True, "duplicate": not stored})
 
 
 @bp.post("/result")
