@@ -239,14 +239,18 @@ def _already_stored(engine: Engine, dep_id: str, seq: int | None) -> bool:
 
 
 def record_event(engine: Engine, row, event: dict) -> bool:
-    """Store an agent event; False if it is one already stored (the agent posted it again)."""
-    if _already_stored(engine, row["id"], event["seq"]):
-        return False
-    check_event_follows(row, event)
+    """Store an agent event; False if it is one already stored (the agent posted it again: the unique
+    (deployment, seq) index refuses it, and the transaction with it)."""
+    try:
+        check_event_follows(row, event)
+    except BadInput:
+        if _already_stored(engine, row["id"], event["seq"]):  # an old event again: later ones moved on
+            return False
+        raise
     try:
         _store_event(engine, row, event)
     except IntegrityError:
-        if _already_stored(engine, row["id"], event["seq"]):  # the same retry, on another replica, at once
+        if _already_stored(engine, row["id"], event["seq"]):
             return False
         raise
     return True

@@ -284,6 +284,8 @@ def test_an_event_posted_again_is_stored_once(pxe_env):
     assert response.get_json() == {"accepted": True, "duplicate": True}
     second = pxe_env.client.post("/api/v1/agent/events", json={**EVENT, "bytes_done": 200, "seq": 2}, headers=headers)
     assert second.get_json() == {"accepted": True, "duplicate": False}
+    late = pxe_env.client.post("/api/v1/agent/events", json={**EVENT, "seq": 1}, headers=headers)  # after seq 2
+    assert late.get_json() == {"accepted": True, "duplicate": True}
     shown = _deployments(pxe_env)[0]
     events = pxe_env.client.get(f"/api/v1/deployments/{shown['id']}", headers=pxe_env.read).get_json()["events"]
     assert [e["bytes_done"] for e in events if e["phase"] == "stream"] == [100, 200]

@@ -7,7 +7,7 @@ from flask import Blueprint, g, jsonify, request
 
 from metalstream.contracts.events import read_event, read_result
 
-from .. import authguard, deployments, imagestore
+from .. import authguard, deployments, imagestore, states
 from ..errors import Unauthorized
 from ..plan import build_plan
 from .common import base_url, bearer_token, json_body, service
@@ -47,7 +47,8 @@ def plan():
 @bp.post("/events")
 def events():
     event = read_event(json_body())
-    _seen()
+    if g.deployment["state"] != states.INSTALLING:  # storing the event refreshes the silence timer itself
+        _seen()
     stored = deployments.record_event(service().engine, g.deployment, event)
     return jsonify({"accepted": True, "duplicate": not stored})
 
