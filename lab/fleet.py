@@ -2,9 +2,9 @@
 HTTP API exactly as a machine and its agent would, without a VM.
 
 One simulated machine: the inventory creates its deployment (with an Idempotency-Key), the firmware
-fetches its boot script (which mints the agent token), the agent fetches its plan, reports the
-phases, downloads the image with Range requests while reporting progress every `event_interval`
-seconds, checks the sha256 and reports its result. Calls that fail for transport reasons (a replica
+fetches its boot script (which mints the agent token), the agent fetches its plan, reports a phase
+every `event_interval` seconds, downloads the image with Range requests while reporting progress at
+the same pace, checks the sha256 and reports its result. Calls that fail for transport reasons (a replica
 killed, a proxy answering 502/503/504) are retried with a bounded backoff, as a real agent would;
 events carry a sequence number so a retried event is stored once. Every call's latency is recorded
 per endpoint class. Loopback (or a test's own namespace) only: the caller gives the URL.
@@ -92,7 +92,11 @@ class SimulatedMachine:
             raise MachineFailed(f"{self.mac}: {method} {url} answered {response.status_code}: {response.text[:200]}")
         return response
 
-    async def event(self, phase: str, message: str, done: int | None = None, total: int | None = None) -> None:
+    async def event(self, phase: str, message: str, done: int | None = None, total: int | None = None,
+                    *, paced: bool = True) -> None:
+        """Report like the agent: one event per `event_interval` (the stream's progress paces itself)."""
+        if paced:
+            await asyncio.sleep(self.options.event_interval)
         self.seq += 1
         body = {"phase": phase, "message": message, "bytes_done": done, "bytes_total": total,
                 "time": time.time(), "seq": self.seq}
@@ -139,7 +143,7 @@ class SimulatedMachine:
             digest.update(response.content)
             done += len(response.content)
             if time.monotonic() >= next_report or done >= size:
-                await self.event("stream", "streaming image", done, size)
+                await self.event("stream", "streaming image", done, size, paced=False)
                 next_report = time.monotonic() + self.options.event_interval
             await asyncio.sleep(self.options.event_interval / self.options.range_requests)
         if digest.hexdigest() != image["sha256"]:
