@@ -12,7 +12,6 @@ that process dies, however it dies (so a killed test run leaves no server behind
 """
 from __future__ import annotations
 
-import ctypes
 import glob
 import os
 import pwd
@@ -24,12 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from metalstream import proc
+from metalstream.errors import CommandError
+
 SUPERUSER = "postgres"
 SETUP_HINT = "run `bash .ci/setup` (it installs Debian's postgresql package)"
 # Fast and throw-away: nothing here has to survive a crash of the machine.
 SERVER_SETTINGS = {"listen_addresses": "", "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
                    "max_connections": "300", "shared_buffers": "64MB", "log_min_messages": "warning"}
-PR_SET_PDEATHSIG = 1
 
 
 class PgClusterError(RuntimeError):
@@ -86,18 +87,13 @@ class PgCluster:
         return cluster
 
     def _start_server(self, timeout: float) -> None:
-        argv = [self.bindir / "postgres", "-D", self.data, "-k", self.socket_dir, "-p", self.port]
+        argv = [self.bindir / "postgres", "-D", self.data, "-k", self.socket_dir, "-p", str(self.port)]
         for name, value in SERVER_SETTINGS.items():
             argv += ["-c", f"{name}={value}"]
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-        def die_with_parent() -> None:  # runs after the switch to run_as (which would clear the setting)
-            prctl(PR_SET_PDEATHSIG, int(signal.SIGQUIT))
-
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                            user=self.run_as, cwd=self.root, preexec_fn=die_with_parent,
-                                            start_new_session=True)  # Ctrl-C reaches pytest, which stops it
+        with open(self.log, "ab") as log:  # new session: Ctrl-C reaches pytest, which stops the server
+            self.process = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.root,
+                                      user=self.run_as, die_with_parent=True, death_signal=signal.SIGQUIT,
+                                      new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -110,12 +106,12 @@ class PgCluster:
                 time.sleep(0.05)
 
     def _run(self, argv: list, timeout: float) -> None:
-        argv = [str(self.bindir / argv[0]), *map(str, argv[1:])]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, user=self.run_as,
-                                cwd=self.root, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
+        argv = [self.bindir / argv[0], *argv[1:]]
+        try:
+            proc.run(argv, timeout=timeout, user=self.run_as, cwd=self.root)
+        except CommandError as exc:
             log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-            raise PgClusterError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}\n{log}")
+            raise PgClusterError(f"{exc}\n{log}") from None
 
     def url(self, dbname: str, driver: str = "postgresql+psycopg") -> str:
         """SQLAlchemy URL of database `dbname` (through the socket directory)."""

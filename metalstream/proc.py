@@ -45,8 +45,10 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
     binary: bool = False,
+    user: str | None = None,
 ) -> Result:
-    """Run argv to completion and return its output; raise CommandError if it fails or times out."""
+    """Run argv to completion and return its output; raise CommandError if it fails or times out.
+    `user`: run as that user (this process must be root)."""
     args = _argv(argv)
     log.debug("run: %s", shlex.join(args))
     full_env = None if env is None else {**os.environ, **env}
@@ -59,6 +61,7 @@ def run(
             env=full_env,
             cwd=cwd,
             text=not binary,
+            user=user,
         )
     except FileNotFoundError as exc:
         raise OperationFailed(f"{args[0]}: command not found (install it with `bash .ci/setup`)") from exc
@@ -80,20 +83,25 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
     die_with_parent: bool = False,
+    death_signal: int = signal.SIGTERM,
+    user: str | None = None,
+    new_session: bool = False,
 ) -> subprocess.Popen:
     """Start argv as one stage of a pipeline; stderr is captured for `wait_checked` unless redirected.
 
     A long-running process (a server) must get `stderr` pointed at a log file: an unread pipe fills up.
-    `die_with_parent` (Linux): the child gets SIGTERM when this process dies, even by SIGKILL. The kernel
-    sends it when the *thread* that spawned the child exits, so spawn such a child from the main thread.
+    `die_with_parent` (Linux): the child gets `death_signal` when this process dies, even by SIGKILL. The
+    kernel sends it when the *thread* that spawned the child exits, so spawn such a child from the main
+    thread. `user`: run as that user (the death signal is set after the switch, which would clear it).
+    `new_session`: the child does not get the terminal's Ctrl-C (its owner stops it).
     """
     args = _argv(argv)
     log.debug("spawn: %s", shlex.join(args))
     full_env = None if env is None else {**os.environ, **env}
-    preexec_fn = _parent_death_signal(signal.SIGTERM) if die_with_parent else None
+    preexec_fn = _parent_death_signal(death_signal) if die_with_parent else None
     try:
         return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=full_env, cwd=cwd,
-                                preexec_fn=preexec_fn)
+                                preexec_fn=preexec_fn, user=user, start_new_session=new_session)
     except FileNotFoundError as exc:
         raise OperationFailed(f"{args[0]}: command not found (install it with `bash .ci/setup`)") from exc
 
