@@ -9,35 +9,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import requests
-
+from lab.nginx import nginx
 from lab.service_proc import ServiceProcess, free_port
 from metalstream import proc
 from metalstream.errors import OperationFailed
 
-# `user root`: the workers must read the image wherever it is (pytest's and the build's directories are 0700).
-NGINX_CONF = """daemon off;
-user root;
-worker_processes auto;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
+# The workers run as root: they must read the image wherever it is (pytest's and the build's
+# directories are 0700).
+NGINX_MAIN = "user root;\nworker_processes auto;"
+NGINX_HTTP = """    sendfile on;
     tcp_nopush on;
-    client_body_temp_path {prefix}/tmp;
-    proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp;
-    scgi_temp_path {prefix}/tmp;
     types {{ application/zstd zst; }}
     server {{
         listen 127.0.0.1:{port};
         root {root};
-    }}
-}}
-"""
+    }}"""
 
 
 @contextmanager
@@ -54,37 +40,11 @@ def metalstream_server(manifest: Path, work: Path) -> Iterator[str]:
 @contextmanager
 def nginx_server(file: Path, work: Path) -> Iterator[str]:
     """nginx (its Debian build, a config of our own, foreground) serving FILE's directory; yields FILE's URL."""
-    prefix = work / "nginx"
-    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     port = free_port()
-    conf = prefix / "nginx.conf"
     file = file.resolve()
-    conf.write_text(NGINX_CONF.format(prefix=prefix.resolve(), port=port, root=file.parent))
-    with open(prefix / "stderr.log", "ab") as log:
-        server = proc.spawn(["nginx", "-p", prefix, "-c", conf], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}/{file.name}"
-    try:
-        _wait_ready(url, server, prefix / "error.log")
-        yield url
-    finally:
-        proc.terminate(server)
-
-
-def _wait_ready(url: str, server: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    status = "no answer"
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise OperationFailed(f"nginx exited with status {server.returncode}: "
-                                  f"{log.read_text(errors='replace') if log.exists() else ''}")
-        try:
-            status = requests.head(url, timeout=2).status_code
-            if status == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise OperationFailed(f"nginx did not serve {url} within {timeout:.0f} s (last answer: {status}); see {log}")
+    with nginx(work / "nginx", NGINX_HTTP.format(port=port, root=file.parent), probe_path=f"/{file.name}",
+               main=NGINX_MAIN, access_log=False):
+        yield f"http://127.0.0.1:{port}/{file.name}"
 
 
 def download_round(url: str, clients: int, expected_size: int, total_files: int = 16) -> float:

@@ -16,12 +16,12 @@ from metalstream.errors import OperationFailed
 from .service_proc import free_port
 
 MAIN_CONF = """daemon off;
-worker_processes 2;
+{main}
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log {prefix}/access.log;
+    access_log {access_log};
     client_body_temp_path {prefix}/tmp;
     proxy_temp_path {prefix}/tmp;
     fastcgi_temp_path {prefix}/tmp;
@@ -57,12 +57,14 @@ def load_balancer(upstreams: list[str], port: int) -> str:
 
 
 @contextmanager
-def nginx(prefix: Path, http_block: str, *, probe_path: str = "/") -> Iterator[None]:
-    """Run nginx with `http_block` until the block ends; waits until `probe_path` answers on the first listen
-    port found in the block (any HTTP answer counts)."""
+def nginx(prefix: Path, http_block: str, *, probe_path: str = "/", main: str = "worker_processes 2;",
+          access_log: bool = True) -> Iterator[None]:
+    """Run nginx with `http_block` (and `main`-context directives) until the block ends; waits until
+    `probe_path` answers on the first listen port found in the block (any HTTP answer counts)."""
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(MAIN_CONF.format(prefix=prefix.resolve(), http=http_block))
+    conf.write_text(MAIN_CONF.format(prefix=prefix.resolve(), http=http_block, main=main,
+                                     access_log=f"{prefix.resolve()}/access.log" if access_log else "off"))
     port = int(http_block.split("listen 127.0.0.1:", 1)[1].split(";", 1)[0])
     with open(prefix / "stderr.log", "ab") as log:
         server = proc.spawn(["nginx", "-p", prefix.resolve(), "-c", conf.resolve()], stdout=log, stderr=log)
