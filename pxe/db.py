@@ -101,6 +101,10 @@ deployments = Table(
     Column("installed_at", Float, nullable=True),
     Column("check_after", Float, nullable=True),
     Column("check_message", Text, nullable=True),
+    Column("boot_path", String(16), nullable=True),  # "ipxe" | "shim-grub": how the machine reached the installer
+    Column("first_stage", JSON, nullable=True),  # {"loader", "client", "at"}: last first-stage TFTP fetch
+    Column("installer_secure_boot", Boolean, nullable=True),
+    Column("target_secure_boot", Boolean, nullable=True),
 )
 
 events = Table(
