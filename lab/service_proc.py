@@ -33,7 +33,8 @@ class ServiceProcess:
     def __init__(self, data_dir: Path, *, port: int | None = None, installer: Path | None = None,
                  agent_timeout: float = 600, activation_timeout: float = 900, workers: int = 2,
                  public_url: str | None = None, options: list[str] = (), tls: KeyPair | None = None,
-                 ca: Path | None = None, boot_port: int | None = None):
+                 ca: Path | None = None, boot_port: int | None = None, netns: str | None = None,
+                 bind_host: str = "127.0.0.1", reach_host: str | None = None):
         self.data_dir = data_dir
         self.port = port or free_port()
         self.installer = installer
@@ -45,6 +46,9 @@ class ServiceProcess:
         self.tls = tls
         self.ca = ca
         self.boot_port = (boot_port or free_port()) if tls else None
+        self.netns = netns  # run inside this network namespace (lab.netns), listening on `bind_host`
+        self.bind_host = bind_host
+        self.reach_host = reach_host or bind_host  # where this host's clients find it
         self.log_path = data_dir / "serve.log"
         self.process: subprocess.Popen | None = None
 
@@ -54,7 +58,7 @@ class ServiceProcess:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.reach_host}:{self.port}"
 
     @property
     def guest_url(self) -> str:
@@ -75,8 +79,9 @@ class ServiceProcess:
         return str(self.ca) if self.ca else True
 
     def _argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "metalstream", "serve", "--data-dir", str(self.data_dir),
-                "--bind", f"127.0.0.1:{self.port}", "--public-url", self.public_url or self.guest_url,
+        argv = [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+                sys.executable, "-m", "metalstream", "serve", "--data-dir", str(self.data_dir),
+                "--bind", f"{self.bind_host}:{self.port}", "--public-url", self.public_url or self.guest_url,
                 "--workers", str(self.workers), "--agent-timeout", str(self.agent_timeout),
                 "--activation-timeout", str(self.activation_timeout), *self.options]
         if self.installer:

@@ -21,6 +21,11 @@ from metalstream.errors import BadInput, OperationFailed
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+# Secure Boot: OVMF's SMM build (it refuses to run without SMM) and variables with Microsoft's keys enrolled and
+# Secure Boot enforced, as servers ship: Debian's shim is signed by Microsoft's UEFI CA.
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+FIRMWARES = ("uefi", "bios", "uefi-secureboot")
 DEFAULT_LAB_DIR = Path("/var/lib/metalstream/lab")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
@@ -34,7 +39,7 @@ def mac_for(name: str) -> str:
 @dataclass
 class VmSpec:
     name: str
-    firmware: str = "uefi"  # uefi (OVMF) | bios (SeaBIOS)
+    firmware: str = "uefi"  # uefi (OVMF) | bios (SeaBIOS) | uefi-secureboot (OVMF, Secure Boot enforced)
     boot_url: str | None = None  # iPXE script URL as the guest sees it, e.g. http://10.0.2.2:8080/boot.ipxe
     disk_size_gib: int = 8
     memory_mib: int = 2048
@@ -43,12 +48,17 @@ class VmSpec:
     accel: str = "tcg"  # tcg | kvm: KVM is unreliable on these hosts, so it is opt-in
     lab_dir: Path = DEFAULT_LAB_DIR
     extra_args: list[str] = field(default_factory=list)
+    tap: str | None = None  # a tap device (lab.netns) instead of qemu's user networking
+    netns: str | None = None  # run qemu inside this network namespace (where `tap` lives)
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
             raise BadInput("VM name must be 1-31 lowercase letters, digits or dashes", location="name")
-        if self.firmware not in ("uefi", "bios"):
-            raise BadInput(f"firmware must be uefi or bios, not {self.firmware!r}", location="firmware")
+        if self.firmware not in FIRMWARES:
+            raise BadInput(f"firmware must be one of {', '.join(FIRMWARES)}, not {self.firmware!r}",
+                           location="firmware")
+        if self.tap and (self.boot_url or self.ssh_port):
+            raise BadInput("boot_url and ssh_port belong to user networking, not to a tap", location="tap")
         if self.accel not in ("tcg", "kvm"):
             raise BadInput(f"accel must be tcg or kvm, not {self.accel!r}", location="accel")
 
@@ -84,17 +94,32 @@ OVMF_NETWORK_OFF = tuple(arg for knob in ("IPv4PXESupport", "IPv6PXESupport", "I
                          for arg in ("-fw_cfg", f"name=opt/org.tianocore/{knob},string=no"))
 
 
-def qemu_argv(spec: VmSpec) -> list[str]:
-    """The qemu command line for a lab VM: network first (bootindex 1), then its disk (bootindex 2)."""
+# With Secure Boot the NIC's iPXE option ROM is unsigned and refused, so the firmware's own PXE client boots
+# (IPv4 only: the IPv6 attempts would time out before the disk gets its turn).
+OVMF_IPV6_OFF = tuple(arg for knob in ("IPv6PXESupport", "IPv6Support")
+                      for arg in ("-fw_cfg", f"name=opt/org.tianocore/{knob},string=no"))
+
+
+def _netdev(spec: VmSpec) -> str:
+    if spec.tap:
+        return f"tap,id=n0,ifname={spec.tap},script=no,downscript=no"
     netdev = "user,id=n0"
     if spec.boot_url:
         netdev += f",bootfile={spec.boot_url}"
     if spec.ssh_port:
         netdev += f",hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"
+    return netdev
+
+
+def qemu_argv(spec: VmSpec) -> list[str]:
+    """The qemu command line for a lab VM: network first (bootindex 1), then its disk (bootindex 2)."""
+    secure = spec.firmware == "uefi-secureboot"
+    nic = f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1" + (",romfile=" if secure else "")
     argv = [
+        *(["ip", "netns", "exec", spec.netns] if spec.netns else []),
         "qemu-system-x86_64",
         "-name", spec.name,
-        "-machine", "q35",
+        "-machine", "q35,smm=on" if secure else "q35",
         "-accel", spec.accel,
         "-m", str(spec.memory_mib),
         "-smp", str(spec.cpus),
@@ -102,8 +127,8 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "-monitor", "none",
         "-serial", f"file:{spec.serial_log}",
         "-pidfile", str(spec.pid_file),
-        "-netdev", netdev,
-        "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1",
+        "-netdev", _netdev(spec),
+        "-device", nic,
         "-drive", f"file={spec.disk},format=raw,if=none,id=disk0,cache=unsafe",
         "-device", f"virtio-blk-pci,drive=disk0,serial=ms-{spec.name},bootindex=2",
     ]
@@ -112,6 +137,13 @@ def qemu_argv(spec: VmSpec) -> list[str]:
             "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
             "-drive", f"if=pflash,format=raw,file={spec.vars_file}",
             *OVMF_NETWORK_OFF,
+        ]
+    elif secure:
+        argv += [
+            "-global", "driver=cfi.pflash01,property=secure,value=on",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE_SECBOOT}",
+            "-drive", f"if=pflash,format=raw,file={spec.vars_file}",
+            *OVMF_IPV6_OFF,
         ]
     return argv + list(spec.extra_args)
 
@@ -123,8 +155,8 @@ def create_disk(spec: VmSpec, *, fresh: bool = True) -> None:
         spec.disk.unlink(missing_ok=True)
         with open(spec.disk, "wb") as disk:
             disk.truncate(spec.disk_size_gib * 1024**3)
-    if spec.firmware == "uefi" and (fresh or not spec.vars_file.exists()):
-        shutil.copyfile(OVMF_VARS, spec.vars_file)
+    if spec.firmware != "bios" and (fresh or not spec.vars_file.exists()):
+        shutil.copyfile(OVMF_VARS_MS if spec.firmware == "uefi-secureboot" else OVMF_VARS, spec.vars_file)
 
 
 class LabVm:

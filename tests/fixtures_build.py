@@ -69,21 +69,32 @@ def require_build_tools() -> None:
 _IMAGES: dict[str, Path] = {}
 
 
-@pytest.fixture(scope="session")
-def debian_minimal_image(tmp_path_factory) -> Path:
-    """Manifest path of kickstarts/debian-minimal.ks built by `metalstream build` (once per session)."""
+def built_image(tmp_path_factory, kickstart_name: str) -> Path:
+    """Manifest path of kickstarts/KICKSTART_NAME.ks built by `metalstream build` (once per session)."""
     require_build_tools()
-    kickstart = REPO / "kickstarts/debian-minimal.ks"
+    kickstart = REPO / "kickstarts" / f"{kickstart_name}.ks"
     key = str(kickstart)
     if key not in _IMAGES:
-        out = tmp_path_factory.mktemp("debian-minimal")
+        out = tmp_path_factory.mktemp(kickstart_name)
         result = build_image(kickstart, out)
         if result.returncode != 0:
-            pytest.fail(f"building debian-minimal failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
-        manifest = out / "debian-minimal.json"
+            pytest.fail(f"building {kickstart_name} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+        manifest = out / f"{kickstart_name}.json"
         assert json.loads(manifest.read_text())["format"] == "metalstream-image/1"
         _IMAGES[key] = manifest
     return _IMAGES[key]
+
+
+@pytest.fixture(scope="session")
+def debian_minimal_image(tmp_path_factory) -> Path:
+    """Manifest path of kickstarts/debian-minimal.ks built by `metalstream build` (once per session)."""
+    return built_image(tmp_path_factory, "debian-minimal")
+
+
+@pytest.fixture(scope="session")
+def debian_secureboot_image(tmp_path_factory) -> Path:
+    """kickstarts/debian-secureboot.ks: debian-minimal plus Debian's signed shim and grub."""
+    return built_image(tmp_path_factory, "debian-secureboot")
 
 
 def tar_listing(tarball: Path) -> list[str]:

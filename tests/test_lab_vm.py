@@ -35,9 +35,28 @@ def test_qemu_argv_bios_has_no_pflash(tmp_path):
     assert not any("pflash" in a for a in argv)
 
 
+def test_qemu_argv_secure_boot_runs_enforcing_ovmf_on_a_tap_in_the_namespace(tmp_path):
+    spec = VmSpec("n1", firmware="uefi-secureboot", tap="mstap0", netns="mssb1", lab_dir=tmp_path)
+    argv = qemu_argv(spec)
+    assert argv[:5] == ["ip", "netns", "exec", "mssb1", "qemu-system-x86_64"]
+    assert argv[argv.index("-machine") + 1] == "q35,smm=on"  # OVMF's Secure Boot build needs SMM
+    assert "driver=cfi.pflash01,property=secure,value=on" in argv
+    assert "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd" in argv
+    assert "tap,id=n0,ifname=mstap0,script=no,downscript=no" in argv
+    assert f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1,romfile=" in argv  # firmware PXE, no iPXE ROM
+    assert "name=opt/org.tianocore/IPv4PXESupport,string=no" not in argv
+
+
+def test_secure_boot_vm_gets_variables_with_microsofts_keys(tmp_path):
+    spec = VmSpec("n1", firmware="uefi-secureboot", tap="mstap0", lab_dir=tmp_path, disk_size_gib=1)
+    create_disk(spec)
+    assert spec.vars_file.read_bytes() == Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd").read_bytes()
+
+
 @pytest.mark.parametrize("field,kwargs", [
     ("name", {"name": "Bad Name"}), ("firmware", {"name": "ok", "firmware": "coreboot"}),
     ("accel", {"name": "ok", "accel": "hvf"}),
+    ("tap", {"name": "ok", "tap": "mstap0", "ssh_port": 2222}),
 ])
 def test_bad_vm_settings_are_rejected_with_the_field(field, kwargs):
     with pytest.raises(BadInput) as err:
