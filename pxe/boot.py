@@ -5,6 +5,10 @@ what `select_boot` returns. A MAC with a pending or booting deployment gets the 
 freshly minted agent token (the deployment moves to `booting`); every other MAC — unknown,
 installing, installed, finished — gets its local disk. Silent deployments are failed by the
 background sweeper (pxe.supervisor), never by a boot request.
+
+Each boot path a machine can take records itself on the deployment as its config is served
+(`BOOT_PATHS`): iPXE's per-MAC script over HTTP, GRUB's per-MAC config over HTTP, or GRUB's
+per-MAC config over TFTP after the signed shim and grub (the Secure Boot path).
 """
 from __future__ import annotations
 
@@ -24,20 +28,29 @@ class LocalBoot:
     mac: str
 
 
+# boot path (deployments.boot_path) → how it is described in the deployment's events
+BOOT_PATHS = {
+    "ipxe": "iPXE over HTTP",
+    "grub-http": "GRUB over HTTP",
+    "shim-grub": "signed shim + grub over TFTP",
+}
+
+
 class InstallerMissing(ServiceError):
     """A deployment waits for this machine but the service has no installer to offer it."""
 
     http_status = 503
 
 
-def select_boot(engine: Engine, mac: str, *, base_url: str, installer_available: bool) -> InstallerBoot | LocalBoot:
+def select_boot(engine: Engine, mac: str, *, base_url: str, installer_available: bool,
+                boot_path: str) -> InstallerBoot | LocalBoot:
     row = deployments.open_for_mac(engine, mac)
     if row is None or row["state"] not in states.INSTALLER_STATES:
         return LocalBoot(mac)
     if not installer_available:
         raise InstallerMissing("a deployment is pending for this MAC but no installer is configured "
                                "(metalstream serve --installer)")
-    token = deployments.mint_boot_token(engine, row["id"])
+    token = deployments.mint_boot_token(engine, row["id"], boot_path=boot_path, path_label=BOOT_PATHS[boot_path])
     if token is None:  # cancelled or advanced between the read and the update
         return LocalBoot(mac)
     request = row["request"]

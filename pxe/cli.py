@@ -111,13 +111,15 @@ def _boot_url(boot_url: str | None, boot_bind: str | None, *, bind: str, public_
 @click.option("--public-url", default=None, metavar="URL",
               help="URL machines reach the service at (default: taken from each request's Host header).")
 @click.option("--agent-timeout", default=900.0, show_default=True, type=click.FloatRange(1),
-              help="Seconds an agent may stay silent before its deployment is marked failed.")
+              help="Seconds an agent may stay silent before its deployment is marked failed; also how long a "
+                   "machine that fetched a first-stage loader over TFTP may then ask for nothing.")
 @click.option("--activation-timeout", default=1800.0, show_default=True, type=click.FloatRange(1),
               help="Seconds after `installed` for the SSH activation check to succeed.")
 @click.option("--sweep-interval", default=10.0, show_default=True, type=click.FloatRange(0),
               help="Seconds between background sweeps (silence timeouts, activation checks); 0 disables them.")
 @click.option("--tftp", "tftp_port", type=click.IntRange(1, 65535), default=None,
-              help="Also serve the iPXE binaries over TFTP on this UDP port (69 for real PXE ROMs).")
+              help="Also serve TFTP on this UDP port (69 for real PXE ROMs): the iPXE binaries and, when the "
+                   "installer carries them, the signed shim + grub path for Secure Boot.")
 @click.option("--image-import-dir", "image_import_dirs", multiple=True,
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A directory POST /api/v1/images may read manifests and tarballs from (repeatable). "
@@ -159,7 +161,7 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     """
     from metalstream import proc
 
-    from . import server, tftp
+    from . import imagestore, server, tftp
     from .render import SAFE_URL
     host, _ = _parse_bind(bind)
     if public_url is not None and not SAFE_URL.match(public_url):
@@ -173,17 +175,22 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     # Before the TFTP child and the workers start: one process migrates, and a database written by a
     # newer metalstream stops serve here (exit 1).
     click.echo(f"metalstream: {_upgrade_database(config)}", err=True)
+    installer_manifest = imagestore.read_installer_manifest(config.installer) if config.installer else None
+    scheme = "https" if tls_cert else "http"
     tftp_process = None
     if tftp_port is not None:
         root = config.data_dir / "tftp"
         copied = tftp.populate(root)
-        tftp_process = tftp.start(root, host, tftp_port)
+        tftp_process = tftp.start(root, host, tftp_port, boot=tftp.BootOptions(
+            db_url=config.db_url, installer=config.installer, public_url=public_url, http_scheme=scheme,
+            http_host=host, http_port=_parse_bind(bind)[1]))
         click.echo(f"metalstream: TFTP on udp/{tftp_port} serving {', '.join(copied) or 'nothing'} from {root}",
                    err=True)
-    scheme = "https" if tls_cert else "http"
     click.echo(f"metalstream: serving on {scheme}://{bind} (data {config.data_dir}, {workers} workers x {threads} "
                "threads)", err=True)
     _describe_boot_transport(tls_cert is not None, boot_bind, boot_url)
+    for line in _boot_paths(installer_manifest, tftp_port):
+        click.echo(f"metalstream: {line}", err=True)
     serving_pid = os.getpid()
     try:
         server.serve(config, bind=bind, workers=workers, threads=threads, boot_bind=boot_bind)
@@ -192,6 +199,28 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
         # process that started the TFTP server stops it.
         if tftp_process is not None and os.getpid() == serving_pid:
             proc.terminate(tftp_process)
+
+
+def _boot_paths(installer: dict | None, tftp_port: int | None) -> list[str]:
+    """What `serve` says at start about the network boot paths it offers."""
+    from .tftpboot import offers_signed_path
+    lines = ["boot path iPXE over HTTP: iPXE (from the NIC, or undionly.kpxe / snponly.efi over TFTP) fetches "
+             "/boot.ipxe, then /boot/MAC.ipxe; a GRUB with http fetches /boot/grub.cfg, then /boot/grub/MAC.cfg"]
+    if installer is None:
+        lines.append("no installer (--installer): machines with a pending deployment cannot be installed, and the "
+                     "signed shim + grub path (Secure Boot) is off")
+    elif not offers_signed_path(installer):
+        lines.append("no signed shim + grub path (Secure Boot): the installer carries no signed shim and grub "
+                     "(build it with the distribution's signed loaders); UEFI firmware with Secure Boot on refuses "
+                     "the unsigned iPXE loaders")
+    elif tftp_port is None:
+        lines.append("no signed shim + grub path (Secure Boot): the installer carries signed shim and grub but TFTP "
+                     "is off (add --tftp 69)")
+    else:
+        lines.append(f"boot path signed shim + grub over TFTP (Secure Boot): udp/{tftp_port} serves shimx64.efi, "
+                     "grubx64.efi, grub/grub.cfg, grub/MAC.cfg, installer/vmlinuz and installer/initrd.img "
+                     "(metalstream dnsmasq-config --uefi-loader shim)")
+    return lines
 
 
 def _describe_boot_transport(tls: bool, boot_bind: str | None, boot_url: str | None) -> None:

@@ -101,8 +101,9 @@ deployments = Table(
     Column("installed_at", Float, nullable=True),
     Column("check_after", Float, nullable=True),
     Column("check_message", Text, nullable=True),
-    Column("boot_path", String(16), nullable=True),  # "ipxe" | "shim-grub": how the machine reached the installer
-    Column("first_stage", JSON, nullable=True),  # {"loader", "client", "at"}: last first-stage TFTP fetch
+    # how the machine reached the installer: "ipxe" | "grub-http" | "shim-grub" (pxe.boot.BOOT_PATHS)
+    Column("boot_path", String(16), nullable=True),
+    Column("first_stage", JSON, nullable=True),  # {"loader", "client", "mac", "at"}: last first-stage TFTP fetch
     Column("installer_secure_boot", Boolean, nullable=True),
     Column("target_secure_boot", Boolean, nullable=True),
 )

@@ -1,4 +1,4 @@
-"""Boot configuration rendering (iPXE and GRUB) with jinja2. Pure: no Flask, no database.
+"""Boot configuration rendering (iPXE, GRUB over HTTP, GRUB over TFTP) with jinja2. Pure: no Flask, no database.
 
 Every value that reaches a template is checked here again, independently of the API's validation:
 a value with a space, control character or script metacharacter raises RenderError instead of
@@ -116,6 +116,17 @@ class Renderer:
 
     def local_grub(self, mac: str | None) -> str:
         return self._render("local.grub.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None)
+
+    # The signed network GRUB of the Secure Boot path reads everything over TFTP (it has no http module):
+    # its chain config, the per-MAC config, the kernel and the initramfs.
+    def chain_tftp_grub(self) -> str:
+        return self._render("tftp-chain.grub.j2")
+
+    def installer_tftp_grub(self, boot: InstallerBoot) -> str:
+        return self._render("tftp-installer.grub.j2", **_installer_values(boot, None))
+
+    def no_installer_grub(self, mac: str) -> str:
+        return self._render("no-installer.grub.j2", mac=_check(mac, _SAFE_WORD, "MAC"))
 
 
 def _grub_host(base_url: str) -> str:

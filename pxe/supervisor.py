@@ -1,4 +1,5 @@
-"""Background duties of the service: fail deployments whose agent went silent, run activation checks.
+"""Background duties of the service: fail deployments whose agent went silent (or whose machine fetched a
+first-stage loader over TFTP and then asked for nothing), run activation checks.
 
 `tick()` does one sweep and is what tests call; `start()` runs it every `supervisor_interval` seconds
 in a daemon thread of each gunicorn worker. Work is claimed through conditional UPDATEs, so several
@@ -22,6 +23,9 @@ def tick(service: Service, now: float | None = None) -> None:
     now = now if now is not None else time.time()
     for dep_id in deployments.reap_silent(service.engine, config.agent_timeout, now):
         log.warning("deployment %s failed: agent silent for more than %s s", dep_id, config.agent_timeout)
+    for dep_id in deployments.reap_silent_after_first_stage(service.engine, config.agent_timeout, now):
+        log.warning("deployment %s failed: its machine fetched a first-stage loader over TFTP and then asked for "
+                    "nothing for more than %s s", dep_id, config.agent_timeout)
     for row in deployments.claim_activation_checks(service.engine, config.activation_retry, now):
         check_one(service, row, now)
 

@@ -242,8 +242,8 @@ def test_a_reissued_agent_token_is_recorded(pxe_env):
     pxe_env.boot_token()
     events = pxe_env.client.get(f"/api/v1/deployments/{dep['id']}", headers=pxe_env.read).get_json()["events"]
     messages = [e["message"] for e in events]
-    assert messages[1] == "installer boot script served"
-    assert "reissued" in messages[2] and "void" in messages[2]
+    assert messages[1] == "installer boot script served (boot: iPXE over HTTP)"
+    assert "reissued" in messages[2] and "void" in messages[2] and "iPXE over HTTP" in messages[2]
 
 
 # --- 10. events may not go back -----------------------------------------------------------------------

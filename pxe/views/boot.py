@@ -19,10 +19,10 @@ def _text(body: str, status: int = 200) -> Response:
     return Response(body, status=status, mimetype="text/plain", headers={"Cache-Control": "no-store"})
 
 
-def _select(mac_text: str):
+def _select(mac_text: str, boot_path: str):
     svc = service()
     return select_boot(svc.engine, rules.mac(mac_text, "mac"), base_url=base_url(),
-                       installer_available=svc.installer is not None)
+                       installer_available=svc.installer is not None, boot_path=boot_path)
 
 
 @bp.errorhandler(InstallerMissing)
@@ -47,7 +47,7 @@ def _head_answer(mac_text: str) -> Response | None:
 def host_ipxe(mac: str):
     if (head := _head_answer(mac)) is not None:
         return head
-    boot = _select(mac)
+    boot = _select(mac, "ipxe")
     renderer = service().renderer
     return _text(renderer.installer_ipxe(boot) if isinstance(boot, InstallerBoot) else renderer.local_ipxe(boot.mac))
 
@@ -61,6 +61,6 @@ def chain_grub():
 def host_grub(mac: str):
     if (head := _head_answer(mac)) is not None:
         return head
-    boot = _select(mac)
+    boot = _select(mac, "grub-http")
     renderer = service().renderer
     return _text(renderer.installer_grub(boot) if isinstance(boot, InstallerBoot) else renderer.local_grub(boot.mac))

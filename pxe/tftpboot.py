@@ -1,0 +1,203 @@
+"""What the TFTP server answers beyond files in its root: the Secure Boot path and first-stage attribution.
+
+The signed shim loads the signed network GRUB, which reads everything over TFTP (it has no http module):
+
+    shimx64.efi          the installer's signed shim        (first stage, fetched by the firmware)
+    grubx64.efi          the installer's signed network GRUB (fetched by shim from the same directory)
+    grub/grub.cfg        chain config: configfile $prefix/${net_default_mac}.cfg
+    grub/MAC.cfg         rendered per request from the deployment store, like /boot/grub/MAC.cfg over HTTP:
+                         a pending/booting deployment gets the installer (a fresh agent token; boot_path
+                         "shim-grub"), every other MAC its local disk (`exit`)
+    installer/vmlinuz    the installer's kernel and initramfs, which that config loads over TFTP
+    installer/initrd.img
+
+When a first-stage loader (firststage.LOADERS) is sent, the client's MAC is looked up in the kernel's
+neighbour table and the fetch is stored on that MAC's open deployment (deployments.record_first_stage),
+on a worker thread: the lookup may wait a moment for the kernel to learn the address.
+
+Names reach this module already checked by pxe.tftp.clean_name; a MAC is checked again by rules.mac.
+Nothing here imports Flask: this runs in the TFTP child process.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from sqlalchemy.engine import Engine
+
+from metalstream.contracts import rules
+from metalstream.errors import BadInput
+
+from . import deployments, firststage
+from .boot import InstallerBoot, InstallerMissing, select_boot
+from .render import Renderer
+
+log = logging.getLogger("metalstream.pxe.tftp")
+
+NEIGHBOUR_TABLE = Path("/proc/net/arp")
+SIGNED_LOADERS = {"shimx64.efi": "shim_path", "grubx64.efi": "grub_path"}
+INSTALLER_FILES = {"installer/vmlinuz": "kernel_path", "installer/initrd.img": "initramfs_path"}
+CHAIN_CONFIG = "grub/grub.cfg"
+_HOST_CONFIG = re.compile(r"^grub/([^/]+)\.cfg\Z")
+# Seconds after a first-stage fetch at which the neighbour table is read: the kernel learns the client's
+# address from its ARP request for ours (before the read request), else as it answers.
+LOOKUP_DELAYS = (0.0, 0.5, 2.0)
+
+
+def installer_files(installer: dict | None) -> dict[str, Path]:
+    """TFTP name → file, for the installer's kernel and initramfs and, when it carries them, its signed loaders."""
+    if installer is None:
+        return {}
+    wanted = {**INSTALLER_FILES, **SIGNED_LOADERS}
+    return {name: Path(installer[key]) for name, key in wanted.items() if installer.get(key)}
+
+
+def offers_signed_path(installer: dict | None) -> bool:
+    return installer is not None and all(installer.get(key) for key in SIGNED_LOADERS.values())
+
+
+def read_neighbours(path: Path = NEIGHBOUR_TABLE) -> dict[str, str]:
+    try:
+        return firststage.parse_neighbours(path.read_text())
+    except OSError as exc:
+        log.warning("cannot read the neighbour table %s: %s", path, exc)
+        return {}
+
+
+def local_address_toward(client: str) -> str:
+    """This host's address on the route to `client` (a connected UDP socket sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((client, 9))
+        return probe.getsockname()[0]
+
+
+@dataclass(frozen=True)
+class ServiceAddress:
+    """Where an installer booted over TFTP reaches the service (its agent's metalstream.server=): the public
+    URL, else the HTTP listener's address; a wildcard bind host becomes this host's address toward the client."""
+
+    public_url: str | None
+    scheme: str
+    host: str
+    port: int
+
+    def for_client(self, client: str) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host if self.host not in ("", "0.0.0.0", "::") else local_address_toward(client)
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass
+class FirstStageRecorder:
+    """Attributes first-stage fetches to deployments on a worker thread (`note` never blocks the server)."""
+
+    engine: Engine
+    neighbours: Callable[[], dict[str, str]] = read_neighbours
+    delays: tuple[float, ...] = LOOKUP_DELAYS
+    _queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=256), init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+
+    def note(self, loader: str, client: str, at: float) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="first-stage", daemon=True)
+            self._thread.start()
+        try:
+            self._queue.put_nowait((loader, client, at))
+        except queue.Full:
+            log.warning("%s fetched %s: not attributed (too many fetches waiting)", client, loader)
+
+    def _work(self) -> None:
+        while True:
+            loader, client, at = self._queue.get()
+            try:
+                self.record(loader, client, at)
+            except Exception:  # keep attributing later fetches (e.g. the database was busy)
+                log.exception("%s fetched %s: storing it on its deployment failed", client, loader)
+
+    def lookup(self, client: str, at: float) -> str | None:
+        for delay in self.delays:
+            time.sleep(max(0.0, at + delay - time.time()))
+            mac = self.neighbours().get(client)
+            if mac is not None:
+                return mac
+        return None
+
+    def record(self, loader: str, client: str, at: float) -> str | None:
+        """Store the fetch on the client's open deployment; the deployment's id, or None."""
+        mac = self.lookup(client, at)
+        if mac is None:
+            log.info("%s fetched %s: no MAC for it in the neighbour table, not attributed", client, loader)
+            return None
+        dep_id = deployments.record_first_stage(self.engine, mac, firststage.record(loader, client, mac, at))
+        if dep_id is None:
+            log.info("%s (%s) fetched %s: no open deployment for that MAC", client, mac, loader)
+        else:
+            log.info("%s (%s) fetched %s: recorded on deployment %s", client, mac, loader, dep_id)
+        return dep_id
+
+
+@dataclass
+class TftpBoot:
+    """The TFTP server's dynamic names (see the module's docstring); `open` answers one read request."""
+
+    engine: Engine
+    renderer: Renderer
+    installer: dict | None
+    address: ServiceAddress
+    recorder: FirstStageRecorder | None = None
+
+    def __post_init__(self) -> None:
+        self.files = installer_files(self.installer)
+
+    def open(self, name: str, client: str) -> BinaryIO | None:
+        """The content for `name` (already checked by clean_name), or None when this module does not serve it."""
+        if name in self.files:
+            return open(self.files[name], "rb")
+        if name in SIGNED_LOADERS:
+            log.warning("%s asked for %s, but the installer carries no signed shim and grub (the Secure Boot "
+                        "path is off)", client, name)
+            return None
+        if name == CHAIN_CONFIG:
+            return _text(self.renderer.chain_tftp_grub())
+        match = _HOST_CONFIG.match(name)
+        if match is None:
+            return None
+        try:
+            mac = rules.mac(match.group(1), "MAC")
+        except BadInput:
+            return None
+        return _text(self._host_config(mac, client))
+
+    def _host_config(self, mac: str, client: str) -> str:
+        try:
+            boot = select_boot(self.engine, mac, base_url=self.address.for_client(client),
+                               installer_available=self.installer is not None, boot_path="shim-grub")
+        except InstallerMissing:
+            return self.renderer.no_installer_grub(mac)
+        if isinstance(boot, InstallerBoot):
+            return self.renderer.installer_tftp_grub(boot)
+        return self.renderer.local_grub(mac)
+
+    def served(self, name: str, client: str, at: float) -> None:
+        """A file (from here or the TFTP root) is being sent: attribute first-stage loaders to their deployment."""
+        loader = name.rsplit("/", 1)[-1]
+        if loader in firststage.LOADERS and self.recorder is not None:
+            self.recorder.note(loader, client, at)
+
+
+def _text(body: str) -> BinaryIO:
+    """A rendered config as an open file: tftpy flock()s every file it sent when the transfer ends (its server
+    ignores flock=False), which an in-memory buffer cannot take."""
+    handle = tempfile.TemporaryFile()
+    handle.write(body.encode("ascii"))
+    handle.seek(0)
+    return handle

@@ -1,0 +1,288 @@
+"""The TFTP side of the Secure Boot path, through the real TFTP child process and real UDP on loopback:
+signed shim and grub, the chain config, per-MAC GRUB configs rendered from the deployment store (on SQLite
+and PostgreSQL), the installer's kernel and initramfs, refused names, and first-stage fetches attributed
+to deployments through a neighbour table (loopback has none in the kernel's: the child reads a file in
+/proc/net/arp's format instead; the VM test goes through the kernel's)."""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures_pxe import PXE_MAC, free_udp_port
+from metalstream.contracts.manifests import file_entry, installer_manifest, write_document
+from pxe import deployments, supervisor, tftp
+
+ARP_HEADER = "IP address       HW type     Flags       HW address            Mask     Device\n"
+OTHER_MAC = "52:54:00:ab:cd:ef"
+
+
+def arp_line(address: str, mac: str, flags: str = "0x2", device: str = "lo") -> str:
+    return f"{address:<17}0x1         {flags:<12}{mac:<22}*        {device}\n"
+
+
+@pytest.fixture(scope="session")
+def signed_installer(tmp_path_factory) -> Path:
+    """A fake installer that carries (fake, small) signed loaders: shim and network grub beside its kernel."""
+    directory = tmp_path_factory.mktemp("signed-installer")
+    (directory / "vmlinuz").write_bytes(b"MZ fake signed kernel\n" * 400)
+    (directory / "initrd.img").write_bytes(os.urandom(200_000))
+    (directory / "shimx64.efi").write_bytes(b"MZ fake shim\n" * 700)
+    (directory / "grubx64.efi").write_bytes(b"MZ fake grubnetx64\n" * 900)
+    manifest = installer_manifest(
+        name="installer", kernel=file_entry(directory / "vmlinuz"), initramfs=file_entry(directory / "initrd.img"),
+        kernel_version="6.1.0-test", created=1700000000, kickstart_sha256="0" * 64,
+        initramfs_uncompressed_size=200_000, file_count=2, module_count=0, agent_sha256="0" * 64,
+        secure_boot={"shim": file_entry(directory / "shimx64.efi"), "grub": file_entry(directory / "grubx64.efi")})
+    return write_document(directory / "installer.json", manifest)
+
+
+class Tftp:
+    """A running TFTP child (tftp.start) and a client for it."""
+
+    def __init__(self, root: Path, port: int, neighbours: Path):
+        self.root, self.port, self.neighbours = root, port, neighbours
+
+    def fetch(self, name: str, **options) -> bytes:
+        import tftpy
+        out = io.BytesIO()
+        tftpy.TftpClient("127.0.0.1", self.port, options=options).download(name, out, timeout=2, retries=2)
+        return out.getvalue()
+
+    def refused(self, name: str) -> bool:
+        """True when the server answered with a TFTP error (not a timeout: a dead server refuses nothing)."""
+        import tftpy
+        try:
+            self.fetch(name)
+        except tftpy.TftpTimeout:
+            raise AssertionError(f"no answer for {name!r}: is the TFTP server still running?") from None
+        except tftpy.TftpFileNotFoundError:
+            return True
+        except tftpy.TftpException as exc:
+            return "ERR" in str(exc)
+        return False
+
+
+def start_tftp(tmp_path: Path, db_url: str, installer: Path | None, public_url: str | None = "http://10.0.2.2:8080"):
+    root = tmp_path / "tftp-root"
+    root.mkdir(exist_ok=True)
+    (root / "snponly.efi").write_bytes(b"MZ unsigned ipxe\n" * 100)
+    (root / "undionly.kpxe").write_bytes(b"\x55\xaa" * 1000)
+    neighbours = tmp_path / "arp"
+    neighbours.write_text(ARP_HEADER)
+    port = free_udp_port()
+    child = tftp.start(root, "127.0.0.1", port, boot=tftp.BootOptions(
+        db_url=db_url, installer=installer, public_url=public_url, http_scheme="http", http_host="127.0.0.1",
+        http_port=8080, neighbours=neighbours))
+    client = Tftp(root, port, neighbours)
+    client.pid = child.pid
+    return child, client
+
+
+@pytest.fixture
+def sb_env(pxe_env, signed_installer, tmp_path):
+    """pxe_env (SQLite, then PostgreSQL) plus a TFTP child on the same database with the signed installer."""
+    from metalstream import proc
+    child, client = start_tftp(tmp_path, pxe_env.service.config.db_url, signed_installer)
+    try:
+        yield pxe_env, client
+        assert child.poll() is None, "the TFTP child died during the test"
+    finally:
+        proc.terminate(child, grace=5)
+
+
+def _row(env, dep_id: str):
+    return deployments.get_row(env.service.engine, dep_id)
+
+
+def _events(env, dep_id: str) -> list[str]:
+    return [e["message"] for e in deployments.get(env.service.engine, dep_id)["events"]]
+
+
+def _wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
+# --- files ---------------------------------------------------------------------------------------------
+
+def test_signed_loaders_chain_config_and_installer_files_over_tftp(sb_env, signed_installer):
+    _env, client = sb_env
+    directory = signed_installer.parent
+    assert client.fetch("shimx64.efi") == (directory / "shimx64.efi").read_bytes()
+    assert client.fetch("/grubx64.efi", tsize=0, blksize=1024) == (directory / "grubx64.efi").read_bytes()
+    assert client.fetch("installer/vmlinuz") == (directory / "vmlinuz").read_bytes()
+    assert client.fetch("/installer/initrd.img", blksize=1428) == (directory / "initrd.img").read_bytes()
+    assert client.fetch("snponly.efi") == (client.root / "snponly.efi").read_bytes()
+    assert client.fetch("grub/grub.cfg", tsize=0).decode() == (
+        "# metalstream: signed network GRUB (loaded by shim over TFTP): fetch this machine's own config, keyed by "
+        "its MAC,\n# from the same TFTP server ($prefix is (tftp,SERVER)/grub)\n"
+        "set timeout=0\n"
+        "configfile $prefix/${net_default_mac}.cfg\n"
+        'echo "metalstream: no boot configuration for ${net_default_mac} from this TFTP server; back to the '
+        'firmware"\n'
+        "sleep 5\n"
+        "exit\n")
+    # GRUB tries $prefix/x86_64-efi/grub.cfg first: it must not exist, so GRUB goes on to grub/grub.cfg
+    assert client.refused("grub/x86_64-efi/grub.cfg")
+
+
+def test_names_outside_the_served_set_are_refused(sb_env, tmp_path):
+    _env, client = sb_env
+    (tmp_path / "secret").write_text("not for you")
+    (client.root / "link-out").symlink_to(tmp_path / "secret")
+    for name in ("../secret", "link-out", "grub/../../secret", "installer/../../secret", "grub/../shimx64.efi",
+                 "installer/../installer/vmlinuz", "grub\\grub.cfg", "..\\secret", "grub/not-a-mac.cfg",
+                 "grub/52:54:00:12:34:5.cfg", "grub/52:54:00:12:34:56:78.cfg", "grub/52:54:00:12:34:56.cfg/x",
+                 "grub/x86_64-efi/52:54:00:12:34:56.cfg", "grub/.cfg", "installer/kernel", "installer",
+                 "grub/%2e%2e/secret", "grub/52:54:00:12:34:56.cfg\n", "grub/52:54:00:12:34:56.cfg "):
+        assert client.refused(name), name
+
+
+def test_request_names_are_cleaned_before_anything_is_opened():
+    assert tftp.clean_name("/grub//52:54:00:12:34:56.cfg") == "grub/52:54:00:12:34:56.cfg"
+    assert tftp.clean_name("shimx64.efi") == "shimx64.efi"
+    for name in ("", "/", "..", "grub/../x", "./x", "x\x00.cfg", "grub\\grub.cfg", "x\n", "caf\u00e9", "x\ty"):
+        assert tftp.clean_name(name) is None, name
+
+
+def test_without_signed_loaders_the_secure_boot_files_are_not_served(pxe_env, pxe_installer, tmp_path):
+    from metalstream import proc
+    child, client = start_tftp(tmp_path, pxe_env.service.config.db_url, pxe_installer)
+    try:
+        assert client.refused("shimx64.efi") and client.refused("grubx64.efi")
+        assert client.fetch("installer/vmlinuz") == (pxe_installer.parent / "vmlinuz").read_bytes()
+        assert client.fetch("undionly.kpxe") == (client.root / "undionly.kpxe").read_bytes()
+    finally:
+        proc.terminate(child, grace=5)
+
+
+# --- per-MAC GRUB configs -----------------------------------------------------------------------------
+
+def test_pending_deployment_gets_the_installer_over_tftp_with_a_working_token(sb_env):
+    env, client = sb_env
+    dep = env.pending()
+    cfg = client.fetch(f"grub/{PXE_MAC}.cfg").decode()
+    token = cfg.split("metalstream.token=")[1].split()[0]
+    assert cfg == (
+        f"# metalstream deployment {dep['id']}: install tiny on {PXE_MAC} (signed shim + grub over TFTP)\n"
+        "set timeout=0\n"
+        'menuentry "metalstream: install tiny" {\n'
+        "    linux /installer/vmlinuz metalstream.server=http://10.0.2.2:8080 "
+        f"metalstream.token={token} metalstream.deployment={dep['id']} console=ttyS0,115200\n"
+        "    initrd /installer/initrd.img\n"
+        "}\n")
+    row = _row(env, dep["id"])
+    assert row["state"] == "booting" and row["boot_path"] == "shim-grub"
+    assert _events(env, dep["id"])[-1] == "installer boot script served (boot: signed shim + grub over TFTP)"
+    # booting again over TFTP (the name spelled another way) reissues the token; the first one is void
+    again = client.fetch(f"grub/{PXE_MAC.upper().replace(':', '-')}.cfg").decode()
+    second = again.split("metalstream.token=")[1].split()[0]
+    assert second != token
+    assert env.client.get("/api/v1/agent/plan", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    plan = env.client.get("/api/v1/agent/plan", headers={"Authorization": f"Bearer {second}"})
+    assert plan.status_code == 200, plan.get_json()
+    assert "reissued" in _events(env, dep["id"])[-2]
+
+
+def test_unknown_or_finished_macs_get_their_local_disk_over_tftp(sb_env):
+    env, client = sb_env
+    assert client.fetch(f"grub/{OTHER_MAC}.cfg").decode() == (
+        f"# metalstream: no install pending for {OTHER_MAC}; return to the firmware to boot the local disk\n"
+        "set timeout=0\nexit\n")
+    dep = env.pending()
+    assert env.client.delete(f"/api/v1/deployments/{dep['id']}", headers=env.admin).status_code == 200
+    cfg = client.fetch(f"grub/{PXE_MAC.replace(':', '')}.cfg").decode()
+    assert cfg.endswith("\nexit\n") and "metalstream.token" not in cfg
+    assert _row(env, dep["id"])["boot_path"] is None
+
+
+def test_the_http_boot_scripts_record_their_boot_path(pxe_env):
+    first = pxe_env.pending()
+    pxe_env.boot_token()
+    assert _row(pxe_env, first["id"])["boot_path"] == "ipxe"
+    assert "installer boot script served (boot: iPXE over HTTP)" in _events(pxe_env, first["id"])
+    second = pxe_env.pending(OTHER_MAC)
+    assert "metalstream.token=" in pxe_env.client.get(f"/boot/grub/{OTHER_MAC}.cfg").get_data(as_text=True)
+    assert _row(pxe_env, second["id"])["boot_path"] == "grub-http"
+    assert "installer boot script served (boot: GRUB over HTTP)" in _events(pxe_env, second["id"])
+
+
+# --- first-stage attribution --------------------------------------------------------------------------
+
+def test_a_first_stage_fetch_is_recorded_on_the_macs_deployment_and_failed_when_silent(sb_env):
+    env, client = sb_env
+    dep = env.pending()
+    client.neighbours.write_text(ARP_HEADER + arp_line("10.0.0.9", OTHER_MAC, device="eth0")
+                                 + arp_line("127.0.0.1", PXE_MAC))
+    before = time.time()
+    client.fetch("snponly.efi")
+    client.fetch("snponly.efi")  # firmware asks twice (size, then the file): one event
+    row = _wait_for(lambda: (r := _row(env, dep["id"]))["first_stage"] and r)
+    stage = row["first_stage"]
+    assert stage["loader"] == "snponly.efi" and stage["client"] == "127.0.0.1" and stage["mac"] == PXE_MAC
+    assert before <= stage["at"] <= time.time() and row["last_seen_at"] == pytest.approx(stage["at"])
+    assert row["state"] == "pending"
+    time.sleep(0.5)
+    fetched = [m for m in _events(env, dep["id"]) if "fetched" in m]
+    assert fetched == ["firmware fetched snponly.efi (iPXE for UEFI, unsigned) over TFTP from 127.0.0.1"]
+    timeout = env.service.config.agent_timeout
+    supervisor.tick(env.service, now=stage["at"] + timeout - 1)
+    assert _row(env, dep["id"])["state"] == "pending"
+    supervisor.tick(env.service, now=stage["at"] + timeout + 1)
+    shown = deployments.get(env.service.engine, dep["id"])
+    assert shown["state"] == "failed" and "Secure Boot on refuses unsigned loaders" in shown["error"]
+    assert "snponly.efi (unsigned iPXE)" in shown["error"]
+    assert shown["events"][-1]["message"] == shown["error"]
+
+
+def test_a_fetch_then_the_boot_config_is_not_failed_by_the_first_stage_sweep(sb_env):
+    env, client = sb_env
+    dep = env.pending()
+    client.neighbours.write_text(ARP_HEADER + arp_line("127.0.0.1", PXE_MAC))
+    client.fetch("shimx64.efi")
+    assert _wait_for(lambda: _row(env, dep["id"])["first_stage"])
+    client.fetch("grubx64.efi")
+    assert _wait_for(lambda: _row(env, dep["id"])["first_stage"]["loader"] == "grubx64.efi")
+    assert "shim fetched grubx64.efi (signed network GRUB) over TFTP from 127.0.0.1" in _events(env, dep["id"])
+    client.fetch(f"grub/{PXE_MAC}.cfg")
+    row = _row(env, dep["id"])
+    assert row["state"] == "booting" and row["boot_path"] == "shim-grub"
+    at = row["first_stage"]["at"]
+    assert deployments.reap_silent_after_first_stage(env.service.engine, 60, now=at + 3600) == []
+    assert _row(env, dep["id"])["state"] == "booting"
+
+
+def test_a_fetch_by_an_address_without_a_neighbour_entry_is_only_logged(pxe_env, caplog):
+    from pxe.tftpboot import FirstStageRecorder
+    dep = pxe_env.pending()
+    recorder = FirstStageRecorder(pxe_env.service.engine, lambda: {"10.0.0.9": PXE_MAC}, delays=(0.0, 0.05))
+    with caplog.at_level("INFO", logger="metalstream.pxe.tftp"):
+        assert recorder.record("snponly.efi", "10.0.0.8", time.time()) is None
+    assert "10.0.0.8 fetched snponly.efi: no MAC for it in the neighbour table" in caplog.text
+    assert _row(pxe_env, dep["id"])["first_stage"] is None
+    assert recorder.record("undionly.kpxe", "10.0.0.9", time.time()) == dep["id"]
+    unknown = FirstStageRecorder(pxe_env.service.engine, lambda: {"10.0.0.7": OTHER_MAC}, delays=(0.0,))
+    assert unknown.record("snponly.efi", "10.0.0.7", time.time()) is None
+
+
+def test_the_tftp_child_stops_early_with_a_bad_installer_manifest(tmp_path):
+    from metalstream.errors import OperationFailed
+    bad = tmp_path / "installer.json"
+    bad.write_text('{"format": "metalstream-installer/1"}')
+    with pytest.raises(OperationFailed, match="cannot serve the boot files: .*installer.json"):
+        start_tftp(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", bad)
+
+
+def test_the_database_url_is_not_on_the_childs_command_line(sb_env):
+    env, client = sb_env
+    cmdline = Path(f"/proc/{client.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"pxe.tftp" in cmdline and env.service.config.db_url.encode() not in b" ".join(cmdline)
