@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -286,3 +287,60 @@ def test_the_database_url_is_not_on_the_childs_command_line(sb_env):
     env, client = sb_env
     cmdline = Path(f"/proc/{client.pid}/cmdline").read_bytes().split(b"\0")
     assert b"pxe.tftp" in cmdline and env.service.config.db_url.encode() not in b" ".join(cmdline)
+
+
+# --- metalstream serve --------------------------------------------------------------------------------
+
+def test_serve_offers_the_signed_path_over_its_tftp_and_says_so(tmp_path, signed_installer, pxe_image_manifest):
+    """The real `metalstream serve --tftp`: start lines, then a deployment made over HTTP gets the installer
+    when its machine asks the TFTP child for grub/MAC.cfg, with the agent's URL being the public URL."""
+    import requests
+
+    from fixtures_pxe import cli_admin_token
+    from lab.service_proc import ServiceProcess
+    from metalstream import proc
+    data_dir = tmp_path / "data"
+    proc.run([sys.executable, "-m", "metalstream", "image", "add", "--data-dir", str(data_dir), pxe_image_manifest])
+    admin = cli_admin_token(data_dir)
+    port = free_udp_port()
+    service = ServiceProcess(data_dir, installer=signed_installer, options=["--tftp", str(port)])
+    with service:
+        log = service.log_path.read_text()
+        assert "metalstream: boot path iPXE over HTTP:" in log
+        assert f"metalstream: boot path signed shim + grub over TFTP (Secure Boot): udp/{port} serves shimx64.efi" in log
+        client = Tftp(data_dir / "tftp", port, Path("/proc/net/arp"))
+        assert client.fetch("shimx64.efi") == (signed_installer.parent / "shimx64.efi").read_bytes()
+        dep = requests.post(f"{service.url}/api/v1/deployments", json={"mac": PXE_MAC, "image": "tiny"},
+                            headers=admin, timeout=10).json()
+        cfg = client.fetch(f"grub/{PXE_MAC}.cfg").decode()
+        assert f"metalstream.server={service.guest_url} " in cfg and f"metalstream.deployment={dep['id']}" in cfg
+        token = cfg.split("metalstream.token=")[1].split()[0]
+        plan = requests.get(f"{service.url}/api/v1/agent/plan", headers={"Authorization": f"Bearer {token}"},
+                            timeout=10)
+        assert plan.status_code == 200
+        shown = requests.get(f"{service.url}/api/v1/deployments/{dep['id']}", headers=admin, timeout=10).json()
+        assert "installer boot script served (boot: signed shim + grub over TFTP)" in [
+            e["message"] for e in shown["events"]]
+
+
+@pytest.mark.parametrize("tftp_on", [True, False])
+def test_serve_says_when_the_installer_has_no_signed_loaders(tmp_path, pxe_installer, signed_installer, tftp_on):
+    from lab.service_proc import ServiceProcess
+    installer = pxe_installer if tftp_on else signed_installer
+    options = ["--tftp", str(free_udp_port())] if tftp_on else []
+    with ServiceProcess(tmp_path / "data", installer=installer, options=options) as service:
+        log = service.log_path.read_text()
+    if tftp_on:
+        assert "metalstream: no signed shim + grub path (Secure Boot): the installer carries no signed shim and grub" \
+            in log
+    else:
+        assert "the installer carries signed shim and grub but TFTP is off (add --tftp 69)" in log
+    assert "boot path signed shim + grub over TFTP" not in log
+
+
+def test_the_agents_url_over_tftp_is_the_public_url_else_the_listener_seen_from_the_client():
+    from pxe.tftpboot import ServiceAddress
+    assert ServiceAddress("https://ms.example:8443/", "http", "0.0.0.0", 8080).for_client("127.0.0.1") == \
+        "https://ms.example:8443"
+    assert ServiceAddress(None, "http", "0.0.0.0", 8080).for_client("127.0.0.1") == "http://127.0.0.1:8080"
+    assert ServiceAddress(None, "https", "127.0.0.5", 8443).for_client("127.0.0.1") == "https://127.0.0.5:8443"
