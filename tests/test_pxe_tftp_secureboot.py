@@ -1,8 +1,8 @@
 """The TFTP side of the Secure Boot path, through the real TFTP child process and real UDP on loopback:
 signed shim and grub, the chain config, per-MAC GRUB configs rendered from the deployment store (on SQLite
 and PostgreSQL), the installer's kernel and initramfs, refused names, and first-stage fetches attributed
-to deployments through a neighbour table (loopback has none in the kernel's: the child reads a file in
-/proc/net/arp's format instead; the VM test goes through the kernel's)."""
+to deployments through a neighbour table: on loopback (which has no entries in the kernel's) a file in
+/proc/net/arp's format, and the kernel's own between two network namespaces (needs root)."""
 from __future__ import annotations
 
 import io
@@ -344,3 +344,72 @@ def test_the_agents_url_over_tftp_is_the_public_url_else_the_listener_seen_from_
         "https://ms.example:8443"
     assert ServiceAddress(None, "http", "0.0.0.0", 8080).for_client("127.0.0.1") == "http://127.0.0.1:8080"
     assert ServiceAddress(None, "https", "127.0.0.5", 8443).for_client("127.0.0.1") == "https://127.0.0.5:8443"
+
+
+# --- through the kernel's neighbour table -------------------------------------------------------------
+
+@pytest.fixture
+def two_namespaces():
+    """Two network namespaces joined by a veth pair: the TFTP server's side (10.78.0.1/24) and a client side
+    (10.78.0.2/24) whose interface has PXE_MAC, playing the firmware. Yields (server_ns, client_ns)."""
+    from conftest import require_root, require_tools
+    from metalstream import proc
+    require_root()
+    require_tools("ip")
+    tag = f"{os.getpid() % 100000}"
+    server_ns, client_ns = f"msb1{tag}s", f"msb1{tag}c"
+    server_if, client_if = f"msb1{tag}a", f"msb1{tag}b"
+    setup = [["ip", "netns", "add", server_ns], ["ip", "netns", "add", client_ns],
+             ["ip", "link", "add", server_if, "type", "veth", "peer", "name", client_if],
+             ["ip", "link", "set", server_if, "netns", server_ns], ["ip", "link", "set", client_if, "netns", client_ns],
+             ["ip", "-n", client_ns, "link", "set", client_if, "address", PXE_MAC],
+             ["ip", "-n", server_ns, "addr", "add", "10.78.0.1/24", "dev", server_if],
+             ["ip", "-n", client_ns, "addr", "add", "10.78.0.2/24", "dev", client_if],
+             ["ip", "-n", server_ns, "link", "set", server_if, "up"],
+             ["ip", "-n", client_ns, "link", "set", client_if, "up"]]
+    try:
+        for argv in setup:
+            proc.run(argv, timeout=30)
+        yield server_ns, client_ns
+    finally:
+        for ns in (server_ns, client_ns):
+            proc.run(["ip", "netns", "del", ns], timeout=30, check=False)
+
+
+@pytest.mark.root
+def test_a_first_stage_fetch_is_attributed_through_the_kernels_neighbour_table(
+        two_namespaces, tmp_path, pxe_installer, pxe_image_manifest):
+    """The TFTP child in its own namespace reads the kernel's /proc/net/arp there: the fetch from 10.78.0.2
+    is stored on the deployment of that interface's MAC."""
+    import subprocess
+
+    from conftest import REPO
+    from metalstream import proc
+    from pxe import db, imagestore
+    server_ns, client_ns = two_namespaces
+    db_url = f"sqlite:///{tmp_path / 'ms.db'}"
+    engine = db.make_engine(db_url)
+    (tmp_path / "images").mkdir()
+    imagestore.register(engine, tmp_path / "images", pxe_image_manifest)
+    dep, _ = deployments.create(engine, {"mac": PXE_MAC, "image": "tiny"}, None, None)
+    root = tmp_path / "tftp-root"
+    root.mkdir()
+    (root / "snponly.efi").write_bytes(b"MZ unsigned ipxe\n" * 100)
+    server = proc.spawn(["ip", "netns", "exec", server_ns, sys.executable, "-m", "pxe.tftp", root, "10.78.0.1", "69",
+                         "--http", "http://10.78.0.1:8080", "--installer", pxe_installer],
+                        stdout=subprocess.PIPE, stderr=None, env={tftp.DB_URL_ENV: db_url}, cwd=REPO,
+                        die_with_parent=True)
+    try:
+        assert tftp._status_line(server, 30) == tftp.READY
+        fetch = ("import tftpy; tftpy.TftpClient('10.78.0.1', 69).download('snponly.efi', "
+                 f"{str(tmp_path / 'got')!r}, timeout=2, retries=2)")
+        proc.run(["ip", "netns", "exec", client_ns, sys.executable, "-c", fetch], timeout=60, cwd=REPO)
+        assert (tmp_path / "got").read_bytes() == (root / "snponly.efi").read_bytes()
+        row = _wait_for(lambda: (r := deployments.get_row(engine, dep["id"]))["first_stage"] and r)
+        assert row["first_stage"]["mac"] == PXE_MAC and row["first_stage"]["client"] == "10.78.0.2"
+        assert row["first_stage"]["loader"] == "snponly.efi" and row["state"] == "pending"
+        assert "firmware fetched snponly.efi (iPXE for UEFI, unsigned) over TFTP from 10.78.0.2" in [
+            e["message"] for e in deployments.get(engine, dep["id"])["events"]]
+    finally:
+        proc.terminate(server, grace=5)
+        engine.dispose()
