@@ -101,7 +101,8 @@ def silence_message(first_stage: dict, silent_for: float, mac: str) -> str:
                 "TFTP log for those files")
     if loader == "undionly.kpxe":
         return (f"the machine fetched undionly.kpxe (iPXE for BIOS){when} and then asked for nothing for {silent}: "
-                f"iPXE loaded but never asked for its boot script (/boot.ipxe, then /boot/{mac}.ipxe over HTTP); "
+                f"iPXE loaded but never asked for its boot script (/boot.ipxe, then /boot/{mac.replace(':', '-')}.ipxe "
+                "over HTTP); "
                 "check that DHCP hands iPXE the script's URL (metalstream dnsmasq-config) and that the machine "
                 "reaches the service over HTTP")
     return f"the machine fetched {loader}{when} over TFTP and then asked for nothing for {silent}"

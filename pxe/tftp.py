@@ -146,7 +146,7 @@ def run(root: Path, host: str, port: int, *, on_listening: Callable[[], None] | 
 
     def open_file(name: str, raddress=None, rport=None):
         handle = _open(root, boot, name, raddress)
-        log.info("tftp %s:%s %s -> %s", raddress, rport, name, "sent" if handle else "refused")
+        log.info("tftp %s:%s %r -> %s", raddress, rport, name, "sent" if handle else "refused")
         if handle is not None and boot is not None:
             boot.served(clean_name(name), raddress, time.time())
         return handle

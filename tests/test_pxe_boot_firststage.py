@@ -70,7 +70,7 @@ AT = 1700000000.0  # 22:13:20 UTC
                     "within 905 s"),
     ("undionly.kpxe", "the machine fetched undionly.kpxe (iPXE for BIOS) at 22:13:20 UTC and then asked for nothing "
                       "for 905 s: iPXE loaded but never asked for its boot script (/boot.ipxe, then "
-                      "/boot/52:54:00:12:34:56.ipxe over HTTP)"),
+                      "/boot/52-54-00-12-34-56.ipxe over HTTP)"),
 ])
 def test_silence_messages_name_the_likely_cause_per_loader(loader, expected):
     message = firststage.silence_message(firststage.record(loader, "10.0.0.9", PXE_MAC, AT), 905.2, PXE_MAC)

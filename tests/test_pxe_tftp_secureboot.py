@@ -206,6 +206,20 @@ def test_unknown_or_finished_macs_get_their_local_disk_over_tftp(sb_env):
     assert _row(env, dep["id"])["boot_path"] is None
 
 
+def test_without_an_installer_a_pending_machine_is_told_so_on_its_console(pxe_env, tmp_path):
+    from metalstream import proc
+    dep = pxe_env.pending()
+    child, client = start_tftp(tmp_path, pxe_env.service.config.db_url, None)
+    try:
+        cfg = client.fetch(f"grub/{PXE_MAC}.cfg").decode()
+        assert client.refused("shimx64.efi") and client.refused("installer/vmlinuz")
+    finally:
+        proc.terminate(child, grace=5)
+    assert 'echo "metalstream: a deployment is pending for 52:54:00:12:34:56 but no installer is configured' in cfg
+    assert cfg.endswith("sleep 30\nexit\n") and "metalstream.token" not in cfg
+    assert _row(pxe_env, dep["id"])["state"] == "pending"
+
+
 def test_the_http_boot_scripts_record_their_boot_path(pxe_env):
     first = pxe_env.pending()
     pxe_env.boot_token()
