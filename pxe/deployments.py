@@ -19,6 +19,7 @@ from metalstream.errors import BadInput
 
 from . import db, firststage, states, tokens
 from .errors import Conflict, NotFound
+from .plan import secure_boot_requested
 
 
 def request_digest(request: dict) -> str:
@@ -98,6 +99,9 @@ def _public(row, event_rows, now: float) -> dict:
                         if row["state"] == states.INSTALLING else None),
         "created_at": row["created_at"], "updated_at": row["updated_at"], "last_seen_at": row["last_seen_at"],
         "root_uuid": row["root_uuid"], "check_message": row["check_message"], "request": request,
+        "boot_path": row["boot_path"], "first_stage": row["first_stage"],
+        "secure_boot": {"requested": secure_boot_requested(row["request"], row["storage"]),
+                        "installer": row["installer_secure_boot"], "target": row["target_secure_boot"]},
         "events": [dict(e) for e in event_rows] if event_rows is not None else None,
     }
 

@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 from metalstream.contracts.plan import DISK_HINT_FIELDS
-from metalstream.contracts.rules import BOOT_MODES, PHASES
+from metalstream.contracts.rules import BOOT_MODES, PHASES, STATES
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ERRORS = {code: _ERROR for code in ("400", "401", "403", "404", "409", "413", "429")}
 
 
 def _op(summary: str, *, body: str | None = None, ok: str | tuple[str, ...] = "200", tag: str,
-        params: list | None = None, agent: bool = False) -> dict:
+        params: list | None = None, agent: bool = False, returns: str | None = None) -> dict:
     successes = (ok,) if isinstance(ok, str) else ok
-    op = {"summary": summary, "tags": [tag],
-          "responses": {**{code: {"description": "success"} for code in successes}, **_ERRORS}}
+    success = {"description": "success"}
+    if returns:
+        success["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{returns}"}}}
+    op = {"summary": summary, "tags": [tag], "responses": {**{code: success for code in successes}, **_ERRORS}}
     if body:
         op["requestBody"] = {"required": True,
                              "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
@@ -24,6 +26,44 @@ def _op(summary: str, *, body: str | None = None, ok: str | tuple[str, ...] = "2
 
 def _path_param(name: str) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _nullable(kind: str, **more) -> dict:
+    return {"type": kind, "nullable": True, **more}
+
+
+def _deployment_schema() -> dict:
+    """GET /api/v1/deployments/{id}: the fields a client reads (more may be added)."""
+    text, number, integer = _nullable("string"), _nullable("number"), _nullable("integer")
+    return {
+        "type": "object",
+        "required": ["id", "mac", "image", "state", "created_at", "updated_at", "request", "boot_path",
+                     "first_stage", "secure_boot"],
+        "properties": {
+            "id": {"type": "string"}, "mac": {"type": "string"}, "image": {"type": "string"},
+            "hostname": text, "state": {"enum": list(STATES)}, "phase": text, "message": text, "error": text,
+            "bytes_done": integer, "bytes_total": integer, "eta_seconds": number,
+            "created_at": {"type": "number"}, "updated_at": {"type": "number"}, "last_seen_at": number,
+            "root_uuid": text, "check_message": text,
+            "request": {"type": "object", "description": "the request as sent, secrets replaced by their sha256"},
+            "boot_path": _nullable("string", description="how the machine reached the installer: ipxe, grub-http "
+                                                         "or shim-grub (null until its boot script is served)"),
+            "first_stage": _nullable("object", description="the last first-stage loader it fetched over TFTP",
+                                     properties={"loader": {"type": "string"}, "client": {"type": "string"},
+                                                 "mac": text, "at": {"type": "number"}}),
+            "secure_boot": {
+                "type": "object", "required": ["requested", "installer", "target"],
+                "properties": {
+                    "requested": {"type": "boolean", "description": "asked for by the request or its kickstart"},
+                    "installer": _nullable("boolean", description="the installer booted with Secure Boot on "
+                                                                  "(reported by the agent)"),
+                    "target": _nullable("boolean", description="the installed system booted with Secure Boot on "
+                                                               "(the activation check)"),
+                },
+            },
+            "events": _nullable("array", items={"type": "object"}),
+        },
+    }
 
 
 def openapi_document() -> dict:
@@ -42,16 +82,18 @@ def openapi_document() -> dict:
                               params=[_path_param("name")]),
             },
             "/api/v1/deployments": {
-                "get": _op("List deployments (filters: state, mac)", tag="deployments", params=[
-                    {"name": "state", "in": "query", "schema": {"type": "string"}},
-                    {"name": "mac", "in": "query", "schema": {"type": "string"}}]),
+                "get": _op("List deployments (filters: state, mac)", tag="deployments", returns="DeploymentList",
+                           params=[{"name": "state", "in": "query", "schema": {"type": "string"}},
+                                   {"name": "mac", "in": "query", "schema": {"type": "string"}}]),
                 "post": _op("Create a deployment (idempotent with Idempotency-Key: a replay answers 200)",
                             body="DeploymentCreate", ok=("201", "200"),
-                            tag="deployments", params=[idem]),
+                            tag="deployments", params=[idem], returns="Deployment"),
             },
             "/api/v1/deployments/{dep_id}": {
-                "get": _op("Show a deployment with its events", tag="deployments", params=[_path_param("dep_id")]),
-                "delete": _op("Cancel a deployment", tag="deployments", params=[_path_param("dep_id")]),
+                "get": _op("Show a deployment with its events", tag="deployments", params=[_path_param("dep_id")],
+                           returns="Deployment"),
+                "delete": _op("Cancel a deployment", tag="deployments", params=[_path_param("dep_id")],
+                              returns="Deployment"),
             },
             "/api/v1/deployments/{dep_id}/log": {
                 "get": _op("The agent's log (text/plain)", tag="deployments", params=[_path_param("dep_id")]),
@@ -68,7 +110,7 @@ def openapi_document() -> dict:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                     {"name": "since", "in": "query", "schema": {"type": "number"}}]),
             },
-            "/api/v1/agent/plan": {"get": _op("The deploy plan (metalstream-plan/1)", tag="agent", agent=True)},
+            "/api/v1/agent/plan": {"get": _op("The deploy plan (metalstream-plan/1.x)", tag="agent", agent=True)},
             "/api/v1/agent/events": {"post": _op("Report progress", body="Event", tag="agent", agent=True)},
             "/api/v1/agent/result": {"post": _op("Report the final result", body="Result", tag="agent", agent=True)},
             "/api/v1/openapi.json": {"get": _op("This document", tag="meta")},
@@ -101,8 +143,14 @@ def openapi_document() -> dict:
                         "kernel_args": {"type": "array", "items": {"type": "string"}},
                         "kickstart": {"type": "string"},
                         "ssh_address": {"type": "string", "example": "127.0.0.1:2222"},
+                        "secure_boot": {"type": "boolean", "default": False,
+                                        "description": "boot the image's signed shim, grub and kernel with Secure "
+                                                       "Boot on (400 when the image lacks them or boot_mode is bios)"},
                     },
                 },
+                "Deployment": _deployment_schema(),
+                "DeploymentList": {"type": "object", "required": ["deployments"], "properties": {
+                    "deployments": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}}}},
                 "Event": {"type": "object", "additionalProperties": False, "required": ["phase"],
                           "properties": {"phase": {"enum": list(PHASES)}, "message": {"type": "string"},
                                          "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"},

@@ -24,6 +24,11 @@ def image_ref(image: dict, base_url: str, *, mirrors: tuple[MirrorRule, ...] = (
                     manifest=image["manifest"], urls=tuple(urls))
 
 
+def secure_boot_requested(request: dict, storage: dict | None) -> bool:
+    """The deployment asked for Secure Boot: in its request, or in its deploy-time kickstart's add-on."""
+    return bool(request.get("secure_boot") or ((storage or {}).get("secure_boot") or {}).get("required"))
+
+
 def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image: dict, base_url: str,
                deploy_public_key: str, mirrors: tuple[MirrorRule, ...] = (), client_address: str | None = None) -> dict:
     """The plan for one deployment. Top-level request values win over the deploy-time kickstart's;
@@ -47,5 +52,6 @@ def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image
         ssh_keys=list(dict.fromkeys(ssh_keys)),
         kernel_args=kernel_args,
         report={"events_url": f"{base_url}{EVENTS_PATH}", "result_url": f"{base_url}{RESULT_PATH}"},
+        secure_boot=secure_boot_requested(request, storage),
     )
     return Plan.from_json(plan.to_json()).to_json()  # the agent's reader is the judge of what is sent

@@ -6,6 +6,8 @@
   MACs, boot modes, phases, deployment states, bounded numbers and text).
 - `manifests`: the image manifest and the installer manifest, each with a writer and a reader.
 - `deployspec`: what a kickstart says about one machine (disks, bootloader, network, keys).
+- `secureboot`: which packages make each family's signed boot chain, and why an image cannot boot under
+  Secure Boot.
 - `plan`: the deploy plan the service hands the agent, with a writer and a reader.
 - `events`: the agent's progress events and final result, with writers and readers.
 

@@ -1,8 +1,9 @@
 """Deploy spec: what a kickstart says about one machine's disks, bootloader, network and keys.
 
 Plain data, filled by the kickstart front end (tarball_builder.kickstart) from `ignoredisk`,
-`clearpart`, `zerombr`, `reqpart`, `autopart`, `part`, `bootloader`, `network` and `sshkey`,
-and carried to the agent inside the deploy plan as its `storage` (`to_dict` / `from_dict`).
+`clearpart`, `zerombr`, `reqpart`, `autopart`, `part`, `bootloader`, `network`, `sshkey` and
+`%addon org_metalstream_deploy` (Secure Boot), and carried to the agent inside the deploy plan as
+its `storage` (`to_dict` / `from_dict`).
 Sizes are MiB, as in kickstart. `line` fields give the kickstart line a value came from.
 """
 from __future__ import annotations
@@ -85,6 +86,15 @@ class SshKey:
 
 
 @dataclass
+class SecureBoot:
+    """`secure_boot=true` in `%addon org_metalstream_deploy`: the machine boots the image through the
+    distribution's signed shim, grub and kernel, with Secure Boot on."""
+
+    required: bool = True
+    line: int | None = None
+
+
+@dataclass
 class DeploySpec:
     ignoredisk: IgnoreDisk | None = None
     clearpart: ClearPart | None = None
@@ -97,9 +107,14 @@ class DeploySpec:
     network: list[NetworkDevice] = field(default_factory=list)
     hostname: str | None = None
     ssh_keys: list[SshKey] = field(default_factory=list)
+    secure_boot: SecureBoot | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as JSON; `secure_boot` only when given, so a spec without it is what older agents read."""
+        document = asdict(self)
+        if self.secure_boot is None:
+            del document["secure_boot"]
+        return document
 
     @classmethod
     def from_dict(cls, data: Any, location: str = "storage") -> "DeploySpec":

@@ -14,13 +14,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import BadInput
-from . import rules
+from . import rules, secureboot
 from .deployspec import DeploySpec, NetworkDevice, from_dict
 from .formats import PLAN, PLAN_FORMAT, check_format
 from .manifests import read_image_manifest
 
 TOP_FIELDS = ("format", "deployment_id", "image", "disk_hints", "boot_mode", "storage", "hostname", "network",
-              "root_password_hash", "ssh_keys", "kernel_args", "report")
+              "root_password_hash", "ssh_keys", "kernel_args", "report", "secure_boot")
 IMAGE_FIELDS = ("name", "url", "urls", "sha256", "size", "manifest")
 HINT_TEXT_FIELDS = ("serial", "wwn", "by_path", "model", "name")
 HINT_SIZE_FIELDS = ("min_size_gib", "max_size_gib")
@@ -122,13 +122,15 @@ class Plan:
     ssh_keys: list[str] = field(default_factory=list)
     kernel_args: str = ""
     report: dict | None = None
+    secure_boot: bool = False  # boot the image's signed shim → grub → kernel; never an unsigned fallback
 
     @classmethod
     def from_json(cls, data: Any) -> "Plan":
         return read_plan(data)
 
     def to_json(self) -> dict:
-        return {
+        """The plan document; `secure_boot` (plan 1.2) only when true, so such a plan is what 1.1 agents read."""
+        document = {
             "format": PLAN_FORMAT,
             "deployment_id": self.deployment_id,
             "image": self.image.to_json(),
@@ -142,6 +144,9 @@ class Plan:
             "kernel_args": self.kernel_args,
             "report": self.report,
         }
+        if self.secure_boot:
+            document["secure_boot"] = True
+        return document
 
     @property
     def wipe_allowed(self) -> bool:
@@ -237,16 +242,24 @@ def read_plan(data: Any) -> Plan:
         for key, value in report.items():
             rules.text(value, f"plan.report.{key}", allow_empty=False)
     hostname, password, boot_mode = data.get("hostname"), data.get("root_password_hash"), data.get("boot_mode")
+    boot_mode = rules.boot_mode("both" if boot_mode is None else boot_mode, "plan.boot_mode")
+    storage = read_storage(data.get("storage"))
+    asked = data.get("secure_boot")
+    secure_boot = (asked is not None and rules.boolean(asked, "plan.secure_boot")) or bool(
+        storage and storage.secure_boot and storage.secure_boot.required)
+    if secure_boot:
+        secureboot.check_boot_mode(boot_mode, "plan.secure_boot")
     return Plan(
         deployment_id=deployment_id,
         image=read_image_ref(data.get("image")),
         disk_hints=DiskHints.from_json(data.get("disk_hints"), "plan.disk_hints"),
-        boot_mode=rules.boot_mode("both" if boot_mode is None else boot_mode, "plan.boot_mode"),
-        storage=read_storage(data.get("storage")),
+        boot_mode=boot_mode,
+        storage=storage,
         hostname=rules.hostname(hostname, "plan.hostname") if hostname is not None else None,
         network=[read_network_device(item, f"plan.network[{i}]") for i, item in enumerate(network)],
         root_password_hash=rules.password_hash(password, "plan.root_password_hash") if password is not None else None,
         ssh_keys=read_ssh_keys(data.get("ssh_keys"), "plan.ssh_keys"),
         kernel_args=rules.kernel_args(data.get("kernel_args") or "", "plan.kernel_args"),
         report=report,
+        secure_boot=secure_boot,
     )

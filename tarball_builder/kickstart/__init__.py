@@ -2,12 +2,14 @@
 
     split = parse_kickstart("kickstarts/debian-minimal.ks", variables={"hostname": "node-1"})
     split.build      # tarball_builder.spec.BuildSpec: repos, %packages, settings, %post
-    split.deploy     # metalstream.contracts.deployspec.DeploySpec: disk layout, bootloader, network, per-host keys
+    split.deploy     # metalstream.contracts.deployspec.DeploySpec: disk layout, bootloader, network, per-host keys,
+                     # Secure Boot
     problems = lint_kickstart("x.ks")   # list[Diagnostic], never raises for kickstart problems
 
 Steps: render each file as a Jinja2 template and expand %include (source), parse with pykickstart
 at a pinned syntax version (adapter), warn about what the pipeline does not support (support),
-read the distribution (addon), split (build_split, deploy_split). Every problem is located.
+read the distribution (addon) and the deploy settings (deploy_addon), split (build_split,
+deploy_split), and warn when Secure Boot is asked for without the signed packages. Every problem is located.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..spec import Diagnostic, Distribution, SplitKickstart
 from .adapter import SYNTAX_NAME, SYNTAX_VERSION, parse
 from .addon import ADDON_NAME, read_distribution
 from .build_split import split_build, ssh_keys
+from .deploy_addon import check_signed_packages, read_deploy_settings
 from .deploy_split import split_deploy
 from .diagnostics import Findings
 from .source import expand
@@ -63,7 +66,7 @@ def parse_deploy_kickstart(path: str | Path, *, variables: dict | None = None, s
         findings.origins = source.origins
         parsed = parse(source.text, findings)
         check_support(parsed, findings)
-        deploy = split_deploy(parsed, findings)
+        deploy = split_deploy(parsed, findings, read_deploy_settings(parsed, findings))
         deploy.ssh_keys = ssh_keys(parsed, findings)
     diagnostics = findings.sorted()
     problems = [d for d in diagnostics if d.severity == "error" or strict]
@@ -95,8 +98,10 @@ def _analyse(path: str, variables: dict | None) -> tuple[SplitKickstart | None, 
     distribution = read_distribution(parsed, findings)
     # Without a usable distribution the split still runs (family "" skips family rules) to find every problem.
     build = split_build(parsed, source.text.splitlines(), distribution or Distribution("", ""), findings)
-    deploy = split_deploy(parsed, findings)
+    settings = read_deploy_settings(parsed, findings)
+    deploy = split_deploy(parsed, findings, settings)
     deploy.ssh_keys = [replace(key) for key in build.ssh_keys]
+    check_signed_packages(settings, distribution or Distribution("", ""), build.packages, findings)
     diagnostics = findings.sorted()
     if findings.errors or distribution is None:
         return None, diagnostics

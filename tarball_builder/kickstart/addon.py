@@ -8,6 +8,7 @@
     arch=x86_64
     %end
 
+`%addon org_metalstream_deploy` (deploy settings no anaconda command says) is read by deploy_addon.
 Other `%addon` sections (e.g. com_redhat_kdump) configure anaconda add-ons: warned and ignored.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .adapter import Parsed
 from .diagnostics import Findings
 
 ADDON_NAME = "org_metalstream_image"
+DEPLOY_ADDON_NAME = "org_metalstream_deploy"
 FAMILIES = ("debian", "rpm")
 DEBIAN_VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
                    "debootstrap", "standard")
@@ -30,26 +32,39 @@ _COMPONENT = re.compile(r"[a-z0-9][a-z0-9-]*(/[a-z0-9-]+)?")
 
 def read_distribution(parsed: Parsed, findings: Findings) -> Distribution | None:
     """The Distribution named by the metalstream addon; problems go to `findings` (None if unusable)."""
-    ours = []
     for section in parsed.sections:
-        if section.name != "%addon":
-            continue
-        name = section.args[0] if section.args else ""
-        if name == ADDON_NAME:
-            ours.append(section)
-        else:
+        name = section.args[0] if section.name == "%addon" and section.args else ""
+        if section.name == "%addon" and name not in (ADDON_NAME, DEPLOY_ADDON_NAME):
             findings.warn(section.line, f"%addon {name or '(unnamed)'}: anaconda add-ons are not supported: ignored")
-    if len(ours) > 1:
-        findings.error(ours[1].line, f"%addon {ADDON_NAME} given twice (first at line {findings.locate(ours[0].line)[1]})")
-        return None
-    if not ours:
-        if parsed.complete:
+    section = our_section(parsed, ADDON_NAME, findings)
+    if section is None:
+        if parsed.complete and not sections_named(parsed, ADDON_NAME):
             findings.error_at_end(f"no `%addon {ADDON_NAME}` section: a kickstart must name its distribution "
                                                "family and release (see kickstarts/README.md)")
         return None
-    section = ours[0]
-    if len(section.args) > 1:
-        findings.error(section.line, f"%addon {ADDON_NAME} takes no options (got {' '.join(section.args[1:])})")
+    return _distribution(key_values(section, KEYS, findings), section.line, findings)
+
+
+def sections_named(parsed: Parsed, name: str) -> list:
+    return [s for s in parsed.sections if s.name == "%addon" and s.args[:1] == [name]]
+
+
+def our_section(parsed: Parsed, name: str, findings: Findings):
+    """The one `%addon NAME` section (None if there is none, or an error if it is given twice)."""
+    ours = sections_named(parsed, name)
+    if len(ours) > 1:
+        findings.error(ours[1].line, f"%addon {name} given twice (first at line {findings.locate(ours[0].line)[1]})")
+        return None
+    if not ours:
+        return None
+    if len(ours[0].args) > 1:
+        findings.error(ours[0].line, f"%addon {name} takes no options (got {' '.join(ours[0].args[1:])})")
+    return ours[0]
+
+
+def key_values(section, keys: tuple[str, ...], findings: Findings) -> dict[str, tuple[str, int]]:
+    """KEY=VALUE lines of an add-on section (`#` starts a comment): key → (value, line)."""
+    name = section.args[0]
     values: dict[str, tuple[str, int]] = {}
     for line, text in section.body:
         stripped = text.strip()
@@ -58,14 +73,14 @@ def read_distribution(parsed: Parsed, findings: Findings) -> Distribution | None
         key, sep, value = stripped.partition("=")
         key, value = key.strip(), value.split("#", 1)[0].strip()
         if not sep:
-            findings.error(line, f"%addon {ADDON_NAME}: expected KEY=VALUE, got {stripped!r}")
-        elif key not in KEYS:
-            findings.error(line, f"%addon {ADDON_NAME}: unknown key {key!r} (known: {', '.join(KEYS)})")
+            findings.error(line, f"%addon {name}: expected KEY=VALUE, got {stripped!r}")
+        elif key not in keys:
+            findings.error(line, f"%addon {name}: unknown key {key!r} (known: {', '.join(keys)})")
         elif key in values:
-            findings.error(line, f"%addon {ADDON_NAME}: {key} given twice")
+            findings.error(line, f"%addon {name}: {key} given twice")
         else:
             values[key] = (value, line)
-    return _distribution(values, section.line, findings)
+    return values
 
 
 def _distribution(values: dict[str, tuple[str, int]], header: int, findings: Findings) -> Distribution | None:

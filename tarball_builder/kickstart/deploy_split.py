@@ -1,4 +1,5 @@
-"""Deploy half of the split: what the agent applies to each machine (disk layout, bootloader, network, keys)."""
+"""Deploy half of the split: what the agent applies to each machine (disk layout, bootloader, network, keys,
+Secure Boot)."""
 from __future__ import annotations
 
 from metalstream.contracts import rules
@@ -10,9 +11,11 @@ from metalstream.contracts.deployspec import (
     IgnoreDisk,
     NetworkDevice,
     PartSpec,
+    SecureBoot,
 )
 
 from .adapter import AUTOPART_SCHEMES, CLEARPART_MODES, Parsed
+from .deploy_addon import DeploySettings
 from .diagnostics import Findings
 
 FSTYPES = ("ext4", "xfs", "vfat", "efi", "swap", "biosboot")
@@ -24,7 +27,8 @@ _PART_IGNORED = (("encrypted", "--encrypted"), ("onPart", "--onpart/--usepart"),
                  ("mkfsopts", "--mkfsoptions"), ("onbiosdisk", "--onbiosdisk"))
 
 
-def split_deploy(parsed: Parsed, findings: Findings) -> DeploySpec:
+def split_deploy(parsed: Parsed, findings: Findings, settings: DeploySettings) -> DeploySpec:
+    """The deploy spec; `settings` are what `%addon org_metalstream_deploy` said (deploy_addon)."""
     h = parsed.handler
     original = lambda line: findings.locate(line)[1] if line else None  # noqa: E731
     spec = DeploySpec()
@@ -45,6 +49,8 @@ def split_deploy(parsed: Parsed, findings: Findings) -> DeploySpec:
     if h.bootloader.seen:
         spec.bootloader = _bootloader(parsed, findings, original)
     spec.network, spec.hostname = _network(parsed, findings, original)
+    if settings.secure_boot:
+        spec.secure_boot = SecureBoot(required=True, line=original(settings.secure_boot_line))
     return spec
 
 
