@@ -45,14 +45,16 @@ def read_image_manifest(path: Path) -> tuple[dict, Path]:
 
 def read_installer_manifest(path: Path) -> dict:
     """Parse and check an installer manifest and its files; return it with absolute `kernel_path` /
-    `initramfs_path` added."""
+    `initramfs_path` added, and `shim_path` / `grub_path` when it carries signed loaders (`secure_boot`)."""
     path = Path(path)
     manifest = manifests.read_installer_manifest(manifests.load_document(path), str(path))
-    for part in ("kernel", "initramfs"):
-        entry = manifest[part]
+    parts = [(part, manifest[part], part) for part in ("kernel", "initramfs")]
+    parts += [(f"secure_boot.{key}", entry, key) for key, entry in manifest.get("secure_boot", {}).items()
+              if key in manifests.SECURE_BOOT_LOADERS]
+    for where, entry, key in parts:
         target = path.parent / entry["file"]
-        _check_file(target, entry["size"], entry["sha256"], f"{path}: {part}")
-        manifest[f"{part}_path"] = str(target.resolve())
+        _check_file(target, entry["size"], entry["sha256"], f"{path}: {where}")
+        manifest[f"{key}_path"] = str(target.resolve())
     return manifest
 
 

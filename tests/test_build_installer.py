@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import stat
+import struct
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def test_manifest_describes_the_files_beside_it(installer_build):
     version = manifest["kernel_version"]
     assert (out / "installer.vmlinuz").read_bytes() == (root / f"boot/vmlinuz-{version}").read_bytes()
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".installer.build-")) == [
-        "installer.initramfs", "installer.json", "installer.vmlinuz"]
+        "installer.grubnetx64.efi", "installer.initramfs", "installer.json", "installer.shimx64.efi",
+        "installer.vmlinuz"]
     assert (out / "installer.initramfs").stat().st_mode & 0o777 == 0o644
     assert manifest["initramfs"]["size"] < MAX_COMPRESSED
     assert manifest["initramfs_uncompressed_size"] > manifest["initramfs"]["size"]
@@ -94,6 +96,46 @@ def test_initramfs_holds_the_agent_its_runtime_and_only_the_chosen_modules(insta
     assert not any("/deployer/__pycache__/" in n and "cpython-311.pyc" not in n for n in names)
     assert "usr/lib/python3/dist-packages/deployer/__pycache__/agent.cpython-311.pyc" in names
     assert len(names) == manifest["file_count"] + 1  # `.` itself
+
+
+def authenticode_signatures(path: Path) -> list[bytes]:
+    """The PKCS#7 blobs in a PE image's certificate table (its Authenticode signatures)."""
+    data = path.read_bytes()
+    assert data[:2] == b"MZ"
+    pe = struct.unpack_from("<I", data, 0x3C)[0]
+    assert data[pe:pe + 4] == b"PE\0\0"
+    optional = pe + 24
+    assert struct.unpack_from("<H", data, optional)[0] == 0x20B  # PE32+: a 64-bit image
+    offset, size = struct.unpack_from("<II", data, optional + 112 + 4 * 8)  # data directory 4: security
+    blobs = []
+    while size >= 8:
+        length, _, kind = struct.unpack_from("<IHH", data, offset)
+        if kind == 2:  # WIN_CERT_TYPE_PKCS_SIGNED_DATA
+            blobs.append(data[offset + 8:offset + length])
+        step = (length + 7) & ~7
+        offset, size = offset + step, size - step
+    return blobs
+
+
+def test_signed_loaders_ship_beside_the_kernel_and_not_in_the_initramfs(installer_build):
+    """Debian's shim and signed network grub, as the packages installed them, for the Secure Boot path."""
+    manifest, out, root = installer_build
+    loaders = manifest["secure_boot"]
+    for key, suffix, source, signer in (
+            ("shim", "shimx64.efi", "usr/lib/shim/shimx64.efi.signed", b"Microsoft Corporation UEFI CA 2011"),
+            ("grub", "grubnetx64.efi", "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+             b"Debian Secure Boot Signer")):
+        path = out / loaders[key]["file"]
+        assert loaders[key]["file"] == f"installer.{suffix}"
+        assert loaders[key] == {"file": path.name, "sha256": sha256(root / source), "size": path.stat().st_size}
+        assert path.read_bytes() == (root / source).read_bytes()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.stat().st_mtime == manifest["created"]
+        signatures = authenticode_signatures(path)
+        assert signatures and any(signer in blob for blob in signatures), key
+    names = initramfs_listing(out / manifest["initramfs"]["file"])
+    for dropped in ("usr/lib/shim", "usr/lib/grub/x86_64-efi-signed", "usr/share/shim", "usr/bin/mokutil",
+                    "usr/sbin/update-secureboot-policy"):
+        assert not any(n == dropped or n.startswith(dropped + "/") for n in names), dropped
 
 
 def _dep_line(line: str) -> tuple[str, frozenset[str]]:
@@ -150,6 +192,7 @@ def test_same_root_gives_the_same_initramfs(installer_build, tmp_path):
     again = make_installer(installer_context(root, tmp_path / "out", tmp_path / "work", epoch=manifest["created"]))
     assert again["initramfs"]["sha256"] == manifest["initramfs"]["sha256"]
     assert again["kernel"]["sha256"] == manifest["kernel"]["sha256"]
+    assert again["secure_boot"] == manifest["secure_boot"]
     assert list((tmp_path / "work").iterdir()) == []  # the staging tree is gone
 
 

@@ -14,6 +14,7 @@ from metalstream import proc
 from metalstream.errors import BadInput, OperationFailed
 from tarball_builder.installer import make_installer
 from tarball_builder.installer.kernel import find_kernel
+from tarball_builder.installer.loaders import SIGNED_LOADERS, find_signed_loaders
 from tarball_builder.installer.modules import module_name, parse_tree, select
 from tarball_builder.installer.trim import files_to_copy, keep
 
@@ -72,6 +73,9 @@ def test_selection_globs_and_missing_modules():
     "var/log/apt/history.log", "usr/lib/python3.11/test/test_os.py",
     "usr/lib/python3/dist-packages/requests/__pycache__/api.cpython-311.pyc",
     "usr/lib/x86_64-linux-gnu/libicudata.so.72.1", "usr/lib/udev/hwdb.bin",
+    # Secure Boot packages: the signed loaders ship beside the kernel, their tools not at all
+    "usr/lib/shim/shimx64.efi.signed", "usr/lib/shim/mmx64.efi", "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+    "usr/share/shim/debian-uefi-ca.der", "usr/bin/mokutil", "usr/sbin/update-secureboot-policy",
 ])
 def test_trimming_drops(path):
     assert not keep(path)
@@ -80,7 +84,8 @@ def test_trimming_drops(path):
 @pytest.mark.parametrize("path", [
     "usr/bin/python3.11", "usr/lib/python3.11/os.py", "usr/lib/python3/dist-packages/requests/api.py",
     "usr/lib/x86_64-linux-gnu/libc.so.6", "usr/lib/udev/rules.d/60-persistent-storage.rules",
-    "usr/lib/grub/x86_64-efi/normal.mod", "etc/passwd", "var/log", "tmp", "run", "usr/share/doc-base-not",
+    "usr/lib/grub/x86_64-efi/normal.mod", "usr/lib/grub/i386-pc/boot.img", "usr/sbin/grub-mkimage",
+    "usr/bin/efibootmgr", "etc/passwd", "var/log", "tmp", "run", "usr/share/doc-base-not",
 ])
 def test_trimming_keeps(path):
     assert keep(path)
@@ -149,6 +154,33 @@ def test_root_without_kernel_is_bad_input_naming_the_kickstart_and_writes_nothin
     assert caught.value.exit_code == 2
     assert f"installer.ks:{_packages_line()}" in str(caught.value)
     assert "linux-image-amd64" in str(caught.value)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def _add_loader(root: Path, key: str) -> Path:
+    path = root / SIGNED_LOADERS[key][0]
+    _touch(path, f"MZ signed {key}".encode())
+    return path
+
+
+def test_signed_loaders_are_found_both_or_neither(tmp_path):
+    root = fake_root(tmp_path / "root")
+    assert find_signed_loaders(root) == {}
+    shim, grub = _add_loader(root, "shim"), _add_loader(root, "grub")
+    assert find_signed_loaders(root) == {"shim": shim, "grub": grub}
+
+
+@pytest.mark.parametrize("present, missing_package", [("shim", "grub-efi-amd64-signed"), ("grub", "shim-signed")])
+def test_half_a_signed_chain_is_bad_input_naming_the_packages_line_and_writes_nothing(tmp_path, present,
+                                                                                      missing_package):
+    root = fake_root(tmp_path / "root")
+    _add_loader(root, present)
+    out = tmp_path / "out"
+    with pytest.raises(BadInput) as caught:
+        make_installer(installer_context(root, out, tmp_path / "work"))
+    assert caught.value.exit_code == 2
+    assert caught.value.location.endswith(f"installer.ks:{_packages_line()}")
+    assert f"add {missing_package} to %packages" in str(caught.value)
     assert not out.exists() or list(out.iterdir()) == []
 
 

@@ -21,6 +21,8 @@ from .formats import IMAGE, IMAGE_FORMAT, INSTALLER, INSTALLER_FORMAT, check_for
 
 BUILDER_NAME = "metalstream"
 BOOTLOADER_FIELDS = ("bios_grub", "uefi_grub", "shim")
+# An installer's signed first-stage loaders (`secure_boot` in its manifest): both or neither.
+SECURE_BOOT_LOADERS = ("shim", "grub")
 
 
 def builder_info() -> dict:
@@ -87,9 +89,12 @@ def file_entry(path: Path) -> dict:
 
 def installer_manifest(*, name: str, kernel: dict, initramfs: dict, kernel_version: str, created: int,
                        kickstart_sha256: str, initramfs_uncompressed_size: int, file_count: int, module_count: int,
-                       agent_sha256: str) -> dict:
-    """The installer manifest; `kernel` and `initramfs` are `file_entry` records of the files beside it."""
-    return read_installer_manifest({
+                       agent_sha256: str, secure_boot: dict | None = None) -> dict:
+    """The installer manifest; `kernel` and `initramfs` are `file_entry` records of the files beside it.
+
+    `secure_boot` ({"shim": file_entry, "grub": file_entry}: the distribution's signed first-stage
+    loaders beside it) is written only when the installer has them."""
+    document = {
         "format": INSTALLER_FORMAT,
         "name": name,
         "kernel": kernel,
@@ -102,7 +107,10 @@ def installer_manifest(*, name: str, kernel: dict, initramfs: dict, kernel_versi
         "file_count": file_count,
         "module_count": module_count,
         "agent_sha256": agent_sha256,
-    }, "installer manifest")
+    }
+    if secure_boot is not None:
+        document["secure_boot"] = secure_boot
+    return read_installer_manifest(document, "installer manifest")
 
 
 def read_installer_manifest(data: Any, location: str, *, sep: str = ": ") -> dict:
@@ -112,16 +120,25 @@ def read_installer_manifest(data: Any, location: str, *, sep: str = ": ") -> dic
     check_format(data.get("format"), INSTALLER, at("format"))
     rules.image_name(data.get("name"), at("name"))
     for part in ("kernel", "initramfs"):
-        entry = rules.expect_object(data.get(part), at(part))
-        rules.file_name(entry.get("file"), at(f"{part}.file"))
-        rules.sha256(entry.get("sha256"), at(f"{part}.sha256"))
-        rules.integer(entry.get("size"), at(f"{part}.size"), minimum=1)
+        _file_entry(data.get(part), at(part))
+    if "secure_boot" in data:  # optional: only installers that carry signed loaders have it
+        loaders = rules.expect_object(data["secure_boot"], at("secure_boot"))
+        for part in SECURE_BOOT_LOADERS:
+            _file_entry(loaders.get(part), at(f"secure_boot.{part}"))
     rules.text(data.get("kernel_version"), at("kernel_version"), max_length=256, allow_empty=False)
     rules.integer(data.get("created"), at("created"))
     for key in ("kickstart_sha256", "agent_sha256"):
         if key in data:  # recorded since the demo reuses installers only when both still match
             rules.sha256(data[key], at(key))
     return data
+
+
+def _file_entry(value: Any, location: str) -> dict:
+    entry = rules.expect_object(value, location)
+    rules.file_name(entry.get("file"), f"{location}.file")
+    rules.sha256(entry.get("sha256"), f"{location}.sha256")
+    rules.integer(entry.get("size"), f"{location}.size", minimum=1)
+    return entry
 
 
 def file_sha256(path: Path) -> str:

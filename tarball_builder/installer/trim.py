@@ -26,12 +26,16 @@ DROPPED_TREES: tuple[str, ...] = (
     "usr/lib/python3.*/test", "usr/lib/python3.*/idlelib", "usr/lib/python3.*/tkinter",
     "usr/lib/python3.*/turtledemo", "usr/lib/python3.*/lib2to3", "usr/lib/python3.*/ensurepip",
     "usr/lib/python3.*/pydoc_data",
+    # Secure Boot network boot: the signed loaders ship beside the kernel (loaders.py), not in here.
+    "usr/lib/shim", "usr/lib/grub/x86_64-efi-signed", "usr/share/shim",
 )
 # Single files dropped (globs): ICU only serves xfs_scrub, which the deployer never runs; udev's
 # hardware database only adds vendor names, not the ID_SERIAL/ID_WWN/ID_PATH the disk hints use.
 DROPPED_FILES: tuple[str, ...] = (
     "usr/lib/x86_64-linux-gnu/libicu*", "usr/sbin/xfs_scrub", "usr/sbin/xfs_scrub_all",
     "usr/lib/udev/hwdb.bin", "etc/udev/hwdb.bin",
+    # shim-signed's tools: nothing in the installer changes MOK state (Secure Boot state is read from efivarfs).
+    "usr/bin/mokutil", "usr/sbin/update-secureboot-policy",
 )
 # Directories kept (empty) although their content is dropped.
 KEPT_EMPTY: frozenset[str] = frozenset({"var/cache", "var/log", "var/tmp", "tmp", "run"})
