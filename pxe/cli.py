@@ -353,19 +353,40 @@ def db_upgrade(data_dir, db_url):
 
 
 @click.command("dnsmasq-config")
-@click.option("--server-url", required=True, help="The service's URL, e.g. http://10.0.0.5:8080.")
-@click.option("--subnet", required=True, help="The PXE clients' network, e.g. 10.0.0.0/24.")
-@click.option("--tftp-server", required=True, help="IP address of the TFTP server (`metalstream serve --tftp 69`).")
-@click.option("--interface", default=None, help="Listen only on this interface.")
-def dnsmasq_config(server_url, subnet, tftp_server, interface):
-    """Print a proxy-DHCP dnsmasq configuration that chains PXE clients to the service.
+@click.option("--server-url", required=True, metavar="URL",
+              help="The service's URL, e.g. http://10.0.0.5:8080: iPXE fetches URL/boot.ipxe.")
+@click.option("--subnet", required=True, metavar="CIDR", help="The PXE clients' network, e.g. 10.0.0.0/24.")
+@click.option("--tftp-server", required=True, metavar="IP",
+              help="IP address of the TFTP server that serves the first-stage loaders (`metalstream serve --tftp 69`).")
+@click.option("--interface", default=None, metavar="NAME",
+              help="Listen only on this interface (default: every interface with an address in --subnet).")
+@click.option("--uefi-loader", type=click.Choice(["ipxe", "shim"]), default="ipxe", show_default=True,
+              help="What UEFI x86-64 PXE clients (DHCP client architecture 7 and 9) boot first, over TFTP: "
+                   "ipxe = iPXE (snponly.efi; refused by firmware that enforces Secure Boot); shim = the "
+                   "distribution's signed shim (shimx64.efi), which loads grubx64.efi and grub/grub.cfg from the "
+                   "same TFTP server (needs an installer built with the signed loaders). BIOS clients get "
+                   "undionly.kpxe either way.")
+@click.option("--dhcp-range", default=None, metavar="START,END",
+              help="Hand out addresses START to END (inside --subnet, 12 h leases) instead of proxy DHCP: only on an "
+                   "isolated provisioning network with no other DHCP server.")
+def dnsmasq_config(server_url, subnet, tftp_server, interface, uefi_loader, dhcp_range):
+    """Print a dnsmasq configuration that chains PXE clients to the service.
 
-    It hands out no leases: the existing DHCP server keeps doing that. Save it as
-    /etc/dnsmasq.d/metalstream.conf (check it with `dnsmasq --test -C FILE`).
+    By default it is proxy DHCP: it hands out no leases, the existing DHCP server keeps doing that and
+    dnsmasq only adds the PXE boot answer. With --dhcp-range, dnsmasq is the network's DHCP server.
+    UEFI HTTP boot clients are offered nothing (the signed GRUB of the Secure Boot path cannot fetch over
+    HTTP); they fall back to PXE. Save it as /etc/dnsmasq.d/metalstream.conf (check it with
+    `dnsmasq --test -C FILE`).
+
+    \b
+    Examples:
+      metalstream dnsmasq-config --server-url http://10.0.0.5:8080 --subnet 10.0.0.0/24 --tftp-server 10.0.0.5
+      metalstream dnsmasq-config --server-url http://10.0.0.5:8080 --subnet 10.0.0.0/24 --tftp-server 10.0.0.5 \\
+          --uefi-loader shim --dhcp-range 10.0.0.100,10.0.0.199 --interface eth1
     """
-    from .dnsmasq import proxy_dhcp_config
-    click.echo(proxy_dhcp_config(server_url=server_url, subnet=subnet, tftp_server=tftp_server, interface=interface),
-               nl=False)
+    from .dnsmasq import dnsmasq_config as render
+    click.echo(render(server_url=server_url, subnet=subnet, tftp_server=tftp_server, interface=interface,
+                      uefi_loader=uefi_loader, dhcp_range=dhcp_range), nl=False)
 
 
 COMMANDS = [serve, image, token, db_group, dnsmasq_config]
