@@ -3,7 +3,8 @@
 The text goes through the builder's kickstart front end (tarball_builder.kickstart: templating,
 pykickstart at the pinned syntax, the deploy half of the split), so it is validated exactly like a
 kickstart given to `metalstream ks`. Only its deploy commands are used (clearpart, part, autopart,
-bootloader, network, sshkey, ...); a full kickstart is accepted too and its build part ignored.
+bootloader, network, sshkey, ..., and `%addon org_metalstream_deploy`'s `secure_boot=true`); a full
+kickstart is accepted too and its build part ignored.
 Because the text comes from an API client, anything that would read files on the server
 (`%include`, `%ksappend`, template statements) is refused before parsing.
 """
