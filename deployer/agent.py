@@ -18,9 +18,11 @@ from typing import Callable, TextIO
 import requests
 
 from metalstream import proc
+from metalstream.contracts.efivars import EFIVARS
 from metalstream.errors import BadInput, MetalstreamError, OperationFailed
 
 from .agentlog import AgentLog
+from .firmware import read_secure_boot
 from .report import ConsoleReporter, HttpReporter, TeeReporter
 from .tls import Verify, check_source_trusted, describe, refusal, require_https, trust, untrusted_certificate
 
@@ -109,8 +111,10 @@ def reboot_machine() -> None:
         Path("/proc/sysrq-trigger").write_text("b")
 
 
-def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] = reboot_machine) -> int:
-    """The agent from plan to reboot; returns the process exit code (0 installed, 1 failed, 2 bad plan)."""
+def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] = reboot_machine,
+              efivars: str | Path = EFIVARS) -> int:
+    """The agent from plan to reboot; returns the process exit code (0 installed, 1 failed, 2 bad plan).
+    `efivars` is where the firmware's variables are (efivarfs): how the installer booted is reported."""
     from metalstream.contracts.plan import Plan
 
     verify = trust(options.ca)
@@ -119,8 +123,11 @@ def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] 
     server = options.server.rstrip("/")
     with AgentLog() as agent_log:
         log.info("metalstream agent starting; server %s (https verified with %s)", server, describe(verify))
+        secure_boot = read_secure_boot(efivars)
+        log.info("Secure Boot: %s", secure_boot.text)
         service = HttpReporter(server + EVENTS_PATH, server + RESULT_PATH, options.token,
-                               session=session, log_source=agent_log.text, verify=verify)
+                               session=session, log_source=agent_log.text, verify=verify,
+                               secure_boot=secure_boot.enabled)
         reporter = TeeReporter(ConsoleReporter(out), service)
         try:
             require_https(server, "metalstream.server", options.ca)

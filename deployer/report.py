@@ -137,13 +137,16 @@ class HttpReporter:
     `quiet_after_failure` seconds so a dead network does not slow the stream). The result is retried
     `result_attempts` times with backoff; `log_source` supplies the agent's log when `log` is None.
     `verify` is requests' certificate check (deployer.tls.trust); a service that fails it is not retried.
+    `secure_boot` (whether the installer booted with Secure Boot on; None: BIOS or unknown) goes with the
+    first event and the result.
     """
 
     def __init__(self, events_url: str, result_url: str, token: str, *, interval: float = 3.0,
                  timeout: float = 10.0, result_attempts: int = 5, backoff: float = 1.0,
                  quiet_after_failure: float = 30.0, log_source: Callable[[], str] | None = None,
                  session=None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, verify: bool | str = True):
+                 sleep: Callable[[float], None] = time.sleep, verify: bool | str = True,
+                 secure_boot: bool | None = None):
         import requests  # the deployer's only third-party network library; imported where used
 
         self.events_url = events_url
@@ -151,6 +154,7 @@ class HttpReporter:
         self._session = session or requests.Session()
         self._headers = {"Authorization": f"Bearer {token}"}
         self._verify = verify
+        self.secure_boot = secure_boot
         self._interval = interval
         self._timeout = timeout
         self._result_attempts = result_attempts
@@ -188,7 +192,8 @@ class HttpReporter:
         self._last_key = key
         self._next_progress = now + self._interval
         self.events_numbered += 1
-        body = event_document(phase, message, bytes_done, bytes_total, time.time(), seq=self.events_numbered)
+        body = event_document(phase, message, bytes_done, bytes_total, time.time(), seq=self.events_numbered,
+                              secure_boot=self.secure_boot if self.events_numbered == 1 else None)
         try:
             self._post(self.events_url, body)
             self.events_sent += 1
@@ -206,7 +211,7 @@ class HttpReporter:
         if log is None and self._log_source is not None:
             log = self._log_source()
         body = result_document(success=success, phase=phase, error=error, log=log or "", root_uuid=root_uuid,
-                               time=time.time())
+                               time=time.time(), secure_boot=self.secure_boot)
         for attempt in range(1, self._result_attempts + 1):
             try:
                 self._post(self.result_url, body)

@@ -293,6 +293,8 @@ def _store_event(engine: Engine, row, event: dict) -> None:
         values["bytes_done"] = event["bytes_done"]
     if event["bytes_total"] is not None:
         values["bytes_total"] = event["bytes_total"]
+    if event.get("secure_boot") is not None:  # the agent's first event says how the installer booted
+        values["installer_secure_boot"] = event["secure_boot"]
     with engine.begin() as conn:
         if event["phase"] == "stream" and row["stream_started_at"] is None:
             values["stream_started_at"] = now
@@ -309,6 +311,8 @@ def record_result(engine: Engine, row, result: dict, check_after: float) -> str:
     now = time.time()
     common = {"phase": result["phase"], "log": result["log"], "root_uuid": result["root_uuid"], "last_seen_at": now,
               "token_hash": None}
+    if result.get("secure_boot") is not None:  # an older agent does not say: what an event said stays
+        common["installer_secure_boot"] = result["secure_boot"]
     with engine.begin() as conn:
         if result["success"]:
             ok = transition(conn, row["id"], states.INSTALLED, "agent reported success", sources=(states.INSTALLING,),

@@ -11,8 +11,8 @@ from typing import Any
 from ..errors import BadInput
 from . import rules
 
-EVENT_FIELDS = ("phase", "message", "bytes_done", "bytes_total", "time", "seq")
-RESULT_FIELDS = ("success", "phase", "error", "log", "root_uuid", "time")
+EVENT_FIELDS = ("phase", "message", "bytes_done", "bytes_total", "time", "seq", "secure_boot")
+RESULT_FIELDS = ("success", "phase", "error", "log", "root_uuid", "time", "secure_boot")
 MAX_MESSAGE = 4096
 MAX_ERROR = 64 * 1024
 MAX_LOG = 8 * 1024 * 1024
@@ -20,8 +20,9 @@ MAX_TIME = 1e11  # seconds since the epoch: year 5138
 
 
 def event_document(phase: str, message: str, bytes_done: int | None, bytes_total: int | None,
-                   time: float, seq: int | None = None) -> dict:
-    """`seq` (1, 2, ... per agent run) lets the service store a retried event once."""
+                   time: float, seq: int | None = None, secure_boot: bool | None = None) -> dict:
+    """`seq` (1, 2, ... per agent run) lets the service store a retried event once. `secure_boot` (whether the
+    installer booted with Secure Boot on) is written only when known, so a BIOS agent's event is unchanged."""
     message = rules.CONTROL.sub(" ", message)
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE - 3] + "..."
@@ -29,16 +30,27 @@ def event_document(phase: str, message: str, bytes_done: int | None, bytes_total
                 "time": time}
     if seq is not None:
         document["seq"] = seq
+    if secure_boot is not None:
+        document["secure_boot"] = secure_boot
     return document
 
 
 def result_document(*, success: bool, phase: str, error: str | None, log: str, root_uuid: str | None,
-                    time: float) -> dict:
+                    time: float, secure_boot: bool | None = None) -> dict:
     if error is not None and len(error) > MAX_ERROR:
         error = error[:MAX_ERROR - 3] + "..."
     if len(log) > MAX_LOG:
         log = "[... start of log omitted ...]\n" + log[-(MAX_LOG - 64):]
-    return {"success": success, "phase": phase, "error": error, "log": log, "root_uuid": root_uuid, "time": time}
+    document = {"success": success, "phase": phase, "error": error, "log": log, "root_uuid": root_uuid, "time": time}
+    if secure_boot is not None:
+        document["secure_boot"] = secure_boot
+    return document
+
+
+def _secure_boot(data: dict) -> bool | None:
+    """Optional: true/false, or null/absent when the agent does not know (BIOS, or an older agent)."""
+    value = data.get("secure_boot")
+    return None if value is None else rules.boolean(value, "secure_boot")
 
 
 def _time(data: dict) -> float | None:
@@ -56,6 +68,7 @@ def read_event(data: Any) -> dict:
         raise BadInput("must not exceed bytes_total", location="bytes_done")
     out["time"] = _time(data)
     out["seq"] = None if data.get("seq") is None else rules.integer(data["seq"], "seq", minimum=1)
+    out["secure_boot"] = _secure_boot(data)
     return out
 
 
@@ -77,4 +90,4 @@ def read_result(data: Any) -> dict:
     if data["success"] and not root_uuid:
         raise BadInput("is required when success is true", location="root_uuid")
     return {"success": data["success"], "phase": rules.phase(data.get("phase"), "phase"), "error": error,
-            "log": log, "root_uuid": root_uuid, "time": _time(data)}
+            "log": log, "root_uuid": root_uuid, "time": _time(data), "secure_boot": _secure_boot(data)}
