@@ -1,5 +1,6 @@
-"""Install the bootloader, LAST: grub.cfg written directly, UEFI grub (or the image's shim + signed grub)
-at the removable path EFI/BOOT/BOOTX64.EFI, and BIOS grub into the 1 MiB BIOS boot partition.
+"""Install the bootloader, LAST: grub.cfg written directly, the image's shim + signed grub where the
+distribution puts them (deployer.shim) or else a grub-mkimage UEFI grub at the removable path
+EFI/BOOT/BOOTX64.EFI, and BIOS grub into the 1 MiB BIOS boot partition.
 
 Nothing runs inside the target: grub images are made with this machine's grub-mkimage from the
 target's own module directory (ROOT/usr/lib/grub/<platform>), so the target's grub version boots.
@@ -14,20 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metalstream import proc
+from metalstream.contracts.efivars import EFIVARS
 from metalstream.contracts.plan import Kernel
 from metalstream.errors import OperationFailed
 
 from .esp import Esp
+from .grubimage import read_grub_image
 from .partition import Layout, Partition
+from .shim import DEBIAN_GRUB, DEBIAN_SHIM, FALLBACK, REMOVABLE_DIR, REMOVABLE_LOADER, ShimChain, find_shim_chain
 
 EFI_MODULES = ("part_gpt", "part_msdos", "fat", "ext2", "xfs", "normal", "configfile", "search", "search_fs_uuid",
                "linux", "echo", "test", "all_video", "gzio", "serial", "terminal", "sleep", "efi_gop", "reboot")
 BIOS_MODULES = ("biosdisk", "part_gpt", "part_msdos", "ext2", "xfs", "normal", "configfile", "search",
                 "search_fs_uuid", "linux", "echo", "test", "gzio", "serial", "terminal", "sleep", "reboot")
 _SAFE_WORD = re.compile(r"[A-Za-z0-9=,._/:+@%-]+")
-SHIM_PAIRS = (  # (shim, signed grub, directory the signed grub reads grub.cfg from)
-    ("usr/lib/shim/shimx64.efi.signed", "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", "EFI/debian"),
-)
+# What the grub.cfg files written here use besides the /boot filesystem's module: under Secure Boot the signed
+# grub cannot insmod from disk, so these must be built into it.
+SIGNED_GRUB_NEEDS = ("part_gpt", "search", "configfile", "normal", "linux", "test", "echo")
 
 
 @dataclass(frozen=True)
@@ -107,40 +111,69 @@ def mkimage(root: Path, platform: str, modules: tuple[str, ...], early: str, out
                   "-o", output, *modules])
 
 
-def _shim_pair(root: Path) -> tuple[Path, Path, str] | None:
-    for shim, grub, cfg_dir in SHIM_PAIRS:
-        if (root / shim).is_file() and (root / grub).is_file():
-            return root / shim, root / grub, cfg_dir
-    return None
+@dataclass(frozen=True)
+class UefiLoader:
+    description: str  # what was installed, for the bootloader phase's message
+    loader: str  # the ESP path an NVRAM entry starts (efibootmgr --loader)
 
 
-def install_uefi(root: Path, layout: Layout, esp: Esp, work: Path) -> str:
-    """Write EFI/BOOT/BOOTX64.EFI (+ grubx64.efi when the image has a shim); returns what was installed."""
-    pair = _shim_pair(root)
-    if pair:
-        shim, grub, cfg_dir = pair
-        esp.put_file(shim, "/EFI/BOOT/BOOTX64.EFI")
-        esp.put_file(grub, "/EFI/BOOT/grubx64.efi")
-        stub = work / "grub-stub.cfg"
-        stub.write_text(early_cfg(layout))
-        for directory in ("/EFI/BOOT", "/" + cfg_dir):
-            esp.put_file(stub, f"{directory}/grub.cfg")
-        if (root / "usr/lib/grub/x86_64-efi").is_dir():
-            _copy_modules(root, "x86_64-efi")
-        return "shim + signed grub"
+def install_uefi(root: Path, layout: Layout, esp: Esp, work: Path, *, image_esp: Path | None = None,
+                 require_signed: bool = False) -> UefiLoader:
+    """The image's shim + signed grub as its distribution installs them, else a grub-mkimage image at
+    EFI/BOOT/BOOTX64.EFI. `image_esp` is the image's /boot/efi content (RPM family: the chain is there);
+    `require_signed` (a Secure Boot plan) refuses the unsigned fallback."""
+    chain = find_shim_chain(root, image_esp)
+    if chain is not None:
+        return UefiLoader(_install_shim_chain(chain, root, layout, esp, work), chain.loader)
+    if require_signed:
+        raise OperationFailed("the plan asks for Secure Boot but the image has no signed shim and grub "
+                              f"(Debian: /{DEBIAN_SHIM} and /{DEBIAN_GRUB}; RPM family: /boot/efi/EFI/<vendor>/"
+                              "shimx64.efi and grubx64.efi): an unsigned grub would not boot")
     image = work / "BOOTX64.EFI"
     mkimage(root, "x86_64-efi", EFI_MODULES, early_cfg(layout), image)
     _copy_modules(root, "x86_64-efi")
     esp.put_file(image, "/EFI/BOOT/BOOTX64.EFI")
-    return "grub-mkimage x86_64-efi"
+    return UefiLoader("grub-mkimage x86_64-efi", REMOVABLE_LOADER)
 
 
-def add_efi_boot_entry(disk: str, esp_number: int, label: str) -> bool:
+def _install_shim_chain(chain: ShimChain, root: Path, layout: Layout, esp: Esp, work: Path) -> str:
+    for source, dest in chain.copies():
+        esp.put_file(source, dest)
+    fallback = f"/{REMOVABLE_DIR}/{FALLBACK}"  # the RPM family's /boot/efi brought it along
+    if esp.exists(fallback):
+        esp.delete(fallback)
+    stub = work / "grub-stub.cfg"
+    stub.write_text(early_cfg(layout))
+    for path in chain.stub_paths:
+        esp.put_file(stub, path)
+    if (root / "usr/lib/grub/x86_64-efi").is_dir():  # for a boot without Secure Boot, where insmod may load them
+        _copy_modules(root, "x86_64-efi")
+    lacking = _not_built_in(chain.grub, layout)
+    if lacking:
+        return (f"{chain.describe()}; the signed grub lacks built-in {', '.join(lacking)}: with Secure Boot on "
+                "it cannot load them from disk")
+    return chain.describe()
+
+
+def _not_built_in(grub: Path, layout: Layout) -> list[str]:
+    """Modules grub.cfg needs that the signed grub does not carry (empty when it cannot be told)."""
+    image = read_grub_image(grub.read_bytes())
+    if image is None:
+        return []
+    needed = (*SIGNED_GRUB_NEEDS, _grub_module(boot_fs(layout).fstype))
+    return [module for module in needed if module not in image.modules]
+
+
+def efi_boot_entry_argv(disk: str, esp_number: int, label: str, loader: str) -> list[str]:
+    return ["efibootmgr", "--quiet", "--create", "--disk", disk, "--part", str(esp_number), "--label", label,
+            "--loader", loader]
+
+
+def add_efi_boot_entry(disk: str, esp_number: int, label: str, loader: str = REMOVABLE_LOADER) -> bool:
     """An NVRAM boot entry, only when this machine booted with UEFI (never for disk image files)."""
-    if not os.path.isdir("/sys/firmware/efi/efivars"):
+    if not os.path.isdir(EFIVARS):
         return False
-    proc.run(["efibootmgr", "--quiet", "--create", "--disk", disk, "--part", str(esp_number), "--label", label,
-              "--loader", "\\EFI\\BOOT\\BOOTX64.EFI"])
+    proc.run(efi_boot_entry_argv(disk, esp_number, label, loader))
     return True
 
 

@@ -50,5 +50,9 @@ class Esp:
                 count += 1
         return count
 
+    def delete(self, path: str) -> None:
+        """Remove one file from the ESP."""
+        self._run("mdel", f"::{path}")
+
     def read(self, path: str) -> bytes:
         return proc.run(["mtype", "-i", self.device, f"::{path}"], env=_ENV, binary=True).stdout

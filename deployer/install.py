@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metalstream import rootfs
 from metalstream.contracts.plan import Plan
 from metalstream.errors import BadInput, MetalstreamError
 
@@ -26,6 +27,7 @@ from .disks import list_disks, select_disk
 from .esp import Esp
 from .partition import Layout, check_disk_use, plan_layout, render_sfdisk
 from .report import Reporter
+from .shim import planned_uefi_loader
 from .stream import ImageVerificationError, StreamResult, stream_image
 from .tls import Verify, check_source_trusted
 
@@ -42,6 +44,7 @@ class InstallResult:
     stream: StreamResult | None = None
     bootloaders: list[str] = field(default_factory=list)
     configured: dict = field(default_factory=dict)
+    uefi_loader: str | None = None  # dry run: the UEFI loader chain the manifest promises; None: BIOS only
 
 
 class _Phases:
@@ -99,22 +102,20 @@ def prepare(plan: Plan, target: str | Target | None, *, wipe_flag: str = "--wipe
     return resolved, layout
 
 
-def _move_boot_efi(root: Path, esp: Esp | None) -> int:
-    """The image's /boot/efi content belongs on the ESP; the directory stays as the mount point."""
-    source = root / "boot/efi"
+def _move_boot_efi(root: Path, esp: Esp | None, keep: Path) -> int:
+    """The image's /boot/efi content belongs on the ESP; the directory stays as the mount point. The content
+    is kept in `keep` for the bootloader phase (the RPM family's shim and signed grub are in it)."""
+    source = rootfs.resolve(root, "boot/efi")  # a symlink in the image is followed inside it, never to the host
+    keep.mkdir()
     if esp is None or not source.is_dir():
         return 0
-    count = esp.put_tree(source, "/")
     for child in source.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-    return count
+        shutil.move(child, keep / child.name)
+    return esp.put_tree(keep, "/")
 
 
 def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target, devices: dict[int, str],
-                         esp: Esp | None, work: Path, phase: _Phases) -> list[str]:
+                         esp: Esp | None, work: Path, phase: _Phases, image_esp: Path) -> list[str]:
     kernels = plan.image.kernels
     kernel_args = " ".join(a for a in (plan.kernel_args,
                                        plan.storage.bootloader.append if plan.storage and plan.storage.bootloader
@@ -132,10 +133,11 @@ def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target,
         done.append(bootloader.install_bios(root, layout, target.path, work,
                                             boot_device=devices[boot.number] if target.via_offset_loops else None))
     if plan.boot_mode in ("uefi", "both"):
-        done.append(bootloader.install_uefi(root, layout, esp, work))
+        uefi = bootloader.install_uefi(root, layout, esp, work, image_esp=image_esp, require_signed=plan.secure_boot)
+        done.append(uefi.description)
         if not target.via_offset_loops and bootloader.add_efi_boot_entry(target.path, layout.by_role("esp").number,
-                                                                plan.image.name):
-            done.append("efibootmgr entry")
+                                                                          plan.image.name, uefi.loader):
+            done.append(f"efibootmgr entry for {uefi.loader}")
     return done
 
 
@@ -152,6 +154,9 @@ def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, 
         phase("disk", f"target {resolved.path} ({resolved.size / (1 << 30):.1f} GiB"
                       f"{', image file' if resolved.is_file else ''})")
         if dry_run:
+            if plan.boot_mode in ("uefi", "both"):
+                manifest = plan.image.manifest
+                result.uefi_loader = planned_uefi_loader(manifest.get("bootloader") if manifest else None)
             phase("finish", "dry run: nothing was written")
             return result
         _check_other_sources_trusted(plan, tls_verify)
@@ -205,10 +210,12 @@ def _write_disk(plan: Plan, target: Target, layout: Layout, work: Path, phase: _
                             f"({result.stream.bytes_read} bytes from {result.stream.origin}, "
                             f"{result.stream.resumes} resume(s), {result.stream.failovers} failover(s))")
             phase("configure", "fstab, hostname, network, keys, machine-id")
-            moved = _move_boot_efi(root, esp)
+            image_esp = work / "image-boot-efi"
+            moved = _move_boot_efi(root, esp, image_esp)
             result.configured = configure_target(root, plan, layout, host_keys)
             result.configured["esp_files"] = moved
             phase("bootloader", f"boot mode {plan.boot_mode}")
-            result.bootloaders = _install_bootloaders(plan, root, layout, target, devices, esp, work, phase)
+            result.bootloaders = _install_bootloaders(plan, root, layout, target, devices, esp, work, phase,
+                                                      image_esp)
             phase("bootloader", "installed: " + ", ".join(result.bootloaders))
             phase("finish", "writing everything to the disk and unmounting")

