@@ -1,5 +1,6 @@
 """Activation check: SSH into a freshly installed host with the service's deploy key and confirm
-it booted the deployed image (deployment id, image, sha256 and root filesystem UUID all match).
+it booted the deployed image (deployment id, image, sha256 and root filesystem UUID all match);
+it also reads whether the host booted with Secure Boot on (the SecureBoot EFI variable).
 
 Also owns the deploy key pair (ed25519, OpenSSH format) kept in the data directory; its public
 half is put into every plan's ssh_keys.
@@ -15,6 +16,9 @@ from pathlib import Path
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from metalstream.contracts.efivars import EFIVARS, SECURE_BOOT_VARIABLE, describe, secure_boot_from_od
+from metalstream.errors import BadInput
 
 DEPLOYMENT_FILE = "etc/metalstream/deployment.json"
 
@@ -47,6 +51,13 @@ class Expected:
     root_uuid: str
 
 
+@dataclass(frozen=True)
+class HostCheck:
+    ok: bool
+    message: str
+    secure_boot: bool | None  # the installed system's Secure Boot state; None: BIOS, or it could not be read
+
+
 class Unreachable(Exception):
     """The host does not answer on SSH yet (still rebooting): try again later."""
 
@@ -59,8 +70,9 @@ def split_address(address: str, default_port: int = 22) -> tuple[str, int]:
 
 
 def check_host(address: str, user: str, key_path: Path, expected: Expected, root: str = "/",
-               timeout: float = 15.0) -> tuple[bool, str]:
-    """(ok, reason). Raises Unreachable if no SSH session could be opened."""
+               timeout: float = 15.0) -> HostCheck:
+    """Whether the host runs the deployment (with the reason) and its Secure Boot state.
+    Raises Unreachable if no SSH session could be opened."""
     host, port = split_address(address)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a freshly installed host has a new host key
@@ -70,16 +82,53 @@ def check_host(address: str, user: str, key_path: Path, expected: Expected, root
                            banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False, allow_agent=False)
         except (OSError, paramiko.SSHException) as exc:
             raise Unreachable(f"ssh {user}@{host}:{port}: {exc}") from exc
-        deployment_file = os.path.join(root, DEPLOYMENT_FILE)
-        status, text = _run(client, f"cat {shlex.quote(deployment_file)}", timeout)
-        if status != 0:
-            return False, f"cannot read {deployment_file} on the host: {text.strip() or status}"
-        status, uuid = _run(client, f"findmnt -no UUID {shlex.quote(root)}", timeout)
-        if status != 0:
-            return False, f"findmnt failed on the host: {uuid.strip() or status}"
+        secure_boot, sb_text = read_secure_boot(client, root, timeout)
+        ok, message = _check_deployment(client, root, expected, timeout)
     finally:
         client.close()
+    return HostCheck(ok, f"{message}; {sb_text}", secure_boot)
+
+
+def _check_deployment(client: paramiko.SSHClient, root: str, expected: Expected, timeout: float) -> tuple[bool, str]:
+    deployment_file = os.path.join(root, DEPLOYMENT_FILE)
+    status, text = _run(client, f"cat {shlex.quote(deployment_file)}", timeout)
+    if status != 0:
+        return False, f"cannot read {deployment_file} on the host: {text.strip() or status}"
+    status, uuid = _run(client, f"findmnt -no UUID {shlex.quote(root)}", timeout)
+    if status != 0:
+        return False, f"findmnt failed on the host: {uuid.strip() or status}"
     return compare(text, uuid.strip(), expected, deployment_file)
+
+
+def secure_boot_command(root: str = "/") -> str:
+    """Shell for the host: `bios` without efivars, `unmounted` when efivarfs is not mounted, `absent` when
+    the firmware has no SecureBoot variable (off), else the variable's bytes as `od -An -tu1 -v` prints them."""
+    efivars = shlex.quote(os.path.join(root, EFIVARS.lstrip("/")))
+    variable = shlex.quote(os.path.join(root, EFIVARS.lstrip("/"), SECURE_BOOT_VARIABLE))
+    return (f"if [ ! -d {efivars} ]; then echo bios; elif [ -e {variable} ]; then od -An -tu1 -v {variable}; "
+            f"elif [ -z \"$(ls -A {efivars})\" ]; then echo unmounted; else echo absent; fi")
+
+
+def secure_boot_from_answer(status: int, answer: str) -> tuple[bool | None, str]:
+    """(state, phrase for the activation message) from what secure_boot_command printed."""
+    word = answer.strip()
+    if status != 0:
+        return None, f"Secure Boot unknown (reading the SecureBoot variable failed: {word[:200] or status})"
+    if word == "bios":
+        return None, "booted with BIOS (no Secure Boot)"
+    if word == "absent":
+        return False, "Secure Boot off (the firmware has no SecureBoot variable)"
+    if word == "unmounted":
+        return None, "Secure Boot unknown (efivarfs is not mounted)"
+    try:
+        state = secure_boot_from_od(word, SECURE_BOOT_VARIABLE)
+    except BadInput as exc:
+        return None, f"Secure Boot unknown ({exc})"
+    return state, f"Secure Boot {describe(state)}"
+
+
+def read_secure_boot(client: paramiko.SSHClient, root: str, timeout: float) -> tuple[bool | None, str]:
+    return secure_boot_from_answer(*_run(client, secure_boot_command(root), timeout))
 
 
 def _run(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str]:

@@ -405,6 +405,13 @@ def finish_activation(engine: Engine, dep_id: str, ok: bool, message: str) -> bo
                           error=f"activation check failed: {message}", check_message=message)
 
 
+def record_target_secure_boot(engine: Engine, dep_id: str, enabled: bool | None) -> None:
+    """What the activation check read on the installed system (None: BIOS, or it could not tell)."""
+    with engine.begin() as conn:
+        conn.execute(update(db.deployments).where(db.deployments.c.id == dep_id)
+                     .values(target_secure_boot=enabled))
+
+
 def note_activation_attempt(engine: Engine, dep_id: str, message: str) -> None:
     message = db.storable_text(message)
     with engine.begin() as conn:

@@ -44,8 +44,8 @@ def check_one(service: Service, row, now: float) -> None:
         return
     expected = activation.Expected(row["id"], image["name"], image["sha256"], row["root_uuid"] or "")
     try:
-        ok, message = activation.check_host(address, config.ssh_user, config.deploy_key, expected,
-                                            root=config.activation_root)
+        host = activation.check_host(address, config.ssh_user, config.deploy_key, expected, root=config.activation_root)
+        ok, message = host.ok, host.message
     except activation.Unreachable as exc:
         if now - (row["installed_at"] or now) > config.activation_timeout:
             deployments.finish_activation(service.engine, row["id"], False,
@@ -53,6 +53,7 @@ def check_one(service: Service, row, now: float) -> None:
         else:
             deployments.note_activation_attempt(service.engine, row["id"], f"waiting for SSH: {exc}")
         return
+    deployments.record_target_secure_boot(service.engine, row["id"], host.secure_boot)
     deployments.finish_activation(service.engine, row["id"], ok, message)
     log.info("deployment %s activation check: %s", row["id"], message)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import require_root, require_tools
-from pxe.activation import Expected, compare
+from metalstream.contracts.efivars import SECURE_BOOT_VARIABLE
+from pxe.activation import Expected, compare, secure_boot_command, secure_boot_from_answer
 
 SUCCESS = {"success": True, "phase": "finish", "error": None, "log": "ok"}
 
@@ -109,6 +111,15 @@ def _install(client, admin, mac: str, ssh_address: str, root_uuid: str) -> str:
     return dep["id"]
 
 
+def _write_efivars(root: Path, *variables: tuple[str, bytes]) -> Path:
+    """The installed system's efivarfs as a directory under its root (activation_root points there)."""
+    efivars = root / "sys/firmware/efi/efivars"
+    efivars.mkdir(parents=True, exist_ok=True)
+    for name, data in variables:
+        (efivars / name).write_bytes(data)
+    return efivars
+
+
 def _write_deployment_file(root: Path, **values) -> None:
     (root / "etc" / "metalstream").mkdir(parents=True, exist_ok=True)
     (root / "etc" / "metalstream" / "deployment.json").write_text(json.dumps(values))
@@ -117,7 +128,7 @@ def _write_deployment_file(root: Path, **values) -> None:
 @pytest.mark.root
 def test_activation_check_marks_active_then_failed_on_mismatch(tmp_path, sshd, installed_root, pxe_installer,
                                                                pxe_image_manifest):
-    from pxe import supervisor
+    from pxe import deployments, supervisor
     port, authorized_keys = sshd
     root, uuid = installed_root
     app, svc, admin = _service(tmp_path, pxe_installer, pxe_image_manifest, root)
@@ -127,10 +138,13 @@ def test_activation_check_marks_active_then_failed_on_mismatch(tmp_path, sshd, i
 
     good = _install(client, admin, "52:54:00:00:01:01", f"127.0.0.1:{port}", uuid)
     _write_deployment_file(root, deployment_id=good, image="tiny", sha256=image["sha256"], root_uuid=uuid)
+    _write_efivars(root, (SECURE_BOOT_VARIABLE, bytes([6, 0, 0, 0, 1])))
     supervisor.tick(svc)
     shown = client.get(f"/api/v1/deployments/{good}", headers=admin).get_json()
     assert shown["state"] == "active", shown
-    assert uuid in shown["check_message"]
+    assert uuid in shown["check_message"] and shown["check_message"].endswith("; Secure Boot on")
+    assert deployments.get_row(svc.engine, good)["target_secure_boot"] is True
+    shutil.rmtree(root / "sys")  # the next hosts booted with BIOS
 
     # a host that booted something else (its deployment file names another deployment) fails with the reason
     wrong = _install(client, admin, "52:54:00:00:01:02", f"127.0.0.1:{port}", uuid)
@@ -138,6 +152,8 @@ def test_activation_check_marks_active_then_failed_on_mismatch(tmp_path, sshd, i
     shown = client.get(f"/api/v1/deployments/{wrong}", headers=admin).get_json()
     assert shown["state"] == "failed"
     assert f"deployment_id is '{good}', expected '{wrong}'" in shown["error"]
+    assert shown["check_message"].endswith("; booted with BIOS (no Secure Boot)")
+    assert deployments.get_row(svc.engine, wrong)["target_secure_boot"] is None
 
     # the agent claimed another root UUID than the one mounted on the host
     other = _install(client, admin, "52:54:00:00:01:03", f"127.0.0.1:{port}", "0000-1111")
@@ -177,3 +193,30 @@ def test_deploy_key_is_private_and_stable(tmp_path):
     public = ensure_deploy_key(key)
     assert public.startswith("ssh-ed25519 ") and ensure_deploy_key(key) == public
     assert os.stat(key).st_mode & 0o077 == 0
+
+
+def test_secure_boot_command_in_a_real_shell(tmp_path):
+    """What the check runs over SSH, run here by sh against roots standing in for installed systems."""
+    def answer(root: Path) -> tuple[bool | None, str]:
+        done = subprocess.run(["sh", "-c", secure_boot_command(str(root))], capture_output=True, text=True)
+        return secure_boot_from_answer(done.returncode, done.stdout if done.returncode == 0 else done.stderr)
+
+    assert answer(tmp_path / "bios") == (None, "booted with BIOS (no Secure Boot)")
+    unmounted = tmp_path / "unmounted"
+    _write_efivars(unmounted)
+    assert answer(unmounted) == (None, "Secure Boot unknown (efivarfs is not mounted)")
+    without = tmp_path / "no-secure-boot-support"
+    _write_efivars(without, ("Boot0000-8be4df61-93ca-11d2-aa0d-00e098032b8c", b"\x07\0\0\0x"))
+    assert answer(without) == (False, "Secure Boot off (the firmware has no SecureBoot variable)")
+    for name, data, expected in (("on", bytes([6, 0, 0, 0, 1]), (True, "Secure Boot on")),
+                                 ("off", bytes([6, 0, 0, 0, 0]), (False, "Secure Boot off"))):
+        _write_efivars(tmp_path / name, (SECURE_BOOT_VARIABLE, data))
+        assert answer(tmp_path / name) == expected
+    _write_efivars(tmp_path / "odd", (SECURE_BOOT_VARIABLE, b"\x06\0\0"))
+    state, text = answer(tmp_path / "odd")
+    assert state is None and "expected 4 attribute bytes and 1 data byte, got 3 bytes" in text
+    quoted = tmp_path / "it's here; echo pwned"
+    _write_efivars(quoted, (SECURE_BOOT_VARIABLE, bytes([6, 0, 0, 0, 1])))
+    assert answer(quoted) == (True, "Secure Boot on")
+    assert secure_boot_from_answer(1, "od: permission denied")[1] == (
+        "Secure Boot unknown (reading the SecureBoot variable failed: od: permission denied)")
