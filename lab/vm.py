@@ -50,6 +50,7 @@ class VmSpec:
     extra_args: list[str] = field(default_factory=list)
     tap: str | None = None  # a tap device (lab.netns) instead of qemu's user networking
     netns: str | None = None  # run qemu inside this network namespace (where `tap` lives)
+    boot_first: str = "network"  # network | disk: which device the firmware tries first
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -57,6 +58,8 @@ class VmSpec:
         if self.firmware not in FIRMWARES:
             raise BadInput(f"firmware must be one of {', '.join(FIRMWARES)}, not {self.firmware!r}",
                            location="firmware")
+        if self.boot_first not in ("network", "disk"):
+            raise BadInput(f"boot_first must be network or disk, not {self.boot_first!r}", location="boot_first")
         if self.tap and (self.boot_url or self.ssh_port):
             raise BadInput("boot_url and ssh_port belong to user networking, not to a tap", location="tap")
         if self.accel not in ("tcg", "kvm"):
@@ -112,9 +115,11 @@ def _netdev(spec: VmSpec) -> str:
 
 
 def qemu_argv(spec: VmSpec) -> list[str]:
-    """The qemu command line for a lab VM: network first (bootindex 1), then its disk (bootindex 2)."""
+    """The qemu command line for a lab VM: network first (bootindex 1), then its disk (bootindex 2), or the
+    other way round with `boot_first="disk"`."""
     secure = spec.firmware == "uefi-secureboot"
-    nic = f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1" + (",romfile=" if secure else "")
+    nic_index, disk_index = (1, 2) if spec.boot_first == "network" else (2, 1)
+    nic = f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex={nic_index}" + (",romfile=" if secure else "")
     argv = [
         *(["ip", "netns", "exec", spec.netns] if spec.netns else []),
         "qemu-system-x86_64",
@@ -130,7 +135,7 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "-netdev", _netdev(spec),
         "-device", nic,
         "-drive", f"file={spec.disk},format=raw,if=none,id=disk0,cache=unsafe",
-        "-device", f"virtio-blk-pci,drive=disk0,serial=ms-{spec.name},bootindex=2",
+        "-device", f"virtio-blk-pci,drive=disk0,serial=ms-{spec.name},bootindex={disk_index}",
     ]
     if spec.firmware == "uefi":
         argv += [

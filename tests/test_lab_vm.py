@@ -45,6 +45,10 @@ def test_qemu_argv_secure_boot_runs_enforcing_ovmf_on_a_tap_in_the_namespace(tmp
     assert "tap,id=n0,ifname=mstap0,script=no,downscript=no" in argv
     assert f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1,romfile=" in argv  # firmware PXE, no iPXE ROM
     assert "name=opt/org.tianocore/IPv4PXESupport,string=no" not in argv
+    spec.boot_first = "disk"
+    argv = qemu_argv(spec)
+    assert f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=2,romfile=" in argv
+    assert "virtio-blk-pci,drive=disk0,serial=ms-n1,bootindex=1" in argv
 
 
 def test_secure_boot_vm_gets_variables_with_microsofts_keys(tmp_path):
@@ -56,7 +60,7 @@ def test_secure_boot_vm_gets_variables_with_microsofts_keys(tmp_path):
 @pytest.mark.parametrize("field,kwargs", [
     ("name", {"name": "Bad Name"}), ("firmware", {"name": "ok", "firmware": "coreboot"}),
     ("accel", {"name": "ok", "accel": "hvf"}),
-    ("tap", {"name": "ok", "tap": "mstap0", "ssh_port": 2222}),
+    ("tap", {"name": "ok", "tap": "mstap0", "ssh_port": 2222}), ("boot_first", {"name": "ok", "boot_first": "usb"}),
 ])
 def test_bad_vm_settings_are_rejected_with_the_field(field, kwargs):
     with pytest.raises(BadInput) as err:
