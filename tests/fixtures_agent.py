@@ -51,9 +51,9 @@ def _debian_kernels(root: Path) -> list[dict]:
     return kernels
 
 
-def build_debian_image(cache: Path = CACHE) -> Path:
-    """Build (or reuse) the cached Debian test image; returns the manifest path."""
-    key = hashlib.sha256(f"{DEBIAN_RECIPE_VERSION} {' '.join(DEBIAN_PACKAGES)}".encode()).hexdigest()[:16]
+def build_debian_image(cache: Path = CACHE, packages: tuple[str, ...] = DEBIAN_PACKAGES) -> Path:
+    """Build (or reuse) the cached Debian test image with `packages`; returns the manifest path."""
+    key = hashlib.sha256(f"{DEBIAN_RECIPE_VERSION} {' '.join(packages)}".encode()).hexdigest()[:16]
     out = cache / f"debian-{key}"
     manifest = out / "debian.json"
     cache.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def build_debian_image(cache: Path = CACHE) -> Path:
             root = work / "root"
             with open(APT_SOURCES) as sources:
                 subprocess.run(
-                    ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(DEBIAN_PACKAGES),
+                    ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages),
                      "--customize-hook=echo -n > \"$1/etc/machine-id\"",
                      "--customize-hook=rm -f \"$1\"/etc/ssh/ssh_host_*",
                      "bookworm", str(root), "-"],
