@@ -23,6 +23,11 @@ from metalstream import proc
 from metalstream.errors import BadInput, OperationFailed
 
 NAME_RE = re.compile(r"^ms[a-z0-9-]{1,12}$")
+
+
+def netns_exec(name: str) -> list[str]:
+    """The argv prefix that runs a command inside network namespace `name`."""
+    return ["ip", "netns", "exec", name]
 BRIDGE = "msbr0"
 VETH_INSIDE = "msvn0"
 
@@ -75,7 +80,7 @@ class NetPlan:
         return f"mstap{n}"
 
     def setup_commands(self, taps: int) -> list[list[str]]:
-        ns = ["ip", "netns", "exec", self.name]
+        ns = netns_exec(self.name)
         commands = [
             ["ip", "netns", "add", self.name],
             [*ns, "ip", "link", "set", "lo", "up"],
@@ -96,7 +101,16 @@ class NetPlan:
         return commands
 
     def exec_prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
+        return netns_exec(self.name)
+
+
+def free_plan(prefix: str = "ms", first: int = 20, last: int = 250) -> NetPlan:
+    """A plan whose namespace name and veth are not in use on this host."""
+    for index in range(first, last + 1):
+        plan = NetPlan(f"{prefix}{os.getpid() % 10000}-{index}", index)
+        if not Path(f"/run/netns/{plan.name}").exists() and not Path(f"/sys/class/net/{plan.veth_outside}").exists():
+            return plan
+    raise OperationFailed(f"no free lab network index between {first} and {last}")
 
 
 class ProvisioningNet:
@@ -107,11 +121,18 @@ class ProvisioningNet:
         self.work_dir = work_dir
         self.taps = taps
         self.dnsmasq: subprocess.Popen | None = None
+        self.created = False
 
     def open(self) -> "ProvisioningNet":
-        if Path(f"/run/netns/{self.plan.name}").exists():
-            self._delete()  # left by a run that was killed
+        """Create the namespace. A name or veth already present belongs to another run (or to one that was
+        killed): refused, never deleted, so two runs cannot tear down each other's network."""
+        for leftover, what in ((Path(f"/run/netns/{self.plan.name}"), "namespace"),
+                               (Path(f"/sys/class/net/{self.plan.veth_outside}"), "veth")):
+            if leftover.exists():
+                raise OperationFailed(f"{what} {leftover.name} already exists (another run, or one that was killed: "
+                                      f"`ip netns del {self.plan.name}; ip link del {self.plan.veth_outside}`)")
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.created = True
         try:
             for argv in self.plan.setup_commands(self.taps):
                 proc.run(argv, timeout=30)
@@ -130,12 +151,14 @@ class ProvisioningNet:
         argv = [*self.plan.exec_prefix(), "dnsmasq", "--keep-in-foreground", f"--conf-file={config}",
                 f"--log-facility={log_file}", f"--dhcp-leasefile={self.work_dir / 'dnsmasq.leases'}",
                 "--pid-file="]
-        self.dnsmasq = proc.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, die_with_parent=True)
+        stderr_file = self.work_dir / "dnsmasq.stderr"
+        with open(stderr_file, "wb") as stderr:
+            self.dnsmasq = proc.spawn(argv, stdout=subprocess.DEVNULL, stderr=stderr, die_with_parent=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.dnsmasq.poll() is not None:
                 raise OperationFailed(f"dnsmasq exited with status {self.dnsmasq.returncode}: "
-                                      f"{self.dnsmasq.stderr.read().decode(errors='replace')[-2000:]}")
+                                      f"{stderr_file.read_text(errors='replace')[-2000:]}")
             listening = proc.run([*self.plan.exec_prefix(), "ss", "-H", "-uln", "sport = :67"], timeout=10).stdout
             if listening.strip():
                 return log_file
@@ -149,7 +172,8 @@ class ProvisioningNet:
 
     def close(self) -> None:
         self.stop_dhcp()
-        self._delete()
+        if self.created:
+            self._delete()
 
     def _delete(self) -> None:
         """Kill what still runs in the namespace, then delete it (its links go with it)."""
@@ -163,6 +187,7 @@ class ProvisioningNet:
         if Path(f"/run/netns/{name}").exists():
             proc.run(["ip", "netns", "del", name], timeout=30)
         proc.run(["ip", "link", "del", self.plan.veth_outside], timeout=30, check=False)
+        self.created = False
 
     def __enter__(self) -> "ProvisioningNet":
         return self.open()

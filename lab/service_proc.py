@@ -13,6 +13,7 @@ from deployer.tls import untrusted_certificate
 from metalstream import proc
 from metalstream.errors import OperationFailed
 
+from .netns import netns_exec
 from .tls import KeyPair
 
 
@@ -79,7 +80,7 @@ class ServiceProcess:
         return str(self.ca) if self.ca else True
 
     def _argv(self) -> list[str]:
-        argv = [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+        argv = [*(netns_exec(self.netns) if self.netns else []),
                 sys.executable, "-m", "metalstream", "serve", "--data-dir", str(self.data_dir),
                 "--bind", f"{self.bind_host}:{self.port}", "--public-url", self.public_url or self.guest_url,
                 "--workers", str(self.workers), "--agent-timeout", str(self.agent_timeout),

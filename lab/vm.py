@@ -19,6 +19,8 @@ from pathlib import Path
 from metalstream import proc
 from metalstream.errors import BadInput, OperationFailed
 
+from .netns import netns_exec
+
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 # Secure Boot: OVMF's SMM build (it refuses to run without SMM) and variables with Microsoft's keys enrolled and
@@ -121,7 +123,7 @@ def qemu_argv(spec: VmSpec) -> list[str]:
     nic_index, disk_index = (1, 2) if spec.boot_first == "network" else (2, 1)
     nic = f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex={nic_index}" + (",romfile=" if secure else "")
     argv = [
-        *(["ip", "netns", "exec", spec.netns] if spec.netns else []),
+        *(netns_exec(spec.netns) if spec.netns else []),
         "qemu-system-x86_64",
         "-name", spec.name,
         "-machine", "q35,smm=on" if secure else "q35",

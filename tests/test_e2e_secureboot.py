@@ -11,8 +11,8 @@ service running inside the namespace. Alone: .venv/bin/python -m pytest tests/te
 """
 from __future__ import annotations
 
-import os
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,7 @@ class SecureBootLab:
 
 @pytest.fixture(scope="module")
 def sb_lab(tmp_path_factory, installer_build, debian_secureboot_image):
-    from lab.netns import NetPlan, ProvisioningNet
+    from lab.netns import ProvisioningNet, free_plan
     from lab.vm import OVMF_CODE_SECBOOT, OVMF_VARS_MS
     from pxe import imagestore, tokens
     from pxe.cli import _engine
@@ -62,8 +62,7 @@ def sb_lab(tmp_path_factory, installer_build, debian_secureboot_image):
     image = imagestore.register(engine, config.image_dir, debian_secureboot_image)
     token = tokens.create_api_token(engine, "admin", "secure boot e2e")
     engine.dispose()
-    plan = NetPlan(f"mssb{os.getpid() % 100000}", index=os.getpid() % 200 + 20)
-    with ProvisioningNet(plan, base / "net", taps=2) as net:
+    with ProvisioningNet(free_plan(), base / "net", taps=2) as net:
         try:
             yield SecureBootLab(net=net, data_dir=data_dir, lab_dir=base / "lab",
                                 installer_manifest=installer_out / "installer.json", image=image, token=token)
@@ -72,55 +71,43 @@ def sb_lab(tmp_path_factory, installer_build, debian_secureboot_image):
                 disk.unlink()
 
 
-def _service(lab: SecureBootLab, agent_timeout: float):
-    from lab.service_proc import ServiceProcess
-
-    plan = lab.net.plan
-    port = 8080
-    return ServiceProcess(lab.data_dir, port=port, installer=lab.installer_manifest, netns=plan.name,
-                          bind_host="0.0.0.0", reach_host=plan.inside, public_url=f"http://{plan.server}:{port}",
-                          agent_timeout=agent_timeout, options=["--tftp", "69", "--sweep-interval", "1"])
-
-
-def _dhcp(lab: SecureBootLab, service, uefi_loader: str, vm_index: int, mac: str) -> None:
-    """dnsmasq as the namespace's DHCP server, configured by the product's own `dnsmasq-config`."""
-    plan = lab.net.plan
-    start, end = plan.dhcp_range()
-    config = subprocess.run(
-        [*METALSTREAM, "dnsmasq-config", "--server-url", f"http://{plan.server}:{service.port}",
-         "--subnet", str(plan.lan), "--tftp-server", plan.server, "--interface", "msbr0",
-         "--dhcp-range", f"{start},{end}", "--uefi-loader", uefi_loader],
-        capture_output=True, text=True, timeout=60)
-    assert config.returncode == 0, config.stderr
-    lab.net.start_dhcp(config.stdout, extra_lines=[f"dhcp-host={mac},{plan.guest_address(vm_index)}"])
-
-
-def _vm_spec(lab: SecureBootLab, name: str, vm_index: int):
-    from lab.vm import VmSpec
-
-    plan = lab.net.plan
-    return VmSpec(name, firmware="uefi-secureboot", tap=plan.tap(vm_index), netns=plan.name, lab_dir=lab.lab_dir,
-                  memory_mib=2048, disk_size_gib=8)
-
-
-def _api(lab: SecureBootLab, service):
+@contextmanager
+def _deployment(lab: SecureBootLab, vm_index: int, name: str, *, uefi_loader: str, agent_timeout: float,
+                **request):
+    """The service in the namespace, dnsmasq offering `uefi_loader` to UEFI clients (configured by the product's
+    own `dnsmasq-config`), and a deployment for VM number `vm_index`: yields (api, deployment, vm spec)."""
     from lab.demo import ApiClient
+    from lab.service_proc import ServiceProcess
+    from lab.vm import VmSpec, create_disk
 
-    return ApiClient(service.url, lab.token)
+    plan, port = lab.net.plan, 8080
+    spec = VmSpec(name, firmware="uefi-secureboot", tap=plan.tap(vm_index), netns=plan.name, lab_dir=lab.lab_dir,
+                  memory_mib=2048, disk_size_gib=8)
+    with ServiceProcess(lab.data_dir, port=port, installer=lab.installer_manifest, netns=plan.name,
+                        bind_host="0.0.0.0", reach_host=plan.inside, public_url=f"http://{plan.server}:{port}",
+                        agent_timeout=agent_timeout, options=["--tftp", "69", "--sweep-interval", "1"]) as service:
+        start, end = plan.dhcp_range()
+        config = subprocess.run(
+            [*METALSTREAM, "dnsmasq-config", "--server-url", f"http://{plan.server}:{port}",
+             "--subnet", str(plan.lan), "--tftp-server", plan.server, "--interface", "msbr0",
+             "--dhcp-range", f"{start},{end}", "--uefi-loader", uefi_loader],
+            capture_output=True, text=True, timeout=60)
+        assert config.returncode == 0, config.stderr
+        lab.net.start_dhcp(config.stdout, extra_lines=[f"dhcp-host={spec.mac},{plan.guest_address(vm_index)}"])
+        api = ApiClient(service.url, lab.token)
+        dep = api.post("/api/v1/deployments", {
+            "mac": spec.mac, "image": lab.image["name"], "hostname": name, "boot_mode": "uefi",
+            "kernel_args": ["console=ttyS0,115200"], "ssh_address": f"{plan.guest_address(vm_index)}:22",
+            **request})
+        create_disk(spec)
+        yield api, dep, spec
 
 
 def test_secure_boot_vm_installs_over_the_signed_path_and_boots_enforced_to_active(sb_lab):
     from lab.vm import LabVm, create_disk
 
-    spec = _vm_spec(sb_lab, "sb-signed", 0)
-    with _service(sb_lab, INSTALL_AGENT_TIMEOUT) as service:
-        _dhcp(sb_lab, service, "shim", 0, spec.mac)
-        api = _api(sb_lab, service)
-        dep = api.post("/api/v1/deployments", {
-            "mac": spec.mac, "image": sb_lab.image["name"], "hostname": spec.name, "boot_mode": "uefi",
-            "kernel_args": ["console=ttyS0,115200"], "secure_boot": True,
-            "ssh_address": f"{sb_lab.net.plan.guest_address(0)}:22"})
-        create_disk(spec)
+    with _deployment(sb_lab, 0, "sb-signed", uefi_loader="shim", agent_timeout=INSTALL_AGENT_TIMEOUT,
+                     secure_boot=True) as (api, dep, spec):
         with LabVm(spec) as vm:
             final = wait_terminal(_Lab(api), dep["id"], vm)
             serial = vm.serial_text()
@@ -145,16 +132,10 @@ def test_secure_boot_vm_installs_over_the_signed_path_and_boots_enforced_to_acti
 
 
 def test_secure_boot_refuses_the_unsigned_loader_and_the_deployment_names_the_cause(sb_lab):
-    from lab.vm import LabVm, create_disk
+    from lab.vm import LabVm
 
-    spec = _vm_spec(sb_lab, "sb-unsigned", 1)
-    with _service(sb_lab, REFUSAL_AGENT_TIMEOUT) as service:
-        _dhcp(sb_lab, service, "ipxe", 1, spec.mac)
-        api = _api(sb_lab, service)
-        dep = api.post("/api/v1/deployments", {
-            "mac": spec.mac, "image": sb_lab.image["name"], "hostname": spec.name, "boot_mode": "uefi",
-            "kernel_args": ["console=ttyS0,115200"]})
-        create_disk(spec)
+    with _deployment(sb_lab, 1, "sb-unsigned", uefi_loader="ipxe", agent_timeout=REFUSAL_AGENT_TIMEOUT) \
+            as (api, dep, spec):
         with LabVm(spec) as vm:
             final = wait_terminal(_Lab(api), dep["id"], vm, timeout=REFUSAL_AGENT_TIMEOUT + 240)
             serial = vm.serial_text()

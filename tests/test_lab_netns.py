@@ -63,3 +63,20 @@ def test_namespace_is_reachable_from_this_host_and_deleted_on_close(tmp_path):
         assert net.dnsmasq is None
     assert not Path(f"/run/netns/{plan.name}").exists()
     assert subprocess.run(["ip", "link", "show", plan.veth_outside], capture_output=True).returncode != 0
+
+
+@pytest.mark.root
+def test_a_second_run_on_the_same_names_is_refused_and_leaves_the_first_alone(tmp_path):
+    from conftest import require_root
+
+    from lab.netns import free_plan
+    from metalstream.errors import OperationFailed
+
+    require_root()
+    plan = free_plan(first=200)
+    with ProvisioningNet(plan, tmp_path / "first"):
+        with pytest.raises(OperationFailed, match="already exists"):
+            ProvisioningNet(plan, tmp_path / "second").open()
+        assert Path(f"/run/netns/{plan.name}").exists() and Path(f"/sys/class/net/{plan.veth_outside}").exists()
+        assert free_plan(first=200).index != plan.index
+    assert not Path(f"/run/netns/{plan.name}").exists()
