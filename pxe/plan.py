@@ -5,6 +5,8 @@ so the service can only hand out plans the agent's reader accepts.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from metalstream.contracts.deployspec import DeploySpec, NetworkDevice
 from metalstream.contracts.plan import DiskHints, ImageRef, Plan
 
@@ -25,8 +27,11 @@ def image_ref(image: dict, base_url: str, *, mirrors: tuple[MirrorRule, ...] = (
 
 
 def secure_boot_requested(request: dict, storage: dict | None) -> bool:
-    """The deployment asked for Secure Boot: in its request, or in its deploy-time kickstart's add-on."""
-    return bool(request.get("secure_boot") or ((storage or {}).get("secure_boot") or {}).get("required"))
+    """The deployment asked for Secure Boot: its request's `secure_boot` when given (true or false),
+    else its deploy-time kickstart's add-on."""
+    if "secure_boot" in request:
+        return bool(request["secure_boot"])
+    return bool(((storage or {}).get("secure_boot") or {}).get("required"))
 
 
 def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image: dict, base_url: str,
@@ -34,6 +39,8 @@ def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image
     """The plan for one deployment. Top-level request values win over the deploy-time kickstart's;
     `client_address` (the agent's, as this request came from it) selects the image mirrors."""
     spec = DeploySpec.from_dict(storage) if storage else None
+    if spec and "secure_boot" in request:  # the agent's reader also honours the kickstart's: the request decided
+        spec = replace(spec, secure_boot=None)
     network = [NetworkDevice(**{**device.__dict__, "line": None}) for device in (spec.network if spec else [])]
     kernel_args = " ".join(request.get("kernel_args") or [])
     if not kernel_args and spec and spec.bootloader:

@@ -13,6 +13,8 @@ from metalstream.contracts import rules, secureboot
 from metalstream.contracts.plan import DiskHints, read_ssh_keys
 from metalstream.errors import BadInput
 
+from .plan import secure_boot_requested
+
 DEPLOYMENT_FIELDS = (
     "mac", "image", "image_sha256", "hostname", "disk_hints", "boot_mode", "root_password_hash",
     "ssh_keys", "kernel_args", "kickstart", "ssh_address", "secure_boot",
@@ -30,7 +32,6 @@ def check_deployment(data: Any) -> dict:
             raise BadInput("is required", location=required)
     given = lambda key: data.get(key) is not None  # noqa: E731
     kernel_args = rules.expect_list(data.get("kernel_args") or [], "kernel_args", max_items=MAX_KERNEL_ARGS)
-    secure_boot = rules.boolean(data["secure_boot"], "secure_boot") if given("secure_boot") else False
     return {
         "mac": rules.mac(data["mac"], "mac"),
         "image": rules.image_name(data["image"], "image"),
@@ -44,22 +45,23 @@ def check_deployment(data: Any) -> dict:
         "kernel_args": [rules.kernel_arg(arg, f"kernel_args[{i}]") for i, arg in enumerate(kernel_args)],
         "kickstart": _kickstart(data["kickstart"]) if given("kickstart") else None,
         "ssh_address": _ssh_address(data["ssh_address"]) if given("ssh_address") else None,
-        # only when asked for: a request without it keeps the digest it had before the field existed
-        **({"secure_boot": True} if secure_boot else {}),
+        # only when given (true or false, and false overrides the kickstart's): a request without it keeps
+        # the digest it had before the field existed
+        **({"secure_boot": rules.boolean(data["secure_boot"], "secure_boot")} if given("secure_boot") else {}),
     }
 
 
 def check_secure_boot(request: dict, storage: dict | None, image: dict) -> None:
-    """A deployment that asks for Secure Boot (its `secure_boot`, or its kickstart's deploy add-on) needs a
+    """A deployment that asks for Secure Boot (its `secure_boot`, else its kickstart's deploy add-on) needs a
     UEFI boot mode and an image with the distribution's signed shim, grub and kernel; else BadInput
     located at the field that asked (`secure_boot`, or `kickstart:LINE`)."""
-    from_kickstart = (storage or {}).get("secure_boot") or {}
-    if request.get("secure_boot"):
-        location = "secure_boot"
-    elif from_kickstart.get("required"):
-        location = f"kickstart:{from_kickstart['line']}" if from_kickstart.get("line") else "kickstart"
-    else:
+    if not secure_boot_requested(request, storage):
         return
+    from_kickstart = (storage or {}).get("secure_boot") or {}
+    if "secure_boot" in request:
+        location = "secure_boot"
+    else:
+        location = f"kickstart:{from_kickstart['line']}" if from_kickstart.get("line") else "kickstart"
     secureboot.check_boot_mode(request["boot_mode"], location)
     refusal = secureboot.image_refusal(image["name"], image["manifest"])
     if refusal:

@@ -87,10 +87,17 @@ def test_what_the_installer_and_the_installed_system_reported_is_shown(pxe_env, 
 
 
 def test_without_secure_boot_the_request_and_the_plan_are_as_before(pxe_env, signed_image):
-    dep = pxe_env.pending(image=signed_image, secure_boot=False)
+    dep = pxe_env.pending(image=signed_image)
     assert dep["secure_boot"] == {"requested": False, "installer": None, "target": None}
     assert "secure_boot" not in dep["request"]  # same request digest as before the field existed
     assert "secure_boot" not in _plan(pxe_env)  # what a 1.1 agent reads
+
+
+def test_an_explicit_false_is_kept_and_the_plan_leaves_secure_boot_out(pxe_env, signed_image):
+    dep = pxe_env.pending(image=signed_image, secure_boot=False)
+    assert dep["secure_boot"]["requested"] is False and dep["request"]["secure_boot"] is False
+    plan = _plan(pxe_env)
+    assert "secure_boot" not in plan
 
 
 def test_an_image_without_the_signed_chain_is_refused_naming_the_packages(pxe_env, tmp_path):
@@ -140,3 +147,27 @@ def test_a_deploy_time_kickstart_with_a_bad_secure_boot_value_is_located(pxe_env
     body = _refused(pxe_env, {"mac": PXE_MAC, "image": signed_image,
                               "kickstart": DEPLOY_KS.replace("secure_boot=true", "secure_boot=on")})
     assert body["field"] == "kickstart:3" and "true or false" in body["error"]
+
+
+def test_the_requests_false_wins_over_the_kickstarts_true(pxe_env):
+    # image `tiny` has no signed chain and boot_mode is bios: both refused if the kickstart's true counted
+    dep = pxe_env.pending(kickstart=DEPLOY_KS, secure_boot=False, boot_mode="bios")
+    assert dep["secure_boot"]["requested"] is False and dep["request"]["secure_boot"] is False
+    assert _listed(pxe_env)[0]["secure_boot"]["requested"] is False
+    plan = _plan(pxe_env)
+    assert "secure_boot" not in plan and "secure_boot" not in plan["storage"]
+    assert plan["storage"]["partitions"][0]["mountpoint"] == "/"  # the rest of the kickstart still applies
+
+
+def test_the_requests_true_wins_over_the_kickstarts_false(pxe_env, signed_image):
+    kickstart = DEPLOY_KS.replace("secure_boot=true", "secure_boot=false")
+    body = _refused(pxe_env, {"mac": PXE_MAC, "image": "tiny", "kickstart": kickstart, "secure_boot": True})
+    assert body["field"] == "secure_boot"
+    dep = pxe_env.pending(image=signed_image, kickstart=kickstart, secure_boot=True)
+    assert dep["secure_boot"]["requested"] is True
+    assert _plan(pxe_env)["secure_boot"] is True
+
+
+def test_a_request_that_also_asks_is_located_at_its_own_field(pxe_env):
+    body = _refused(pxe_env, {"mac": PXE_MAC, "image": "tiny", "kickstart": DEPLOY_KS, "secure_boot": True})
+    assert body["field"] == "secure_boot"
