@@ -6,6 +6,8 @@ from metalstream.contracts.rules import BOOT_MODES, PHASES, STATES
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ERRORS = {code: _ERROR for code in ("400", "401", "403", "404", "409", "413", "429")}
+_INSTALLER_SECURE_BOOT = {"type": "boolean", "nullable": True,
+                          "description": "whether the installer booted with Secure Boot on (absent or null: unknown)"}
 
 
 def _op(summary: str, *, body: str | None = None, ok: str | tuple[str, ...] = "200", tag: str,
@@ -145,7 +147,9 @@ def openapi_document() -> dict:
                         "ssh_address": {"type": "string", "example": "127.0.0.1:2222"},
                         "secure_boot": {"type": "boolean", "default": False,
                                         "description": "boot the image's signed shim, grub and kernel with Secure "
-                                                       "Boot on (400 when the image lacks them or boot_mode is bios)"},
+                                                       "Boot on (400 when the image lacks them or boot_mode is bios); "
+                                                       "when given, true or false overrides the kickstart's "
+                                                       "secure_boot"},
                     },
                 },
                 "Deployment": _deployment_schema(),
@@ -157,11 +161,13 @@ def openapi_document() -> dict:
                                          "time": {"type": "number"},
                                          "seq": {"type": "integer", "minimum": 1,
                                                  "description": "1, 2, ... per agent run: a retried event is "
-                                                                "stored once"}}},
+                                                                "stored once"},
+                                         "secure_boot": _INSTALLER_SECURE_BOOT}},
                 "Result": {"type": "object", "additionalProperties": False, "required": ["success", "phase"],
                            "properties": {"success": {"type": "boolean"}, "phase": {"enum": list(PHASES)},
                                           "error": {"type": "string", "nullable": True}, "log": {"type": "string"},
-                                          "root_uuid": {"type": "string"}, "time": {"type": "number"}}},
+                                          "root_uuid": {"type": "string"}, "time": {"type": "number"},
+                                          "secure_boot": _INSTALLER_SECURE_BOOT}},
             },
         },
     }
