@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from metalstream import rootfs
+from metalstream.contracts.secureboot import DEBIAN_GRUB, DEBIAN_SHIM
 
 from .grubimage import read_grub_image
 
-DEBIAN_SHIM = "usr/lib/shim/shimx64.efi.signed"
-DEBIAN_GRUB = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
 DEBIAN_MOK_MANAGER = "usr/lib/shim/mmx64.efi.signed"
 DEBIAN_BOOT_CSV = "usr/lib/shim/BOOTX64.CSV"
 DEBIAN_VENDOR = "debian"

@@ -129,7 +129,8 @@ class Plan:
         return read_plan(data)
 
     def to_json(self) -> dict:
-        """The plan document; `secure_boot` (plan 1.2) only when true, so such a plan is what 1.1 agents read."""
+        """The plan document; `secure_boot` (plan 1.2) only when true, so a plan without Secure Boot carries no
+        field a 1.1 agent does not know."""
         document = {
             "format": PLAN_FORMAT,
             "deployment_id": self.deployment_id,

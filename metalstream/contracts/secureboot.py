@@ -13,17 +13,26 @@ from fnmatch import fnmatchcase
 
 from ..errors import BadInput
 
+DEBIAN_SHIM_PACKAGE = "shim-signed"
+DEBIAN_GRUB_PACKAGE = "grub-efi-amd64-signed"
+# Where those packages put the signed binaries, relative to the root: shim, the disk grub (prefix /EFI/debian)
+# and the network grub (prefix (tftp,SERVER)/grub) an installer serves for PXE boot.
+DEBIAN_SHIM = "usr/lib/shim/shimx64.efi.signed"
+DEBIAN_GRUB = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+DEBIAN_NETWORK_GRUB = "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"
+
 # Per family, what a kickstart's %packages must list; each pattern is matched against package names.
 SIGNED_CHAIN = {
-    "debian": ("shim-signed", "grub-efi-amd64-signed", "linux-image-*"),
+    "debian": (DEBIAN_SHIM_PACKAGE, DEBIAN_GRUB_PACKAGE, "linux-image-*"),
     "rpm": ("shim-x64", "grub2-efi-x64", "kernel"),
 }
 # Other names that stand for one of the above: Fedora's signed vmlinuz is in kernel-core (`kernel` pulls it in).
-_ALSO = {"kernel": ("kernel-core",)}
+_SATISFIED_ALSO_BY = {"kernel": ("kernel-core",)}
 # Debian's kernel packages that are not the signed kernel.
 _UNSIGNED_KERNELS = ("linux-image-*-unsigned", "linux-image-*-dbg")
-_PART = {"shim-signed": "shim", "grub-efi-amd64-signed": "grub", "linux-image-*": "kernel",
-         "shim-x64": "shim", "grub2-efi-x64": "grub", "kernel": "kernel"}
+# Which link of the chain each SIGNED_CHAIN pattern provides, for messages.
+_CHAIN_PART = {DEBIAN_SHIM_PACKAGE: "shim", DEBIAN_GRUB_PACKAGE: "grub", "linux-image-*": "kernel",
+               "shim-x64": "shim", "grub2-efi-x64": "grub", "kernel": "kernel"}
 _DEBIAN_QUALIFIER = re.compile(r"[:=/].*\Z")  # name:arch, name=version, name/suite
 
 
@@ -42,7 +51,7 @@ def missing_signed_packages(family: str, names: list[str] | tuple[str, ...]) -> 
     bare = {_DEBIAN_QUALIFIER.sub("", name) for name in names}
     bare = {name for name in bare if not any(fnmatchcase(name, p) for p in _UNSIGNED_KERNELS)}
     return [pattern for pattern in wanted
-            if not any(fnmatchcase(name, p) for name in bare for p in (pattern, *_ALSO.get(pattern, ())))]
+            if not any(fnmatchcase(name, p) for name in bare for p in (pattern, *_SATISFIED_ALSO_BY.get(pattern, ())))]
 
 
 def image_refusal(name: str, manifest: dict) -> str | None:
@@ -56,7 +65,7 @@ def image_refusal(name: str, manifest: dict) -> str | None:
                 f"with {_listed(SIGNED_CHAIN['debian'])} (Debian) or {_listed(SIGNED_CHAIN['rpm'])} (RPM family) "
                 "in its %packages")
     if missing:
-        return (f"image {name} has no signed {_and([_PART[p] for p in missing])} for Secure Boot: "
+        return (f"image {name} has no signed {_and([_CHAIN_PART[p] for p in missing])} for Secure Boot: "
                 f"add {_listed(tuple(missing))} to its kickstart's %packages and rebuild it")
     loaders = manifest.get("bootloader", {})
     absent = [what for what, key in (("shim", "shim"), ("grub", "uefi_grub")) if not loaders.get(key)]

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from metalstream import rootfs
+from metalstream.contracts.secureboot import DEBIAN_GRUB_PACKAGE, DEBIAN_NETWORK_GRUB, DEBIAN_SHIM, DEBIAN_SHIM_PACKAGE
 from metalstream.errors import BadInput
 
 # manifest key -> (root-relative source, output suffix: NAME.<suffix> beside NAME.vmlinuz, package)
 SIGNED_LOADERS: dict[str, tuple[str, str, str]] = {
-    "shim": ("usr/lib/shim/shimx64.efi.signed", "shimx64.efi", "shim-signed"),
-    "grub": ("usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grubnetx64.efi", "grub-efi-amd64-signed"),
+    "shim": (DEBIAN_SHIM, "shimx64.efi", DEBIAN_SHIM_PACKAGE),
+    "grub": (DEBIAN_NETWORK_GRUB, "grubnetx64.efi", DEBIAN_GRUB_PACKAGE),
 }
 
 
