@@ -124,7 +124,7 @@ def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] 
     with AgentLog() as agent_log:
         log.info("metalstream agent starting; server %s (https verified with %s)", server, describe(verify))
         secure_boot = read_secure_boot(efivars)
-        log.info("Secure Boot: %s", secure_boot.text)
+        log.info("installer: %s", secure_boot.text)
         service = HttpReporter(server + EVENTS_PATH, server + RESULT_PATH, options.token,
                                session=session, log_source=agent_log.text, verify=verify,
                                secure_boot=secure_boot.enabled)

@@ -17,12 +17,13 @@ from pathlib import Path
 from metalstream import proc
 from metalstream.contracts.efivars import EFIVARS
 from metalstream.contracts.plan import Kernel
+from metalstream.contracts.secureboot import DEBIAN_GRUB, DEBIAN_SHIM
 from metalstream.errors import OperationFailed
 
 from .esp import Esp
 from .grubimage import read_grub_image
 from .partition import Layout, Partition
-from .shim import DEBIAN_GRUB, DEBIAN_SHIM, FALLBACK, REMOVABLE_DIR, REMOVABLE_LOADER, ShimChain, find_shim_chain
+from .shim import FALLBACK, REMOVABLE_DIR, REMOVABLE_LOADER, ShimChain, find_shim_chain
 
 EFI_MODULES = ("part_gpt", "part_msdos", "fat", "ext2", "xfs", "normal", "configfile", "search", "search_fs_uuid",
                "linux", "echo", "test", "all_video", "gzio", "serial", "terminal", "sleep", "efi_gop", "reboot")
@@ -124,7 +125,8 @@ def install_uefi(root: Path, layout: Layout, esp: Esp, work: Path, *, image_esp:
     `require_signed` (a Secure Boot plan) refuses the unsigned fallback."""
     chain = find_shim_chain(root, image_esp)
     if chain is not None:
-        return UefiLoader(_install_shim_chain(chain, root, layout, esp, work), chain.loader)
+        return UefiLoader(_install_shim_chain(chain, root, layout, esp, work, require_signed=require_signed),
+                          chain.loader)
     if require_signed:
         raise OperationFailed("the plan asks for Secure Boot but the image has no signed shim and grub "
                               f"(Debian: /{DEBIAN_SHIM} and /{DEBIAN_GRUB}; RPM family: /boot/efi/EFI/<vendor>/"
@@ -136,7 +138,16 @@ def install_uefi(root: Path, layout: Layout, esp: Esp, work: Path, *, image_esp:
     return UefiLoader("grub-mkimage x86_64-efi", REMOVABLE_LOADER)
 
 
-def _install_shim_chain(chain: ShimChain, root: Path, layout: Layout, esp: Esp, work: Path) -> str:
+def _install_shim_chain(chain: ShimChain, root: Path, layout: Layout, esp: Esp, work: Path, *,
+                        require_signed: bool) -> str:
+    """The chain onto the ESP; its description. A signed grub lacking modules grub.cfg needs is refused
+    before anything is written when `require_signed` (Secure Boot on: it could not load them), else noted."""
+    lacking = _not_built_in(chain.grub, layout)
+    if lacking and require_signed:
+        raise OperationFailed(f"the plan asks for Secure Boot but the image's signed grub ({chain.describe()}) lacks "
+                              f"built-in {', '.join(lacking)}, which grub.cfg needs: with Secure Boot on it cannot "
+                              "load modules from disk and the installed system would not boot; use a /boot "
+                              "filesystem the signed grub carries (ext4) or an image whose signed grub has them")
     for source, dest in chain.copies():
         esp.put_file(source, dest)
     fallback = f"/{REMOVABLE_DIR}/{FALLBACK}"  # the RPM family's /boot/efi brought it along
@@ -148,7 +159,6 @@ def _install_shim_chain(chain: ShimChain, root: Path, layout: Layout, esp: Esp, 
         esp.put_file(stub, path)
     if (root / "usr/lib/grub/x86_64-efi").is_dir():  # for a boot without Secure Boot, where insmod may load them
         _copy_modules(root, "x86_64-efi")
-    lacking = _not_built_in(chain.grub, layout)
     if lacking:
         return (f"{chain.describe()}; the signed grub lacks built-in {', '.join(lacking)}: with Secure Boot on "
                 "it cannot load them from disk")

@@ -8,6 +8,7 @@ half is put into every plan's ssh_keys.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 from dataclasses import dataclass
@@ -17,10 +18,23 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from metalstream.contracts.efivars import EFIVARS, SECURE_BOOT_VARIABLE, describe, secure_boot_from_od
+from metalstream.contracts.efivars import (
+    ABSENT,
+    BIOS,
+    EFIVARS,
+    SECURE_BOOT_VARIABLE,
+    UNMOUNTED,
+    SecureBootState,
+    bytes_from_od,
+    classify,
+    unknown,
+)
 from metalstream.errors import BadInput
 
+from .plan import secure_boot_requested
+
 DEPLOYMENT_FILE = "etc/metalstream/deployment.json"
+log = logging.getLogger("metalstream.pxe.activation")
 
 
 def ensure_deploy_key(path: Path) -> str:
@@ -49,6 +63,13 @@ class Expected:
     image: str
     sha256: str
     root_uuid: str
+    secure_boot: bool = False  # the deployment asked for Secure Boot: the host must have booted with it on
+
+
+def expected_for(deployment, image: dict) -> Expected:
+    """What the host of `deployment` (its database row) must show, `image` being its registered image."""
+    return Expected(deployment["id"], image["name"], image["sha256"], deployment["root_uuid"] or "",
+                    secure_boot_requested(deployment["request"], deployment["storage"]))
 
 
 @dataclass(frozen=True)
@@ -82,11 +103,24 @@ def check_host(address: str, user: str, key_path: Path, expected: Expected, root
                            banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False, allow_agent=False)
         except (OSError, paramiko.SSHException) as exc:
             raise Unreachable(f"ssh {user}@{host}:{port}: {exc}") from exc
-        secure_boot, sb_text = read_secure_boot(client, root, timeout)
+        secure_boot = read_secure_boot(client, root, timeout)
         ok, message = _check_deployment(client, root, expected, timeout)
     finally:
         client.close()
-    return HostCheck(ok, f"{message}; {sb_text}", secure_boot)
+    message = f"{message}; {secure_boot.text}"
+    shortfall = secure_boot_shortfall(secure_boot.enabled) if expected.secure_boot else None
+    if shortfall is not None:
+        return HostCheck(False, f"{shortfall}; {message}", secure_boot.enabled)
+    return HostCheck(ok, message, secure_boot.enabled)
+
+
+def secure_boot_shortfall(enabled: bool | None) -> str | None:
+    """Why a host that was to boot with Secure Boot did not (None: it did). `enabled` as read on the host."""
+    if enabled is True:
+        return None
+    if enabled is False:
+        return "Secure Boot was requested but the installed system booted with it off"
+    return "Secure Boot was requested but the installed system cannot tell whether it is on"
 
 
 def _check_deployment(client: paramiko.SSHClient, root: str, expected: Expected, timeout: float) -> tuple[bool, str]:
@@ -105,29 +139,26 @@ def secure_boot_command(root: str = "/") -> str:
     the firmware has no SecureBoot variable (off), else the variable's bytes as `od -An -tu1 -v` prints them."""
     efivars = shlex.quote(os.path.join(root, EFIVARS.lstrip("/")))
     variable = shlex.quote(os.path.join(root, EFIVARS.lstrip("/"), SECURE_BOOT_VARIABLE))
-    return (f"if [ ! -d {efivars} ]; then echo bios; elif [ -e {variable} ]; then od -An -tu1 -v {variable}; "
-            f"elif [ -z \"$(ls -A {efivars})\" ]; then echo unmounted; else echo absent; fi")
+    return (f"if [ ! -d {efivars} ]; then echo {BIOS}; elif [ -e {variable} ]; then od -An -tu1 -v {variable}; "
+            f"elif [ -z \"$(ls -A {efivars})\" ]; then echo {UNMOUNTED}; else echo {ABSENT}; fi")
 
 
-def secure_boot_from_answer(status: int, answer: str) -> tuple[bool | None, str]:
-    """(state, phrase for the activation message) from what secure_boot_command printed."""
-    word = answer.strip()
+def secure_boot_from_answer(status: int, answer: str) -> SecureBootState:
+    """The state from what secure_boot_command printed (its stderr when it failed: logged, never stored,
+    as it may name paths on the host)."""
     if status != 0:
-        return None, f"Secure Boot unknown (reading the SecureBoot variable failed: {word[:200] or status})"
-    if word == "bios":
-        return None, "booted with BIOS (no Secure Boot)"
-    if word == "absent":
-        return False, "Secure Boot off (the firmware has no SecureBoot variable)"
-    if word == "unmounted":
-        return None, "Secure Boot unknown (efivarfs is not mounted)"
+        log.warning("reading the SecureBoot variable on the host failed (status %s): %s", status, answer.strip()[:500])
+        return unknown(f"reading the SecureBoot variable failed (status {status})")
+    word = answer.strip()
+    if word in (BIOS, UNMOUNTED, ABSENT):
+        return classify(word, SECURE_BOOT_VARIABLE)
     try:
-        state = secure_boot_from_od(word, SECURE_BOOT_VARIABLE)
+        return classify(bytes_from_od(word, SECURE_BOOT_VARIABLE), SECURE_BOOT_VARIABLE)
     except BadInput as exc:
-        return None, f"Secure Boot unknown ({exc})"
-    return state, f"Secure Boot {describe(state)}"
+        return unknown(str(exc))
 
 
-def read_secure_boot(client: paramiko.SSHClient, root: str, timeout: float) -> tuple[bool | None, str]:
+def read_secure_boot(client: paramiko.SSHClient, root: str, timeout: float) -> SecureBootState:
     return secure_boot_from_answer(*_run(client, secure_boot_command(root), timeout))
 
 

@@ -396,20 +396,18 @@ def claim_activation_checks(engine: Engine, retry: float, now: float | None = No
     return claimed
 
 
-def finish_activation(engine: Engine, dep_id: str, ok: bool, message: str) -> bool:
+def finish_activation(engine: Engine, dep_id: str, ok: bool, message: str,
+                      target_secure_boot: bool | None = None) -> bool:
+    """installed → active (ok) or failed, with what the check read on the installed system: its Secure Boot
+    state (None: BIOS, or it could not tell) is stored by the same transition, so only while still installed."""
     message = db.storable_text(message)  # built from what the installed machine answered
     with engine.begin() as conn:
         if ok:
-            return transition(conn, dep_id, states.ACTIVE, message, check_message=message, message=message)
+            return transition(conn, dep_id, states.ACTIVE, message, sources=(states.INSTALLED,),
+                              check_message=message, message=message, target_secure_boot=target_secure_boot)
         return transition(conn, dep_id, states.FAILED, f"activation check failed: {message}",
-                          error=f"activation check failed: {message}", check_message=message)
-
-
-def record_target_secure_boot(engine: Engine, dep_id: str, enabled: bool | None) -> None:
-    """What the activation check read on the installed system (None: BIOS, or it could not tell)."""
-    with engine.begin() as conn:
-        conn.execute(update(db.deployments).where(db.deployments.c.id == dep_id)
-                     .values(target_secure_boot=enabled))
+                          sources=(states.INSTALLED,), error=f"activation check failed: {message}",
+                          check_message=message, target_secure_boot=target_secure_boot)
 
 
 def note_activation_attempt(engine: Engine, dep_id: str, message: str) -> None:

@@ -157,7 +157,8 @@ def openapi_document() -> dict:
                     "deployments": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}}}},
                 "Event": {"type": "object", "additionalProperties": False, "required": ["phase"],
                           "properties": {"phase": {"enum": list(PHASES)}, "message": {"type": "string"},
-                                         "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"},
+                                         "bytes_done": {"type": "integer", "nullable": True},
+                                         "bytes_total": {"type": "integer", "nullable": True},
                                          "time": {"type": "number"},
                                          "seq": {"type": "integer", "minimum": 1,
                                                  "description": "1, 2, ... per agent run: a retried event is "
@@ -166,8 +167,8 @@ def openapi_document() -> dict:
                 "Result": {"type": "object", "additionalProperties": False, "required": ["success", "phase"],
                            "properties": {"success": {"type": "boolean"}, "phase": {"enum": list(PHASES)},
                                           "error": {"type": "string", "nullable": True}, "log": {"type": "string"},
-                                          "root_uuid": {"type": "string"}, "time": {"type": "number"},
-                                          "secure_boot": _INSTALLER_SECURE_BOOT}},
+                                          "root_uuid": {"type": "string", "nullable": True},
+                                          "time": {"type": "number"}, "secure_boot": _INSTALLER_SECURE_BOOT}},
             },
         },
     }

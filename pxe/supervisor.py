@@ -42,7 +42,7 @@ def check_one(service: Service, row, now: float) -> None:
     except NotFound:
         deployments.finish_activation(service.engine, row["id"], False, f"image {row['image_name']} was deleted")
         return
-    expected = activation.Expected(row["id"], image["name"], image["sha256"], row["root_uuid"] or "")
+    expected = activation.expected_for(row, image)
     try:
         host = activation.check_host(address, config.ssh_user, config.deploy_key, expected, root=config.activation_root)
         ok, message = host.ok, host.message
@@ -53,8 +53,7 @@ def check_one(service: Service, row, now: float) -> None:
         else:
             deployments.note_activation_attempt(service.engine, row["id"], f"waiting for SSH: {exc}")
         return
-    deployments.record_target_secure_boot(service.engine, row["id"], host.secure_boot)
-    deployments.finish_activation(service.engine, row["id"], ok, message)
+    deployments.finish_activation(service.engine, row["id"], ok, message, host.secure_boot)
     log.info("deployment %s activation check: %s", row["id"], message)
 
 

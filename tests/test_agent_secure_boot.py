@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -17,12 +18,21 @@ import pytest
 
 from deployer.bootloader import SIGNED_GRUB_NEEDS, early_cfg, efi_boot_entry_argv, grub_cfg, install_uefi
 from deployer.esp import Esp
-from deployer.firmware import SecureBootState, read_secure_boot
+from deployer.firmware import read_secure_boot
 from deployer.grubimage import read_grub_image
 from deployer.partition import plan_layout
 from deployer.plan import local_plan
 from deployer.shim import DEBIAN_GRUB, DEBIAN_MOK_MANAGER, DEBIAN_SHIM, find_shim_chain, planned_uefi_loader
-from metalstream.contracts.efivars import SECURE_BOOT_VARIABLE, secure_boot_from_od, secure_boot_from_variable
+from metalstream.contracts.efivars import (
+    ABSENT,
+    BIOS,
+    SECURE_BOOT_VARIABLE,
+    UNMOUNTED,
+    SecureBootState,
+    bytes_from_od,
+    classify,
+    secure_boot_from_variable,
+)
 from metalstream.contracts.events import read_event, read_result
 from metalstream.contracts.plan import Kernel
 from metalstream.errors import BadInput, OperationFailed
@@ -105,26 +115,63 @@ def test_secure_boot_variable_is_four_attribute_bytes_and_one_data_byte():
         secure_boot_from_variable(ON[:4], "v")
     with pytest.raises(BadInput, match="data byte is 7"):
         secure_boot_from_variable(bytes([6, 0, 0, 0, 7]), "v")
-    assert secure_boot_from_od("   6   0   0   0   1\n", "v") is True
+    assert bytes_from_od("   6   0   0   0   1\n", "v") == ON
     with pytest.raises(BadInput, match="not od -tu1 output"):
-        secure_boot_from_od("od: cannot open", "v")
+        bytes_from_od("od: cannot open", "v")
+
+
+def test_one_classification_and_its_words():
+    assert classify(BIOS, "v") == SecureBootState(None, "booted with BIOS (no Secure Boot)")
+    assert classify(UNMOUNTED, "v") == SecureBootState(None, "Secure Boot unknown (efivarfs is not mounted)")
+    assert classify(ABSENT, "v") == SecureBootState(False, "Secure Boot off (the firmware has no SecureBoot variable)")
+    assert classify(ON, "v") == SecureBootState(True, "Secure Boot on")
+    assert classify(OFF, "v") == SecureBootState(False, "Secure Boot off")
+    assert classify(b"\x06\0", "v") == SecureBootState(
+        None, "Secure Boot unknown (v: expected 4 attribute bytes and 1 data byte, got 2 bytes)")
 
 
 def test_reading_secure_boot_from_efivarfs(tmp_path):
     efivars = tmp_path / "efivars"
-    assert read_secure_boot(efivars) == SecureBootState(None, "BIOS")
+    assert read_secure_boot(efivars) == classify(BIOS, "")
     efivars.mkdir()
-    state = read_secure_boot(efivars)
-    assert state.enabled is None and "efivarfs is not mounted" in state.text
+    assert read_secure_boot(efivars) == classify(UNMOUNTED, "")
     (efivars / "Boot0000-8be4df61-93ca-11d2-aa0d-00e098032b8c").write_bytes(b"\x07\0\0\0entry")
-    assert read_secure_boot(efivars).enabled is False  # UEFI without Secure Boot support
+    assert read_secure_boot(efivars) == classify(ABSENT, "")  # UEFI without Secure Boot support
     (efivars / SECURE_BOOT_VARIABLE).write_bytes(ON)
-    assert (read_secure_boot(efivars).enabled, read_secure_boot(efivars).text) == (True, "on")
+    assert read_secure_boot(efivars) == SecureBootState(True, "Secure Boot on")
     (efivars / SECURE_BOOT_VARIABLE).write_bytes(OFF)
-    assert (read_secure_boot(efivars).enabled, read_secure_boot(efivars).text) == (False, "off")
+    assert read_secure_boot(efivars) == SecureBootState(False, "Secure Boot off")
     (efivars / SECURE_BOOT_VARIABLE).write_bytes(b"\x06\0")
     state = read_secure_boot(efivars)
     assert state.enabled is None and "got 2 bytes" in state.text
+
+
+def test_an_unlistable_efivars_directory_is_unknown_not_a_crash():
+    """The agent reads the state before its reporter exists: a directory it may search but not list (here:
+    mode 0311, read by an unprivileged child process) gives `unknown`, never an exception."""
+    efivars = Path(tempfile.mkdtemp(prefix="efivars-"))  # under /tmp, where the child can reach it
+    try:
+        efivars.chmod(0o311)
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child)
+            try:
+                os.close(reader)
+                if os.geteuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                state = read_secure_boot(efivars)
+                os.write(writer, json.dumps([state.enabled, state.text]).encode())
+            finally:
+                os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader) as pipe:
+            answer = pipe.read()
+        os.waitpid(child, 0)
+    finally:
+        efivars.chmod(0o700)
+        efivars.rmdir()
+    assert json.loads(answer) == [None, f"Secure Boot unknown ({efivars}: Permission denied)"]
 
 
 def test_agent_reports_secure_boot_in_its_first_event_and_result(stream_test_image_manifest, fake_service,
@@ -151,7 +198,7 @@ def test_agent_reports_secure_boot_in_its_first_event_and_result(stream_test_ima
     assert [e.get("secure_boot") for e in events][:2] == [True, None] and "secure_boot" not in events[1]
     assert read_event(events[0])["secure_boot"] is True and read_event(events[1])["secure_boot"] is None
     assert result["secure_boot"] is True and read_result(result)["secure_boot"] is True
-    assert "Secure Boot: on" in result["log"]
+    assert "installer: Secure Boot on" in result["log"]
 
 
 def test_a_bios_agent_sends_what_it_always_sent(fake_service, tmp_path):
@@ -161,7 +208,7 @@ def test_a_bios_agent_sends_what_it_always_sent(fake_service, tmp_path):
     code = run_agent(AgentOptions(server=fake_service.url, token=fake_service.state.token, reboot=False,
                                   plan_wait=5), out=io.StringIO(), efivars=tmp_path / "no-efivars")
     (result,) = fake_service.state.results
-    assert code == 2 and "secure_boot" not in result and "Secure Boot: BIOS" in result["log"]
+    assert code == 2 and "secure_boot" not in result and "installer: booted with BIOS" in result["log"]
 
 
 # ---------------------------------------------------------------- Debian's real signed shim and grub
@@ -231,6 +278,28 @@ def test_xfs_boot_is_flagged_when_the_signed_grub_lacks_it(debian_signed_root, t
     installed = install_uefi(root, layout, _esp(tmp_path), tmp_path)
     assert installed.description == ("shim + signed grub (debian, EFI/debian); the signed grub lacks built-in xfs: "
                                      "with Secure Boot on it cannot load them from disk")
+
+
+def test_a_secure_boot_plan_refuses_a_signed_grub_lacking_what_grub_cfg_needs(debian_signed_root, tmp_path):
+    """With Secure Boot asked for, the same grub without xfs fails the bootloader phase, naming the module,
+    before anything is written to the ESP (the installed system could not boot)."""
+    from metalstream.contracts.deployspec import DeploySpec, PartSpec
+
+    require_tools("grub-mkimage")
+    root = tmp_path / "root"
+    (root / "usr/lib/shim").mkdir(parents=True)
+    shutil.copy(debian_signed_root / DEBIAN_SHIM, root / DEBIAN_SHIM)
+    (root / DEBIAN_GRUB).parent.mkdir(parents=True)
+    subprocess.run(["grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/debian", "-o", str(root / DEBIAN_GRUB),
+                    "part_gpt", "ext2", "search", "configfile", "normal", "linux", "echo"], check=True)
+    layout = plan_layout(8 * GIB, "uefi", DeploySpec(reqpart=True, partitions=[PartSpec("/", fstype="xfs", grow=True)]),
+                         new_uuid=_uuids())
+    esp = _esp(tmp_path)
+    with pytest.raises(OperationFailed, match=r"^the plan asks for Secure Boot but the image's signed grub "
+                                              r"\(shim \+ signed grub \(debian, EFI/debian\)\) lacks built-in test, "
+                                              r"xfs, which grub.cfg needs"):
+        install_uefi(root, layout, esp, tmp_path, require_signed=True)
+    assert not esp.exists("/EFI")  # nothing was written
 
 
 # ---------------------------------------------------------------- the RPM family's /boot/efi

@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 
 from conftest import require_root, require_tools
-from metalstream.contracts.efivars import SECURE_BOOT_VARIABLE
+from fixtures_images import make_image
+from metalstream.contracts.efivars import SECURE_BOOT_VARIABLE, SecureBootState
+from metalstream.contracts.secureboot import DEBIAN_GRUB, DEBIAN_NETWORK_GRUB, DEBIAN_SHIM
 from pxe.activation import Expected, compare, secure_boot_command, secure_boot_from_answer
 
 SUCCESS = {"success": True, "phase": "finish", "error": None, "log": "ok"}
+SIGNED_PACKAGES = [{"name": name, "version": "1", "arch": "amd64"}
+                   for name in ("shim-signed", "grub-efi-amd64-signed", "linux-image-amd64")]
+DEPLOY_KS = "part / --fstype=ext4 --size=2000 --grow\n%addon org_metalstream_deploy\nsecure_boot=true\n%end\n"
 
 
 def _free_port() -> int:
@@ -101,9 +106,12 @@ def _service(tmp_path, installer, manifest, root: Path, **extra):
     return app, svc, admin
 
 
-def _install(client, admin, mac: str, ssh_address: str, root_uuid: str) -> str:
-    dep = client.post("/api/v1/deployments", json={"mac": mac, "image": "tiny", "ssh_address": ssh_address},
-                      headers=admin).get_json()
+def _install(client, admin, mac: str, ssh_address: str, root_uuid: str, image: str = "tiny", **request) -> str:
+    """A deployment created through the API and taken to `installed` as its agent would."""
+    response = client.post("/api/v1/deployments", json={"mac": mac, "image": image, "ssh_address": ssh_address,
+                                                        **request}, headers=admin)
+    assert response.status_code == 201, response.get_json()
+    dep = response.get_json()
     token = client.get(f"/boot/{mac}.ipxe").get_data(as_text=True).split("metalstream.token=")[1].split()[0]
     response = client.post("/api/v1/agent/result", json={**SUCCESS, "root_uuid": root_uuid},
                            headers={"Authorization": f"Bearer {token}"})
@@ -163,6 +171,82 @@ def test_activation_check_marks_active_then_failed_on_mismatch(tmp_path, sshd, i
     assert shown["state"] == "failed" and "mounted root filesystem has UUID" in shown["error"]
 
 
+def _signed_image(tmp_path: Path) -> Path:
+    """An image whose manifest lists Debian's signed chain (and whose tree holds its files): one a deployment
+    may ask Secure Boot of."""
+    tree = tmp_path / "signed-tree"
+    for relative in ("etc/os-release", DEBIAN_SHIM, DEBIAN_GRUB, DEBIAN_NETWORK_GRUB):
+        (tree / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tree / relative).write_text("ID=debian\n" if relative == "etc/os-release" else f"{relative}\n")
+    return make_image(tree, tmp_path / "images", "signed", family="debian", release="bookworm",
+                      packages=SIGNED_PACKAGES)
+
+
+@pytest.mark.root
+def test_a_host_asked_to_boot_with_secure_boot_fails_activation_without_it(tmp_path, sshd, installed_root,
+                                                                           pxe_installer, pxe_image_manifest):
+    """Secure Boot asked for (by the request, or by the deploy kickstart's add-on): the host must have booted
+    with it on. Off, or a state it cannot tell, fails the deployment saying so; on makes it active."""
+    from pxe import deployments, imagestore, supervisor
+    port, authorized_keys = sshd
+    root, uuid = installed_root
+    app, svc, admin = _service(tmp_path, pxe_installer, pxe_image_manifest, root)
+    imagestore.register(svc.engine, svc.config.image_dir, _signed_image(tmp_path))
+    authorized_keys.write_text(svc.deploy_public_key + "\n")
+    client = app.test_client()
+    image = client.get("/api/v1/images/signed", headers=admin).get_json()
+
+    def install_and_check(mac: str, **request) -> dict:
+        dep = _install(client, admin, mac, f"127.0.0.1:{port}", uuid, image="signed", **request)
+        _write_deployment_file(root, deployment_id=dep, image="signed", sha256=image["sha256"], root_uuid=uuid)
+        supervisor.tick(svc)
+        shown = client.get(f"/api/v1/deployments/{dep}", headers=admin).get_json()
+        assert shown["secure_boot"]["requested"] is True
+        assert shown["secure_boot"]["target"] == deployments.get_row(svc.engine, dep)["target_secure_boot"]
+        return shown
+
+    _write_efivars(root, (SECURE_BOOT_VARIABLE, bytes([6, 0, 0, 0, 0])))
+    shown = install_and_check("52:54:00:00:02:01", secure_boot=True)
+    assert shown["state"] == "failed" and shown["secure_boot"]["target"] is False
+    assert shown["error"] == ("activation check failed: Secure Boot was requested but the installed system booted "
+                              f"with it off; host runs image signed (root UUID {uuid}); Secure Boot off")
+    assert shown["check_message"] == shown["error"].removeprefix("activation check failed: ")
+
+    shutil.rmtree(root / "sys")
+    _write_efivars(root)  # efivarfs not mounted: the host cannot tell
+    shown = install_and_check("52:54:00:00:02:02", kickstart=DEPLOY_KS)
+    assert shown["state"] == "failed" and shown["secure_boot"]["target"] is None
+    assert shown["error"].startswith("activation check failed: Secure Boot was requested but the installed system "
+                                     "cannot tell whether it is on; host runs image signed")
+    assert shown["error"].endswith("; Secure Boot unknown (efivarfs is not mounted)")
+
+    _write_efivars(root, (SECURE_BOOT_VARIABLE, bytes([6, 0, 0, 0, 1])))
+    shown = install_and_check("52:54:00:00:02:03", secure_boot=True)
+    assert shown["state"] == "active" and shown["secure_boot"]["target"] is True, shown
+    assert shown["check_message"].endswith("; Secure Boot on") and shown["error"] is None
+
+
+def test_finishing_activation_writes_the_hosts_state_only_in_its_transition(tmp_path, pxe_installer,
+                                                                            pxe_image_manifest):
+    """What the host said is stored by the installed → active/failed transition itself: a second answer
+    (another worker's, or a host that answered late) changes nothing once the deployment moved on."""
+    from pxe import deployments
+    app, svc, admin = _service(tmp_path, pxe_installer, pxe_image_manifest, Path("/"))
+    client = app.test_client()
+    dep = _install(client, admin, "52:54:00:00:02:04", "127.0.0.1:1", "abcd-0002")
+    assert deployments.finish_activation(svc.engine, dep, True, "host runs image tiny; Secure Boot on", True)
+    assert not deployments.finish_activation(svc.engine, dep, False, "a late answer; Secure Boot off", False)
+    row = deployments.get_row(svc.engine, dep)
+    assert (row["state"], row["target_secure_boot"], row["error"]) == ("active", True, None)
+    assert row["check_message"] == "host runs image tiny; Secure Boot on"
+
+    pending = client.post("/api/v1/deployments", json={"mac": "52:54:00:00:02:05", "image": "tiny"},
+                          headers=admin).get_json()["id"]
+    assert not deployments.finish_activation(svc.engine, pending, False, "no such check", False)
+    row = deployments.get_row(svc.engine, pending)  # an activation never fails a deployment not yet installed
+    assert (row["state"], row["target_secure_boot"]) == ("pending", None)
+
+
 def test_activation_waits_for_ssh_then_times_out(tmp_path, pxe_installer, pxe_image_manifest):
     from pxe import supervisor
     app, svc, admin = _service(tmp_path, pxe_installer, pxe_image_manifest, Path("/"), activation_timeout=60)
@@ -199,7 +283,8 @@ def test_secure_boot_command_in_a_real_shell(tmp_path):
     """What the check runs over SSH, run here by sh against roots standing in for installed systems."""
     def answer(root: Path) -> tuple[bool | None, str]:
         done = subprocess.run(["sh", "-c", secure_boot_command(str(root))], capture_output=True, text=True)
-        return secure_boot_from_answer(done.returncode, done.stdout if done.returncode == 0 else done.stderr)
+        state = secure_boot_from_answer(done.returncode, done.stdout if done.returncode == 0 else done.stderr)
+        return state.enabled, state.text
 
     assert answer(tmp_path / "bios") == (None, "booted with BIOS (no Secure Boot)")
     unmounted = tmp_path / "unmounted"
@@ -218,5 +303,11 @@ def test_secure_boot_command_in_a_real_shell(tmp_path):
     quoted = tmp_path / "it's here; echo pwned"
     _write_efivars(quoted, (SECURE_BOOT_VARIABLE, bytes([6, 0, 0, 0, 1])))
     assert answer(quoted) == (True, "Secure Boot on")
-    assert secure_boot_from_answer(1, "od: permission denied")[1] == (
-        "Secure Boot unknown (reading the SecureBoot variable failed: od: permission denied)")
+
+
+def test_a_failed_read_is_a_fixed_phrase_and_its_detail_only_logged(caplog):
+    detail = "od: /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c: Permission denied"
+    with caplog.at_level("WARNING", logger="metalstream.pxe.activation"):
+        state = secure_boot_from_answer(1, detail)
+    assert state == SecureBootState(None, "Secure Boot unknown (reading the SecureBoot variable failed (status 1))")
+    assert detail in caplog.text

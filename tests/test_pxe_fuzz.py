@@ -52,3 +52,31 @@ def test_the_api_holds_under_generated_requests(case, pxe_env, agent_headers):
                            transport_kwargs={"headers": auth})
     body = response.get_data(as_text=True)
     assert not LEAK.search(body), (response.status_code, body[:500])
+
+
+def _json_schema(openapi_schema):
+    """An OpenAPI 3.0 schema as JSON Schema: `nullable: true` becomes a type that also admits null."""
+    if isinstance(openapi_schema, list):
+        return [_json_schema(item) for item in openapi_schema]
+    if not isinstance(openapi_schema, dict):
+        return openapi_schema
+    schema = {key: _json_schema(value) for key, value in openapi_schema.items() if key != "nullable"}
+    if openapi_schema.get("nullable") and "type" in schema:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+@pytest.mark.parametrize("secure_boot", [True, False, None])
+def test_the_published_agent_schemas_admit_what_the_agent_sends(secure_boot):
+    from jsonschema import validate
+
+    from metalstream.contracts.events import event_document, result_document
+
+    schemas = openapi_document()["components"]["schemas"]
+    event = event_document("start", "starting", None, None, 1700000000.0, seq=1, secure_boot=secure_boot)
+    failure = result_document(success=False, phase="disk", error="no disk matches", log="...", root_uuid=None,
+                              time=1700000040.0, secure_boot=secure_boot)
+    assert ("secure_boot" in event) == ("secure_boot" in failure) == (secure_boot is not None)
+    for document, name in ((event, "Event"), (failure, "Result")):
+        validate(document, _json_schema(schemas[name]))
+        validate({**document, "secure_boot": secure_boot}, _json_schema(schemas[name]))  # null too
