@@ -16,16 +16,17 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from . import deployments, states
+from . import deployments, firststage_store, states
 from .errors import ServiceError
 from .render import InstallerBoot
 
 
 @dataclass(frozen=True)
 class LocalBoot:
-    """Boot the machine's own disk."""
+    """Boot the machine's own disk: the root filesystem of its last install when known (`root_uuid`)."""
 
     mac: str
+    root_uuid: str | None = None
 
 
 # boot path (deployments.boot_path) → how it is described in the deployment's events
@@ -46,13 +47,18 @@ def select_boot(engine: Engine, mac: str, *, base_url: str, installer_available:
                 boot_path: str) -> InstallerBoot | LocalBoot:
     row = deployments.open_for_mac(engine, mac)
     if row is None or row["state"] not in states.INSTALLER_STATES:
-        return LocalBoot(mac)
+        return _local(engine, mac)
     if not installer_available:
+        firststage_store.record_config_without_installer(engine, row["id"], BOOT_PATHS[boot_path])
         raise InstallerMissing("a deployment is pending for this MAC but no installer is configured "
                                "(metalstream serve --installer)")
     token = deployments.mint_boot_token(engine, row["id"], boot_path=boot_path, path_label=BOOT_PATHS[boot_path])
     if token is None:  # cancelled or advanced between the read and the update
-        return LocalBoot(mac)
+        return _local(engine, mac)
     request = row["request"]
     return InstallerBoot(base_url=base_url, token=token, deployment_id=row["id"], mac=mac, image=row["image_name"],
                          hostname=request.get("hostname"), kernel_args=tuple(request.get("kernel_args", [])))
+
+
+def _local(engine: Engine, mac: str) -> LocalBoot:
+    return LocalBoot(mac, deployments.installed_root_uuid(engine, mac))

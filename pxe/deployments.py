@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import db, firststage, states, tokens
+from . import db, states, tokens
 from .errors import Conflict, NotFound
 from .plan import secure_boot_requested
 
@@ -155,6 +155,14 @@ def open_for_mac(engine: Engine, mac: str):
         return conn.execute(select(db.deployments).where(db.deployments.c.open_mac == mac)).mappings().first()
 
 
+def installed_root_uuid(engine: Engine, mac: str) -> str | None:
+    """The root filesystem UUID the agent reported for the MAC's most recent successful install, or None."""
+    with engine.connect() as conn:
+        return conn.execute(select(db.deployments.c.root_uuid).where(and_(
+            db.deployments.c.mac == mac, db.deployments.c.installed_at.is_not(None),
+            db.deployments.c.root_uuid.is_not(None))).order_by(db.deployments.c.installed_at.desc()).limit(1)).scalar()
+
+
 def transition(conn: Connection, dep_id: str, new: str, note: str | None = None, *,
                sources: tuple[str, ...] | None = None, **values) -> bool:
     """Move to `new` if the current state allows it; True if this call made the change."""
@@ -195,30 +203,6 @@ def mint_boot_token(engine: Engine, dep_id: str, *, boot_path: str, path_label: 
                             f"{path_label}): agent token reissued, the previous one is void",
                             sources=(states.BOOTING,), **values))
     return f"{dep_id}.{secret}" if ok else None
-
-
-def record_first_stage(engine: Engine, mac: str, fetch: dict) -> str | None:
-    """Store a first-stage loader fetch (`firststage.record`) on the MAC's open deployment and say so in an
-    event (once for a quick repeat); in pending/booting it also restarts the silence timer. Returns the
-    deployment's id, or None when the MAC has no open deployment."""
-    for _ in range(3):  # the state may move between the read and the conditional update: read again
-        with engine.begin() as conn:
-            row = conn.execute(select(db.deployments.c.id, db.deployments.c.state, db.deployments.c.first_stage)
-                               .where(db.deployments.c.open_mac == mac)).first()
-            if row is None:
-                return None
-            values = {"first_stage": fetch, "updated_at": time.time()}
-            if row.state in states.INSTALLER_STATES:
-                values["last_seen_at"] = fetch["at"]
-            changed = conn.execute(update(db.deployments).where(and_(
-                db.deployments.c.id == row.id, db.deployments.c.state == row.state,
-                db.deployments.c.open_mac == mac)).values(**values)).rowcount
-            if changed:
-                if not firststage.is_repeat(row.first_stage, fetch):
-                    _event(conn, row.id, row.state, None, firststage.fetched_event(fetch["loader"], fetch["client"]),
-                           when=fetch["at"])
-                return row.id
-    return None
 
 
 def authenticate_agent(engine: Engine, token: str | None):
@@ -353,30 +337,6 @@ def _reap_one(conn: Connection, dep_id: str, cutoff: float, message: str) -> boo
         _event(conn, dep_id, states.FAILED, None, message)
         return True
     return False
-
-
-def reap_silent_after_first_stage(engine: Engine, timeout: float, now: float | None = None) -> list[str]:
-    """Fail pending deployments whose machine fetched a first-stage loader over TFTP and then asked for no boot
-    config within `timeout` seconds; the error names the likely cause for that loader. Pending deployments
-    without such a fetch are left alone (the machine may not be powered on yet)."""
-    now = now if now is not None else time.time()
-    cutoff = now - timeout
-    silent = and_(db.deployments.c.state == states.PENDING, db.deployments.c.first_stage.is_not(None),
-                  db.deployments.c.last_seen_at < cutoff)
-    with engine.connect() as conn:
-        rows = conn.execute(select(db.deployments.c.id, db.deployments.c.mac, db.deployments.c.first_stage,
-                                   db.deployments.c.last_seen_at).where(silent)).all()
-    failed = []
-    for row in rows:
-        message = firststage.silence_message(row.first_stage, now - row.last_seen_at, row.mac)
-        with engine.begin() as conn:  # conditional: one replica fails it, and only if nothing was asked since
-            result = conn.execute(update(db.deployments).where(and_(db.deployments.c.id == row.id, silent))
-                                  .values(state=states.FAILED, error=message, open_mac=None, token_hash=None,
-                                          updated_at=time.time()))
-            if result.rowcount == 1:
-                _event(conn, row.id, states.FAILED, None, message)
-                failed.append(row.id)
-    return failed
 
 
 def claim_activation_checks(engine: Engine, retry: float, now: float | None = None) -> list:

@@ -1,7 +1,8 @@
 """First-stage loaders fetched over TFTP, and what a machine that fetched one and then went silent tells.
 
 Pure: no database, no sockets. The TFTP server attributes a fetch to a MAC through the kernel's neighbour
-table (`parse_neighbours` reads /proc/net/arp's format); the sweeper fails a pending deployment whose
+table (`parse_neighbours` reads /proc/net/arp's format), which only holds clients on directly connected
+networks (`parse_connected_networks` reads /proc/net/route's format); the sweeper fails a pending deployment whose
 machine fetched a first-stage loader and then asked for nothing, with `silence_message` as its error.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ UNSIGNED_UEFI = ("ipxe.efi", "snponly.efi")
 REPEAT_WINDOW = 30.0
 
 _ATF_COM = 0x2  # the kernel's "entry complete" flag: the hardware address is known
+_RTF_UP, _RTF_GATEWAY = 0x1, 0x2  # route flags: usable; through a router
 
 
 def parse_neighbours(text: str) -> dict[str, str]:
@@ -52,6 +54,28 @@ def parse_neighbours(text: str) -> dict[str, str]:
         if complete and mac != "00:00:00:00:00:00":
             table.setdefault(address, mac)
     return table
+
+
+def _route_address(field: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(int(field, 16).to_bytes(4, "little"))
+
+
+def parse_connected_networks(text: str) -> list[ipaddress.IPv4Network]:
+    """The networks this host reaches without a router, from the text of /proc/net/route (hex, host order)."""
+    networks = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            destination, gateway, flags, mask = (_route_address(fields[1]), _route_address(fields[2]),
+                                                 int(fields[3], 16), _route_address(fields[7]))
+            network = ipaddress.IPv4Network(f"{destination}/{mask}", strict=False)
+        except ValueError:
+            continue
+        if flags & _RTF_UP and not flags & _RTF_GATEWAY and int(gateway) == 0:
+            networks.append(network)
+    return networks
 
 
 def record(loader: str, client: str, mac: str | None, at: float) -> dict:
@@ -83,6 +107,11 @@ def silence_message(first_stage: dict, silent_for: float, mac: str) -> str:
     at = first_stage.get("at")
     when = f" at {_clock(at)}" if isinstance(at, (int, float)) else ""
     silent = f"{silent_for:.0f} s"
+    asked = first_stage.get("asked_without_installer")
+    if isinstance(asked, (int, float)):
+        return (f"the machine fetched {loader}{when} and asked for its boot config at {_clock(asked)}, but the "
+                "service has no installer to offer it; start metalstream serve with --installer and create the "
+                "deployment again")
     if loader in UNSIGNED_UEFI:
         return (f"the machine fetched {loader} (unsigned iPXE){when} and then asked for nothing for {silent}: "
                 "a UEFI firmware with Secure Boot on refuses unsigned loaders — offer the signed path "

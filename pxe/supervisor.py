@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 
-from . import activation, deployments, imagestore
+from . import activation, deployments, firststage_store, imagestore
 from .errors import NotFound
 from .service import Service
 
@@ -23,7 +23,7 @@ def tick(service: Service, now: float | None = None) -> None:
     now = now if now is not None else time.time()
     for dep_id in deployments.reap_silent(service.engine, config.agent_timeout, now):
         log.warning("deployment %s failed: agent silent for more than %s s", dep_id, config.agent_timeout)
-    for dep_id in deployments.reap_silent_after_first_stage(service.engine, config.agent_timeout, now):
+    for dep_id in firststage_store.reap_silent_after_first_stage(service.engine, config.agent_timeout, now):
         log.warning("deployment %s failed: its machine fetched a first-stage loader over TFTP and then asked for "
                     "nothing for more than %s s", dep_id, config.agent_timeout)
     for row in deployments.claim_activation_checks(service.engine, config.activation_retry, now):

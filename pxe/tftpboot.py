@@ -7,19 +7,21 @@ The signed shim loads the signed network GRUB, which reads everything over TFTP 
     grub/grub.cfg        chain config: configfile $prefix/${net_default_mac}.cfg
     grub/MAC.cfg         rendered per request from the deployment store, like /boot/grub/MAC.cfg over HTTP:
                          a pending/booting deployment gets the installer (a fresh agent token; boot_path
-                         "shim-grub"), every other MAC its local disk (`exit`)
+                         "shim-grub"), every other MAC its local disk (the installed grub.cfg)
     installer/vmlinuz    the installer's kernel and initramfs, which that config loads over TFTP
     installer/initrd.img
 
 When a first-stage loader (firststage.LOADERS) is sent, the client's MAC is looked up in the kernel's
-neighbour table and the fetch is stored on that MAC's open deployment (deployments.record_first_stage),
-on a worker thread: the lookup may wait a moment for the kernel to learn the address.
+neighbour table and the fetch is stored on that MAC's open deployment (firststage_store.record_first_stage),
+on a worker thread: the lookup may wait a moment for the kernel to learn the address — only for a client on a
+directly connected network (/proc/net/route); one behind a router never appears in the table.
 
 Names reach this module already checked by pxe.tftp.clean_name; a MAC is checked again by rules.mac.
 Nothing here imports Flask: this runs in the TFTP child process.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import queue
 import re
@@ -36,14 +38,15 @@ from sqlalchemy.engine import Engine
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import deployments, firststage
+from . import firststage, firststage_store
 from .boot import InstallerBoot, InstallerMissing, select_boot
 from .render import Renderer
 
 log = logging.getLogger("metalstream.pxe.tftp")
 
 NEIGHBOUR_TABLE = Path("/proc/net/arp")
-SIGNED_LOADERS = {"shimx64.efi": "shim_path", "grubx64.efi": "grub_path"}
+ROUTE_TABLE = Path("/proc/net/route")
+SIGNED_LOADER_NAMES = {"shimx64.efi": "shim_path", "grubx64.efi": "grub_path"}
 INSTALLER_FILES = {"installer/vmlinuz": "kernel_path", "installer/initrd.img": "initramfs_path"}
 CHAIN_CONFIG = "grub/grub.cfg"
 _HOST_CONFIG = re.compile(r"^grub/([^/]+)\.cfg\Z")
@@ -56,12 +59,8 @@ def installer_files(installer: dict | None) -> dict[str, Path]:
     """TFTP name → file, for the installer's kernel and initramfs and, when it carries them, its signed loaders."""
     if installer is None:
         return {}
-    wanted = {**INSTALLER_FILES, **SIGNED_LOADERS}
+    wanted = {**INSTALLER_FILES, **SIGNED_LOADER_NAMES}
     return {name: Path(installer[key]) for name, key in wanted.items() if installer.get(key)}
-
-
-def offers_signed_path(installer: dict | None) -> bool:
-    return installer is not None and all(installer.get(key) for key in SIGNED_LOADERS.values())
 
 
 def read_neighbours(path: Path = NEIGHBOUR_TABLE) -> dict[str, str]:
@@ -70,6 +69,20 @@ def read_neighbours(path: Path = NEIGHBOUR_TABLE) -> dict[str, str]:
     except OSError as exc:
         log.warning("cannot read the neighbour table %s: %s", path, exc)
         return {}
+
+
+def on_connected_network(client: str, path: Path = ROUTE_TABLE) -> bool:
+    """Whether `client` is on a network this host reaches without a router (so it can be in the neighbour table)."""
+    try:
+        networks = firststage.parse_connected_networks(path.read_text())
+    except OSError as exc:
+        log.warning("cannot read the route table %s: %s", path, exc)
+        return True
+    try:
+        address = ipaddress.IPv4Address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def local_address_toward(client: str) -> str:
@@ -92,7 +105,9 @@ class ServiceAddress:
     def for_client(self, client: str) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = self.host if self.host not in ("", "0.0.0.0", "::") else local_address_toward(client)
+        host = self.host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = local_address_toward(client)
         return f"{self.scheme}://{host}:{self.port}"
 
 
@@ -103,6 +118,7 @@ class FirstStageRecorder:
     engine: Engine
     neighbours: Callable[[], dict[str, str]] = read_neighbours
     delays: tuple[float, ...] = LOOKUP_DELAYS
+    on_link: Callable[[str], bool] = on_connected_network
     _queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=256), init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
 
@@ -124,7 +140,8 @@ class FirstStageRecorder:
                 log.exception("%s fetched %s: storing it on its deployment failed", client, loader)
 
     def lookup(self, client: str, at: float) -> str | None:
-        for delay in self.delays:
+        delays = self.delays if self.on_link(client) else self.delays[:1]  # behind a router: no entry to wait for
+        for delay in delays:
             time.sleep(max(0.0, at + delay - time.time()))
             mac = self.neighbours().get(client)
             if mac is not None:
@@ -137,7 +154,7 @@ class FirstStageRecorder:
         if mac is None:
             log.info("%s fetched %s: no MAC for it in the neighbour table, not attributed", client, loader)
             return None
-        dep_id = deployments.record_first_stage(self.engine, mac, firststage.record(loader, client, mac, at))
+        dep_id = firststage_store.record_first_stage(self.engine, mac, firststage.record(loader, client, mac, at))
         if dep_id is None:
             log.info("%s (%s) fetched %s: no open deployment for that MAC", client, mac, loader)
         else:
@@ -162,7 +179,7 @@ class TftpBoot:
         """The content for `name` (already checked by clean_name), or None when this module does not serve it."""
         if name in self.files:
             return open(self.files[name], "rb")
-        if name in SIGNED_LOADERS:
+        if name in SIGNED_LOADER_NAMES:
             log.warning("%s asked for %s, but the installer carries no signed shim and grub (the Secure Boot "
                         "path is off)", client, name)
             return None
@@ -185,7 +202,7 @@ class TftpBoot:
             return self.renderer.no_installer_grub(mac)
         if isinstance(boot, InstallerBoot):
             return self.renderer.installer_tftp_grub(boot)
-        return self.renderer.local_grub(mac)
+        return self.renderer.local_grub(mac, boot.root_uuid)
 
     def served(self, name: str, client: str, at: float) -> None:
         """A file (from here or the TFTP root) is being sent: attribute first-stage loaders to their deployment."""

@@ -4,12 +4,11 @@ and the sweeper that fails a pending deployment whose machine fetched a loader a
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from fixtures_pxe import PXE_MAC
-from pxe import deployments, firststage, supervisor
+from pxe import deployments, firststage, firststage_store, supervisor
 
 # /proc/net/arp as the kernel writes it: a header, complete entries (flags 0x2), a permanent one (0x6),
 # an incomplete one (0x0, MAC all zeroes) and the same address on two devices.
@@ -32,9 +31,37 @@ def test_neighbour_table_parser_reads_the_kernels_format():
     assert firststage.parse_neighbours(garbage) == {}
 
 
-def test_the_parser_takes_this_machines_own_table():
-    table = firststage.parse_neighbours(Path("/proc/net/arp").read_text())
-    assert all(mac.count(":") == 5 and mac == mac.lower() for mac in table.values())
+# /proc/net/route as the kernel writes it (addresses in hex, host byte order): a default route through a router,
+# two connected networks, a host route through a router, and a route that is down.
+ROUTE_TABLE = """\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+msbr0\t0000E70A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+eth0\t0900000A\t010200C0\t0007\t0\t0\t0\tFFFFFFFF\t0\t0\t0
+eth1\t0000A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0
+"""
+
+
+def test_the_route_parser_keeps_only_networks_reached_without_a_router():
+    networks = firststage.parse_connected_networks(ROUTE_TABLE)
+    assert [str(n) for n in networks] == ["192.0.2.0/24", "10.231.0.0/16"]
+    assert firststage.parse_connected_networks(ROUTE_TABLE.splitlines()[0] + "\neth0 zz 0 1 0 0 0 x\n") == []
+
+
+def test_a_client_behind_a_router_gets_one_neighbour_lookup_without_waiting(tmp_path, monkeypatch):
+    from pxe import tftpboot
+    routes = tmp_path / "route"
+    routes.write_text(ROUTE_TABLE)
+    assert tftpboot.on_connected_network("10.231.7.9", routes)
+    assert not tftpboot.on_connected_network("10.0.0.9", routes)  # only a host route through a router
+    asked = []
+    recorder = tftpboot.FirstStageRecorder(engine=None, neighbours=lambda: asked.append(1) or {},
+                                           delays=(0.0, 30.0, 60.0),
+                                           on_link=lambda client: tftpboot.on_connected_network(client, routes))
+    started = time.monotonic()
+    assert recorder.lookup("10.0.0.9", time.time()) is None
+    assert asked == [1] and time.monotonic() - started < 5
 
 
 def test_events_name_the_loader_who_fetched_it_and_from_where():
@@ -81,7 +108,7 @@ def test_silence_messages_name_the_likely_cause_per_loader(loader, expected):
 # --- the sweeper, on real rows ------------------------------------------------------------------------
 
 def _fetch(env, loader: str, at: float) -> str | None:
-    return deployments.record_first_stage(env.service.engine, PXE_MAC,
+    return firststage_store.record_first_stage(env.service.engine, PXE_MAC,
                                           firststage.record(loader, "10.0.0.9", PXE_MAC, at))
 
 
@@ -110,7 +137,7 @@ def test_a_pending_deployment_silent_after_a_first_stage_fetch_fails_with_its_ca
 def test_pending_deployments_without_a_fetch_are_left_alone(pxe_env):
     dep = pxe_env.pending()
     far = time.time() + 10 * pxe_env.service.config.agent_timeout
-    assert deployments.reap_silent_after_first_stage(pxe_env.service.engine, 1, now=far) == []
+    assert firststage_store.reap_silent_after_first_stage(pxe_env.service.engine, 1, now=far) == []
     supervisor.tick(pxe_env.service, now=far)
     assert deployments.get(pxe_env.service.engine, dep["id"])["state"] == "pending"
 
@@ -121,9 +148,9 @@ def test_a_later_fetch_restarts_the_timer_and_one_sweep_fails_it_once(pxe_env):
     _fetch(pxe_env, "snponly.efi", now - 500)
     _fetch(pxe_env, "shimx64.efi", now - 10)  # the machine tried again, with the signed path this time
     engine = pxe_env.service.engine
-    assert deployments.reap_silent_after_first_stage(engine, 100, now=now) == []
-    assert deployments.reap_silent_after_first_stage(engine, 100, now=now + 100) == [dep["id"]]
-    assert deployments.reap_silent_after_first_stage(engine, 100, now=now + 100) == []  # another replica: nothing
+    assert firststage_store.reap_silent_after_first_stage(engine, 100, now=now) == []
+    assert firststage_store.reap_silent_after_first_stage(engine, 100, now=now + 100) == [dep["id"]]
+    assert firststage_store.reap_silent_after_first_stage(engine, 100, now=now + 100) == []  # another replica: nothing
     shown = deployments.get(engine, dep["id"])
     assert "shimx64.efi" in shown["error"] and "snponly.efi" not in shown["error"]
     messages = [e["message"] for e in shown["events"]]
@@ -132,16 +159,51 @@ def test_a_later_fetch_restarts_the_timer_and_one_sweep_fails_it_once(pxe_env):
     assert sum(m == shown["error"] for m in messages) == 1
 
 
-def test_a_fetch_on_a_booting_deployment_restarts_its_silence_timer_only(pxe_env):
+def test_a_fetch_on_a_booting_deployment_leaves_its_agent_timer_alone(pxe_env):
     dep = pxe_env.pending()
     pxe_env.boot_token()
+    served_at = deployments.get_row(pxe_env.service.engine, dep["id"])["last_seen_at"]
     at = time.time() + 30
     _fetch(pxe_env, "undionly.kpxe", at)
     row = deployments.get_row(pxe_env.service.engine, dep["id"])
-    assert row["state"] == "booting" and row["last_seen_at"] == pytest.approx(at)
+    assert row["state"] == "booting" and row["last_seen_at"] == served_at
     assert row["first_stage"]["loader"] == "undionly.kpxe"
-    assert deployments.reap_silent_after_first_stage(pxe_env.service.engine, 1, now=at + 3600) == []
+    assert firststage_store.reap_silent_after_first_stage(pxe_env.service.engine, 1, now=at + 3600) == []
 
 
 def test_a_fetch_for_a_mac_without_an_open_deployment_is_not_stored(pxe_env):
     assert _fetch(pxe_env, "snponly.efi", time.time()) is None
+
+
+def test_a_fetch_stored_late_never_moves_the_timer_or_the_events_back(pxe_env):
+    dep = pxe_env.pending()
+    now = time.time()
+    _fetch(pxe_env, "shimx64.efi", now)
+    _fetch(pxe_env, "grubx64.efi", now - 2)  # the recorder stored this one seconds after it happened
+    shown = deployments.get(pxe_env.service.engine, dep["id"])
+    assert shown["last_seen_at"] == pytest.approx(now)
+    times = [e["time"] for e in shown["events"]]
+    assert times == sorted(times) and shown["events"][-1]["message"].startswith("shim fetched grubx64.efi")
+
+
+def test_a_config_asked_for_without_an_installer_is_recorded_and_named_by_the_sweep(pxe_env):
+    from pxe.boot import InstallerMissing, select_boot
+    dep = pxe_env.pending()
+    at = time.time() - 5
+    _fetch(pxe_env, "shimx64.efi", at)
+    engine = pxe_env.service.engine
+    for _ in range(2):  # the machine retries: one event
+        with pytest.raises(InstallerMissing):
+            select_boot(engine, PXE_MAC, base_url="http://10.0.2.2:8080", installer_available=False,
+                        boot_path="shim-grub")
+    shown = deployments.get(engine, dep["id"])
+    assert shown["state"] == "pending"
+    assert [e["message"] for e in shown["events"]][-1] == (
+        "the machine asked for its boot config (signed shim + grub over TFTP) but the service has no installer "
+        "(metalstream serve --installer)")
+    assert sum("no installer" in e["message"] for e in shown["events"]) == 1
+    timeout = pxe_env.service.config.agent_timeout
+    assert firststage_store.reap_silent_after_first_stage(engine, timeout, now=at + timeout + 1) == [dep["id"]]
+    error = deployments.get(engine, dep["id"])["error"]
+    assert error.startswith("the machine fetched shimx64.efi at ") and "asked for its boot config at " in error
+    assert "the service has no installer to offer it" in error and "nothing" not in error
