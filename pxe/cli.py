@@ -160,8 +160,9 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     Build that installer with `metalstream build ... --format installer --ca ca.pem` (docs/service.md).
     """
     from metalstream import proc
+    from metalstream.contracts import manifests
 
-    from . import imagestore, server, tftp
+    from . import server, tftp
     from .render import SAFE_URL
     host, _ = _parse_bind(bind)
     if public_url is not None and not SAFE_URL.match(public_url):
@@ -174,8 +175,13 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
                      auth_max_failures=auth_max_failures, image_mirrors=image_mirrors)
     # Before the TFTP child and the workers start: one process migrates, and a database written by a
     # newer metalstream stops serve here (exit 1).
+    # The installer's files are checked (sha256) by the TFTP child and the service as they open it; here only
+    # its manifest is read, for what serve says about the boot paths.
+    installer_manifest = (manifests.read_installer_manifest(manifests.load_document(config.installer),
+                                                            str(config.installer)) if config.installer else None)
+    if tftp_port is not None and public_url is None and _carries_signed_loaders(installer_manifest):
+        _refuse_loopback_agent_url(host)
     click.echo(f"metalstream: {_upgrade_database(config)}", err=True)
-    installer_manifest = imagestore.read_installer_manifest(config.installer) if config.installer else None
     scheme = "https" if tls_cert else "http"
     tftp_process = None
     if tftp_port is not None:
@@ -201,15 +207,35 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
             proc.terminate(tftp_process)
 
 
+def _carries_signed_loaders(installer: dict | None) -> bool:
+    """Whether an installer manifest document names the signed shim and grub (the Secure Boot path)."""
+    from metalstream.contracts.manifests import SECURE_BOOT_LOADERS
+    return installer is not None and all(key in installer.get("secure_boot", {}) for key in SECURE_BOOT_LOADERS)
+
+
+def _refuse_loopback_agent_url(bind_host: str) -> None:
+    """Without --public-url the TFTP path hands the agent the --bind address, which machines must reach."""
+    import ipaddress
+    host = bind_host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        raise BadInput(f"is needed with --tftp and an installer carrying shim and grub when --bind is a loopback "
+                       f"address ({bind_host}): the agent of a machine booted over TFTP is told the service's URL, "
+                       "and machines cannot reach this host's loopback address; give the URL they reach it at",
+                       location="--public-url")
+
+
 def _boot_paths(installer: dict | None, tftp_port: int | None) -> list[str]:
-    """What `serve` says at start about the network boot paths it offers."""
-    from .tftpboot import offers_signed_path
+    """What `serve` says at start about the network boot paths it offers (`installer`: its manifest document)."""
     lines = ["boot path iPXE over HTTP: iPXE (from the NIC, or undionly.kpxe / snponly.efi over TFTP) fetches "
              "/boot.ipxe, then /boot/MAC.ipxe; a GRUB with http fetches /boot/grub.cfg, then /boot/grub/MAC.cfg"]
     if installer is None:
         lines.append("no installer (--installer): machines with a pending deployment cannot be installed, and the "
                      "signed shim + grub path (Secure Boot) is off")
-    elif not offers_signed_path(installer):
+    elif not _carries_signed_loaders(installer):
         lines.append("no signed shim + grub path (Secure Boot): the installer carries no signed shim and grub "
                      "(build it with the distribution's signed loaders); UEFI firmware with Secure Boot on refuses "
                      "the unsigned iPXE loaders")

@@ -173,16 +173,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, upgrade_schema: bool = True) -> Engine:
-    """Create the engine for `url` and (by default) bring its schema to the newest revision."""
+def make_engine(url: str, *, upgrade_schema: bool = True, short_waits: bool = False) -> Engine:
+    """Create the engine for `url` and (by default) bring its schema to the newest revision.
+
+    `short_waits`: give up on a busy database within seconds (a lock held elsewhere, a slow statement) instead
+    of waiting up to 30 s — for callers that must not stall, like the single-threaded TFTP server."""
     is_sqlite = url.startswith("sqlite")
     if is_sqlite:
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 2 if short_waits else 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         # A connection that died (server restart, idle timeout at a proxy) is replaced before use. The pool
         # (SQLAlchemy's default 5 + 10 overflow) is per process: gunicorn forks before the app opens it.
-        engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+        connect_args = {"options": "-c lock_timeout=2000 -c statement_timeout=5000"} if short_waits else {}
+        engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
     if upgrade_schema:
         try:
             upgrade(engine)

@@ -25,6 +25,7 @@ SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/\-
 _SAFE_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?\Z")
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9._:\-]{1,253}\Z")
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._\-]{16,200}\Z")
+_SAFE_FS_UUID = re.compile(r"^[0-9A-Fa-f\-]{4,64}\Z")
 
 
 class RenderError(OperationFailed):
@@ -114,8 +115,11 @@ class Renderer:
         values = _installer_values(boot, self.boot_url)
         return self._render("installer.grub.j2", http_host=_grub_host(values["boot_url"]), **values)
 
-    def local_grub(self, mac: str | None) -> str:
-        return self._render("local.grub.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None)
+    def local_grub(self, mac: str | None, root_uuid: str | None = None) -> str:
+        """`root_uuid`: the root filesystem of the MAC's last install (found by UUID, not the first disk with a
+        grub.cfg)."""
+        return self._render("local.grub.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None,
+                            root_uuid=_check(root_uuid, _SAFE_FS_UUID, "filesystem UUID") if root_uuid else None)
 
     # The signed network GRUB of the Secure Boot path reads everything over TFTP (it has no http module):
     # its chain config, the per-MAC config, the kernel and the initramfs.

@@ -148,7 +148,7 @@ def run(root: Path, host: str, port: int, *, on_listening: Callable[[], None] | 
         handle = _open(root, boot, name, raddress)
         log.info("tftp %s:%s %r -> %s", raddress, rport, name, "sent" if handle else "refused")
         if handle is not None and boot is not None:
-            boot.served(clean_name(name), raddress, time.time())
+            _note_served(boot, name, raddress)
         return handle
 
     with tempfile.TemporaryDirectory(prefix="metalstream-tftp-") as empty:
@@ -174,6 +174,14 @@ def _open(root: Path, boot: TftpBoot | None, name: str, client: str) -> BinaryIO
     except Exception:
         log.exception("tftp %s %r: refused after an error", client, name)
         return None
+
+
+def _note_served(boot: TftpBoot, name: str, client: str) -> None:
+    """Hand a sent file to first-stage attribution. Never raises, like `_open`: the file goes out either way."""
+    try:
+        boot.served(clean_name(name), client, time.time())
+    except Exception:
+        log.exception("tftp %s %r: sent, but attributing the fetch failed", client, name)
 
 
 def _when_set(event: threading.Event, callback: Callable[[], None]) -> None:
@@ -213,7 +221,9 @@ def _boot(args: argparse.Namespace) -> TftpBoot | None:
     installer = imagestore.read_installer_manifest(args.installer) if args.installer else None
     scheme, _, hostport = (args.http or "http://0.0.0.0:80").partition("://")
     http_host, _, http_port = hostport.rpartition(":")
-    engine = db.make_engine(db_url)
+    # serve migrated the schema before starting this child. Short waits: tftpy serves every client from one
+    # thread, and a configuration rendered while the database is locked would stall all transfers.
+    engine = db.make_engine(db_url, upgrade_schema=False, short_waits=True)
     neighbours = (lambda: tftpboot.read_neighbours(args.neighbours)) if args.neighbours else tftpboot.read_neighbours
     return tftpboot.TftpBoot(engine, Renderer(), installer,
                              tftpboot.ServiceAddress(args.public_url, scheme, http_host, int(http_port)),

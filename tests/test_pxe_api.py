@@ -303,6 +303,9 @@ def test_pending_deployment_gets_exact_installer_script_then_local_after_install
     assert local_grub.startswith("# metalstream: no install pending for 52:54:00:12:34:56; boot this machine's own disk")
     assert "configfile /boot/grub/grub.cfg" in local_grub and local_grub.endswith("\nexit\n")
     assert not re.search(r"^\s*(linux|initrd)\b", local_grub, re.M)
+    # the disk it installed, by the root filesystem UUID the agent reported: not the first disk with a grub.cfg
+    assert "\nif search --no-floppy --fs-uuid --set=root 1234-abcd; then\n" in local_grub
+    assert "--file /boot/grub/grub.cfg" not in local_grub
 
 
 def test_grub_configs(pxe_env):

@@ -76,6 +76,8 @@ def test_renderer_refuses_every_hostile_value():
         for render in (renderer.local_ipxe, renderer.local_grub, renderer.chain_ipxe, renderer.chain_grub):
             with pytest.raises(RenderError):
                 render(value)
+        with pytest.raises(RenderError):
+            renderer.local_grub("52:54:00:12:34:56", value)
     assert rendered == 0  # every one of them was refused by the renderer itself
 
 
@@ -130,3 +132,17 @@ def test_plan_kickstart_storage_and_overrides():
     plan = build_plan(deployment_id=DEP_ID, request=request, storage=storage, image=image, base_url="http://s:1",
                       deploy_public_key=deploy_key)
     assert plan["kernel_args"] == "console=tty0" and plan["hostname"] == "node-9"
+
+
+@pytest.mark.parametrize("root_uuid", [None, "0a1b2c3d-1111-2222-3333-444455556666"])
+def test_local_grub_configs_are_valid_grub_scripts(tmp_path, root_uuid):
+    from metalstream import proc
+    config = Renderer().local_grub("52:54:00:12:34:56", root_uuid)
+    path = tmp_path / "local.cfg"
+    path.write_text(config)
+    proc.run(["grub-script-check", path], timeout=30)  # raises on a syntax error
+    if root_uuid:
+        assert f"search --no-floppy --fs-uuid --set=root {root_uuid}" in config and "--file /boot/grub" not in config
+    else:
+        assert "search --no-floppy --set=root --file /boot/grub/grub.cfg" in config and "--fs-uuid" not in config
+    assert config.endswith("sleep 5\nexit\n")

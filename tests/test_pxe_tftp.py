@@ -101,3 +101,13 @@ def test_dnsmasq_config_is_proxy_only_and_valid():
 def test_dnsmasq_config_bad_input(args, field):
     result = run_cli("dnsmasq-config", *args)
     assert result.returncode == 2 and field in result.stderr and result.stdout == ""
+
+
+def test_an_error_attributing_a_sent_file_is_logged_not_raised(caplog):
+    """tftpy's serving loop only catches TftpException: anything else from attribution would end the server."""
+    class FailingBoot:
+        def served(self, name, client, at):
+            raise RuntimeError("database is locked")
+
+    tftp._note_served(FailingBoot(), "snponly.efi", "10.0.0.9")
+    assert "'snponly.efi': sent, but attributing the fetch failed" in caplog.text

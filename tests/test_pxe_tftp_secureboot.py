@@ -15,7 +15,7 @@ import pytest
 
 from fixtures_pxe import PXE_MAC, free_udp_port
 from metalstream.contracts.manifests import file_entry, installer_manifest, write_document
-from pxe import deployments, supervisor, tftp
+from pxe import deployments, firststage_store, supervisor, tftp
 
 ARP_HEADER = "IP address       HW type     Flags       HW address            Mask     Device\n"
 OTHER_MAC = "52:54:00:ab:cd:ef"
@@ -199,6 +199,7 @@ def test_unknown_or_finished_macs_get_their_local_disk_over_tftp(sb_env):
     local = client.fetch(f"grub/{OTHER_MAC}.cfg").decode()
     assert local.startswith(f"# metalstream: no install pending for {OTHER_MAC}; boot this machine's own disk")
     assert "configfile /boot/grub/grub.cfg" in local and "metalstream.token" not in local
+    assert "search --no-floppy --set=root --file /boot/grub/grub.cfg" in local  # nothing installed is known for it
     dep = env.pending()
     assert env.client.delete(f"/api/v1/deployments/{dep['id']}", headers=env.admin).status_code == 200
     cfg = client.fetch(f"grub/{PXE_MAC.replace(':', '')}.cfg").decode()
@@ -272,7 +273,7 @@ def test_a_fetch_then_the_boot_config_is_not_failed_by_the_first_stage_sweep(sb_
     row = _row(env, dep["id"])
     assert row["state"] == "booting" and row["boot_path"] == "shim-grub"
     at = row["first_stage"]["at"]
-    assert deployments.reap_silent_after_first_stage(env.service.engine, 60, now=at + 3600) == []
+    assert firststage_store.reap_silent_after_first_stage(env.service.engine, 60, now=at + 3600) == []
     assert _row(env, dep["id"])["state"] == "booting"
 
 
@@ -358,6 +359,19 @@ def test_the_agents_url_over_tftp_is_the_public_url_else_the_listener_seen_from_
         "https://ms.example:8443"
     assert ServiceAddress(None, "http", "0.0.0.0", 8080).for_client("127.0.0.1") == "http://127.0.0.1:8080"
     assert ServiceAddress(None, "https", "127.0.0.5", 8443).for_client("127.0.0.1") == "https://127.0.0.5:8443"
+    # --bind [::]:8080: the host arrives with its brackets
+    assert ServiceAddress(None, "http", "[::]", 8080).for_client("127.0.0.1") == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:8080", "[::1]:8080", "localhost:8080"])
+def test_serve_refuses_a_loopback_agent_url_for_the_signed_path(tmp_path, signed_installer, bind):
+    from metalstream import proc
+    result = proc.run([sys.executable, "-m", "metalstream", "serve", "--data-dir", str(tmp_path / "data"),
+                       "--bind", bind, "--installer", signed_installer, "--tftp", str(free_udp_port())],
+                      timeout=60, check=False)
+    assert result.returncode == 2
+    assert "--public-url" in result.stderr and "machines cannot reach this host's loopback address" in result.stderr
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").glob("*.db"))  # refused before the database
 
 
 # --- through the kernel's neighbour table -------------------------------------------------------------

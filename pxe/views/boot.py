@@ -63,4 +63,5 @@ def host_grub(mac: str):
         return head
     boot = _select(mac, "grub-http")
     renderer = service().renderer
-    return _text(renderer.installer_grub(boot) if isinstance(boot, InstallerBoot) else renderer.local_grub(boot.mac))
+    return _text(renderer.installer_grub(boot) if isinstance(boot, InstallerBoot)
+                 else renderer.local_grub(boot.mac, boot.root_uuid))

@@ -1,6 +1,6 @@
 """Deployments record how their machine booted (issue 18): the network boot path it took (`boot_path`:
-"ipxe" or "shim-grub"), the last first-stage loader a TFTP client fetched for it (`first_stage`: loader
-name, client address, time; attributed through the neighbour table), and whether Secure Boot was on
+"ipxe", "grub-http" or "shim-grub"), the last first-stage loader a TFTP client fetched for it (`first_stage`:
+loader name, client address, time; attributed through the neighbour table), and whether Secure Boot was on
 in the installer (reported by the agent) and on the installed system (read by the activation check).
 
 Revision ID: 0004
