@@ -262,17 +262,25 @@ def test_a_shipped_boot_csv_is_copied_and_a_missing_mok_manager_is_left_out(debi
     assert not any(path.endswith("mmx64.efi") for path in _listing(esp))
 
 
-def test_xfs_boot_is_flagged_when_the_signed_grub_lacks_it(debian_signed_root, tmp_path):
-    """The check reads the signed grub's own module list: a grub without xfs gets a clear warning."""
-    from metalstream.contracts.deployspec import DeploySpec, PartSpec
-
+def _root_with_real_shim_and_built_grub(debian_signed_root: Path, tmp_path: Path, modules: tuple[str, ...]) -> Path:
+    """An image root with Debian's real signed shim and, as its signed grub, one built with just `modules`."""
     require_tools("grub-mkimage")
     root = tmp_path / "root"
     (root / "usr/lib/shim").mkdir(parents=True)
     shutil.copy(debian_signed_root / DEBIAN_SHIM, root / DEBIAN_SHIM)
     (root / DEBIAN_GRUB).parent.mkdir(parents=True)
     subprocess.run(["grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/debian", "-o", str(root / DEBIAN_GRUB),
-                    "part_gpt", "ext2", "search", "configfile", "normal", "linux", "test", "echo"], check=True)
+                    *modules], check=True)
+    return root
+
+
+def test_xfs_boot_is_flagged_when_the_signed_grub_lacks_it(debian_signed_root, tmp_path):
+    """The check reads the signed grub's own module list: a grub without xfs gets a clear warning."""
+    from metalstream.contracts.deployspec import DeploySpec, PartSpec
+
+    root = _root_with_real_shim_and_built_grub(debian_signed_root, tmp_path,
+                                               ("part_gpt", "ext2", "search", "configfile", "normal", "linux", "test",
+                                                "echo"))
     layout = plan_layout(8 * GIB, "uefi", DeploySpec(reqpart=True, partitions=[PartSpec("/", fstype="xfs", grow=True)]),
                          new_uuid=_uuids())
     installed = install_uefi(root, layout, _esp(tmp_path), tmp_path)
@@ -285,13 +293,8 @@ def test_a_secure_boot_plan_refuses_a_signed_grub_lacking_what_grub_cfg_needs(de
     before anything is written to the ESP (the installed system could not boot)."""
     from metalstream.contracts.deployspec import DeploySpec, PartSpec
 
-    require_tools("grub-mkimage")
-    root = tmp_path / "root"
-    (root / "usr/lib/shim").mkdir(parents=True)
-    shutil.copy(debian_signed_root / DEBIAN_SHIM, root / DEBIAN_SHIM)
-    (root / DEBIAN_GRUB).parent.mkdir(parents=True)
-    subprocess.run(["grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/debian", "-o", str(root / DEBIAN_GRUB),
-                    "part_gpt", "ext2", "search", "configfile", "normal", "linux", "echo"], check=True)
+    root = _root_with_real_shim_and_built_grub(debian_signed_root, tmp_path,
+                                               ("part_gpt", "ext2", "search", "configfile", "normal", "linux", "echo"))
     layout = plan_layout(8 * GIB, "uefi", DeploySpec(reqpart=True, partitions=[PartSpec("/", fstype="xfs", grow=True)]),
                          new_uuid=_uuids())
     esp = _esp(tmp_path)
