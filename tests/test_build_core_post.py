@@ -22,7 +22,7 @@ def _ctx(tmp_path, root, scripts) -> BuildContext:
     ks = SplitKickstart(build=spec, deploy=DeploySpec(), source="p.ks", sha256="0" * 64)
     work = tmp_path / "work"
     work.mkdir()
-    return BuildContext(kickstart=ks, options=BuildOptions(output_dir=tmp_path, name="p"), root=root,
+    return BuildContext(kickstart=ks, options=BuildOptions(output_dir=tmp_path, name="p", cache_dir=tmp_path / "cache"), root=root,
                         workdir=work, source_date_epoch=1_700_000_000)
 
 

@@ -88,7 +88,8 @@ def make_ctx(tmp_path: Path, root: Path, *, family: str = "rpm", repos=(), post=
     kickstart = SplitKickstart(build=spec, deploy=DeploySpec(), source="s.ks", sha256="0" * 64)
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    return BuildContext(kickstart=kickstart, options=BuildOptions(output_dir=tmp_path / "out", name="s"),
+    return BuildContext(kickstart=kickstart, options=BuildOptions(output_dir=tmp_path / "out", name="s",
+                                                                         cache_dir=tmp_path / "cache"),
                         root=root, workdir=work, source_date_epoch=1_700_000_000,
                         log=logging.getLogger("test"))
 
