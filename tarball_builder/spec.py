@@ -135,6 +135,7 @@ class Diagnostic:
     line: int | None
     message: str
     severity: str = "error"  # error | warning
+    ignored: str | None = None  # on a warning: the command or option it says is ignored ("text", "rootpw --allow-ssh")
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else f"{self.file}"

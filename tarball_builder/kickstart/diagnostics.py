@@ -30,6 +30,11 @@ class Findings:
     def warn(self, line: int | None, message: str) -> None:
         self._add(line or 0, Diagnostic(*self.locate(line), message, "warning"))
 
+    def ignore(self, line: int | None, what: str, reason: str) -> None:
+        """A warning that `what` (a command, "command --option" or "%section --option") is ignored, because `reason`."""
+        file, at = self.locate(line)
+        self._add(line or 0, Diagnostic(file, at, f"`{what}`: {reason}", "warning", ignored=what))
+
     def check(self, line: int | None, rule: Callable[[Any, str], Any], value: Any, what: str) -> Any:
         """`rule(value, what)` from metalstream.contracts.rules (the API and the agent apply the same);
         a refusal becomes an error at `line`. Returns the checked value, or None when it was refused."""
