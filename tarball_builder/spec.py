@@ -42,7 +42,8 @@ class Packages:
     excluded_groups: list[str] = field(default_factory=list)
     nodocs: bool = False
     exclude_weakdeps: bool = False
-    default: bool = False  # %packages --default
+    default: bool = False  # %packages --default (refused at lint: no family has a default set here)
+    multilib: bool = False  # %packages --multilib (RPM: dnf's multilib_policy=all)
     line: int | None = None
 
 
@@ -68,6 +69,7 @@ class RootPassword:
     password: str | None = None
     is_crypted: bool = False
     lock: bool = False
+    allow_ssh: bool = False  # rootpw --allow-ssh: sshd accepts root's password (PermitRootLogin yes)
     line: int | None = None
 
 
@@ -111,7 +113,9 @@ class BuildSpec:
     repos: list[Repo] = field(default_factory=list)
     packages: Packages = field(default_factory=Packages)
     lang: str | None = None
-    keyboard: str | None = None
+    keyboard: str | None = None  # console keymap (keyboard --vckeymap, or the old positional form)
+    keyboard_layouts: list[str] = field(default_factory=list)  # X layouts, in order (keyboard --xlayouts)
+    keyboard_switch: list[str] = field(default_factory=list)  # XKB layout-switching options (keyboard --switch)
     timezone: Timezone | None = None
     selinux: str | None = None  # enforcing | permissive | disabled | None (leave as packaged)
     services_enabled: list[str] = field(default_factory=list)
@@ -151,3 +155,6 @@ class SplitKickstart:
     warnings: list[Diagnostic] = field(default_factory=list)
     source: str = ""  # path of the kickstart
     sha256: str = ""  # of the fully expanded text (after %include)
+    # `%include`s left for deploy time (a path %pre writes, or under /tmp, /run, /dev/shm):
+    # [{"path", "file", "line", "written_by"}] (tarball_builder.kickstart.source.DeferredInclude)
+    deferred_includes: list[dict] = field(default_factory=list)
