@@ -12,15 +12,16 @@ from metalstream.tls import read_ca_certificate
 
 from .context import BuildOptions
 from .kickstart import KickstartError, parse_kickstart
+from .ks_cli import FAMILY_OPTION, RELEASE_OPTION, TEMPLATE_OPTION
 from .pipeline import Progress, build
-from .templating import parse_vars
+from .templating import parse_vars, without_template_suffix
 
 
 @click.command("build")
 @click.argument("kickstart", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for NAME.tar.zst and NAME.json (created if missing; the build root is made here too).")
-@click.option("--name", help="Image name (default: the kickstart's file name without .ks).")
+@click.option("--name", help="Image name (default: the kickstart's file name without .j2 and .ks).")
 @click.option("--format", "image_format", type=click.Choice(["tarball", "installer"]), default="tarball",
               show_default=True, help="tarball: an OS image; installer: the installer kernel + initramfs.")
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=10, show_default=True,
@@ -35,19 +36,28 @@ from .templating import parse_vars
 @click.option("--no-cache", is_flag=True, help="Neither read nor fill the package cache: a clean build.")
 @click.option("--keep-root", is_flag=True, help="Keep the build root directory after a successful build (debugging).")
 @click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE",
-              help="Template variable for the kickstart (repeatable).")
+              help="Template variable (repeatable); only for templates (*.j2, or --template).")
+@TEMPLATE_OPTION
+@FAMILY_OPTION
+@RELEASE_OPTION
 @click.option("--ca", "ca_file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="--format installer only: the service's CA certificate (PEM, no key), baked into the initramfs. "
                    "The agent then verifies the service with it and talks https only.")
 def build_command(kickstart: Path, output_dir: Path, name: str | None, image_format: str, zstd_level: int,
                   zstd_threads: int, source_date_epoch: int | None, cache_dir: Path, no_cache: bool,
-                  keep_root: bool, var_pairs: tuple[str, ...], ca_file: Path | None) -> int:
+                  keep_root: bool, var_pairs: tuple[str, ...], template: bool, family: str | None,
+                  release: str | None, ca_file: Path | None) -> int:
     """Build an OS image (NAME.tar.zst + NAME.json manifest) or the installer environment from a KICKSTART.
 
     Stages (each shown with its duration): install packages with the distribution's own tool
     (mmdebstrap or dnf), configure (lang, keyboard, timezone, services, firewall), accounts,
     %post scripts, a generic initramfs for every kernel, cleanup of caches and machine identity,
     a reproducible tar.zst and its manifest. The same kickstart and packages give the same sha256.
+
+    The distribution comes from, first that says: --family/--release, the kickstart's
+    `%addon org_metalstream_image`, its `url`/`repo` lines (a /releases/N/ path: rpm N; see
+    kickstarts/README.md); a flag that differs from the add-on is a warning naming both. A KICKSTART
+    named *.j2 is a Jinja2 template (values from --var); other files are never rendered.
 
     Needs root. Exit codes: 0 built, 1 the build failed, 2 the kickstart is wrong
     (messages name FILE:LINE). On failure the partial build root is removed.
@@ -57,7 +67,8 @@ def build_command(kickstart: Path, output_dir: Path, name: str | None, image_for
             raise BadInput("a CA certificate goes into the installer only: add --format installer", location="--ca")
         read_ca_certificate(ca_file, location="--ca")  # checked before a build that takes minutes
     try:
-        split = parse_kickstart(kickstart, variables=parse_vars(var_pairs))
+        split = parse_kickstart(kickstart, variables=parse_vars(var_pairs), template=template, family=family,
+                                release=release)
     except KickstartError as exc:
         for diagnostic in exc.diagnostics:
             click.echo(str(diagnostic), err=True)
@@ -67,7 +78,7 @@ def build_command(kickstart: Path, output_dir: Path, name: str | None, image_for
                               "namespaces); run it with sudo")
     for warning in split.warnings:
         click.echo(str(warning), err=True)
-    options = BuildOptions(output_dir=output_dir.resolve(), name=name or kickstart.name.removesuffix(".ks"),
+    options = BuildOptions(output_dir=output_dir.resolve(), name=name or without_template_suffix(kickstart.name).removesuffix(".ks"),
                            image_format=image_format, cache_dir=cache_dir.resolve(), use_cache=not no_cache,
                            zstd_level=zstd_level, zstd_threads=zstd_threads, source_date_epoch=source_date_epoch,
                            keep_root=keep_root, ca_file=ca_file.resolve() if ca_file else None)

@@ -1,9 +1,16 @@
-"""Jinja2 templating of kickstarts for per-host values (`metalstream ks render FILE --var k=v`).
+"""Jinja2 templating of kickstarts for per-host values (`metalstream ks render FILE.ks.j2 --var k=v`).
 
-Every kickstart is a Jinja2 template. Undefined variables are errors located at their line
-(`FILE:LINE: undefined variable 'x'`), never an empty string. Templates are rendered in a sandbox
-and `{% include %}` finds files beside the kickstart. Use `{% raw %}...{% endraw %}` around text
-that must keep literal `{{`, `{%` or `{#` (for example a shell `${#array[@]}`).
+Templating is opt-in: only a file whose name ends in `.j2` is a template, or any file when the caller
+asks for it (`--template`, `template=True`). A plain kickstart is never rendered, so `${#dev}` or
+`{{` in its shell stays as written.
+
+In a template, undefined variables are errors located at their line (`FILE:LINE: undefined variable
+'x'`), never an empty string. Templates are rendered in a sandbox and `{% include %}` finds files
+beside the template. Jinja2 comments are switched off: `{#` ... `#}` is literal text (a shell
+`${#array[@]}` keeps working), so rendering can never delete text silently. Use
+`{% raw %}...{% endraw %}` around text that must keep a literal `{{` or `{%`.
+
+jinja2 is imported only when a template is rendered: a plain `ks lint` does not pay for it.
 """
 from __future__ import annotations
 
@@ -11,12 +18,12 @@ import re
 import traceback
 from pathlib import Path
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
-
 from metalstream.errors import BadInput
 
+TEMPLATE_SUFFIX = ".j2"
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
+# Jinja2 needs comment delimiters; these contain a NUL byte, which a template may not contain (checked).
+_NO_COMMENT_START, _NO_COMMENT_END = "\0{#", "#}\0"
 
 
 class TemplateError(BadInput):
@@ -26,6 +33,15 @@ class TemplateError(BadInput):
         super().__init__(reason, location=f"{file}:{line}" if line else file)
         self.file = file
         self.line = line
+
+
+def is_template(path: str | Path) -> bool:
+    """A file is a template when its name ends in `.j2` (e.g. `web.ks.j2`)."""
+    return Path(path).name.endswith(TEMPLATE_SUFFIX)
+
+
+def without_template_suffix(name: str) -> str:
+    return name.removesuffix(TEMPLATE_SUFFIX)
 
 
 def parse_vars(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -42,13 +58,25 @@ def parse_vars(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 def render_template(path: str | Path, variables: dict[str, str] | None) -> str:
     """Render the kickstart template at `path` with `variables`; raise TemplateError (located) on any problem."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
     path = Path(path)
     shown = str(path)
+
+    def load(name: str):
+        source = jinja2.FileSystemLoader(str(path.parent or Path("."))).get_source(env, name)
+        if "\0" in source[0]:
+            raise TemplateError(_shown_name(source[1], path), None, "a NUL byte: not a text file")
+        return source
+
     env = SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(str(path.parent or Path("."))),
+        loader=jinja2.FunctionLoader(load),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        comment_start_string=_NO_COMMENT_START,
+        comment_end_string=_NO_COMMENT_END,
     )
     try:
         template = env.get_template(path.name)
@@ -73,6 +101,9 @@ def render_template(path: str | Path, variables: dict[str, str] | None) -> str:
     except jinja2.TemplateError as exc:
         file, line = _template_frame(exc, path)
         raise TemplateError(file, line, f"template error: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:  # an {% include %}d file that cannot be read
+        file, line = _template_frame(exc, path)
+        raise TemplateError(file, line, f"cannot read an included template: {exc}") from None
 
 
 def _shown_name(filename: str | None, path: Path) -> str:

@@ -68,9 +68,10 @@ def mounts_below(path: Path) -> list[str]:
 
 def rpm_kickstart(dest: Path, *, packages_header: str | None = None, add: list[str] = (),
                   replace: dict[str, str] | None = None) -> Path:
-    """A variant of tests/data/rpm/msdemo.ks written to `dest`: %packages entries added after its header
-    (so every line below moves down by len(add)), a different header, or plain text replacements."""
-    text = (DATA / "msdemo.ks").read_text()
+    """A variant of the template tests/data/rpm/msdemo.ks.j2 written to `dest` (`.j2` appended to its name when
+    missing, so it stays a template): %packages entries added after its header (so every line below moves
+    down by len(add)), a different header, or plain text replacements."""
+    text = (DATA / "msdemo.ks.j2").read_text()
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("%packages"))
     if packages_header is not None:
@@ -78,8 +79,10 @@ def rpm_kickstart(dest: Path, *, packages_header: str | None = None, add: list[s
     lines[header + 1:header + 1] = list(add)
     text = "\n".join(lines) + "\n"
     for old, new in (replace or {}).items():
-        assert old in text, f"{old!r} is not in msdemo.ks"
+        assert old in text, f"{old!r} is not in msdemo.ks.j2"
         text = text.replace(old, new)
+    if not dest.name.endswith(".j2"):
+        dest = dest.with_name(dest.name + ".j2")
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text)
     return dest

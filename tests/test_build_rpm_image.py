@@ -21,7 +21,7 @@ from conftest import METALSTREAM, REPO, require_root, require_tools, run_cli
 from fixtures_rpm import DATA, line_of, mounts_below, rpm_kickstart
 
 pytestmark = pytest.mark.root
-KICKSTART = DATA / "msdemo.ks"
+KICKSTART = DATA / "msdemo.ks.j2"
 
 
 @pytest.fixture(autouse=True)

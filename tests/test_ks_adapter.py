@@ -120,9 +120,9 @@ def test_unreadable_kickstart_is_a_diagnostic_not_an_exception(tmp_path: Path) -
 
 def test_templated_kickstart_needs_its_variables(tmp_path: Path) -> None:
     ks = write(tmp_path, HEADER + "network --hostname={{ host }}\n" + PACKAGES)
-    [diagnostic] = lint_kickstart(ks)
+    [diagnostic] = lint_kickstart(ks, template=True)
     assert (diagnostic.line, diagnostic.message) == (5, "undefined variable 'host'")
-    assert parse_kickstart(ks, variables={"host": "web-3"}).deploy.hostname == "web-3"
+    assert parse_kickstart(ks, variables={"host": "web-3"}, template=True).deploy.hostname == "web-3"
 
 
 def test_addon_keys_are_validated(tmp_path: Path) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from conftest import REPO, run_cli
 
-SAMPLES = sorted(str(p.relative_to(REPO)) for p in (REPO / "kickstarts").glob("*.ks"))
+SAMPLES = sorted(str(p.relative_to(REPO)) for pattern in ("*.ks", "*.ks.j2") for p in (REPO / "kickstarts").glob(pattern))
 WARNS = ("%addon org_metalstream_image\nfamily=debian\nrelease=bookworm\n%end\n"
          "reboot\n%packages\nlinux-image-amd64\n%end\n")
 
 
 def test_sample_kickstarts_lint_clean() -> None:
-    assert {Path(s).name for s in SAMPLES} >= {"debian-minimal.ks", "fedora-minimal.ks", "installer.ks"}
+    assert {Path(s).name for s in SAMPLES} >= {"debian-minimal.ks", "fedora-minimal.ks.j2", "installer.ks"}
     result = run_cli("ks", "lint", *SAMPLES)
     assert result.returncode == 0, result.stderr
     assert ": error: " not in result.stderr and ": warning: " not in result.stderr
@@ -21,7 +21,7 @@ def test_sample_kickstarts_lint_clean() -> None:
 
 
 def test_lint_json_of_fedora_shows_packages_and_layout() -> None:
-    result = run_cli("ks", "lint", "--json", "kickstarts/fedora-minimal.ks")
+    result = run_cli("ks", "lint", "--json", "kickstarts/fedora-minimal.ks.j2")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert set(document) >= {"build", "deploy", "warnings"}
@@ -63,7 +63,7 @@ def test_lint_of_several_files_fails_if_one_fails(tmp_path: Path) -> None:
 
 
 def test_lint_and_render_take_template_variables(tmp_path: Path) -> None:
-    ks = tmp_path / "host.ks"
+    ks = tmp_path / "host.ks.j2"
     ks.write_text(WARNS.replace("reboot", "network --hostname={{ host }}"))
     missing = run_cli("ks", "lint", str(ks))
     assert missing.returncode == 2 and f"{ks}:5: error: undefined variable 'host'" in missing.stderr

@@ -20,7 +20,7 @@ EXPECT = re.compile(r"^# expect: (?:(?P<file>[^:\s]+):)?(?P<line>\d+): (?P<fragm
 
 
 def _cases() -> list[Path]:
-    return sorted(BROKEN.glob("*.ks"))
+    return sorted([*BROKEN.glob("*.ks"), *BROKEN.glob("*.ks.j2")])
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ FULL_VARS = {"mirror": "http://mirror.invalid/f40", "host": "node-1"}
 
 @pytest.fixture(scope="module")
 def full():
-    return parse_kickstart(GOOD / "full.ks", variables=FULL_VARS)
+    return parse_kickstart(GOOD / "full.ks.j2", variables=FULL_VARS)
 
 
 def test_full_build_spec(full) -> None:
@@ -49,7 +49,7 @@ def test_full_build_spec(full) -> None:
                Repo(name="updates", baseurl="http://mirror.invalid/f40/updates/", cost=50,
                     excludepkgs=["foo*", "bar"], install=True, line=9)],
         packages=Packages(names=["kernel", "vim-enhanced"], groups=["^minimal-environment", "core"],
-                          excluded_names=["plymouth"], excluded_groups=["dial-up"], nodocs=True,
+                          excluded_names=["plymouth", "dracut-config-rescue"], excluded_groups=[], nodocs=True,
                           exclude_weakdeps=True, default=False, line=26),
         lang="de_DE.UTF-8",
         keyboard="de",
@@ -70,7 +70,7 @@ def test_full_build_spec(full) -> None:
 
 
 def test_full_deploy_spec_lines_of_included_file_are_its_own(full) -> None:
-    # Lines 2-9 are lines of full-layout.inc, the %include'd file; network lines are full.ks lines.
+    # Lines 2-9 are lines of full-layout.inc, the %include'd file; network lines are full.ks.j2 lines.
     assert full.deploy == DeploySpec(
         ignoredisk=IgnoreDisk(only_use=["sda"], ignore=[], line=2),
         clearpart=ClearPart(mode="all", drives=["sda"], partitions=[], initlabel=True, disklabel="gpt", line=4),
@@ -94,8 +94,8 @@ def test_full_deploy_spec_lines_of_included_file_are_its_own(full) -> None:
 
 def test_split_metadata_and_json_round_trip(full) -> None:
     assert full.warnings == []
-    assert full.source == str(GOOD / "full.ks")
-    expanded = (GOOD / "full.ks").read_text().replace("{{ mirror }}", FULL_VARS["mirror"]).replace("{{ host }}", "node-1")
+    assert full.source == str(GOOD / "full.ks.j2")
+    expanded = (GOOD / "full.ks.j2").read_text().replace("{{ mirror }}", FULL_VARS["mirror"]).replace("{{ host }}", "node-1")
     include_line = "%include full-layout.inc\n"
     expanded = expanded.replace(include_line, (GOOD / "full-layout.inc").read_text())
     assert full.sha256 == hashlib.sha256(expanded.encode()).hexdigest()
@@ -123,16 +123,14 @@ def test_autopart_and_hostname_only_network(tmp_path: Path) -> None:
     assert split.build.repos == []  # Debian without repo lines: the build machine's own apt sources
 
 
-def test_autopart_lvm_is_a_warning_and_becomes_plain(tmp_path: Path) -> None:
+def test_autopart_lvm_is_an_error_never_a_different_layout(tmp_path: Path) -> None:
     ks = tmp_path / "lvm.ks"
     ks.write_text("%addon org_metalstream_image\nfamily=debian\nrelease=bookworm\n%end\n"
                   "autopart --type=lvm\n%packages\nlinux-image-amd64\n%end\n")
-    split = parse_kickstart(ks)
-    assert split.deploy.autopart.scheme == "plain"
-    assert [(w.line, w.severity) for w in split.warnings] == [(5, "warning")]
-    assert "autopart --type=lvm" in split.warnings[0].message
-    with pytest.raises(KickstartError):
-        parse_kickstart(ks, strict=True)
+    with pytest.raises(KickstartError) as caught:
+        parse_kickstart(ks)
+    assert [(d.line, d.severity) for d in caught.value.diagnostics] == [(5, "error")]
+    assert "autopart --type=lvm: not supported yet" in caught.value.diagnostics[0].message
 
 
 def test_debian_minimal_sample() -> None:
@@ -152,7 +150,7 @@ def test_debian_minimal_sample() -> None:
 
 
 def test_fedora_minimal_sample_mirror_is_a_template_variable() -> None:
-    path = REPO / "kickstarts" / "fedora-minimal.ks"
+    path = REPO / "kickstarts" / "fedora-minimal.ks.j2"
     default = parse_kickstart(path)
     assert default.build.distribution.family == "rpm" and default.build.distribution.release == "40"
     assert default.build.repos[0].baseurl.startswith("file:///")
@@ -183,7 +181,7 @@ def test_deploy_time_kickstart_needs_no_addon_or_packages(tmp_path: Path) -> Non
     ks = tmp_path / "host.ks"
     ks.write_text("clearpart --all --initlabel\npart / --fstype=ext4 --size=8192 --grow\n"
                   "network --hostname={{ host }}\nsshkey --username=root \"%s\"\n" % KEY)
-    deploy = parse_deploy_kickstart(ks, variables={"host": "rack1-07"})
+    deploy = parse_deploy_kickstart(ks, variables={"host": "rack1-07"}, template=True)
     assert deploy.hostname == "rack1-07"
     assert deploy.partitions == [PartSpec(mountpoint="/", fstype="ext4", size_mib=8192, grow=True, line=2)]
     assert deploy.ssh_keys == [SshKey(user="root", key=KEY, line=4)]

@@ -10,10 +10,16 @@
 
 `%addon org_metalstream_deploy` (deploy settings no anaconda command says) is read by deploy_addon.
 Other `%addon` sections (e.g. com_redhat_kdump) configure anaconda add-ons: warned and ignored.
+
+Where the distribution comes from, first that says: the command line (`--family`, `--release`), the
+add-on, what the `url`/`repo` lines say (infer_distribution). A command-line value that differs from
+the add-on's is a warning naming both. Nothing at all is an error naming the flags.
 """
 from __future__ import annotations
 
 import re
+
+from metalstream.errors import BadInput
 
 from ..spec import Distribution
 from .adapter import Parsed
@@ -30,19 +36,104 @@ _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _COMPONENT = re.compile(r"[a-z0-9][a-z0-9-]*(/[a-z0-9-]+)?")
 
 
-def read_distribution(parsed: Parsed, findings: Findings) -> Distribution | None:
-    """The Distribution named by the metalstream addon; problems go to `findings` (None if unusable)."""
+def check_command_line(family: str | None, release: str | None) -> None:
+    """Refuse a bad `--family`/`--release` before any kickstart is read."""
+    if family is not None and family not in FAMILIES:
+        raise BadInput(f"unknown family {family!r} (one of: {', '.join(FAMILIES)})", location="--family")
+    if release is not None and not _RELEASE.fullmatch(release):
+        raise BadInput(f"bad release {release!r} (a Debian suite like bookworm, or an RPM releasever like 40)",
+                       location="--release")
+
+
+def read_distribution(parsed: Parsed, findings: Findings, family: str | None = None,
+                      release: str | None = None) -> Distribution | None:
+    """The Distribution to build: `family`/`release` from the command line win over the metalstream add-on,
+    which wins over what the repository URLs say. Problems go to `findings` (None if unusable)."""
     for section in parsed.sections:
         name = section.args[0] if section.name == "%addon" and section.args else ""
         if section.name == "%addon" and name not in (ADDON_NAME, DEPLOY_ADDON_NAME):
             findings.warn(section.line, f"%addon {name or '(unnamed)'}: anaconda add-ons are not supported: ignored")
     section = our_section(parsed, ADDON_NAME, findings)
-    if section is None:
-        if parsed.complete and not sections_named(parsed, ADDON_NAME):
-            findings.error_at_end(f"no `%addon {ADDON_NAME}` section: a kickstart must name its distribution "
-                                               "family and release (see kickstarts/README.md)")
-        return None
-    return _distribution(key_values(section, KEYS, findings), section.line, findings)
+    if section is not None:
+        values = key_values(section, KEYS, findings)
+        for key, given in (("family", family), ("release", release)):
+            if given is None:
+                continue
+            written, line = values.get(key, (None, section.line))
+            if written is not None and written != given:
+                findings.warn(line, f"--{key} {given} (command line) overrides {key}={written} "
+                                    f"(%addon {ADDON_NAME}): building {key} {given}")
+            values[key] = (given, line)
+        return _distribution(values, section.line, findings)
+    if sections_named(parsed, ADDON_NAME):
+        return None  # given twice: reported
+    return _from_command_line_or_urls(parsed, findings, family, release)
+
+
+def _from_command_line_or_urls(parsed: Parsed, findings: Findings, family: str | None,
+                               release: str | None) -> Distribution | None:
+    inferred_family, inferred_release, why_no_release = infer_distribution(parsed)
+    if family is None:
+        family = inferred_family
+    if release is None and family == inferred_family:
+        release = inferred_release
+    if family and release:
+        return Distribution(family=family, release=release, components=["main"] if family == "debian" else [])
+    if not parsed.complete:
+        return None  # text is missing (a missing %include, a fatal parse error): the reason is reported
+    if not family and not release:
+        findings.error_at_end(f"the distribution is not known: give --family (debian|rpm) and --release on the "
+                              f"command line, or an `%addon {ADDON_NAME}` section (see kickstarts/README.md)")
+    elif not release:
+        why = f" ({why_no_release})" if why_no_release and family == inferred_family else ""
+        findings.error_at_end(f"the release is not known{why}: give --release (a Debian suite like bookworm, "
+                              f"or an RPM releasever like 40) or `release=` in `%addon {ADDON_NAME}`")
+    else:
+        findings.error_at_end(f"the distribution family is not known: give --family (debian|rpm) or `family=` "
+                              f"in `%addon {ADDON_NAME}`")
+    return None
+
+
+_RELEASES_PATH = re.compile(r"/releases/(\d+)(?:/|$)")
+_DEBIAN_ARCHIVE = re.compile(r"^[a-z]+://[^?#]*/debian/?$")
+
+
+def infer_distribution(parsed: Parsed) -> tuple[str | None, str | None, str | None]:
+    """(family, release, why the release is not known) from the `url`/`repo` lines, each None unless unambiguous.
+
+    Conservative on purpose: `$releasever`, a mirrorlist or a metalink → rpm; a `/releases/N/` path
+    component → rpm, release N; a URL ending in `/debian` (an archive root) → debian (a Debian URL
+    names no suite: the release must be given). Anything else says nothing; disagreeing URLs say nothing.
+    """
+    h = parsed.handler
+    urls: list[tuple[str, str]] = []  # (kind, url)
+    if h.url.seen:
+        urls += [("url", h.url.url or ""), ("mirrorlist", h.url.mirrorlist or ""), ("metalink", h.url.metalink or "")]
+    for data in h.repo.repoList:
+        urls += [("url", data.baseurl or ""), ("mirrorlist", data.mirrorlist or ""), ("metalink", data.metalink or "")]
+    families, releases, releasever = set(), set(), False
+    for kind, url in urls:
+        if not url:
+            continue
+        if "$releasever" in url or "${releasever}" in url:
+            families.add("rpm")
+            releasever = True
+        if kind != "url":
+            families.add("rpm")
+        match = _RELEASES_PATH.search(url)
+        if match:
+            families.add("rpm")
+            releases.add(match.group(1))
+        if _DEBIAN_ARCHIVE.match(url):
+            families.add("debian")
+    family = families.pop() if len(families) == 1 else None
+    release = releases.pop() if len(releases) == 1 and family == "rpm" else None
+    why = None
+    if len(releases) > 1:
+        why = f"the repository URLs name different releases: {', '.join(sorted(releases))}"
+    elif releasever and not releases:
+        why = "the repository URL uses $releasever"
+    return family, release, why
 
 
 def sections_named(parsed: Parsed, name: str) -> list:
