@@ -87,3 +87,46 @@ def test_bad_var_and_help() -> None:
     assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr and "Traceback" not in bad.stderr
     help_text = run_cli("ks", "lint", "--help")
     assert help_text.returncode == 0 and "F40" in help_text.stdout and "--strict" in help_text.stdout
+
+
+def test_a_plain_kickstart_is_never_rendered_and_var_for_it_is_an_error(tmp_path: Path) -> None:
+    ks = tmp_path / "shell.ks"
+    ks.write_text(WARNS.replace("reboot\n", "") + "%post\nn=${#dev}\necho '{# stays #}' {{ x }}\n%end\n")
+    result = run_cli("ks", "lint", "--json", str(ks))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["build"]["post"][0]["body"] == "n=${#dev}\necho '{# stays #}' {{ x }}\n"
+
+    with_var = run_cli("ks", "lint", "--var", "x=1", str(ks))
+    assert with_var.returncode == 2
+    assert (f"{ks}: error: --var given, but {ks} is not a template: only files named *.j2 are rendered "
+            "(or every file with --template)") in with_var.stderr
+    templated = run_cli("ks", "split", "--template", "--var", "x=1", str(ks))
+    assert templated.returncode == 0, templated.stderr
+    assert json.loads(templated.stdout)["build"]["post"][0]["body"] == "n=${#dev}\necho '{# stays #}' 1\n"
+    render = run_cli("ks", "render", str(ks))
+    assert render.returncode == 2 and f"{ks}: not a template: only files named *.j2 are rendered" in render.stderr
+
+
+def test_template_mode_keeps_shell_braces_literal(tmp_path: Path) -> None:
+    ks = tmp_path / "t.ks.j2"
+    ks.write_text(WARNS.replace("reboot\n", "network --hostname={{ host }}\n") + "%post\nn=${#dev}\n%end\n")
+    result = run_cli("ks", "split", "--var", "host=h1", str(ks))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["build"]["post"][0]["body"] == "n=${#dev}\n" and document["deploy"]["hostname"] == "h1"
+    rendered = run_cli("ks", "render", str(ks), "--var", "host=h1")
+    assert rendered.returncode == 0 and "n=${#dev}\n" in rendered.stdout
+
+
+def test_lint_lists_every_ignored_command_and_option_per_file(tmp_path: Path) -> None:
+    ks = tmp_path / "ui.ks"
+    ks.write_text(WARNS.replace("reboot\n", "text\nskipx\nreboot\n"))
+    clean = run_cli("ks", "lint", "kickstarts/installer.ks", str(ks))
+    assert clean.returncode == 0, clean.stderr
+    lines = clean.stderr.splitlines()
+    ignored = [line for line in lines if ": ignored: " in line]
+    assert ignored == [f"{ks}: ignored: text, skipx, reboot"]
+    assert lines.index(ignored[0]) == lines.index(f"{ks}: ok (0 error(s), 3 warning(s))") + 1
+    document = json.loads(run_cli("ks", "lint", "--json", str(ks)).stdout)
+    assert document["ignored"] == ["text", "skipx", "reboot"]
+    assert [w["ignored"] for w in document["warnings"]] == ["text", "skipx", "reboot"]

@@ -1,4 +1,5 @@
-"""Jinja2 templating of kickstarts: values substituted, undefined variables are located errors."""
+"""Jinja2 templating of kickstarts (opt-in: *.j2): values substituted, undefined variables are located errors,
+Jinja comments are off so no text is ever deleted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from metalstream.errors import BadInput
-from tarball_builder.templating import TemplateError, parse_vars, render_template
+from tarball_builder.templating import TemplateError, is_template, parse_vars, render_template
 
 
 def write(path: Path, text: str) -> Path:
@@ -77,3 +78,21 @@ def test_parse_vars() -> None:
     for bad in ("novalue", "=x", "bad-name=1", "1x=2"):
         with pytest.raises(BadInput, match="NAME=VALUE"):
             parse_vars([bad])
+
+
+def test_jinja_comments_are_off_so_nothing_is_deleted(tmp_path: Path) -> None:
+    text = "%post\nn=${#devs[@]}\necho {# kept #} and {#\n#} too {{ host }}\n%end\n"
+    ks = write(tmp_path / "h.ks.j2", text)
+    assert render_template(ks, {"host": "n1"}) == text.replace("{{ host }}", "n1")
+
+
+def test_a_nul_byte_in_a_template_is_refused(tmp_path: Path) -> None:
+    ks = tmp_path / "i.ks.j2"
+    ks.write_bytes(b"lang C.UTF-8\n\0{# x #}\0\n")
+    with pytest.raises(TemplateError, match="NUL byte"):
+        render_template(ks, {})
+
+
+def test_only_j2_names_are_templates() -> None:
+    assert is_template("web.ks.j2") and is_template("/a/b/part.inc.j2")
+    assert not is_template("web.ks") and not is_template("j2.ks") and not is_template("web.j2.ks")

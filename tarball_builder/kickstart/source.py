@@ -83,6 +83,7 @@ def expand(path: str, variables: dict[str, str] | None, findings: Findings,
     """Render and expand the kickstart at `path`; problems go to `findings`. None only when the kickstart
     itself cannot be read or rendered (there is nothing to parse)."""
     state = _Expansion(variables, template, findings, ExpandedSource())
+    findings.origins = state.source.origins  # grows as files are read: problems found on the way sort in place
     if variables and not template and not is_template(path):
         findings.error_at(path, None, f"--var given, but {path} is not a template: only files named *.j2 are "
                                       "rendered (or every file with --template)")
