@@ -21,7 +21,11 @@ from lab.service_proc import ServiceProcess
 
 MACHINES = 200
 SILENT = 10  # machines that die after fetching their plan: each must be failed once, by one replica
-AGENT_TIMEOUT = 20
+AGENT_TIMEOUT = 30
+# One event per machine every 2 s: about 100 agent calls a second over the fleet. At 1 s the two surviving
+# replicas, nginx, PostgreSQL and the fleet itself saturated CI's two cores, requests queued for longer
+# than the silence timeout, and healthy machines were failed as silent (401 on their next event).
+EVENT_INTERVAL = 2.0
 
 
 def _replicas(tmp_path, installer, db_url: str, lb_url: str, manifest) -> list[ServiceProcess]:
@@ -95,7 +99,8 @@ def test_three_replicas_lose_and_duplicate_nothing_when_one_is_killed(tmp_path, 
         upstreams = [f"127.0.0.1:{replica.port}" for replica in replicas]
         with nginx(tmp_path / "nginx", load_balancer(upstreams, lb_port), probe_path="/boot.ipxe"):
             _kill_when_busy(replicas[1], done=killed, at=killed_at)
-            outcomes, stats = asyncio.run(run_fleet(lb_url, admin, macs, FleetOptions(image="fleet"), silent=silent))
+            outcomes, stats = asyncio.run(run_fleet(lb_url, admin, macs, FleetOptions(image="fleet", event_interval=EVENT_INTERVAL),
+                                                   silent=silent))
             assert killed.is_set(), "the fleet finished before the replica was killed: make it longer"
             deadline = time.monotonic() + AGENT_TIMEOUT + 30
             while time.monotonic() < deadline:  # the surviving replicas' sweepers fail the silent ones
