@@ -99,8 +99,8 @@ def test_three_replicas_lose_and_duplicate_nothing_when_one_is_killed(tmp_path, 
         upstreams = [f"127.0.0.1:{replica.port}" for replica in replicas]
         with nginx(tmp_path / "nginx", load_balancer(upstreams, lb_port), probe_path="/boot.ipxe"):
             _kill_when_busy(replicas[1], done=killed, at=killed_at)
-            outcomes, stats = asyncio.run(run_fleet(lb_url, admin, macs, FleetOptions(image="fleet", event_interval=EVENT_INTERVAL),
-                                                   silent=silent))
+            options = FleetOptions(image="fleet", event_interval=EVENT_INTERVAL)
+            outcomes, stats = asyncio.run(run_fleet(lb_url, admin, macs, options, silent=silent))
             assert killed.is_set(), "the fleet finished before the replica was killed: make it longer"
             deadline = time.monotonic() + AGENT_TIMEOUT + 30
             while time.monotonic() < deadline:  # the surviving replicas' sweepers fail the silent ones
