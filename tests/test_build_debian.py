@@ -184,10 +184,14 @@ def test_bootable_image_without_kernel_is_refused(tmp_path):
 
 
 def test_unknown_package_is_named_with_the_packages_line(tmp_path):
+    # The kickstart without its add-on: --family/--release name the distribution (issue 12).
+    text = (DATA / "unknown-package.ks").read_text()
+    ks = tmp_path / "unknown-package.ks"
+    ks.write_text(re.sub(r"%addon org_metalstream_image\n.*?%end\n", "", text, flags=re.DOTALL))
     out = tmp_path / "out"
-    result = build_image(DATA / "unknown-package.ks", out)
+    result = build_image(ks, out, "--family", "debian", "--release", "bookworm")
     assert result.returncode == 2
-    assert "unknown-package.ks:10: package 'no-such-package-metalstream' not found" in result.stderr
+    assert f"{ks}:5: package 'no-such-package-metalstream' not found" in result.stderr
     _assert_nothing_left(out)
 
 

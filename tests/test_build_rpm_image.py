@@ -93,6 +93,20 @@ def test_same_kickstart_gives_the_same_sha256(rpm_image, rpm_repo, tmp_path):
     assert not (tmp_path / "c").exists()  # --no-cache neither reads nor fills the cache
 
 
+def test_kickstart_without_the_addon_builds_with_family_and_release(rpm_repo, tmp_path):
+    addon = "%addon org_metalstream_image\nfamily=rpm\nrelease=40\narch=x86_64\n%end\n"
+    ks = rpm_kickstart(tmp_path / "plain.ks", replace={addon: ""})
+    unnamed = build(ks, tmp_path / "out", rpm_repo.url, "--cache-dir", str(tmp_path / "c"))
+    assert unnamed.returncode == 2 and "give --family (debian|rpm) and --release" in unnamed.stderr
+    result = build(ks, tmp_path / "out", rpm_repo.url, "--cache-dir", str(tmp_path / "c"),
+                   "--family", "rpm", "--release", "40")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out/plain.json").read_text())
+    assert manifest["distribution"]["family"] == "rpm"
+    with _zstd_tar(tmp_path / "out" / manifest["tarball"]) as tar:
+        assert "./var/lib/msdemo/ks-post-ran" in tar.getnames()
+
+
 def test_unknown_package_fails_naming_it_and_its_line(rpm_repo, tmp_path):
     ks = rpm_kickstart(tmp_path / "bad.ks", add=["msdemo-nosuch"])
     result = build(ks, tmp_path / "out", rpm_repo.url, "--cache-dir", str(tmp_path / "c"))
