@@ -26,6 +26,7 @@ from .configure import HostKeyForge, configure_target
 from .disks import list_disks, select_disk
 from .esp import Esp
 from .partition import Layout, check_disk_use, plan_layout, render_sfdisk
+from .plan import memory_bytes
 from .report import Reporter
 from .shim import planned_uefi_loader
 from .stream import ImageVerificationError, StreamResult, stream_image
@@ -96,7 +97,7 @@ def prepare(plan: Plan, target: str | Target | None, *, wipe_flag: str = "--wipe
     resolved = resolve_target(plan, target)
     _refuse_if_in_use(resolved)
     layout = plan_layout(resolved.size, plan.boot_mode, plan.storage, image_bytes=plan.image.uncompressed_size,
-                         sector_size=resolved.sector_size)
+                         sector_size=resolved.sector_size, memory_bytes=memory_bytes())
     existing = blockdev.existing_signatures(resolved)
     check_disk_use(plan.storage, disk_names=resolved.names, existing=existing, wipe_flag=wipe_flag)
     return resolved, layout

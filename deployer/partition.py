@@ -22,6 +22,7 @@ BOOT_DEFAULT_MIB = 1024
 SWAP_DEFAULT_MIB = 1024
 ROOT_MIN_MIB = 1024
 ROOT_HEADROOM = 1.25  # root must hold the unpacked image plus a quarter for metadata and first boot
+GIB_MIB = 1024
 
 TYPE_GUIDS = {
     "biosboot": "21686148-6449-6E6F-744E-656564454649",
@@ -94,6 +95,27 @@ class _Request:
     final_mib: int = field(default=0)
 
 
+def recommended_swap_mib(memory_mib: int, *, hibernation: bool = False) -> int:
+    """Anaconda's recommended swap size for a machine with `memory_mib` MiB of memory: below 2 GiB twice the
+    memory, up to 8 GiB the memory, up to 64 GiB half of it, above 4 GiB; hibernation adds the memory."""
+    if memory_mib < 2 * GIB_MIB:
+        size = 2 * memory_mib
+    elif memory_mib < 8 * GIB_MIB:
+        size = memory_mib
+    elif memory_mib < 64 * GIB_MIB:
+        size = memory_mib // 2
+    else:
+        size = 4 * GIB_MIB
+    return size + memory_mib if hibernation else size
+
+
+def _swap_mib(where: str, memory_mib: int | None, hibernation: bool) -> int:
+    if memory_mib is None:
+        raise BadInput("swap sized from memory (--recommended/--hibernation) needs the machine's memory size",
+                       location=where)
+    return recommended_swap_mib(memory_mib, hibernation=hibernation)
+
+
 def _fs_uuid(fstype: str | None, new_uuid: Callable[[], str]) -> str | None:
     if fstype in (None, "biosboot"):
         return None
@@ -118,7 +140,7 @@ def _role_of(part: PartSpec) -> str:
     return "data"
 
 
-def _request_from_part(part: PartSpec, index: int) -> _Request:
+def _request_from_part(part: PartSpec, index: int, memory_mib: int | None) -> _Request:
     where = f"storage.partitions[{index}]" + (f" (kickstart line {part.line})" if part.line else "")
     role = _role_of(part)
     if role == "biosboot":
@@ -130,8 +152,9 @@ def _request_from_part(part: PartSpec, index: int) -> _Request:
         return _Request("esp", "/boot/efi", "vfat", size, part.grow, part.max_size_mib, part.label, part.fsoptions,
                         where)
     if role == "swap":
-        return _Request("swap", "swap", "swap", part.size_mib or SWAP_DEFAULT_MIB, part.grow, part.max_size_mib,
-                        part.label, None, where)
+        size = _swap_mib(where, memory_mib, part.hibernation) if part.recommended or part.hibernation \
+            else part.size_mib or SWAP_DEFAULT_MIB
+        return _Request("swap", "swap", "swap", size, part.grow, part.max_size_mib, part.label, None, where)
     if not part.mountpoint.startswith("/"):
         raise BadInput(f"unsupported mount point {part.mountpoint!r} (/..., swap, biosboot)", location=where)
     fstype = part.fstype or "ext4"
@@ -157,19 +180,21 @@ def _boot_requests(boot_mode: str, *, with_boot: bool = False) -> list[_Request]
     return requests
 
 
-def _requests(storage: DeploySpec | None, boot_mode: str) -> list[_Request]:
+def _requests(storage: DeploySpec | None, boot_mode: str, memory_mib: int | None) -> list[_Request]:
     if storage is None or not storage.partitions:
         auto = storage.autopart if storage else None
-        requests = _boot_requests(boot_mode, with_boot=bool(storage and storage.reqpart_add_boot))
+        with_boot = bool(storage and storage.reqpart_add_boot and not (auto and auto.noboot))
+        requests = _boot_requests(boot_mode, with_boot=with_boot)
         if auto is not None and not auto.noswap:
-            requests.append(_Request("swap", "swap", "swap", SWAP_DEFAULT_MIB, where="storage.autopart"))
+            size = _swap_mib("storage.autopart", memory_mib, True) if auto.hibernation else SWAP_DEFAULT_MIB
+            requests.append(_Request("swap", "swap", "swap", size, where="storage.autopart"))
         fstype = (auto.fstype if auto and auto.fstype else "ext4")
         if fstype not in DATA_FSTYPES:
             raise BadInput(f"unsupported root filesystem {fstype!r} (use {' or '.join(DATA_FSTYPES)})",
                            location="storage.autopart.fstype")
         requests.append(_Request("root", "/", fstype, ROOT_MIN_MIB, grow=True, where="storage.autopart"))
         return requests
-    requests = [_request_from_part(p, i) for i, p in enumerate(storage.partitions)]
+    requests = [_request_from_part(p, i, memory_mib) for i, p in enumerate(storage.partitions)]
     seen: dict[str, str] = {}
     for r in requests:
         key = r.mountpoint or r.role
@@ -214,11 +239,13 @@ def _grow(requests: list[_Request], free_mib: int) -> None:
 
 
 def plan_layout(disk_size: int, boot_mode: str, storage: DeploySpec | None = None, *, image_bytes: int = 0,
-                sector_size: int = 512, new_uuid: Callable[[], str] = lambda: str(uuidlib.uuid4())) -> Layout:
-    """GPT layout for a disk of `disk_size` bytes. Raises BadInput when the disk is too small or the spec is wrong."""
+                sector_size: int = 512, memory_bytes: int | None = None,
+                new_uuid: Callable[[], str] = lambda: str(uuidlib.uuid4())) -> Layout:
+    """GPT layout for a disk of `disk_size` bytes on a machine with `memory_bytes` of memory (needed only to size
+    swap from memory). Raises BadInput when the disk is too small or the spec is wrong."""
     if boot_mode not in ("bios", "uefi", "both"):
         raise BadInput(f"unknown boot mode {boot_mode!r}", location="boot_mode")
-    requests = _requests(storage, boot_mode)
+    requests = _requests(storage, boot_mode, memory_bytes // MIB if memory_bytes is not None else None)
     per_mib = MIB // sector_size
     total_sectors = disk_size // sector_size
     backup_sectors = GPT_ENTRIES_BYTES // sector_size + 1

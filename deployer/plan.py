@@ -69,6 +69,17 @@ def with_options(plan: Plan, *, boot_mode: str | None = None, hostname: str | No
     return dataclasses.replace(plan, **changes)
 
 
+def memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """The machine's memory (MemTotal), which sizes swap for `part swap --recommended`; None if unreadable."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def local_plan(source: str, *, verify: bool | str = True, **options) -> Plan:
     """The plan `metalstream install IMAGE.json|URL` runs when no --plan file is given (options: `with_options`)."""
     manifest, url = read_manifest(source, verify=verify)

@@ -49,24 +49,38 @@ def test_parse_raises_kickstart_error_with_all_diagnostics(tmp_path: Path) -> No
     assert "and 1 more problem" in str(error)
 
 
-def test_unsupported_commands_and_sections_are_warnings_with_their_line(tmp_path: Path) -> None:
-    ks = write(tmp_path, HEADER + "text\nreboot\nfirstboot --disable\nlogvol / --vgname=vg --name=root --size=1\n"
-                                  "%pre\necho hi\n%end\n" + PACKAGES + "%addon com_redhat_kdump --enable\n%end\n"
-                                  "lang en_US.UTF-8 --addsupport=de_DE.UTF-8\n")
+def test_cosmetic_commands_and_sections_are_warnings_naming_what_is_ignored(tmp_path: Path) -> None:
+    ks = write(tmp_path, HEADER + "text\nreboot\nfirstboot --disable\nbootloader --driveorder=sda\n"
+                                  "%pre\necho hi\n%end\n" + PACKAGES + "%addon com_redhat_kdump --enable\n%end\n")
     diagnostics = lint_kickstart(ks)
-    assert located(diagnostics) == [("test.ks", line, "warning") for line in (5, 6, 7, 8, 9, 15, 17)]
+    assert located(diagnostics) == [("test.ks", line, "warning") for line in (5, 6, 7, 8, 9, 15)]
+    assert [d.ignored for d in diagnostics[:5]] == ["text", "reboot", "firstboot", "bootloader --driveorder", "%pre"]
     messages = [d.message for d in diagnostics]
     assert "`reboot`" in messages[1] and "always reboots" in messages[1]
-    assert "%pre scripts are not supported" in messages[4]
+    assert "%pre scripts are not run" in messages[4]
     assert "com_redhat_kdump" in messages[5]
-    assert "lang --addsupport" in messages[6]
     split = parse_kickstart(ks)  # warnings alone do not fail
     assert split.warnings == diagnostics
     strict = lint_kickstart(ks, strict=True)
-    assert {d.severity for d in strict} == {"error"} and len(strict) == 7
+    assert {d.severity for d in strict} == {"error"} and len(strict) == 6
     with pytest.raises(KickstartError) as caught:
         parse_kickstart(ks, strict=True)
-    assert len(caught.value.diagnostics) == 7
+    assert len(caught.value.diagnostics) == 6
+
+
+def test_what_would_change_the_result_is_an_error_at_its_line(tmp_path: Path) -> None:
+    ks = write(tmp_path, HEADER + "logvol / --vgname=vg --name=root --size=1\nlang en_US.UTF-8 --addsupport=de_DE.UTF-8\n"
+                                  "part / --size=1 --grow --noformat\nbootloader --iscrypted --password=x\n"
+                                  "%certificate --filename=a.pem --dir=/etc/pki\nX\n%end\n" + PACKAGES)
+    diagnostics = lint_kickstart(ks)
+    assert located(diagnostics) == [("test.ks", line, "error") for line in (5, 6, 7, 8, 8, 9)]
+    messages = [d.message for d in diagnostics]
+    assert messages[0].startswith("`logvol`: not supported yet")
+    assert messages[1].startswith("lang --addsupport: not supported")
+    assert messages[2].startswith("part --noformat: not supported")
+    assert {messages[3], messages[4]} == {"bootloader --iscrypted: not supported: a GRUB password is not supported yet",
+                                          "bootloader --password: not supported: a GRUB password is not supported yet"}
+    assert "%certificate" in messages[5]
 
 
 def test_pykickstart_warnings_are_captured_and_located(tmp_path: Path, capsys) -> None:

@@ -49,7 +49,7 @@ def test_full_build_spec(full) -> None:
                Repo(name="updates", baseurl="http://mirror.invalid/f40/updates/", cost=50,
                     excludepkgs=["foo*", "bar"], install=True, line=9)],
         packages=Packages(names=["kernel", "vim-enhanced"], groups=["^minimal-environment", "core"],
-                          excluded_names=["plymouth", "dracut-config-rescue"], excluded_groups=[], nodocs=True,
+                          excluded_names=["dracut-config-rescue", "plymouth"], excluded_groups=[], nodocs=True,
                           exclude_weakdeps=True, default=False, line=26),
         lang="de_DE.UTF-8",
         keyboard="de",

@@ -42,15 +42,19 @@ class PartSpec:
     ondisk: str | None = None
     label: str | None = None
     fsoptions: str | None = None
+    recommended: bool = False  # swap sized from the machine's memory (part swap --recommended), size_mib unused
+    hibernation: bool = False  # swap sized for hibernation: the recommended size plus the memory
     line: int | None = None
 
 
 @dataclass
 class AutoPart:
     fstype: str | None = None
-    scheme: str = "plain"  # only plain partitions are supported; lvm/btrfs are reported as warnings
+    scheme: str = "plain"  # only plain partitions are supported; lvm/btrfs/thinp are errors at lint
     nohome: bool = True
     noswap: bool = True
+    noboot: bool = False  # no separate /boot even with `reqpart --add-boot`
+    hibernation: bool = False  # swap sized for hibernation from the machine's memory
     line: int | None = None
 
 

@@ -8,8 +8,11 @@ Decisions (see RpmBackend for the rest):
   behaves the same), so trust comes from the transport (https with certificate checks, or a local file://).
 - `%packages` maps to dnf as: names and `@group`s are installed, `-name` becomes `excludepkgs` (dnf then
   refuses to pull it in as a dependency and says which package needed it), `--nodocs` is
-  `tsflags=nodocs`, `--exclude-weakdeps` is `install_weak_deps=False`. No `@core` is added implicitly:
-  an image holds what its %packages lists, plus dependencies.
+  `tsflags=nodocs`, `--exclude-weakdeps` is `install_weak_deps=False`, `--multilib` is
+  `multilib_policy=all`. An empty %packages arrives here as `@core` (the kickstart split adds it, as
+  anaconda does; `--nocore` keeps it out); otherwise no `@core` is added implicitly: an image holds what
+  its %packages lists, plus dependencies. `--default` and `-@group` are refused (the kickstart lint
+  refuses them too, at their line).
 - `best=True` and `skip_if_unavailable=False`: a build installs exactly what was asked from every
   repository, or fails; it never quietly picks something else.
 """
@@ -83,6 +86,8 @@ def dnf_conf(packages: Packages) -> str:
     }
     if packages.nodocs:
         options["tsflags"] = "nodocs"
+    if packages.multilib:
+        options["multilib_policy"] = "all"
     if packages.excluded_names:
         options["excludepkgs"] = ",".join(packages.excluded_names)
     return "[main]\n" + "".join(f"{k}={v}\n" for k, v in options.items())

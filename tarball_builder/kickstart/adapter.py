@@ -45,6 +45,10 @@ PACKAGES_IGNORE_MISSING = constants.KS_MISSING_IGNORE
 PACKAGES_IGNORE_BROKEN = constants.KS_BROKEN_IGNORE
 
 
+_OVERRIDES_REPORTED = ("A partition with the mountpoint", "A user with the name", "A group with the name",
+                       "A repo with the name", "An ssh user with the name")
+
+
 @dataclass
 class SectionSeen:
     name: str  # "%post", "%packages", "%addon", ...
@@ -62,6 +66,7 @@ class Parsed:
     commands: list[tuple[str, int, list[str]]] = field(default_factory=list)  # (name as written, line, args)
     sections: list[SectionSeen] = field(default_factory=list)
     complete: bool = True  # False when a fatal error stopped parsing early
+    refused: set[int] = field(default_factory=set)  # lines pykickstart reported an error on (one message a line)
 
     def lines_of(self, *names: str) -> list[int]:
         return [line for name, line, _args in self.commands if name in names]
@@ -142,9 +147,12 @@ class _Parser(KickstartParser):
             word = self._line.split()[0] if self._line.split() else ""
             if message.startswith("Unknown command: "):
                 message = f"unknown command '{message.split(': ', 1)[1]}'"
+            elif message.endswith(" has been removed"):
+                message += f" from the kickstart syntax ({SYNTAX_NAME}): delete the line"
             elif word and not message.startswith(word):
                 message = f"{word}: {message}"
             self.findings.error(exc.lineno or self.lineno, message)
+            self.parsed.refused.add(exc.lineno or self.lineno)
 
     def _finalize(self, obj):
         super()._finalize(obj)
@@ -162,8 +170,8 @@ def parse(text: str, findings: Findings) -> Parsed:
         text = str(message)
         if not issubclass(category, KickstartWarning):
             return  # a library's own warning, not a kickstart problem
-        if text.startswith("A partition with the mountpoint"):
-            return  # reported as an error by the deploy split, with both lines
+        if text.startswith(_OVERRIDES_REPORTED):
+            return  # the split reports a later definition overriding an earlier one, naming both places
         if "unknown section" in text.lower():
             name = parser._state if parser._state != "commands" else text.rsplit(":", 1)[-1].strip()
             findings.error(parser.lineno, f"unknown section {name}")

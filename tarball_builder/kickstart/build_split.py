@@ -26,11 +26,9 @@ def split_build(parsed: Parsed, text_lines: list[str], distribution: Distributio
         line = parsed.line_of("lang")
         if not _LANG.fullmatch(h.lang.lang):
             findings.error(line, f"lang: {h.lang.lang!r} is not a locale name like en_US.UTF-8")
-        if h.lang.addsupport:
-            findings.warn(line, "lang --addsupport: extra language support is not installed: ignored")
         spec.lang = h.lang.lang
     if h.keyboard.seen:
-        spec.keyboard = h.keyboard.keyboard or None
+        spec.keyboard, spec.keyboard_layouts, spec.keyboard_switch = _keyboard(h.keyboard)
     if h.timezone.seen:
         spec.timezone = _timezone(parsed, findings, original)
     if h.selinux.seen and h.selinux.selinux is not None:
@@ -41,22 +39,43 @@ def split_build(parsed: Parsed, text_lines: list[str], distribution: Distributio
             findings.error(parsed.line_of("services"), f"services: {name} is both enabled and disabled")
     if h.firewall.seen:
         fw = h.firewall
-        if fw.remove_services or fw.use_system_defaults:
-            findings.warn(parsed.line_of("firewall"), "firewall --remove-service/--use-system-defaults: ignored")
         spec.firewall = Firewall(enabled=fw.enabled is not False, services=list(fw.services), ports=list(fw.ports),
                                  trusts=list(fw.trusts), line=original(parsed.line_of("firewall")))
     if h.rootpw.seen:
         spec.rootpw = _rootpw(parsed, findings, original)
+    users = last_definitions(h.user.userList, lambda u: u.name, "user", findings)
     spec.users = [User(name=u.name, groups=list(u.groups), password=u.password or None, is_crypted=u.isCrypted,
                        lock=u.lock, homedir=u.homedir or None, shell=u.shell or None, uid=u.uid, gid=u.gid,
-                       gecos=u.gecos or None, line=original(u.lineno)) for u in h.user.userList]
-    for user in h.user.userList:
+                       gecos=u.gecos or None, line=original(u.lineno)) for u in users]
+    for user in users:
         if user.password and not user.isCrypted:
             findings.warn(user.lineno, f"user {user.name}: plain-text password in the kickstart (use --iscrypted)")
-    spec.groups = [Group(name=g.name, gid=g.gid, line=original(g.lineno)) for g in h.group.groupList]
+    groups = last_definitions(h.group.groupList, lambda g: g.name, "group", findings)
+    spec.groups = [Group(name=g.name, gid=g.gid, line=original(g.lineno)) for g in groups]
     spec.ssh_keys = ssh_keys(parsed, findings)
     spec.post = _post_scripts(parsed, findings, original)
     return spec
+
+
+def last_definitions(items: list, key, what: str, findings: Findings) -> list:
+    """Anaconda semantics: a later definition of the same name overrides the earlier one (also across
+    %include); each override is a warning at the later line naming the earlier place."""
+    kept: dict = {}
+    for item in items:
+        name = key(item)
+        if name in kept:
+            findings.warn(item.lineno, f"{what} {name}: overrides the definition at {findings.place(kept[name].lineno)}")
+            del kept[name]
+        kept[name] = item
+    return list(kept.values())
+
+
+def _keyboard(kb) -> tuple[str | None, list[str], list[str]]:
+    """(console keymap, X layouts, switch options). Without --vckeymap the console keymap is the first X layout
+    (its variant in parentheses dropped), as anaconda derives it."""
+    layouts = [layout.strip() for layout in kb.x_layouts or [] if layout.strip()]
+    keymap = kb.vc_keymap or kb.keyboard or (layouts[0].split("(", 1)[0].strip() if layouts else None)
+    return keymap or None, layouts, [o for o in kb.switch_options or [] if o]
 
 
 def ssh_keys(parsed: Parsed, findings: Findings) -> list[SshKey]:
@@ -80,34 +99,42 @@ def _check_url(url: str, line: int | None, what: str, findings: Findings) -> Non
 
 def _repos(parsed: Parsed, dist: Distribution, findings: Findings, original) -> list[Repo]:
     h = parsed.handler
-    repos = []
+    repos, lines = [], []  # lines: of the expanded text, for messages
     if h.url.seen:
         line = parsed.line_of("url")
         for value in (h.url.url, h.url.mirrorlist, h.url.metalink):
             _check_url(value or "", line, "url", findings)
-        if h.url.proxy or h.url.noverifyssl or h.url.sslcacert:
-            findings.warn(line, "url --proxy/--noverifyssl/--sslcacert: ignored")
         repos.append(Repo(name="url", baseurl=h.url.url or None, mirrorlist=h.url.mirrorlist or None,
                           metalink=h.url.metalink or None, line=original(line)))
-    for data in h.repo.repoList:
+        lines.append(line)
+    for data in last_definitions(h.repo.repoList, lambda r: r.name, "repo", findings):
         for value in (data.baseurl, data.mirrorlist, data.metalink):
             _check_url(value or "", data.lineno, f"repo {data.name}", findings)
-        if data.proxy or data.noverifyssl or data.sslcacert or data.ignoregroups:
-            findings.warn(data.lineno, f"repo {data.name}: --proxy/--noverifyssl/--sslcacert/--ignoregroups: ignored")
-        if any(r.name == data.name for r in repos):
-            findings.error(data.lineno, f"repo {data.name}: a repository with this name is already defined")
+        if data.name == "url":
+            findings.error(data.lineno, "repo url: the name `url` is taken by the `url` line's repository")
         repos.append(Repo(name=data.name, baseurl=data.baseurl or None, mirrorlist=data.mirrorlist or None,
                           metalink=data.metalink or None, cost=data.cost, includepkgs=list(data.includepkgs),
                           excludepkgs=list(data.excludepkgs), install=bool(data.install),
                           line=original(data.lineno)))
+        lines.append(data.lineno)
     if dist.family == "debian":
-        for repo, line in zip(repos, [parsed.line_of("url")] * h.url.seen + [r.lineno for r in h.repo.repoList]):
+        for repo, line in zip(repos, lines):
             if repo.mirrorlist or repo.metalink or not repo.baseurl:
                 findings.error(line, f"{'url' if repo.name == 'url' else 'repo ' + repo.name}: family=debian needs a "
                                      "plain mirror URL (--url/--baseurl); mirrorlists and metalinks are RPM-only")
     elif dist.family == "rpm" and not repos and parsed.complete:
         findings.error_at_end("family=rpm needs a `url` or `repo` line: dnf has no repositories of its own here")
     return repos
+
+
+_PACKAGES_IGNORED = (
+    ("--ignoremissing", "a package missing from the repositories fails the build"),
+    ("--ignorebroken", "a broken dependency fails the build"),
+    ("--inst-langs", "every language the packages ship is installed"),
+    ("--timeout", "dnf's and apt's own download timeout applies"),
+    ("--retries", "dnf's and apt's own download retries apply"),
+)
+CORE_GROUP = "core"
 
 
 def _packages(parsed: Parsed, lines: list[str], dist: Distribution, findings: Findings, original) -> Packages:
@@ -117,34 +144,52 @@ def _packages(parsed: Parsed, lines: list[str], dist: Distribution, findings: Fi
             findings.error_at_end("no %packages section: every image needs one (list at least a kernel)")
         return Packages()
     p = parsed.handler.packages
-    header = sections[0].line
-    ignored = [flag for flag, on in (("--nocore", p.nocore), ("--ignoremissing", p.handleMissing == PACKAGES_IGNORE_MISSING),
-                                     ("--ignorebroken", p.handleBroken == PACKAGES_IGNORE_BROKEN),
-                                     ("--inst-langs", p.instLangs is not None), ("--multilib", p.multiLib),
-                                     ("--timeout", p.timeout is not None), ("--retries", p.retries is not None)) if on]
-    if ignored:
-        findings.warn(header, f"%packages {' '.join(ignored)}: not supported yet: ignored")
+    header = sections[-1].line  # a later header's options replace an earlier one's
+    given = (("--ignoremissing", p.handleMissing == PACKAGES_IGNORE_MISSING),
+             ("--ignorebroken", p.handleBroken == PACKAGES_IGNORE_BROKEN), ("--inst-langs", p.instLangs is not None),
+             ("--timeout", p.timeout is not None), ("--retries", p.retries is not None))
+    for (flag, on), (_flag, reason) in zip(given, _PACKAGES_IGNORED):
+        if on:
+            findings.ignore(header, f"%packages {flag}", f"{reason}: ignored")
     groups = [g.name for g in p.groupList]
     if p.environment:
         groups.insert(0, "^" + p.environment)
     for group in p.groupList:
         if group.include != GROUP_DEFAULT:
-            findings.warn(_entry_line(lines, sections, "@" + group.name) or header,
-                          f"@{group.name} --nodefaults/--optional: the group's default packages are installed")
+            findings.error(_entry_line(lines, sections, "@" + group.name) or header,
+                           f"%packages: @{group.name} --nodefaults/--optional: not supported: a group's mandatory and "
+                           "default packages are installed")
+    if p.default:
+        findings.error(header, "%packages --default: not supported: list the groups (@core, ...) and packages the "
+                               "image needs")
+    for name in p.excludedGroupList:
+        findings.error(_entry_line(lines, sections, "-@" + name.name) or header,
+                       f"%packages: -@{name.name}: excluding a group is not supported: exclude its packages by name "
+                       "(-name)")
+    listed = bool(p.packageList or groups or p.default)
     if dist.family == "debian":
-        for name in groups + ["-@" + g.name for g in p.excludedGroupList]:
-            shown = name if name.startswith("-@") else "@" + name
+        for name in groups:
+            shown = "@" + name
             findings.error(_entry_line(lines, sections, shown) or header,
                            f"%packages: {shown}: package groups are RPM (comps) groups; family=debian has none")
-        if p.default:
-            findings.error(header, "%packages --default: family=debian has no default package set")
+        if p.multiLib:
+            findings.error(header, "%packages --multilib: family=debian: not supported (name foreign-architecture "
+                                   "packages as name:arch)")
         for name in p.packageList + p.excludedList:
             if not _DEBIAN_PACKAGE.fullmatch(name):
                 findings.error(_entry_line(lines, sections, name) or header,
                                f"%packages: {name!r} is not a valid Debian package name")
+        if not listed and parsed.complete:
+            findings.error(header, "%packages is empty: family=debian has no core set to install; list the packages "
+                                   "the image needs (at least linux-image-amd64 and systemd-sysv)")
+    elif not listed and not p.nocore:
+        groups = [CORE_GROUP]  # anaconda: an empty %packages installs the distribution's @core
+    elif not listed and parsed.complete:
+        findings.error(header, "%packages --nocore lists nothing to install (add at least one package or @group)")
     return Packages(names=list(p.packageList), groups=groups, excluded_names=list(p.excludedList),
                     excluded_groups=[g.name for g in p.excludedGroupList], nodocs=bool(p.excludeDocs),
-                    exclude_weakdeps=bool(p.excludeWeakdeps), default=bool(p.default), line=original(header))
+                    exclude_weakdeps=bool(p.excludeWeakdeps), default=bool(p.default), multilib=bool(p.multiLib),
+                    line=original(header))
 
 
 def _entry_line(lines: list[str], sections, entry: str) -> int | None:
@@ -174,12 +219,18 @@ def _timezone(parsed: Parsed, findings: Findings, original) -> Timezone:
 def _rootpw(parsed: Parsed, findings: Findings, original) -> RootPassword:
     pw = parsed.handler.rootpw
     line = parsed.line_of("rootpw")
-    if pw.isCrypted and pw.password and not pw.password.startswith(("$", "!", "*")):
+    password = pw.password or None
+    looks_hashed = bool(password and password.startswith(("$", "!", "*")))
+    if pw.lock and not (pw.isCrypted and (password or "").startswith("$")):
+        password = None  # `rootpw --lock [--iscrypted] locked`: the value is a placeholder; root ends locked
+    elif pw.isCrypted and password and not looks_hashed:
         findings.error(line, "rootpw --iscrypted: the password is not a crypt(3) hash like $6$...")
-    if pw.password and not pw.isCrypted:
+    elif password and not pw.isCrypted:
         findings.warn(line, "rootpw: plain-text password in the kickstart (use --iscrypted with a hash, or --lock)")
-    return RootPassword(password=pw.password or None, is_crypted=bool(pw.isCrypted), lock=bool(pw.lock),
-                        line=original(line))
+    if pw.allow_ssh and (pw.lock or not password):
+        findings.warn(line, "rootpw --allow-ssh: root has no usable password, so password logins as root still fail")
+    return RootPassword(password=password, is_crypted=bool(pw.isCrypted and password), lock=bool(pw.lock),
+                        allow_ssh=bool(pw.allow_ssh), line=original(line))
 
 
 def _post_scripts(parsed: Parsed, findings: Findings, original) -> list[Script]:

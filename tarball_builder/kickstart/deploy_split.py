@@ -22,9 +22,6 @@ FSTYPES = ("ext4", "xfs", "vfat", "efi", "swap", "biosboot")
 ROOT_FSTYPES = ("ext4", "xfs")
 BOOTLOADER_LOCATIONS = ("mbr", "partition", "none")
 _MEMBER_PREFIXES = ("pv.", "raid.", "btrfs.")
-_PART_IGNORED = (("encrypted", "--encrypted"), ("onPart", "--onpart/--usepart"), ("resize", "--resize"),
-                 ("recommended", "--recommended"), ("hibernation", "--hibernation"), ("fsprofile", "--fsprofile"),
-                 ("mkfsopts", "--mkfsoptions"), ("onbiosdisk", "--onbiosdisk"))
 
 
 def split_deploy(parsed: Parsed, findings: Findings, settings: DeploySettings) -> DeploySpec:
@@ -34,8 +31,6 @@ def split_deploy(parsed: Parsed, findings: Findings, settings: DeploySettings) -
     spec = DeploySpec()
     if h.ignoredisk.seen:
         line = parsed.line_of("ignoredisk")
-        if h.ignoredisk.interactive:
-            findings.warn(line, "ignoredisk --interactive: ignored")
         spec.ignoredisk = IgnoreDisk(only_use=list(h.ignoredisk.onlyuse), ignore=list(h.ignoredisk.ignoredisk),
                                      line=original(line))
     if h.clearpart.seen:
@@ -48,6 +43,7 @@ def split_deploy(parsed: Parsed, findings: Findings, settings: DeploySettings) -
     spec.partitions = _partitions(parsed, findings, original)
     if h.bootloader.seen:
         spec.bootloader = _bootloader(parsed, findings, original)
+    _check_root(parsed, spec, findings)
     spec.network, spec.hostname = _network(parsed, findings, original)
     if settings.secure_boot:
         spec.secure_boot = SecureBoot(required=True, line=original(settings.secure_boot_line))
@@ -59,8 +55,6 @@ def _clearpart(parsed: Parsed, findings: Findings, original) -> ClearPart:
     line = parsed.line_of("clearpart")
     if cp.disklabel and cp.disklabel != "gpt":
         findings.error(line, f"clearpart --disklabel={cp.disklabel}: metalstream writes GPT only (use --disklabel=gpt)")
-    if cp.cdl:
-        findings.warn(line, "clearpart --cdl: ignored")
     mode = CLEARPART_MODES.get(cp.type, "none")
     return ClearPart(mode=mode, drives=list(cp.drives), partitions=list(cp.devices) if mode == "list" else [],
                      initlabel=bool(cp.initAll), disklabel="gpt", line=original(line))
@@ -71,30 +65,27 @@ def _autopart(parsed: Parsed, findings: Findings, original) -> AutoPart:
     line = parsed.line_of("autopart")
     scheme = AUTOPART_SCHEMES.get(ap.type, "plain") if ap.type is not None else "plain"
     if scheme != "plain":
-        findings.warn(line, f"autopart --type={scheme}: only plain partitions are supported yet; "
-                            "plain partitions are made instead")
-    if ap.encrypted:
-        findings.warn(line, "autopart --encrypted: encryption is not supported yet: ignored")
+        findings.error(line, f"autopart --type={scheme}: not supported yet: only plain partitions "
+                             "(autopart --type=plain)")
     if ap.fstype and ap.fstype not in ROOT_FSTYPES:
         findings.error(line, f"autopart --fstype={ap.fstype}: use one of {', '.join(ROOT_FSTYPES)}")
     return AutoPart(fstype=ap.fstype or None, scheme="plain", nohome=bool(ap.nohome), noswap=bool(ap.noswap),
-                    line=original(line))
+                    noboot=bool(ap.noboot), hibernation=bool(ap.hibernation), line=original(line))
 
 
 def _partitions(parsed: Parsed, findings: Findings, original) -> list[PartSpec]:
-    parts: list[PartSpec] = []
+    parts: dict[str, PartSpec] = {}  # by mount point; swap partitions by their line
     seen: dict[str, int] = {}
     for data in parsed.handler.partition.partitions:
         line = data.lineno
         mountpoint, fstype = data.mountpoint, data.fstype or None
         if mountpoint.startswith(_MEMBER_PREFIXES):
-            findings.warn(line, f"part {mountpoint}: LVM/RAID/btrfs member partitions are not supported yet: ignored")
+            findings.error(line, f"part {mountpoint}: LVM/RAID/btrfs member partitions are not supported yet "
+                                 "(plain GPT partitions only)")
             continue
-        ignored = [flag for attr, flag in _PART_IGNORED if getattr(data, attr, None)]
-        if not data.format:
-            ignored.append("--noformat")
-        if ignored:
-            findings.warn(line, f"part {mountpoint}: {' '.join(ignored)} not supported yet: ignored")
+        if (data.recommended or data.hibernation) and mountpoint != "swap":
+            findings.error(line, f"part {mountpoint}: --recommended/--hibernation size swap partitions only")
+            continue
         if mountpoint == "swap" and fstype is None:
             fstype = "swap"
         if mountpoint == "biosboot" and fstype is None:
@@ -103,14 +94,25 @@ def _partitions(parsed: Parsed, findings: Findings, original) -> list[PartSpec]:
             fstype = "efi"
         if not _check_part(mountpoint, fstype, data, line, findings):
             continue
-        if mountpoint in seen:
-            findings.error(line, f"part {mountpoint}: mount point already defined at line {findings.locate(seen[mountpoint])[1]}")
-            continue
-        seen[mountpoint] = line
-        parts.append(PartSpec(mountpoint=mountpoint, fstype=fstype, size_mib=data.size, grow=bool(data.grow),
-                              max_size_mib=data.maxSizeMB or None, ondisk=data.disk or None, label=data.label or None,
-                              fsoptions=data.fsopts or None, line=original(line)))
-    return parts
+        key = f"swap@{line}" if mountpoint == "swap" else mountpoint
+        if key in seen:  # anaconda: the later definition wins (how spins override an included layout)
+            findings.warn(line, f"part {mountpoint}: overrides the definition at {findings.place(seen[key])}")
+            del parts[key]
+        seen[key] = line
+        sized = data.recommended or data.hibernation
+        parts[key] = PartSpec(mountpoint=mountpoint, fstype=fstype, size_mib=None if sized else data.size,
+                              grow=bool(data.grow), max_size_mib=data.maxSizeMB or None, ondisk=data.disk or None,
+                              label=data.label or None, fsoptions=data.fsopts or None, recommended=bool(sized),
+                              hibernation=bool(data.hibernation), line=original(line))
+    return list(parts.values())
+
+
+def _check_root(parsed: Parsed, spec: DeploySpec, findings: Findings) -> None:
+    """Partitions without `/` cannot be deployed; no layout command at all means the default layout (autopart)."""
+    if spec.autopart is not None or not spec.partitions or any(p.mountpoint == "/" for p in spec.partitions):
+        return
+    first = min(parsed.lines_of("part", "partition"), default=None)
+    findings.error(first, "the layout has no `/`: add `part / --size=MiB --grow` (or use autopart)")
 
 
 def _check_part(mountpoint: str, fstype: str | None, data, line: int, findings: Findings) -> bool:
@@ -139,7 +141,8 @@ def _check_part(mountpoint: str, fstype: str | None, data, line: int, findings: 
     if data.maxSizeMB and data.size and data.maxSizeMB < data.size:
         findings.error(line, f"part {mountpoint}: --maxsize={data.maxSizeMB} is smaller than --size={data.size}")
         ok = False
-    if data.size is None and not data.grow and mountpoint not in ("biosboot", "/boot/efi"):
+    if data.size is None and not data.grow and not data.recommended and not data.hibernation \
+            and mountpoint not in ("biosboot", "/boot/efi"):
         findings.error(line, f"part {mountpoint}: give --size=MiB or --grow")
         ok = False
     return ok
@@ -151,11 +154,6 @@ def _bootloader(parsed: Parsed, findings: Findings, original) -> Bootloader:
     location = "none" if bl.disabled else bl.location
     if location not in BOOTLOADER_LOCATIONS:
         findings.error(line, f"bootloader --location={location}: use one of {', '.join(BOOTLOADER_LOCATIONS)}")
-    ignored = [flag for flag, on in (("--password/--iscrypted", bl.password), ("--driveorder", bl.driveorder),
-                                     ("--leavebootorder", bl.leavebootorder), ("--extlinux", bl.extlinux),
-                                     ("--sdboot", bl.sdboot), ("--nombr", bl.nombr), ("--default", bl.default)) if on]
-    if ignored:
-        findings.warn(line, f"bootloader {' '.join(ignored)}: not supported (GRUB is installed): ignored")
     if bl.timeout is not None and bl.timeout < 0:
         findings.error(line, "bootloader --timeout must be 0 or more seconds")
     append = findings.check(line, rules.kernel_args, bl.appendLine or "", "bootloader --append") or ""

@@ -24,6 +24,11 @@ class Findings:
         index = min(max(line, 1), len(self.origins)) - 1
         return self.origins[index]
 
+    def place(self, line: int | None) -> str:
+        """`FILE:LINE` of line `line` of the expanded text, for messages that name a second place."""
+        file, at = self.locate(line)
+        return f"{file}:{at}" if at else file
+
     def error(self, line: int | None, message: str) -> None:
         self._add(line or 0, Diagnostic(*self.locate(line), message, "error"))
 

@@ -1,10 +1,18 @@
-"""What the metalstream pipeline does with each kickstart command and section.
+"""What the metalstream pipeline does with each kickstart command, option and section: one table.
 
-Commands the pipeline implements are split into the build or deploy spec. Everything else that
-pykickstart accepts is reported as a warning with its line (never silently dropped); `--strict`
-makes those warnings errors. kickstarts/README.md documents the same table.
+- A command in BUILD_COMMANDS or DEPLOY_COMMANDS is split into the build or deploy spec. For each, OPTIONS
+  declares every option the split honours; COSMETIC the options that do not matter for an image (a
+  warning naming what is ignored); any other option given on the line is an error at that line: ignoring
+  it would give a different result from what the kickstart says. No option is dropped silently.
+- Other commands pykickstart accepts: COSMETIC_COMMANDS are warnings (ignored, nothing in the image
+  depends on them); NOT_SUPPORTED_COMMANDS are errors (ignoring them would change the result).
+- Sections: IGNORED_SECTIONS are warnings, NOT_SUPPORTED_SECTIONS errors.
+
+`--strict` makes every warning an error. kickstarts/README.md documents the same table.
 """
 from __future__ import annotations
+
+from pykickstart.base import DeprecatedCommand, RemovedCommand
 
 from .adapter import Parsed
 from .diagnostics import Findings
@@ -18,40 +26,169 @@ DEPLOY_COMMANDS = frozenset({
 })
 SUPPORTED_SECTIONS = frozenset({"%packages", "%post", "%addon"})
 
-_UI = "installer user-interface setting; metalstream installs unattended from a prebuilt image: ignored"
-_REBOOT = "the deployer agent always reboots into the installed system after a successful install: ignored"
-_STORAGE = "LVM, RAID, btrfs volumes and encrypted storage are not supported yet (plain GPT partitions only): ignored"
-_SOURCE = "install sources other than `url` and `repo` are not supported: ignored"
-_NOT_YET = "not supported by metalstream yet: ignored"
-
-IGNORED_COMMANDS = {
-    **dict.fromkeys(("text", "graphical", "cmdline", "skipx", "eula", "firstboot", "mediacheck", "vnc",
-                     "xconfig", "autostep", "rescue"), _UI),
-    **dict.fromkeys(("reboot", "poweroff", "halt", "shutdown"), _REBOOT),
-    **dict.fromkeys(("logvol", "volgroup", "raid", "btrfs", "dmraid", "multipath", "snapshot"), _STORAGE),
-    **dict.fromkeys(("cdrom", "harddrive", "nfs", "liveimg", "ostreesetup", "ostreecontainer", "install",
-                     "method", "updates", "driverdisk"), _SOURCE),
+# Options (any spelling pykickstart accepts for the same option) the split carries into a spec.
+# `network` is checked by its own split (network_split).
+_PART = frozenset({"--fstype", "--grow", "--maxsize", "--ondisk", "--size", "--fsoptions", "--label",
+                   "--recommended", "--hibernation"})
+OPTIONS: dict[str, frozenset[str]] = {
+    "url": frozenset({"--url", "--mirrorlist", "--metalink"}),
+    "repo": frozenset({"--name", "--baseurl", "--mirrorlist", "--metalink", "--cost", "--excludepkgs", "--includepkgs",
+                       "--install"}),
+    "lang": frozenset(),
+    "keyboard": frozenset({"--vckeymap", "--xlayouts", "--switch"}),
+    "timezone": frozenset({"--utc", "--isUtc"}),
+    "selinux": frozenset({"--disabled", "--enforcing", "--permissive"}),
+    "services": frozenset({"--disabled", "--enabled"}),
+    "firewall": frozenset({"--disabled", "--enabled", "--port", "--trust", "--service", "--ftp", "--http", "--smtp",
+                           "--ssh"}),
+    "rootpw": frozenset({"--iscrypted", "--plaintext", "--lock", "--allow-ssh"}),
+    "user": frozenset({"--homedir", "--iscrypted", "--plaintext", "--name", "--password", "--shell", "--uid", "--lock",
+                       "--gecos", "--gid", "--groups"}),
+    "group": frozenset({"--name", "--gid"}),
+    "sshkey": frozenset({"--username"}),
+    "ignoredisk": frozenset({"--drives", "--only-use"}),
+    "clearpart": frozenset({"--all", "--initlabel", "--linux", "--none", "--disklabel", "--drives", "--list"}),
+    "zerombr": frozenset(),
+    "reqpart": frozenset({"--add-boot"}),
+    "autopart": frozenset({"--type", "--nolvm", "--fstype", "--nohome", "--noboot", "--noswap", "--hibernation"}),
+    "part": _PART,
+    "partition": _PART,
+    "bootloader": frozenset({"--append", "--location", "--timeout", "--boot-drive", "--disabled"}),
 }
+
+_BUILD_NETWORK = "packages are fetched with the build machine's own network settings"
+_ONE_DISK = "metalstream installs onto one disk, chosen by the plan"
+_COSMETIC_PART = {"--asprimary": "GPT has no primary/logical partitions"}
+COSMETIC: dict[str, dict[str, str]] = {
+    "url": {"--proxy": _BUILD_NETWORK, "--noverifyssl": "certificates are always checked"},
+    "repo": {"--proxy": _BUILD_NETWORK, "--noverifyssl": "certificates are always checked"},
+    "clearpart": {"--cdl": "DASD (s390x) only"},
+    "part": _COSMETIC_PART,
+    "partition": _COSMETIC_PART,
+    "bootloader": {"--driveorder": _ONE_DISK, "--default": "the image's kernel is the default entry",
+                   "--leavebootorder": "the agent sets the firmware boot order as the deploy plan says"},
+}
+
+_NOT_YET_STORAGE = "LVM, RAID, btrfs and encrypted storage are not supported yet (plain GPT partitions only)"
+_ENCRYPTION = ("--encrypted", "--passphrase", "--escrowcert", "--backuppassphrase", "--cipher", "--luks-version",
+               "--pbkdf", "--pbkdf-memory", "--pbkdf-time", "--pbkdf-iterations")
+# Why an option is refused, where a better reason than "would change the result" exists.
+REFUSED: dict[str, dict[str, str]] = {
+    "part": {**dict.fromkeys(_ENCRYPTION, _NOT_YET_STORAGE),
+             "--noformat": "every partition is formatted (existing data is never kept)",
+             "--onpart": "partitions are always created anew", "--resize": "partitions are always created anew",
+             "--onbiosdisk": _ONE_DISK},
+    "autopart": dict.fromkeys(_ENCRYPTION, _NOT_YET_STORAGE),
+    "url": dict.fromkeys(("--sslcacert", "--sslclientcert", "--sslclientkey"),
+                         "TLS client settings for repositories are not supported yet"),
+    "repo": dict.fromkeys(("--sslcacert", "--sslclientcert", "--sslclientkey"),
+                          "TLS client settings for repositories are not supported yet"),
+    "bootloader": {"--password": "a GRUB password is not supported yet", "--iscrypted": "a GRUB password is not supported yet",
+                   "--md5pass": "a GRUB password is not supported yet", "--extlinux": "GRUB is always installed",
+                   "--sdboot": "GRUB is always installed", "--nombr": "use --location=partition or none"},
+    "timezone": {"--ntpservers": "NTP servers are not configured (set them in %post)",
+                 "--nontp": "NTP is not turned off (disable the service with `services --disabled`)"},
+    "lang": {"--addsupport": "extra language support is not installed (list its packages in %packages)"},
+}
+REFUSED["partition"] = REFUSED["part"]
+
+_UI = "installer user-interface setting; metalstream installs unattended from a prebuilt image"
+_REBOOT = "the deployer agent always reboots into the installed system after a successful install"
+COSMETIC_COMMANDS = {
+    **dict.fromkeys(("text", "graphical", "cmdline", "skipx", "eula", "firstboot", "mediacheck", "vnc",
+                     "xconfig", "autostep", "rescue", "logging", "sshpw", "updates", "driverdisk"), _UI),
+    **dict.fromkeys(("reboot", "poweroff", "halt", "shutdown"), _REBOOT),
+}
+_SOURCE = "install sources other than `url` and `repo` are not supported"
+NOT_SUPPORTED_COMMANDS = {
+    **dict.fromkeys(("logvol", "volgroup", "raid", "btrfs", "dmraid", "multipath", "snapshot", "iscsi",
+                     "iscsiname", "fcoe", "zfcp", "nvdimm", "zipl", "mount"),
+                    "not supported yet: only plain GPT partitions (`part`, `autopart --type=plain`)"),
+    **dict.fromkeys(("cdrom", "harddrive", "nfs", "liveimg", "ostreesetup", "ostreecontainer", "bootc"),
+                    "not supported: install sources other than `url` and `repo`"),
+}
+_NOT_YET = "not supported by metalstream yet (ignoring it would change the result)"
 
 IGNORED_SECTIONS = {
-    "%pre": "%pre scripts are not supported (there is no installer run on the target): ignored",
-    "%pre-install": "%pre-install scripts are not supported: ignored",
-    "%onerror": "%onerror scripts are not supported: ignored",
-    "%traceback": "%traceback scripts are not supported: ignored",
-    "%certificate": "%certificate sections are not supported yet: ignored",
+    "%pre": "%pre scripts are not run when the image is built (an %include of a file they write is deferred to "
+            "deploy time): ignored",
+    "%pre-install": "%pre-install scripts are not run: ignored",
+    "%onerror": "%onerror scripts are not run (the agent reports a failed install): ignored",
+    "%traceback": "%traceback scripts are not run: ignored",
     "%anaconda": "%anaconda sections configure the anaconda UI: ignored",
 }
+NOT_SUPPORTED_SECTIONS = {
+    "%certificate": "%certificate sections are not supported yet",
+}
+
+_PARSERS: dict[str, dict[str, tuple[str, ...]]] = {}
 
 
 def check_support(parsed: Parsed, findings: Findings) -> None:
-    """Warn about every command and section the pipeline will not act on, at its line."""
-    for name, line, _args in parsed.commands:
-        if name in BUILD_COMMANDS or name in DEPLOY_COMMANDS:
-            continue
-        if name not in parsed.handler.commands:
-            continue  # unknown command: pykickstart already reported it as an error
-        reason = IGNORED_COMMANDS.get(name, _NOT_YET)
-        findings.warn(line, f"`{name}`: {reason}")
+    """Report, at its line, every command, option and section the pipeline will not act on."""
+    for name, line, args in parsed.commands:
+        command = parsed.handler.commands.get(name)
+        if command is None or isinstance(command, RemovedCommand) or line in parsed.refused:
+            continue  # pykickstart reported the line already (unknown or removed command, bad syntax): once
+        if name in OPTIONS:
+            check_options(parsed, name, line, args, findings)
+        elif name in BUILD_COMMANDS or name in DEPLOY_COMMANDS:
+            continue  # network: its own split checks its options
+        elif name in COSMETIC_COMMANDS:
+            findings.ignore(line, name, f"{COSMETIC_COMMANDS[name]}: ignored")
+        elif isinstance(command, DeprecatedCommand):
+            continue  # pykickstart warned already
+        else:
+            findings.error(line, f"`{name}`: {NOT_SUPPORTED_COMMANDS.get(name, _NOT_YET)}")
+    check_overrides(parsed, findings)
     for section in parsed.sections:
         if section.name in IGNORED_SECTIONS:
-            findings.warn(section.line, IGNORED_SECTIONS[section.name])
+            findings.ignore(section.line, section.name, IGNORED_SECTIONS[section.name])
+        elif section.name in NOT_SUPPORTED_SECTIONS:
+            findings.error(section.line, NOT_SUPPORTED_SECTIONS[section.name])
+
+
+def check_overrides(parsed: Parsed, findings: Findings) -> None:
+    """A command that holds one value, given again (also across %include): the later line replaces the earlier
+    (anaconda semantics); a warning at the later line names the earlier place."""
+    last: dict[int, int] = {}
+    for name, line, _args in parsed.commands:
+        command = parsed.handler.commands.get(name)
+        if command is None or isinstance(command, RemovedCommand) or command.dataList() is not None:
+            continue  # list commands (part, user, repo, ...): their split reports overrides by name
+        if id(command) in last:
+            findings.warn(line, f"`{name}`: overrides the definition at {findings.place(last[id(command)])}")
+        last[id(command)] = line
+
+
+def check_options(parsed: Parsed, name: str, line: int, args: list[str], findings: Findings) -> None:
+    """Every option on a supported command's line is honoured, ignored with a warning, or an error."""
+    spellings = _spellings(parsed, name)
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        given = arg.split("=", 1)[0]
+        names = spellings.get(given) or _abbreviated(spellings, given)
+        if not names:
+            continue  # pykickstart reported the unknown option
+        if OPTIONS[name] & set(names):
+            continue
+        cosmetic = next((COSMETIC[name][n] for n in names if n in COSMETIC.get(name, {})), None)
+        if cosmetic:
+            findings.ignore(line, f"{name} {given}", f"{cosmetic}: ignored")
+            continue
+        reason = next((REFUSED[name][n] for n in names if n in REFUSED.get(name, {})), None)
+        findings.error(line, f"{name} {given}: not supported: {reason or 'ignoring it would change the result'}")
+
+
+def _spellings(parsed: Parsed, name: str) -> dict[str, tuple[str, ...]]:
+    """Each option string of command `name` -> all spellings of the same option (`--onpart` -> --onpart, --usepart)."""
+    if name not in _PARSERS:
+        parser = parsed.handler.commands[name]._getParser()
+        _PARSERS[name] = {s: tuple(a.option_strings) for a in parser._actions for s in a.option_strings}
+    return _PARSERS[name]
+
+
+def _abbreviated(spellings: dict[str, tuple[str, ...]], given: str) -> tuple[str, ...]:
+    matches = {spellings[s] for s in spellings if s.startswith(given)}
+    return matches.pop() if len(matches) == 1 else ()

@@ -17,6 +17,7 @@ from ..chroot import Chroot, for_build
 from ..context import BuildContext
 from .util import where
 
+ROOT_SSH_DROPIN = "/etc/ssh/sshd_config.d/01-permitrootlogin.conf"
 SALT_ALPHABET = string.ascii_letters + string.digits + "./"
 
 
@@ -38,6 +39,9 @@ class AccountsStage:
             if spec.rootpw:
                 set_password(ctx, chroot, "root", spec.rootpw.password, spec.rootpw.is_crypted,
                              spec.rootpw.lock, where(ctx, spec.rootpw.line))
+        if spec.rootpw and spec.rootpw.allow_ssh:
+            # rootpw --allow-ssh, as anaconda writes it: sshd reads sshd_config.d/*.conf first match wins
+            rootfs.write_file(ctx.root, ROOT_SSH_DROPIN, "PermitRootLogin yes\n")
         for key in spec.ssh_keys:
             add_ssh_key(ctx, key.user, key.key, where(ctx, key.line))
 

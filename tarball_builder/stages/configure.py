@@ -25,8 +25,8 @@ class ConfigureStage:
         spec = ctx.build
         if spec.lang:
             set_lang(ctx, spec.lang)
-        if spec.keyboard:
-            set_keyboard(ctx, spec.keyboard)
+        if spec.keyboard or spec.keyboard_layouts:
+            set_keyboard(ctx, spec.keyboard, spec.keyboard_layouts, spec.keyboard_switch)
         if spec.timezone:
             set_timezone(ctx)
         if spec.selinux:
@@ -59,11 +59,30 @@ def set_lang(ctx: BuildContext, lang: str) -> None:
         chroot.run(["locale-gen"])
 
 
-def set_keyboard(ctx: BuildContext, keymap: str) -> None:
-    rootfs.write_file(ctx.root, "/etc/vconsole.conf", f"KEYMAP={keymap}\n")
+def set_keyboard(ctx: BuildContext, keymap: str | None, layouts: list[str] | None = None,
+                 switch: list[str] | None = None) -> None:
+    """Console keymap in /etc/vconsole.conf; X layouts (all of them, in order) and switch options where
+    localed keeps them: /etc/X11/xorg.conf.d/00-keyboard.conf, and Debian's /etc/default/keyboard."""
+    if keymap:
+        rootfs.write_file(ctx.root, "/etc/vconsole.conf", f"KEYMAP={keymap}\n")
+    names = [layout.split("(", 1)[0].strip() for layout in layouts or [keymap]]
+    variants = [layout.split("(", 1)[1].rstrip(")").strip() if "(" in layout else "" for layout in layouts or []]
+    xkb = {"XKBLAYOUT": ",".join(names), "XKBVARIANT": ",".join(variants) if any(variants) else None,
+           "XKBOPTIONS": ",".join(switch) if switch else None}
+    if layouts or switch:
+        section = ['Section "InputClass"', '        Identifier "system-keyboard"',
+                   '        MatchIsKeyboard "on"', f'        Option "XkbLayout" "{xkb["XKBLAYOUT"]}"']
+        section += [f'        Option "XkbVariant" "{xkb["XKBVARIANT"]}"'] if xkb["XKBVARIANT"] else []
+        section += [f'        Option "XkbOptions" "{xkb["XKBOPTIONS"]}"'] if xkb["XKBOPTIONS"] else []
+        rootfs.write_file(ctx.root, "/etc/X11/xorg.conf.d/00-keyboard.conf", "\n".join([*section, "EndSection", ""]))
     keyboard = rootfs.resolve(ctx.root, "/etc/default/keyboard")
     if keyboard.is_file():
-        text = re.sub(r'(?m)^XKBLAYOUT=.*$', f'XKBLAYOUT="{keymap}"', keyboard.read_text())
+        text = keyboard.read_text()
+        for key, value in xkb.items():
+            if value is None:
+                continue
+            text, count = re.subn(rf'(?m)^{key}=.*$', f'{key}="{value}"', text)
+            text += "" if count else f'{key}="{value}"\n'
         rootfs.write_file(ctx.root, "/etc/default/keyboard", text, mode=None)
 
 

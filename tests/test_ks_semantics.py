@@ -1,0 +1,259 @@
+"""Anaconda semantics kickstarts rely on, and the promise of `ks lint`: every option on a supported command is
+carried into a spec, reported as ignored (a warning naming it), or refused (an error at its line)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from metalstream.contracts.deployspec import Bootloader, DeploySpec, PartSpec
+from tarball_builder.kickstart import KickstartError, lint_kickstart, parse_kickstart
+from tarball_builder.kickstart.adapter import parse
+from tarball_builder.kickstart.diagnostics import Findings
+from tarball_builder.kickstart.support import COSMETIC, OPTIONS, REFUSED, _spellings, check_options
+from tarball_builder.spec import RootPassword, Timezone
+
+from conftest import REPO, run_cli
+
+GOOD = REPO / "tests" / "data" / "ks" / "good"
+DEBIAN = "%addon org_metalstream_image\nfamily=debian\nrelease=bookworm\n%end\n"  # lines 1-4
+RPM = "%addon org_metalstream_image\nfamily=rpm\nrelease=40\n%end\nurl --url=http://MIRROR/os/\n"  # lines 1-5
+PACKAGES = "%packages\nlinux-image-amd64\n%end\n"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q alice@example"
+
+
+def write(tmp_path: Path, text: str, name: str = "test.ks") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_spin_overrides_its_base_across_include_naming_both_files() -> None:
+    spin = parse_kickstart(GOOD / "spin.ks")
+    base = str(GOOD / "spin-base.ks")
+    assert [(Path(w.file).name, w.line, w.message) for w in spin.warnings] == [
+        ("spin.ks", 3, f"part /: overrides the definition at {base}:16"),
+        ("spin.ks", 4, f"`timezone`: overrides the definition at {base}:9"),
+        ("spin.ks", 5, f"`keyboard`: overrides the definition at {base}:8"),
+        ("spin.ks", 6, f"`bootloader`: overrides the definition at {base}:12"),
+    ]
+    assert spin.deploy.partitions == [PartSpec(mountpoint="swap", fstype="swap", recommended=True, line=17),
+                                      PartSpec(mountpoint="/", fstype="xfs", size_mib=6144, grow=True, line=3)]
+    assert spin.deploy.bootloader == Bootloader(location="mbr", append="console=ttyS0", timeout=5, line=6)
+    assert spin.build.timezone == Timezone(name="Europe/Berlin", utc=True, line=4)
+    assert (spin.build.keyboard, spin.build.keyboard_layouts, spin.build.keyboard_switch) == (
+        "de", ["de", "us"], ["grp:alt_shift_toggle"])
+    assert spin.build.rootpw == RootPassword(password=None, is_crypted=False, lock=True, line=10)
+    assert spin.build.packages.names == ["kernel", "vim-enhanced"] and spin.build.packages.groups == ["core"]
+
+
+def test_ks_lint_cli_names_both_places_of_an_override() -> None:
+    result = run_cli("ks", "lint", "tests/data/ks/good/spin.ks")
+    assert result.returncode == 0, result.stderr
+    assert ("tests/data/ks/good/spin.ks:3: warning: part /: overrides the definition at "
+            "tests/data/ks/good/spin-base.ks:16") in result.stderr.splitlines()
+
+
+@pytest.mark.parametrize("line", ["rootpw --lock --iscrypted locked", "rootpw --lock", "rootpw --lock --plaintext x",
+                                  "rootpw --iscrypted --lock '!'"])
+def test_locked_root_idiom_is_fine_and_root_ends_locked(tmp_path: Path, line: str) -> None:
+    split = parse_kickstart(write(tmp_path, DEBIAN + line + "\n" + PACKAGES))
+    assert split.warnings == []
+    assert split.build.rootpw.lock and not split.build.rootpw.password and not split.build.rootpw.is_crypted
+
+
+def test_locked_root_keeps_a_real_hash_for_a_later_unlock(tmp_path: Path) -> None:
+    split = parse_kickstart(write(tmp_path, DEBIAN + "rootpw --lock --iscrypted $6$salt$hash\n" + PACKAGES))
+    assert split.build.rootpw == RootPassword(password="$6$salt$hash", is_crypted=True, lock=True, line=5)
+
+
+def test_rootpw_allow_ssh_is_carried(tmp_path: Path) -> None:
+    split = parse_kickstart(write(tmp_path, DEBIAN + "rootpw --iscrypted --allow-ssh $6$salt$hash\n" + PACKAGES))
+    assert split.build.rootpw.allow_ssh and split.warnings == []
+
+
+@pytest.mark.parametrize("command", ["auth --enableshadow", "authconfig --enableshadow", "install", "device eth0 e1000"])
+def test_removed_command_gets_one_message(tmp_path: Path, command: str) -> None:
+    [diagnostic] = lint_kickstart(write(tmp_path, DEBIAN + command + "\n" + PACKAGES))
+    name = command.split()[0]
+    assert (diagnostic.line, diagnostic.severity) == (5, "error")
+    assert diagnostic.message == f"{name} has been removed from the kickstart syntax (F40): delete the line"
+
+
+def test_later_user_group_and_repo_override_earlier_ones(tmp_path: Path) -> None:
+    ks = write(tmp_path, RPM + "user --name=a --uid=1000\nuser --name=a --uid=2000\ngroup --name=g --gid=5\n"
+                               "group --name=g --gid=6\nrepo --name=r --baseurl=http://MIRROR/a/\n"
+                               "repo --name=r --baseurl=http://MIRROR/b/\n"
+                               f'sshkey --username=a "{KEY}"\nsshkey --username=a "{KEY} second"\n'
+                               "%packages\nkernel\n%end\n")
+    split = parse_kickstart(ks)
+    assert [(u.name, u.uid, u.line) for u in split.build.users] == [("a", 2000, 7)]
+    assert [(g.name, g.gid) for g in split.build.groups] == [("g", 6)]
+    assert [(r.name, r.baseurl) for r in split.build.repos] == [("url", "http://MIRROR/os/"), ("r", "http://MIRROR/b/")]
+    assert len(split.build.ssh_keys) == 2  # several keys for one user are normal, not an override
+    assert [(w.line, w.message) for w in split.warnings] == [
+        (7, f"user a: overrides the definition at {ks}:6"), (9, f"group g: overrides the definition at {ks}:8"),
+        (11, f"repo r: overrides the definition at {ks}:10")]
+
+
+def test_empty_packages_means_core_for_rpm(tmp_path: Path) -> None:
+    split = parse_kickstart(write(tmp_path, RPM + "%packages\n%end\n"))
+    assert split.build.packages.groups == ["core"] and split.build.packages.names == []
+    nocore = parse_kickstart(write(tmp_path, RPM + "%packages --nocore\nkernel\n%end\n"))
+    assert nocore.build.packages.groups == [] and nocore.build.packages.names == ["kernel"]
+
+
+def test_cosmetic_packages_options_are_warnings_naming_the_option(tmp_path: Path) -> None:
+    split = parse_kickstart(write(tmp_path, RPM + "%packages --inst-langs=en --retries=3 --multilib\nkernel\n%end\n"))
+    assert [(w.line, w.ignored) for w in split.warnings] == [(6, "%packages --inst-langs"), (6, "%packages --retries")]
+    assert split.build.packages.multilib
+
+
+def test_layout_without_root_is_an_error_no_layout_is_the_default(tmp_path: Path) -> None:
+    with pytest.raises(KickstartError) as caught:
+        parse_kickstart(write(tmp_path, DEBIAN + "reqpart\npart swap --size=512\n" + PACKAGES))
+    assert [(d.line, d.message.split(":")[0]) for d in caught.value.diagnostics] == [(6, "the layout has no `/`")]
+    default = parse_kickstart(write(tmp_path, DEBIAN + "clearpart --all\nreqpart --add-boot\n" + PACKAGES))
+    assert default.deploy.partitions == [] and default.deploy.autopart is None
+
+
+def test_part_swap_recommended_and_hibernation(tmp_path: Path) -> None:
+    split = parse_kickstart(write(tmp_path, DEBIAN + "part / --size=2048 --grow\npart swap --hibernation\n" + PACKAGES))
+    assert split.deploy.partitions[1] == PartSpec(mountpoint="swap", fstype="swap", recommended=True, hibernation=True,
+                                                  line=6)
+
+
+def test_autopart_hibernation_and_noboot_are_carried(tmp_path: Path) -> None:
+    split = parse_kickstart(write(tmp_path, DEBIAN + "autopart --type=plain --hibernation --noboot\n" + PACKAGES))
+    assert (split.deploy.autopart.hibernation, split.deploy.autopart.noboot) == (True, True)
+
+
+# --- every option of every supported command is honoured, ignored with a named warning, or refused ----------
+
+def _option_strings(name: str) -> set[str]:
+    parsed = parse("", Findings("x.ks"))
+    return {s for a in parsed.handler.commands[name]._getParser()._actions for s in a.option_strings}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_the_option_table_names_real_options(name: str) -> None:
+    known = _option_strings(name)
+    for table in (OPTIONS[name], COSMETIC.get(name, {}), REFUSED.get(name, {})):
+        assert set(table) <= known, set(table) - known
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_no_option_is_dropped_silently(name: str) -> None:
+    parsed = parse("", Findings("x.ks"))
+    for option in sorted(_option_strings(name)):
+        findings = Findings("x.ks")
+        check_options(parsed, name, 1, [f"{option}=x"], findings)
+        if OPTIONS[name] & set(_spellings(parsed, name)[option]):
+            assert findings.items == [], option
+            continue
+        [finding] = findings.items
+        assert finding.severity == "error" or finding.ignored == f"{name} {option}", (option, finding)
+
+
+# Each honoured option: a line with it and a variant without it (or with another value) give different specs.
+HONOURED = [
+    ("url --url", "url --url=http://MIRROR/a/", "url --url=http://MIRROR/b/"),
+    ("url --mirrorlist", "url --mirrorlist=http://MIRROR/a", "url --mirrorlist=http://MIRROR/b"),
+    ("url --metalink", "url --metalink=http://MIRROR/a", "url --metalink=http://MIRROR/b"),
+    ("repo --name", "repo --name=a --baseurl=http://MIRROR/", "repo --name=b --baseurl=http://MIRROR/"),
+    ("repo --baseurl", "repo --name=a --baseurl=http://MIRROR/a", "repo --name=a --baseurl=http://MIRROR/b"),
+    ("repo --mirrorlist", "repo --name=a --mirrorlist=http://MIRROR/a", "repo --name=a --mirrorlist=http://MIRROR/b"),
+    ("repo --metalink", "repo --name=a --metalink=http://MIRROR/a", "repo --name=a --metalink=http://MIRROR/b"),
+    ("repo --cost", "repo --name=a --baseurl=http://MIRROR/ --cost=5", "repo --name=a --baseurl=http://MIRROR/"),
+    ("repo --excludepkgs", "repo --name=a --baseurl=http://MIRROR/ --excludepkgs=x", "repo --name=a --baseurl=http://MIRROR/"),
+    ("repo --includepkgs", "repo --name=a --baseurl=http://MIRROR/ --includepkgs=x", "repo --name=a --baseurl=http://MIRROR/"),
+    ("repo --install", "repo --name=a --baseurl=http://MIRROR/ --install", "repo --name=a --baseurl=http://MIRROR/"),
+    ("keyboard --vckeymap", "keyboard --vckeymap=de", "keyboard --vckeymap=fr"),
+    ("keyboard --xlayouts", "keyboard --vckeymap=de --xlayouts=de,us", "keyboard --vckeymap=de --xlayouts=de"),
+    ("keyboard --switch", "keyboard --xlayouts=de,us --switch=grp:alt_shift_toggle", "keyboard --xlayouts=de,us"),
+    ("timezone --utc", "timezone Europe/Berlin --utc", "timezone Europe/Berlin"),
+    ("selinux --disabled", "selinux --disabled", "selinux --permissive"),
+    ("selinux --enforcing", "selinux --enforcing", "selinux --permissive"),
+    ("services --enabled", "services --enabled=sshd", "services --enabled=chronyd"),
+    ("services --disabled", "services --disabled=sshd", "services --disabled=chronyd"),
+    ("firewall --disabled", "firewall --disabled", "firewall --enabled"),
+    ("firewall --port", "firewall --enabled --port=22:tcp", "firewall --enabled"),
+    ("firewall --trust", "firewall --enabled --trust=eth1", "firewall --enabled"),
+    ("firewall --service", "firewall --enabled --service=http", "firewall --enabled"),
+    ("firewall --ssh", "firewall --enabled --ssh", "firewall --enabled"),
+    ("rootpw --iscrypted", "rootpw --iscrypted $6$a$b", "rootpw --plaintext $6$a$b"),
+    ("rootpw --lock", "rootpw --lock", "rootpw --plaintext x"),
+    ("rootpw --allow-ssh", "rootpw --iscrypted --allow-ssh $6$a$b", "rootpw --iscrypted $6$a$b"),
+    ("user --homedir", "user --name=a --homedir=/srv/a", "user --name=a"),
+    ("user --iscrypted", "user --name=a --iscrypted --password=$6$a$b", "user --name=a --password=$6$a$b"),
+    ("user --password", "user --name=a --iscrypted --password=$6$a$b", "user --name=a"),
+    ("user --shell", "user --name=a --shell=/bin/zsh", "user --name=a"),
+    ("user --uid", "user --name=a --uid=1001", "user --name=a"),
+    ("user --lock", "user --name=a --lock", "user --name=a"),
+    ("user --gecos", "user --name=a --gecos=A", "user --name=a"),
+    ("user --gid", "user --name=a --gid=1001", "user --name=a"),
+    ("user --groups", "user --name=a --groups=wheel", "user --name=a"),
+    ("group --gid", "group --name=g --gid=5", "group --name=g"),
+    ("sshkey --username", f'sshkey --username=a "{KEY}"', f'sshkey --username=b "{KEY}"'),
+    ("ignoredisk --drives", "ignoredisk --drives=sdb", "ignoredisk --drives=sdc"),
+    ("ignoredisk --only-use", "ignoredisk --only-use=sda", "ignoredisk --only-use=sdb"),
+    ("clearpart --all", "clearpart --all", "clearpart --none"),
+    ("clearpart --linux", "clearpart --linux", "clearpart --none"),
+    ("clearpart --initlabel", "clearpart --all --initlabel", "clearpart --all"),
+    ("clearpart --drives", "clearpart --all --drives=sda", "clearpart --all"),
+    ("clearpart --list", "clearpart --list=sda1", "clearpart --all"),
+    ("reqpart --add-boot", "reqpart --add-boot", "reqpart"),
+    ("autopart --fstype", "autopart --type=plain --fstype=xfs", "autopart --type=plain"),
+    ("autopart --nohome", "autopart --type=plain --nohome", "autopart --type=plain"),
+    ("autopart --noswap", "autopart --type=plain --noswap", "autopart --type=plain"),
+    ("autopart --noboot", "autopart --type=plain --noboot", "autopart --type=plain"),
+    ("autopart --hibernation", "autopart --type=plain --hibernation", "autopart --type=plain"),
+    ("part --fstype", "part / --size=100 --fstype=xfs", "part / --size=100 --fstype=ext4"),
+    ("part --grow", "part / --size=100 --grow", "part / --size=100"),
+    ("part --maxsize", "part / --size=100 --grow --maxsize=200", "part / --size=100 --grow"),
+    ("part --ondisk", "part / --size=100 --ondisk=sda", "part / --size=100"),
+    ("part --size", "part / --size=100", "part / --size=200"),
+    ("part --fsoptions", "part / --size=100 --fsoptions=noatime", "part / --size=100"),
+    ("part --label", "part / --size=100 --label=root", "part / --size=100"),
+    ("part --recommended", "part / --size=100\npart swap --recommended", "part / --size=100\npart swap --size=100"),
+    ("part --hibernation", "part / --size=100\npart swap --hibernation", "part / --size=100\npart swap --recommended"),
+    ("bootloader --append", "bootloader --append=quiet", "bootloader"),
+    ("bootloader --location", "bootloader --location=none", "bootloader --location=mbr"),
+    ("bootloader --timeout", "bootloader --timeout=3", "bootloader"),
+    ("bootloader --boot-drive", "bootloader --boot-drive=sda", "bootloader"),
+    ("bootloader --disabled", "bootloader --disabled", "bootloader"),
+]
+_EQUAL_TO_DEFAULT = {"autopart --type", "autopart --nolvm", "selinux --permissive", "firewall --enabled",
+                     "firewall --ftp", "firewall --http", "firewall --smtp", "rootpw --plaintext", "user --plaintext",
+                     "user --name", "group --name", "timezone --isUtc", "clearpart --none", "clearpart --disklabel"}
+
+
+def test_every_honoured_option_has_an_example() -> None:
+    covered = {option for option, _with, _without in HONOURED} | _EQUAL_TO_DEFAULT
+    honoured = {f"{name} {option}" for name, options in OPTIONS.items() if name != "partition" for option in options}
+    assert honoured <= covered, honoured - covered
+
+
+def _specs(path: Path) -> dict:
+    split = parse_kickstart(path)
+    return {"build": split.build.to_dict(), "deploy": split.deploy.to_dict()}
+
+
+@pytest.mark.parametrize(("option", "given", "variant"), HONOURED, ids=[o for o, _g, _v in HONOURED])
+def test_honoured_option_reaches_the_spec(tmp_path: Path, option: str, given: str, variant: str) -> None:
+    packages = "%packages\nkernel\n%end\n"
+    a = _specs(write(tmp_path, RPM + given + "\n" + packages, "a.ks"))
+    b = _specs(write(tmp_path, RPM + variant + "\n" + packages, "b.ks"))
+    assert a != b, option
+
+
+def test_unknown_option_spelling_is_resolved_through_pykickstart(tmp_path: Path) -> None:
+    ks = write(tmp_path, DEBIAN + "part / --size=2048 --grow --usepart=sda1\n" + PACKAGES)
+    [diagnostic] = lint_kickstart(ks)
+    assert (diagnostic.line, diagnostic.message) == (5, "part --usepart: not supported: partitions are always created anew")
+
+
+def test_deploy_spec_without_the_new_swap_fields_still_reads() -> None:
+    spec = DeploySpec.from_dict({"partitions": [{"mountpoint": "swap", "size_mib": 512}], "autopart": None})
+    assert spec.partitions[0] == PartSpec(mountpoint="swap", size_mib=512, recommended=False, hibernation=False)
