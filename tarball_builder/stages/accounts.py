@@ -40,10 +40,14 @@ class AccountsStage:
                 set_password(ctx, chroot, "root", spec.rootpw.password, spec.rootpw.is_crypted,
                              spec.rootpw.lock, where(ctx, spec.rootpw.line))
         if spec.rootpw and spec.rootpw.allow_ssh:
-            # rootpw --allow-ssh, as anaconda writes it: sshd reads sshd_config.d/*.conf first match wins
-            rootfs.write_file(ctx.root, ROOT_SSH_DROPIN, "PermitRootLogin yes\n")
+            permit_root_ssh_login(ctx)
         for key in spec.ssh_keys:
             add_ssh_key(ctx, key.user, key.key, where(ctx, key.line))
+
+
+def permit_root_ssh_login(ctx: BuildContext) -> None:
+    """`rootpw --allow-ssh`, as anaconda writes it: a drop-in sshd reads before sshd_config's own settings."""
+    rootfs.write_file(ctx.root, ROOT_SSH_DROPIN, "PermitRootLogin yes\n")
 
 
 def add_user(ctx: BuildContext, chroot: Chroot, user) -> None:
