@@ -7,27 +7,22 @@ the image's pregenerated initramfs is kept. Every path is resolved inside the ta
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 from metalstream import proc
-from metalstream.contracts.deployspec import NetworkDevice
 from metalstream.contracts.plan import Plan
-from metalstream.errors import OperationFailed
-from metalstream.rootfs import make_dirs, resolve, writable_path, write_file
+from metalstream.rootfs import make_dirs, resolve, write_file
 
+from .network import configure_network, network_stack, networkd_files, networkmanager_files  # noqa: F401
 from .partition import Layout
 
 log = logging.getLogger("metalstream.configure")
-_MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", re.IGNORECASE)
-WIRED_GLOB = "en* eth*"
 
 
 def fstab_text(layout: Layout) -> str:
@@ -134,111 +129,6 @@ def ssh_host_keys(root: Path, forge: HostKeyForge | None = None) -> bool:
         return False
     proc.run(["ssh-keygen", "-A", "-f", root])
     return True
-
-
-def _prefix(device: NetworkDevice) -> str:
-    if "/" in device.ip:
-        return str(ipaddress.ip_interface(device.ip))
-    return str(ipaddress.ip_interface(f"{device.ip}/{device.netmask or '24'}"))
-
-
-def _match_networkd(device: NetworkDevice) -> str:
-    if device.device in (None, "", "link", "bootif"):
-        return f"Name={WIRED_GLOB}"
-    if _MAC.fullmatch(device.device):
-        return f"MACAddress={device.device.lower()}"
-    return f"Name={device.device}"
-
-
-def networkd_files(devices: list[NetworkDevice]) -> dict[str, str]:
-    """systemd-networkd .network files: specific devices first (lower numbers win), wildcard DHCP last."""
-    files = {}
-    for i, dev in enumerate(devices):
-        wildcard = dev.device in (None, "", "link", "bootif")
-        lines = ["# written by metalstream", "[Match]", _match_networkd(dev), "", "[Network]"]
-        if dev.bootproto == "dhcp":
-            lines.append("DHCP=yes")
-        else:
-            lines.append(f"Address={_prefix(dev)}")
-            if dev.gateway:
-                lines.append(f"Gateway={dev.gateway}")
-        lines += [f"DNS={ns}" for ns in dev.nameservers]
-        if dev.ipv6 == "auto":
-            lines.append("IPv6AcceptRA=yes")
-        if dev.mtu:
-            lines += ["", "[Link]", f"MTUBytes={dev.mtu}"]
-        files[f"etc/systemd/network/{90 if wildcard else 10 + i}-metalstream-{i}.network"] = "\n".join(lines) + "\n"
-    return files
-
-
-def networkmanager_files(devices: list[NetworkDevice]) -> dict[str, str]:
-    files = {}
-    for i, dev in enumerate(devices):
-        wildcard = dev.device in (None, "", "link", "bootif")
-        lines = ["[connection]", f"id=metalstream-{i}", f"uuid={uuid.uuid5(uuid.NAMESPACE_URL, f'metalstream/{i}')}",
-                 "type=ethernet", f"autoconnect={'true' if dev.onboot else 'false'}",
-                 f"autoconnect-priority={0 if wildcard else 10}"]
-        if wildcard:
-            lines += ["", "[match]", "interface-name=" + ";".join(WIRED_GLOB.split())]
-        elif _MAC.fullmatch(dev.device):
-            lines += ["", "[ethernet]", f"mac-address={dev.device.upper()}"]
-        else:
-            lines.insert(2, f"interface-name={dev.device}")
-        if dev.mtu and not _MAC.fullmatch(dev.device or ""):
-            lines += ["", "[ethernet]", f"mtu={dev.mtu}"]
-        lines += ["", "[ipv4]"]
-        if dev.bootproto == "dhcp":
-            lines.append("method=auto")
-        else:
-            lines += ["method=manual", f"address1={_prefix(dev)}" + (f",{dev.gateway}" if dev.gateway else "")]
-        if dev.nameservers:
-            lines.append("dns=" + ";".join(dev.nameservers) + ";")
-        lines += ["", "[ipv6]", "method=auto" if dev.ipv6 == "auto" else "method=ignore"]
-        files[f"etc/NetworkManager/system-connections/metalstream-{i}.nmconnection"] = "\n".join(lines) + "\n"
-    return files
-
-
-def _exists_any(root: Path, *rels: str) -> bool:
-    return any(os.path.lexists(root / r) for r in rels)
-
-
-def network_stack(root: Path) -> str:
-    if _exists_any(root, "usr/sbin/NetworkManager", "sbin/NetworkManager"):
-        return "networkmanager"
-    if _exists_any(root, "usr/lib/systemd/systemd-networkd", "lib/systemd/systemd-networkd"):
-        return "networkd"
-    return "none"
-
-
-def _enable_unit(root: Path, unit: str, wanted_by: str) -> None:
-    for base in ("usr/lib/systemd/system", "lib/systemd/system"):
-        if os.path.lexists(root / base / unit):
-            link = writable_path(root, f"etc/systemd/system/{wanted_by}.wants/{unit}")
-            link.unlink(missing_ok=True)
-            os.symlink(f"/{base}/{unit}", link)
-            return
-
-
-def configure_network(root: Path, devices: list[NetworkDevice]) -> str:
-    """Write the network configuration the image's own stack reads; returns the stack used."""
-    devices = devices or [NetworkDevice(device=None, bootproto="dhcp")]
-    stack = network_stack(root)
-    if stack == "networkmanager":
-        for rel, text in networkmanager_files(devices).items():
-            write_file(root, rel, text, mode=0o600)
-    elif stack == "networkd":
-        for rel, text in networkd_files(devices).items():
-            write_file(root, rel, text)
-        _enable_unit(root, "systemd-networkd.service", "multi-user.target")
-        _enable_unit(root, "systemd-networkd.socket", "sockets.target")
-        nameservers = [ns for d in devices for ns in d.nameservers]
-        resolved = _exists_any(root, "usr/lib/systemd/systemd-resolved", "lib/systemd/systemd-resolved")
-        if nameservers and not resolved:
-            write_file(root, "etc/resolv.conf", "".join(f"nameserver {ns}\n" for ns in nameservers))
-    else:
-        raise OperationFailed("the image has neither NetworkManager nor systemd-networkd: cannot configure its "
-                              "network (metalstream writes NetworkManager keyfiles or systemd-networkd files)")
-    return stack
 
 
 def configure_target(root: Path, plan: Plan, layout: Layout, host_keys: HostKeyForge | None = None) -> dict:

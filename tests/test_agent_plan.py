@@ -92,7 +92,7 @@ def test_minimal_plan_gets_defaults(plan_json):
     (("disk_hints", "colour"), "red", "plan.disk_hints.colour"),
     (("disk_hints", "rotational"), "yes", "plan.disk_hints.rotational"),
     (("network", 1, "bootproto"), "bootp", "plan.network[1].bootproto"),
-    (("network", 1, "ip"), "300.1.1.1", "plan.network[1]"),
+    (("network", 1, "ip"), "300.1.1.1", "plan.network[1].ip"),
     (("storage", "clearpart", "mode"), "some", "plan.storage.clearpart.mode"),
     (("storage", "nonsense"), 1, "plan.storage.nonsense"),
 ])

@@ -13,6 +13,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from ..errors import BadInput
 from . import rules
+from .network import NetworkDevice  # noqa: F401 (defined in .network; imported from here too)
 
 
 @dataclass
@@ -64,21 +65,6 @@ class Bootloader:
     append: str = ""  # extra kernel arguments
     timeout: int | None = None
     boot_drive: str | None = None
-    line: int | None = None
-
-
-@dataclass
-class NetworkDevice:
-    device: str | None = None  # interface name, MAC, "link", "bootif" or None = all wired NICs
-    bootproto: str = "dhcp"  # dhcp | static
-    ip: str | None = None
-    netmask: str | None = None
-    gateway: str | None = None
-    nameservers: list[str] = field(default_factory=list)
-    ipv6: str | None = None
-    mtu: int | None = None
-    onboot: bool = True
-    hostname: str | None = None
     line: int | None = None
 
 

@@ -7,7 +7,6 @@ service writes is one the agent accepts, and `metalstream install` accepts what 
 """
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,8 @@ from urllib.parse import urlparse
 
 from ..errors import BadInput
 from . import rules, secureboot
-from .deployspec import DeploySpec, NetworkDevice, from_dict
+from .deployspec import DeploySpec
+from .network import NetworkDevice, check_network, check_network_device, read_network_device  # noqa: F401
 from .formats import PLAN, PLAN_FORMAT, check_format
 from .manifests import read_image_manifest
 
@@ -139,7 +139,7 @@ class Plan:
             "boot_mode": self.boot_mode,
             "storage": self.storage.to_dict() if self.storage else None,
             "hostname": self.hostname,
-            "network": [dict(n.__dict__) for n in self.network],
+            "network": [n.to_json() for n in self.network],
             "root_password_hash": self.root_password_hash,
             "ssh_keys": list(self.ssh_keys),
             "kernel_args": self.kernel_args,
@@ -187,38 +187,13 @@ def read_image_ref(data: Any, location: str = "plan.image") -> ImageRef:
     return ImageRef(name=name, url=urls[0], sha256=sha, size=size, manifest=manifest, urls=urls)
 
 
-def read_network_device(data: Any, location: str) -> NetworkDevice:
-    return check_network_device(from_dict(NetworkDevice, data, location), location)
-
-
-def check_network_device(device: NetworkDevice, location: str) -> NetworkDevice:
-    if device.bootproto not in ("dhcp", "static"):
-        raise BadInput(f"expected 'dhcp' or 'static', got {device.bootproto!r}", location=f"{location}.bootproto")
-    if device.bootproto == "static":
-        if not device.ip:
-            raise BadInput("a static address needs ip (and netmask or ip/prefix)", location=f"{location}.ip")
-        try:
-            address = device.ip if "/" in device.ip else f"{device.ip}/{device.netmask or '24'}"
-            ipaddress.ip_interface(address)
-            if device.gateway:
-                ipaddress.ip_address(device.gateway)
-            for ns in device.nameservers:
-                ipaddress.ip_address(ns)
-        except ValueError as exc:
-            raise BadInput(f"bad address: {exc}", location=location) from None
-    if device.hostname is not None:
-        device.hostname = rules.hostname(device.hostname, f"{location}.hostname")
-    return device
-
-
 def read_storage(data: Any, location: str = "plan.storage") -> DeploySpec | None:
     if data is None:
         return None
     spec = DeploySpec.from_dict(data, location)
     if spec.clearpart and spec.clearpart.mode not in ("none", "all", "linux", "list"):
         raise BadInput(f"unknown mode {spec.clearpart.mode!r}", location=f"{location}.clearpart.mode")
-    for i, device in enumerate(spec.network):
-        check_network_device(device, f"{location}.network[{i}]")
+    check_network(spec.network, f"{location}.network")
     if spec.bootloader is not None:
         rules.kernel_args(spec.bootloader.append, f"{location}.bootloader.append")
     for i, key in enumerate(spec.ssh_keys):
@@ -257,7 +232,8 @@ def read_plan(data: Any) -> Plan:
         boot_mode=boot_mode,
         storage=storage,
         hostname=rules.hostname(hostname, "plan.hostname") if hostname is not None else None,
-        network=[read_network_device(item, f"plan.network[{i}]") for i, item in enumerate(network)],
+        network=check_network([read_network_device(item, f"plan.network[{i}]") for i, item in enumerate(network)],
+                              "plan.network"),
         root_password_hash=rules.password_hash(password, "plan.root_password_hash") if password is not None else None,
         ssh_keys=read_ssh_keys(data.get("ssh_keys"), "plan.ssh_keys"),
         kernel_args=rules.kernel_args(data.get("kernel_args") or "", "plan.kernel_args"),

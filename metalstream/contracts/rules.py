@@ -230,3 +230,33 @@ def expect_list(value: Any, location: str, *, max_items: int = 1000) -> list:
 def field(location: str, name: str) -> str:
     """`location.name`, or just `name` at the top of a document."""
     return f"{location}.{name}" if location else name
+
+
+# Network interfaces (metalstream.contracts.network): Linux names are at most 15 bytes (IFNAMSIZ - 1).
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
+
+
+def interface_name(value: Any, location: str) -> str:
+    """A Linux network interface name: 1 to 15 of letters, digits, '_', '.', '-', starting with a letter or digit."""
+    if not isinstance(value, str) or not _IFNAME.match(value):
+        raise BadInput(f"not an interface name: {_show(value)} (1 to 15 of letters, digits, '_', '.', '-')",
+                       location=location)
+    return value
+
+
+def is_mac(value: Any) -> bool:
+    return isinstance(value, str) and bool(_MAC.match(value.strip().lower()))
+
+
+def vlan_id(value: Any, location: str) -> int:
+    return integer(value, location, minimum=1, maximum=4094)
+
+
+def vlan_interface_name(value: Any, vid: int, location: str) -> str:
+    """A VLAN's name, with anaconda's conventions: NAME.VID when it has a dot, vlanVID when it starts with vlan."""
+    interface_name(value, location)
+    if "." in value and value.rsplit(".", 1)[1] != str(vid):
+        raise BadInput(f"{value}: a VLAN name with a dot must end in .{vid} (its VLAN id)", location=location)
+    if value.startswith("vlan") and value != f"vlan{vid}":
+        raise BadInput(f"{value}: a VLAN name starting with vlan must be vlan{vid}", location=location)
+    return value

@@ -9,7 +9,6 @@ from metalstream.contracts.deployspec import (
     ClearPart,
     DeploySpec,
     IgnoreDisk,
-    NetworkDevice,
     PartSpec,
     SecureBoot,
 )
@@ -17,6 +16,7 @@ from metalstream.contracts.deployspec import (
 from .adapter import AUTOPART_SCHEMES, CLEARPART_MODES, Parsed
 from .deploy_addon import DeploySettings
 from .diagnostics import Findings
+from .network_split import split_network as _network
 
 FSTYPES = ("ext4", "xfs", "vfat", "efi", "swap", "biosboot")
 ROOT_FSTYPES = ("ext4", "xfs")
@@ -160,36 +160,3 @@ def _bootloader(parsed: Parsed, findings: Findings, original) -> Bootloader:
     return Bootloader(location=location, append=append, timeout=bl.timeout, boot_drive=bl.bootDrive or None,
                       line=original(line))
 
-
-def _network(parsed: Parsed, findings: Findings, original) -> tuple[list[NetworkDevice], str | None]:
-    devices, hostname = [], None
-    for data in parsed.handler.network.network:
-        line = data.lineno
-        if data.hostname:
-            hostname = findings.check(line, rules.hostname, data.hostname, f"network --hostname={data.hostname}")
-        args = parsed.args_of(line)
-        if all(a.startswith("--hostname") for a in args):
-            continue  # `network --hostname=x` sets the host name only
-        unsupported = [flag for flag, on in (("--bondslaves", data.bondslaves), ("--vlanid", data.vlanid),
-                                             ("--teamslaves", data.teamslaves), ("--bridgeslaves", data.bridgeslaves),
-                                             ("--essid/--wpakey", data.essid or data.wpakey)) if on]
-        if unsupported:
-            findings.warn(line, f"network {' '.join(unsupported)}: bonds, VLANs, teams, bridges and Wi-Fi are not "
-                                "supported yet: ignored")
-        bootproto = "dhcp" if data.bootProto == "bootp" else data.bootProto
-        if bootproto not in ("dhcp", "static"):
-            findings.error(line, f"network --bootproto={data.bootProto}: use dhcp or static")
-        if bootproto == "static" and not (data.ip and data.netmask):
-            findings.error(line, "network --bootproto=static needs --ip and --netmask")
-        mtu = None
-        if data.mtu:
-            if not str(data.mtu).isdigit():
-                findings.error(line, f"network --mtu={data.mtu}: not a number")
-            else:
-                mtu = int(data.mtu)
-        devices.append(NetworkDevice(device=data.device or None, bootproto=bootproto, ip=data.ip or None,
-                                     netmask=data.netmask or None, gateway=data.gateway or None,
-                                     nameservers=[n for n in (data.nameserver or "").split(",") if n],
-                                     ipv6=data.ipv6 or None, mtu=mtu, onboot=bool(data.onboot),
-                                     hostname=hostname if data.hostname else None, line=original(line)))
-    return devices, hostname
