@@ -16,7 +16,7 @@ from .large_image import make_large_image
 from .stats import figure, goal, median_of_phases, ratio
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("deploy", "serve", "memory", "build", "fleet")
+SECTIONS = ("deploy", "serve", "memory", "build", "fleet", "ks_lint")
 CLIENT_COUNTS = (1, 4, 16)
 SERVE_ROUNDS_PER_RUN = 3
 
@@ -50,6 +50,7 @@ def main(runs, only, kickstart, image_dir, large_size, work, machines, output) -
       fleet   --machines simulated machines deploying at once (lab.fleet) on SQLite x1, PostgreSQL x1
               and PostgreSQL x3 replicas behind nginx: latency per endpoint, errors, CPU, RSS
               (goal: 0 failures, agent p99 <= 100 ms on PostgreSQL x3)
+      ks_lint metalstream ks lint on 100 kickstarts in one call vs ksvalidator once per file (goal <= 1.5x)
 
     Needs root (loop devices, mounts, builds) and `bash .ci/setup`. A full run takes about an hour.
     """
@@ -86,6 +87,10 @@ def run_all(sections, runs: int, kickstart: Path, image_dir: Path, large_size: i
         from .fleet import bench_fleet
         return {"schema": "metalstream-bench/1", "created": started.strftime("%Y-%m-%d %H:%M UTC"),
                 "machine": host.machine(), "fleet": bench_fleet(machines, work, echo)}
+    if set(sections) == {"ks_lint"}:  # needs no built image
+        from .ks_lint import bench_ks_lint
+        return {"schema": "metalstream-bench/1", "created": started.strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": host.machine(), "runs": runs, "ks_lint": bench_ks_lint(runs, work, echo)}
     manifest, _ = ensure_image(kickstart, image_dir, kickstart.stem, "tarball", rebuild=False, echo=echo)
     image, tarball = deploy.image_files(manifest)
     result = {"schema": "metalstream-bench/1", "created": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -105,6 +110,9 @@ def run_all(sections, runs: int, kickstart: Path, image_dir: Path, large_size: i
     if "fleet" in sections:
         from .fleet import bench_fleet
         result["fleet"] = bench_fleet(machines, work, echo)
+    if "ks_lint" in sections:
+        from .ks_lint import bench_ks_lint
+        result["ks_lint"] = bench_ks_lint(runs, work, echo)
     result["seconds"] = round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds())
     return result
 
@@ -221,6 +229,11 @@ def render_table(result: dict) -> str:
                          f"{setup['requests_per_second']} req/s", f"{setup['failed_machines']} failed",
                          r["goal"] if name == "postgresql_x3" else "",
                          _met(r) if name == "postgresql_x3" else ""))
+    if "ks_lint" in result:
+        r = result["ks_lint"]
+        rows.append((f"ks lint, {r['files']} files", secs(r["metalstream_seconds"]) + " (one call)",
+                     secs(r["ksvalidator_seconds"]) + " (ksvalidator per file)", f"{r['ratio']}x the time",
+                     r["goal"], _met(r)))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))

@@ -130,3 +130,15 @@ def test_lint_lists_every_ignored_command_and_option_per_file(tmp_path: Path) ->
     document = json.loads(run_cli("ks", "lint", "--json", str(ks)).stdout)
     assert document["ignored"] == ["text", "skipx", "reboot"]
     assert [w["ignored"] for w in document["warnings"]] == ["text", "skipx", "reboot"]
+
+
+def test_bench_ks_lint_times_both_tools_on_the_same_files(tmp_path: Path) -> None:
+    from bench.ks_lint import bench_ks_lint, kickstart_sources
+
+    assert len(kickstart_sources()) >= 20 and not any("%include" in p.read_text() for p in kickstart_sources())
+    lines: list[str] = []
+    result = bench_ks_lint(1, tmp_path, lines.append, count=5)
+    assert result["files"] == 5 and result["goal"] == "<= 1.5" and isinstance(result["met"], bool)
+    assert result["metalstream_seconds"]["median"] > 0 and result["ksvalidator_seconds"]["median"] > 0
+    assert result["ratio"] == round(result["metalstream_seconds"]["median"] / result["ksvalidator_seconds"]["median"], 3)
+    assert not (tmp_path / "ks-lint").exists()
