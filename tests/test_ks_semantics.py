@@ -104,6 +104,11 @@ def test_empty_packages_means_core_for_rpm(tmp_path: Path) -> None:
     assert nocore.build.packages.groups == [] and nocore.build.packages.names == ["kernel"]
 
 
+def test_empty_packages_means_the_variants_set_for_debian(tmp_path: Path) -> None:
+    split = parse_kickstart(write(tmp_path, DEBIAN + "%packages\n%end\n"))
+    assert (split.build.packages.names, split.build.packages.groups, split.warnings) == ([], [], [])
+
+
 def test_cosmetic_packages_options_are_warnings_naming_the_option(tmp_path: Path) -> None:
     split = parse_kickstart(write(tmp_path, RPM + "%packages --inst-langs=en --retries=3 --multilib\nkernel\n%end\n"))
     assert [(w.line, w.ignored) for w in split.warnings] == [(6, "%packages --inst-langs"), (6, "%packages --retries")]

@@ -167,6 +167,8 @@ def _packages(parsed: Parsed, lines: list[str], dist: Distribution, findings: Fi
                        f"%packages: -@{name.name}: excluding a group is not supported: exclude its packages by name "
                        "(-name)")
     listed = bool(p.packageList or groups or p.default)
+    # An empty list means the distribution's minimal set: @core for RPM (as anaconda); for Debian the set
+    # mmdebstrap's variant installs (a bootable image must still list a kernel: the build says so).
     if dist.family == "debian":
         for name in groups:
             shown = "@" + name
@@ -179,9 +181,6 @@ def _packages(parsed: Parsed, lines: list[str], dist: Distribution, findings: Fi
             if not _DEBIAN_PACKAGE.fullmatch(name):
                 findings.error(_entry_line(lines, sections, name) or header,
                                f"%packages: {name!r} is not a valid Debian package name")
-        if not listed and parsed.complete:
-            findings.error(header, "%packages is empty: family=debian has no core set to install; list the packages "
-                                   "the image needs (at least linux-image-amd64 and systemd-sysv)")
     elif not listed and not p.nocore:
         groups = [CORE_GROUP]  # anaconda: an empty %packages installs the distribution's @core
     elif not listed and parsed.complete:
