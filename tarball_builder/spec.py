@@ -61,6 +61,7 @@ class Firewall:
     services: list[str] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)
     trusts: list[str] = field(default_factory=list)
+    remove_services: list[str] = field(default_factory=list)  # firewall --remove-service
     line: int | None = None
 
 

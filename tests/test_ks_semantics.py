@@ -187,6 +187,8 @@ HONOURED = [
     ("firewall --trust", "firewall --enabled --trust=eth1", "firewall --enabled"),
     ("firewall --service", "firewall --enabled --service=http", "firewall --enabled"),
     ("firewall --ssh", "firewall --enabled --ssh", "firewall --enabled"),
+    ("firewall --remove-service", "firewall --enabled --remove-service=cockpit", "firewall --enabled"),
+    ("firewall --use-system-defaults", "firewall --use-system-defaults", "firewall --enabled"),
     ("rootpw --iscrypted", "rootpw --iscrypted $6$a$b", "rootpw --plaintext $6$a$b"),
     ("rootpw --lock", "rootpw --lock", "rootpw --plaintext x"),
     ("rootpw --allow-ssh", "rootpw --iscrypted --allow-ssh $6$a$b", "rootpw --iscrypted $6$a$b"),

@@ -37,10 +37,11 @@ def split_build(parsed: Parsed, text_lines: list[str], distribution: Distributio
         spec.services_enabled, spec.services_disabled = list(h.services.enabled), list(h.services.disabled)
         for name in set(spec.services_enabled) & set(spec.services_disabled):
             findings.error(parsed.line_of("services"), f"services: {name} is both enabled and disabled")
-    if h.firewall.seen:
+    if h.firewall.seen and not h.firewall.use_system_defaults:  # --use-system-defaults: leave it as packaged
         fw = h.firewall
         spec.firewall = Firewall(enabled=fw.enabled is not False, services=list(fw.services), ports=list(fw.ports),
-                                 trusts=list(fw.trusts), line=original(parsed.line_of("firewall")))
+                                 trusts=list(fw.trusts), remove_services=list(fw.remove_services or []),
+                                 line=original(parsed.line_of("firewall")))
     if h.rootpw.seen:
         spec.rootpw = _rootpw(parsed, findings, original)
     users = last_definitions(h.user.userList, lambda u: u.name, "user", findings)

@@ -40,7 +40,7 @@ OPTIONS: dict[str, frozenset[str]] = {
     "selinux": frozenset({"--disabled", "--enforcing", "--permissive"}),
     "services": frozenset({"--disabled", "--enabled"}),
     "firewall": frozenset({"--disabled", "--enabled", "--port", "--trust", "--service", "--ftp", "--http", "--smtp",
-                           "--ssh"}),
+                           "--ssh", "--remove-service", "--use-system-defaults"}),
     "rootpw": frozenset({"--iscrypted", "--plaintext", "--lock", "--allow-ssh"}),
     "user": frozenset({"--homedir", "--iscrypted", "--plaintext", "--name", "--password", "--shell", "--uid", "--lock",
                        "--gecos", "--gid", "--groups"}),

@@ -133,7 +133,7 @@ def set_services(ctx: BuildContext) -> None:
 def set_firewall(ctx: BuildContext) -> None:
     fw = ctx.build.firewall
     if not rootfs.exists(ctx.root, "/usr/bin/firewall-offline-cmd"):
-        if fw.enabled and (fw.services or fw.ports or fw.trusts):
+        if fw.enabled and (fw.services or fw.ports or fw.trusts or fw.remove_services):
             warn(ctx, f"{where(ctx, fw.line)}: firewall: the image has no firewalld (firewall-offline-cmd); "
                       "rules not applied")
         return
@@ -141,6 +141,7 @@ def set_firewall(ctx: BuildContext) -> None:
     argv += [f"--service={s}" for s in fw.services]
     argv += [f"--port={p}" for p in fw.ports]
     argv += [f"--trust={t}" for t in fw.trusts]
+    argv += [f"--remove-service={s}" for s in fw.remove_services]
     with for_build(ctx) as chroot:
         try:
             chroot.run(argv)
