@@ -65,8 +65,7 @@ COSMETIC: dict[str, dict[str, str]] = {
     "clearpart": {"--cdl": "DASD (s390x) only"},
     "part": _COSMETIC_PART,
     "partition": _COSMETIC_PART,
-    "bootloader": {"--driveorder": _ONE_DISK, "--default": "the image's kernel is the default entry",
-                   "--leavebootorder": "the agent sets the firmware boot order as the deploy plan says"},
+    "bootloader": {"--driveorder": _ONE_DISK, "--default": "the image's kernel is the default entry"},
 }
 
 _NOT_YET_STORAGE = "LVM, RAID, btrfs and encrypted storage are not supported yet (plain GPT partitions only)"
@@ -85,7 +84,8 @@ REFUSED: dict[str, dict[str, str]] = {
                           "TLS client settings for repositories are not supported yet"),
     "bootloader": {"--password": "a GRUB password is not supported yet", "--iscrypted": "a GRUB password is not supported yet",
                    "--md5pass": "a GRUB password is not supported yet", "--extlinux": "GRUB is always installed",
-                   "--sdboot": "GRUB is always installed", "--nombr": "use --location=partition or none"},
+                   "--sdboot": "GRUB is always installed", "--nombr": "use --location=partition or none",
+                   "--leavebootorder": "on UEFI the agent's new boot entry goes first in the firmware boot order"},
     "timezone": {"--ntpservers": "NTP servers are not configured (set them in %post)",
                  "--nontp": "NTP is not turned off (disable the service with `services --disabled`)"},
     "lang": {"--addsupport": "extra language support is not installed (list its packages in %packages)"},
