@@ -123,6 +123,11 @@ def _repos(parsed: Parsed, dist: Distribution, findings: Findings, original) -> 
             if repo.mirrorlist or repo.metalink or not repo.baseurl:
                 findings.error(line, f"{'url' if repo.name == 'url' else 'repo ' + repo.name}: family=debian needs a "
                                      "plain mirror URL (--url/--baseurl); mirrorlists and metalinks are RPM-only")
+            rpm_only = [flag for flag, on in (("--cost", repo.cost is not None), ("--includepkgs", repo.includepkgs),
+                                              ("--excludepkgs", repo.excludepkgs), ("--install", repo.install)) if on]
+            if rpm_only:
+                findings.error(line, f"repo {repo.name}: {', '.join(rpm_only)}: not supported for family=debian "
+                                     "(apt sources have no such setting)")
     elif dist.family == "rpm" and not repos and parsed.complete:
         findings.error_at_end("family=rpm needs a `url` or `repo` line: dnf has no repositories of its own here")
     return repos
