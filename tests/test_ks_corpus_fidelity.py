@@ -458,6 +458,18 @@ def test_every_line_and_option_of_a_clean_kickstart_is_carried(linted, name):
 
 # ------------------------------------------------------------------------ the build and deploy code accept them
 
+KERNELS = ("kernel", "kernel-core", "linux-image-")
+
+
+def _bootable_has_a_kernel(build: BuildSpec, deploy: dict) -> bool:
+    """The build's initramfs stage refuses a bootable image (bootloader not `none`) without a kernel; a kickstart
+    can only promise one by naming it (RPM groups other than @core may bring one too)."""
+    if (deploy.get("bootloader") or {}).get("location") == "none":
+        return True
+    named = any(n == k or k.endswith("-") and n.startswith(k) for n in build.packages.names for k in KERNELS)
+    return named or any(g != "core" for g in build.packages.groups)
+
+
 def _specs(linted, name) -> tuple[BuildSpec, DeploySpec]:
     document = linted[name]["document"]
     assert document is not None, linted[name]["diagnostics"]
@@ -473,6 +485,7 @@ def test_the_rpm_backend_plans_the_build(linted, name, tmp_path):
     wanted = build.packages.names + [f"@{g}" for g in build.packages.groups]
     assert plan.argv[plan.argv.index("install") + 1:] == wanted
     assert len(plan.repo_ids) == len(build.repos)
+    assert _bootable_has_a_kernel(build, _deploy)
 
 
 @pytest.mark.parametrize("name", _cases(clean_only=True, family="debian", xfail_key="xfail_build"))
@@ -481,6 +494,7 @@ def test_debian_sources_are_planned(linted, name):
     sources = from_repos(build.repos, build.distribution, name)
     assert [s.uris for s in sources] == [[r.baseurl] for r in build.repos]
     assert all(s.suites == [build.distribution.release] for s in sources) and render(sources)
+    assert _bootable_has_a_kernel(build, _deploy)
 
 
 @pytest.mark.parametrize("name", _cases(clean_only=True, xfail_key="xfail_deploy"))
