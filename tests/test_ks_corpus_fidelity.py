@@ -32,7 +32,7 @@ import pytest
 from conftest import REPO, run_cli
 from deployer.network import networkd_files, networkmanager_files
 from deployer.partition import check_disk_use, plan_layout
-from metalstream.contracts.deployspec import DeploySpec, from_dict
+from metalstream.contracts.deployspec import DeploySpec
 from metalstream.contracts.plan import ImageRef, Plan
 from tarball_builder.backends.apt_sources import from_repos, render
 from tarball_builder.backends.rpm_plan import plan_install
@@ -389,9 +389,17 @@ class Accounting:
             if not kept:
                 self.problems.append(f"{shown}:{offset}: %packages entry {entry!r} is not in the build spec")
         header_options = {"--excludedocs": "nodocs", "--exclude-weakdeps": "exclude_weakdeps", "--multilib": "multilib"}
-        for option, field in header_options.items():
-            if option in self.header_words(shown, number) and not p[field]:
-                self.problems.append(f"{shown}:{number}: %packages {option} is not in the build spec")
+        ignored = self.ignored_at(shown, number)
+        for word in self.header_words(shown, number)[1:]:
+            option = word.split("=", 1)[0]
+            if f"%packages {option}" in ignored:
+                continue
+            if option == "--nocore":
+                kept = "core" not in p["groups"]
+            else:
+                kept = option in header_options and p[header_options[option]]
+            if not kept:
+                self.problems.append(f"{shown}:{number}: %packages {option} is not in the build spec nor reported")
 
     def header_words(self, shown: str, number: int) -> list[str]:
         return (CORPUS / shown).read_text().splitlines()[number - 1].split()
@@ -401,8 +409,8 @@ class Accounting:
         if name == "org_metalstream_image":
             dist = self.build["distribution"]
             arch = {"amd64": "x86_64"}.get(values.get("arch", ""), values.get("arch"))
-            wanted = {"family": values.get("family"), "release": values.get("release"), "variant": values.get("variant"),
-                      "arch": arch, "components": values["components"].split(",") if "components" in values else None}
+            wanted = {"family": values.get("family"), "release": values.get("release"),
+                      "variant": values.get("variant"), "arch": arch, "components": values["components"].split(",") if "components" in values else None}
             for key, value in wanted.items():
                 if value is not None and dist[key] != value:
                     self.problems.append(f"{where}: %addon {key}={value} is not the build's {dist[key]!r}")
