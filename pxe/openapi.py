@@ -34,6 +34,23 @@ def _nullable(kind: str, **more) -> dict:
     return {"type": kind, "nullable": True, **more}
 
 
+def _network_device_schema() -> dict:
+    """One of the host's network devices (metalstream.contracts.network.NetworkDevice; docs/agent.md)."""
+    from dataclasses import fields
+
+    from metalstream.contracts.network import BOOTPROTOS, NetworkDevice
+
+    properties = {}
+    for f in fields(NetworkDevice):  # annotations are text: "str | None", "list[str]", "bool", ...
+        kind = f.type.removesuffix(" | None")
+        schema = ({"type": "array", "items": {"type": "string"}} if kind.startswith("list")
+                  else {"type": {"str": "string", "int": "integer", "bool": "boolean"}[kind]})
+        properties[f.name] = {**schema, "nullable": True} if f.type.endswith(" | None") else schema
+    properties["bootproto"] = {"enum": list(BOOTPROTOS), "default": "dhcp"}
+    properties["vlan_id"] = _nullable("integer", minimum=1, maximum=4094)
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
 def _deployment_schema() -> dict:
     """GET /api/v1/deployments/{id}: the fields a client reads (more may be added)."""
     text, number, integer = _nullable("string"), _nullable("number"), _nullable("integer")
@@ -145,6 +162,9 @@ def openapi_document() -> dict:
                         "kernel_args": {"type": "array", "items": {"type": "string"}},
                         "kickstart": {"type": "string"},
                         "ssh_address": {"type": "string", "example": "127.0.0.1:2222"},
+                        "network": {"type": "array", "maxItems": 64, "items": _network_device_schema(),
+                                    "description": "this host's network devices (docs/agent.md); when given, "
+                                                   "they replace the kickstart's network lines"},
                         "secure_boot": {"type": "boolean", "default": False,
                                         "description": "boot the image's signed shim, grub and kernel with Secure "
                                                        "Boot on (400 when the image lacks them or boot_mode is bios); "

@@ -42,6 +42,8 @@ def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image
     if spec and "secure_boot" in request:  # the agent's reader also honours the kickstart's: the request decided
         spec = replace(spec, secure_boot=None)
     network = [NetworkDevice(**{**device.__dict__, "line": None}) for device in (spec.network if spec else [])]
+    if request.get("network") is not None:  # the request's devices win over the kickstart's
+        network = [NetworkDevice.from_json(device) for device in request["network"]]
     kernel_args = " ".join(request.get("kernel_args") or [])
     if not kernel_args and spec and spec.bootloader:
         kernel_args = spec.bootloader.append

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from metalstream.contracts import rules, secureboot
+from metalstream.contracts.network import check_network, read_network_device
 from metalstream.contracts.plan import DiskHints, read_ssh_keys
 from metalstream.errors import BadInput
 
@@ -17,8 +18,9 @@ from .plan import secure_boot_requested
 
 DEPLOYMENT_FIELDS = (
     "mac", "image", "image_sha256", "hostname", "disk_hints", "boot_mode", "root_password_hash",
-    "ssh_keys", "kernel_args", "kickstart", "ssh_address", "secure_boot",
+    "ssh_keys", "kernel_args", "kickstart", "ssh_address", "secure_boot", "network",
 )
+MAX_NETWORK_DEVICES = 64
 MAX_KICKSTART = 256 * 1024
 MAX_KERNEL_ARGS = 64
 _SSH_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})\Z")
@@ -48,6 +50,8 @@ def check_deployment(data: Any) -> dict:
         # only when given (true or false, and false overrides the kickstart's): a request without it keeps
         # the digest it had before the field existed
         **({"secure_boot": rules.boolean(data["secure_boot"], "secure_boot")} if given("secure_boot") else {}),
+        # likewise: this host's network devices (the plan's `network`), winning over the kickstart's
+        **({"network": _network(data["network"])} if given("network") else {}),
     }
 
 
@@ -66,6 +70,13 @@ def check_secure_boot(request: dict, storage: dict | None, image: dict) -> None:
     refusal = secureboot.image_refusal(image["name"], image["manifest"])
     if refusal:
         raise BadInput(refusal, location=location)
+
+
+def _network(value: Any) -> list[dict]:
+    """The host's network devices (metalstream.contracts.network), refused at the field (`network[1].vlan_id`)."""
+    items = rules.expect_list(value, "network", max_items=MAX_NETWORK_DEVICES)
+    devices = check_network([read_network_device(item, f"network[{i}]") for i, item in enumerate(items)], "network")
+    return [device.to_json() for device in devices]
 
 
 def _kickstart(value: Any) -> str:

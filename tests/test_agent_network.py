@@ -28,6 +28,7 @@ BRIDGE = NetworkDevice(device="br0", ipv6="2001:db8::5/64", ipv6_gateway="2001:d
 EVERYTHING = [*BOND_VLAN, BRIDGE, NetworkDevice(device="ens9", bootproto="disabled", ipv6="dhcp",
                                                 ipv6_ignore_auto_dns=True, bind_to_mac=True)]
 MACS = {"ens9": "52:54:00:00:00:09"}
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q deploy"
 
 
 def test_networkd_bond_with_a_vlan_on_top():
@@ -213,3 +214,25 @@ def test_plan_checks_the_set_of_devices():
     with pytest.raises(BadInput) as caught:
         Plan.from_json(document)
     assert caught.value.location == "plan.storage.network[1]"
+
+
+def test_the_service_takes_a_hosts_devices_and_they_win_over_the_kickstarts():
+    """POST /api/v1/deployments `network` (checked like the plan, located at the request's field) becomes the
+    plan's `network`, replacing the deploy-time kickstart's devices."""
+    from metalstream.contracts.deployspec import DeploySpec
+    from pxe.plan import build_plan
+    from pxe.validate import check_deployment
+
+    devices = [device.to_json() for device in BOND_VLAN]
+    request = check_deployment({"mac": "52:54:00:00:00:01", "image": "img", "network": devices})
+    kickstart = DeploySpec(network=[NetworkDevice(device="eth0", line=3)]).to_dict()
+    image = {"name": "img", "url_path": "/images/img.tar.zst", "sha256": "0" * 64, "size": 1, "manifest": None}
+    plan = build_plan(deployment_id="d-1", request=request, storage=kickstart, image=image,
+                      base_url="http://192.0.2.1:8080", deploy_public_key=KEY)
+    assert Plan.from_json(plan).network == BOND_VLAN
+    without = build_plan(deployment_id="d-1", request=check_deployment({"mac": "52:54:00:00:00:01", "image": "img"}),
+                         storage=kickstart, image=image, base_url="http://192.0.2.1:8080", deploy_public_key=KEY)
+    assert Plan.from_json(without).network == [NetworkDevice(device="eth0")]
+    with pytest.raises(BadInput) as caught:
+        check_deployment({"mac": "52:54:00:00:00:01", "image": "img", "network": [{"device": "eth0", "mtu": 9}]})
+    assert caught.value.location == "network[0].mtu"

@@ -90,6 +90,10 @@ class NetworkDevice:
     def options(self) -> dict[str, str]:
         return dict(option.split("=", 1) for option in (self.bond_options or self.bridge_options))
 
+    @classmethod
+    def from_json(cls, data: Any, location: str = "network") -> "NetworkDevice":
+        return read_network_device(data, location)
+
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
         defaults = NetworkDevice()
