@@ -97,3 +97,10 @@ def test_a_template_includes_plain_files_unrendered_and_j2_files_rendered(tmp_pa
     # --template renders every file, the plain include too
     everything = parse_kickstart(ks, variables={"host": "node-4"}, template=True)
     assert everything.build.post[0].body == "echo node-4\n"
+
+
+def test_only_a_path_pre_names_as_a_whole_is_deferred(tmp_path: Path) -> None:
+    ks = write(tmp_path / "i.ks", HEADER + "%pre\necho x > /var/tmp/partition\n%end\n"
+               "%include /var/tmp/part\n" + LAYOUT + PACKAGES)
+    [error] = [d for d in lint_kickstart(ks) if d.message.startswith("%include")]
+    assert (error.line, error.severity, error.message) == (8, "error", "%include: file not found: /var/tmp/part")

@@ -17,6 +17,7 @@ runtime directories /tmp, /run and /dev/shm.
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,8 +165,9 @@ def _expand_file(path: Path, state: _Expansion, stack: list[Path]) -> bool:
 
 
 def _deferred(include: str, file: str, line: int, state: _Expansion) -> DeferredInclude | None:
+    mentioned = re.compile(rf"(?<![\w./-]){re.escape(include)}(?![\w./-])")
     for pre_file, pre_line, body in state.pre_scripts:
-        if include in body:
+        if mentioned.search(body):
             return DeferredInclude(include, file, line, written_by=f"{pre_file}:{pre_line}")
     if include.startswith(RUNTIME_DIRS):
         return DeferredInclude(include, file, line)
