@@ -31,7 +31,8 @@ _NETWORKD_BOND = {
     "xmit_hash_policy": ("TransmitHashPolicy", str), "arp_interval": ("ARPIntervalSec", "ms"),
     "arp_ip_target": ("ARPIPTargets", lambda v: " ".join(v.split(","))), "arp_validate": ("ARPValidate", str),
     "fail_over_mac": ("FailOverMACPolicy", str), "ad_select": ("AdSelect", str), "min_links": ("MinLinks", str),
-    "primary_reselect": ("PrimaryReselectPolicy", str), "all_slaves_active": ("AllSlavesActive", {"0": "no", "1": "yes"}),
+    "primary_reselect": ("PrimaryReselectPolicy", str),
+    "all_slaves_active": ("AllSlavesActive", {"0": "no", "1": "yes"}),
     "resend_igmp": ("ResendIGMP", str), "num_grat_arp": ("GratuitousARP", str),
     "packets_per_slave": ("PacketsPerSlave", str), "lp_interval": ("LearnPacketIntervalSec", str),
 }

@@ -103,8 +103,9 @@ def test_installer_only_options_are_listed_as_ignored(tmp_path):
      "network --teamslaves: teams are not supported: use a bond (--bondslaves, --bondopts)"),
     ("network --device=wlan0 --essid=home --wpakey=secret",
      "network --essid: Wi-Fi is not supported: metalstream configures wired interfaces"),
-    ("network --device=eth0 --ethtool=autoneg", "network --ethtool: not supported: set NIC driver options in the "
-                                                "image (a systemd .link file or NetworkManager setting written in %post)"),
+    ("network --device=eth0 --ethtool=autoneg",
+     "network --ethtool: not supported: set NIC driver options in the image (a systemd .link file or NetworkManager "
+     "setting written in %post)"),
     ("network --device=eth0 --vlanid=4095", "network --vlanid=4095: must be between 1 and 4094"),
     ("network --device=eth0 --vlanid=7 --interfacename=vlan8",
      "network --interfacename=vlan8: vlan8: a VLAN name starting with vlan must be vlan7"),

@@ -278,7 +278,9 @@ def check_network(devices: list[NetworkDevice], location: str) -> list[NetworkDe
                 raise BadInput(f"{port} is already a port of {location}[{ports[port]}]", location=f"{location}[{i}]")
             ports[port] = i
             own = named.get(port)
-            if own is not None and (devices[own].bootproto != "disabled" or devices[own].ipv6 not in (None, "disabled")):
+            addressed = own is not None and (devices[own].bootproto != "disabled"
+                                             or devices[own].ipv6 not in (None, "disabled"))
+            if addressed:
                 raise BadInput(f"{port} is a port of {device.name}: it cannot have addresses of its own "
                                "(bootproto disabled, ipv6 disabled)", location=f"{location}[{own}]")
     return devices
