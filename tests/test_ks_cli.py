@@ -98,8 +98,8 @@ def test_a_plain_kickstart_is_never_rendered_and_var_for_it_is_an_error(tmp_path
 
     with_var = run_cli("ks", "lint", "--var", "x=1", str(ks))
     assert with_var.returncode == 2
-    assert (f"{ks}: error: --var given, but {ks} is not a template: only files named *.j2 are rendered "
-            "(or every file with --template)") in with_var.stderr
+    assert (f"{ks}: error: --var given, but {ks} is not a template and includes none: only files named *.j2 "
+            "are rendered (or every file with --template)") in with_var.stderr
     templated = run_cli("ks", "split", "--template", "--var", "x=1", str(ks))
     assert templated.returncode == 0, templated.stderr
     assert json.loads(templated.stdout)["build"]["post"][0]["body"] == "n=${#dev}\necho '{# stays #}' 1\n"

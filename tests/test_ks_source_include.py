@@ -104,3 +104,13 @@ def test_only_a_path_pre_names_as_a_whole_is_deferred(tmp_path: Path) -> None:
                "%include /var/tmp/part\n" + LAYOUT + PACKAGES)
     [error] = [d for d in lint_kickstart(ks) if d.message.startswith("%include")]
     assert (error.line, error.severity, error.message) == (8, "error", "%include: file not found: /var/tmp/part")
+
+
+def test_variables_for_a_plain_kickstart_that_includes_a_template_are_used(tmp_path: Path) -> None:
+    write(tmp_path / "host.inc.j2", "network --hostname={{ host }}\n")
+    ks = write(tmp_path / "j.ks", HEADER + "%include host.inc.j2\n" + PACKAGES)
+    assert parse_kickstart(ks, variables={"host": "node-5"}).deploy.hostname == "node-5"
+    plain = write(tmp_path / "k.ks", HEADER + PACKAGES)
+    [error] = lint_kickstart(plain, variables={"host": "node-5"})
+    assert (error.file, error.line, error.severity) == (str(plain), None, "error")
+    assert error.message.startswith(f"--var given, but {plain} is not a template and includes none")

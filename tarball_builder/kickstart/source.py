@@ -85,11 +85,11 @@ def expand(path: str, variables: dict[str, str] | None, findings: Findings,
     itself cannot be read or rendered (there is nothing to parse)."""
     state = _Expansion(variables, template, findings, ExpandedSource())
     findings.origins = state.source.origins  # grows as files are read: problems found on the way sort in place
-    if variables and not template and not is_template(path):
-        findings.error_at(path, None, f"--var given, but {path} is not a template: only files named *.j2 are "
-                                      "rendered (or every file with --template)")
     if not _expand_file(Path(path), state, stack=[]):
         return None
+    if variables and not state.source.rendered:
+        findings.error_at(path, None, f"--var given, but {path} is not a template and includes none: only files "
+                                      "named *.j2 are rendered (or every file with --template)")
     state.source.text = "".join(state.lines)
     return state.source
 
