@@ -97,6 +97,22 @@ def test_later_user_group_and_repo_override_earlier_ones(tmp_path: Path) -> None
         (11, f"repo r: overrides the definition at {ks}:10")]
 
 
+def test_a_later_packages_header_replacing_options_is_a_warning_naming_the_earlier(tmp_path: Path) -> None:
+    (tmp_path / "base.inc").write_text("%packages --excludedocs\n@core\n%end\n")
+    ks = write(tmp_path, RPM + "%include base.inc\n%packages\nkernel\n%end\n")
+    split = parse_kickstart(ks)
+    assert not split.build.packages.nodocs
+    assert [(w.line, w.message) for w in split.warnings] == [
+        (7, f"%packages: this header's options replace those of the header at {tmp_path / 'base.inc'}:1: "
+            "--excludedocs no longer apply (repeat them here to keep them)")]
+
+
+def test_a_refused_deprecated_option_gets_one_message(tmp_path: Path) -> None:
+    [diagnostic] = lint_kickstart(write(tmp_path, DEBIAN + "timezone Etc/UTC --ntpservers=192.0.2.1\n" + PACKAGES))
+    assert (diagnostic.line, diagnostic.severity) == (5, "error")
+    assert diagnostic.message.startswith("timezone --ntpservers: not supported")
+
+
 def test_empty_packages_means_core_for_rpm(tmp_path: Path) -> None:
     split = parse_kickstart(write(tmp_path, RPM + "%packages\n%end\n"))
     assert split.build.packages.groups == ["core"] and split.build.packages.names == []

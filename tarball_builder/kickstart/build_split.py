@@ -151,6 +151,12 @@ def _packages(parsed: Parsed, lines: list[str], dist: Distribution, findings: Fi
         return Packages()
     p = parsed.handler.packages
     header = sections[-1].line  # a later header's options replace an earlier one's
+    for earlier, later in zip(sections, sections[1:]):
+        dropped = [arg for arg in earlier.args if arg not in later.args]
+        if dropped:
+            findings.warn(later.line, f"%packages: this header's options replace those of the header at "
+                                      f"{findings.place(earlier.line)}: {' '.join(dropped)} no longer apply "
+                                      "(repeat them here to keep them)")
     given = (("--ignoremissing", p.handleMissing == PACKAGES_IGNORE_MISSING),
              ("--ignorebroken", p.handleBroken == PACKAGES_IGNORE_BROKEN), ("--inst-langs", p.instLangs is not None),
              ("--timeout", p.timeout is not None), ("--retries", p.retries is not None))

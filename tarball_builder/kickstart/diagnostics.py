@@ -40,6 +40,13 @@ class Findings:
         file, at = self.locate(line)
         self._add(line or 0, Diagnostic(file, at, f"`{what}`: {reason}", "warning", ignored=what))
 
+    def drop_warnings(self, line: int | None, containing: str) -> None:
+        """Forget the warnings at `line` whose message contains `containing` (an error says it better)."""
+        keep = [i for i, d in enumerate(self.items)
+                if not (d.severity == "warning" and self._order[i] == (line or 0) and containing in d.message)]
+        self.items = [self.items[i] for i in keep]
+        self._order = [self._order[i] for i in keep]
+
     def check(self, line: int | None, rule: Callable[[Any, str], Any], value: Any, what: str) -> Any:
         """`rule(value, what)` from metalstream.contracts.rules (the API and the agent apply the same);
         a refusal becomes an error at `line`. Returns the checked value, or None when it was refused."""

@@ -179,6 +179,8 @@ def check_options(parsed: Parsed, name: str, line: int, args: list[str], finding
             continue
         reason = next((REFUSED[name][n] for n in names if n in REFUSED.get(name, {})), None)
         findings.error(line, f"{name} {given}: not supported: {reason or 'ignoring it would change the result'}")
+        for spelling in names:  # one message a line: pykickstart's "deprecated, no longer has any effect" goes
+            findings.drop_warnings(line, spelling)
 
 
 def _spellings(parsed: Parsed, name: str) -> dict[str, tuple[str, ...]]:
