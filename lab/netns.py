@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,24 @@ class NetPlan:
     def tap(self, n: int) -> str:
         return f"mstap{n}"
 
+    @property
+    def vlan_lan(self) -> ipaddress.IPv4Network:
+        """The subnet of a VLAN the namespace joins (`ProvisioningNet.add_vlan`): 10.232.INDEX.0/24, namespace .1."""
+        return ipaddress.IPv4Network(f"10.232.{self.index}.0/24")
+
+    def vlan_guest_address(self, n: int) -> str:
+        return str(self.vlan_lan.network_address + 50 + n)
+
+    def vlan_commands(self, vid: int) -> tuple[list[list[str]], list[list[str]]]:
+        """(before, after) starting the relay of VLAN `vid` (lab.vlan): its trunk tap joins the bridge, its
+        access tap gets the namespace's VLAN address once the relay holds both."""
+        ns, trunk, access = netns_exec(self.name), f"mstrunk{vid}", f"msvlan{vid}"
+        before = [[*ns, "ip", "tuntap", "add", "dev", name, "mode", "tap"] for name in (trunk, access)]
+        before += [[*ns, "ip", "link", "set", trunk, "master", BRIDGE], [*ns, "ip", "link", "set", trunk, "up"]]
+        after = [[*ns, "ip", "addr", "add", f"{self.vlan_lan.network_address + 1}/24", "dev", access],
+                 [*ns, "ip", "link", "set", access, "up"]]
+        return before, after
+
     def setup_commands(self, taps: int) -> list[list[str]]:
         ns = netns_exec(self.name)
         commands = [
@@ -121,6 +140,7 @@ class ProvisioningNet:
         self.work_dir = work_dir
         self.taps = taps
         self.dnsmasq: subprocess.Popen | None = None
+        self.relays: list[subprocess.Popen] = []
         self.created = False
 
     def open(self) -> "ProvisioningNet":
@@ -165,6 +185,22 @@ class ProvisioningNet:
             time.sleep(0.2)
         raise OperationFailed("dnsmasq did not listen on udp/67 within 15 s")
 
+    def add_vlan(self, vid: int) -> str:
+        """Join VLAN `vid` on the bridge with address .1 of `plan.vlan_lan` (tags handled in user space by
+        lab.vlan: lab hosts' kernels may lack 802.1Q). Returns the namespace's address on the VLAN."""
+        before, after = self.plan.vlan_commands(vid)
+        for argv in before:
+            proc.run(argv, timeout=30)
+        argv = [*self.plan.exec_prefix(), sys.executable, "-m", "lab.vlan", f"mstrunk{vid}", f"msvlan{vid}", str(vid)]
+        relay = proc.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, die_with_parent=True,
+                           cwd=Path(__file__).resolve().parent.parent)
+        self.relays.append(relay)
+        if relay.stdout.readline().strip() != b"relaying":
+            raise OperationFailed(f"the VLAN {vid} relay did not start: {relay.stdout.read()[-2000:]!r}")
+        for argv in after:
+            proc.run(argv, timeout=30)
+        return str(self.plan.vlan_lan.network_address + 1)
+
     def stop_dhcp(self) -> None:
         if self.dnsmasq is not None:
             proc.terminate(self.dnsmasq, grace=5)
@@ -172,6 +208,9 @@ class ProvisioningNet:
 
     def close(self) -> None:
         self.stop_dhcp()
+        for relay in self.relays:
+            proc.terminate(relay, grace=5)
+        self.relays = []
         if self.created:
             self._delete()
 

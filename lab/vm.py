@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class VmSpec:
     tap: str | None = None  # a tap device (lab.netns) instead of qemu's user networking
     netns: str | None = None  # run qemu inside this network namespace (where `tap` lives)
     boot_first: str = "network"  # network | disk: which device the firmware tries first
+    extra_taps: list[str] = field(default_factory=list)  # more NICs, on these taps (netdev ids n1, n2, ...)
+    monitor: bool = False  # a qemu monitor on `monitor_socket` (for `LabVm.monitor`: set_link ...)
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -62,6 +65,8 @@ class VmSpec:
                            location="firmware")
         if self.boot_first not in ("network", "disk"):
             raise BadInput(f"boot_first must be network or disk, not {self.boot_first!r}", location="boot_first")
+        if self.extra_taps and not self.tap:
+            raise BadInput("extra NICs go on taps: give the first NIC's tap too", location="extra_taps")
         if self.tap and (self.boot_url or self.ssh_port):
             raise BadInput("boot_url and ssh_port belong to user networking, not to a tap", location="tap")
         if self.accel not in ("tcg", "kvm"):
@@ -70,6 +75,15 @@ class VmSpec:
     @property
     def mac(self) -> str:
         return mac_for(self.name)
+
+    @property
+    def macs(self) -> list[str]:
+        """The MAC of each NIC: netdev n0 first, then one per extra tap."""
+        return [self.mac, *(mac_for(f"{self.name}-nic{k}") for k in range(1, len(self.extra_taps) + 1))]
+
+    @property
+    def monitor_socket(self) -> Path:
+        return self.dir / "monitor.sock"
 
     @property
     def dir(self) -> Path:
@@ -116,6 +130,15 @@ def _netdev(spec: VmSpec) -> str:
     return netdev
 
 
+def _extra_nics(spec: VmSpec) -> list[str]:
+    """Netdev n1, n2, ... on the extra taps; no boot ROM (the first NIC boots)."""
+    argv = []
+    for k, (tap, mac) in enumerate(zip(spec.extra_taps, spec.macs[1:]), start=1):
+        argv += ["-netdev", f"tap,id=n{k},ifname={tap},script=no,downscript=no",
+                 "-device", f"virtio-net-pci,netdev=n{k},mac={mac},romfile="]
+    return argv
+
+
 def qemu_argv(spec: VmSpec) -> list[str]:
     """The qemu command line for a lab VM: network first (bootindex 1), then its disk (bootindex 2), or the
     other way round with `boot_first="disk"`."""
@@ -131,11 +154,12 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "-m", str(spec.memory_mib),
         "-smp", str(spec.cpus),
         "-display", "none",
-        "-monitor", "none",
+        "-monitor", f"unix:{spec.monitor_socket},server=on,wait=off" if spec.monitor else "none",
         "-serial", f"file:{spec.serial_log}",
         "-pidfile", str(spec.pid_file),
         "-netdev", _netdev(spec),
         "-device", nic,
+        *_extra_nics(spec),
         "-drive", f"file={spec.disk},format=raw,if=none,id=disk0,cache=unsafe",
         "-device", f"virtio-blk-pci,drive=disk0,serial=ms-{spec.name},bootindex={disk_index}",
     ]
@@ -208,6 +232,20 @@ class LabVm:
                                       f"(serial log: {self.spec.serial_log})")
             time.sleep(1)
 
+    def monitor(self, command: str, *, timeout: float = 10) -> str:
+        """Run one human-monitor command (e.g. `set_link n1 off`) on a VM started with `monitor=True`; returns
+        what the monitor answered."""
+        if not self.spec.monitor:
+            raise OperationFailed(f"VM {self.spec.name} has no monitor (VmSpec.monitor)")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(self.spec.monitor_socket))
+            _read_prompt(conn)
+            conn.sendall(command.encode() + b"\n")
+            answer = _read_prompt(conn)
+        lines = answer.replace("\r", "").splitlines()
+        return "\n".join(line for line in lines[1:] if not line.startswith("(qemu)"))  # without the echo
+
     def stop(self, *, grace: float = 5) -> None:
         if self.process is not None:
             proc.terminate(self.process, grace=grace)
@@ -221,6 +259,16 @@ class LabVm:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _read_prompt(conn: socket.socket) -> str:
+    received = b""
+    while not received.rstrip().endswith(b"(qemu)"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise OperationFailed("the qemu monitor closed the connection")
+        received += chunk
+    return received.decode(errors="replace")
 
 
 def qemu_processes_using(disk: Path) -> list[str]:
