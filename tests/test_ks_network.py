@@ -81,8 +81,8 @@ def test_device_by_mac_link_bootif_and_bindto(tmp_path):
 def test_hostname_spelt_either_way_sets_only_the_host_name(tmp_path):
     for spelling in ("--hostname=db-2.example.org", "--hostname db-2.example.org"):
         path = tmp_path / "h.ks"
-        path.write_text(LAYOUT + f"network {spelling}\n")
-        spec = parse_deploy_kickstart(path, strict=True)
+        path.write_text(f"reqpart\n{LAYOUT}network {spelling}\n")
+        spec = parse_deploy_kickstart(path, strict=True)  # not a warning either
         assert (spec.hostname, spec.network) == ("db-2.example.org", [])
 
 
