@@ -127,6 +127,9 @@ def test_installer_only_options_are_listed_as_ignored(tmp_path):
     ("network --device=eth0 --ipv6=auto --ipv6gateway=192.0.2.1",
      "network --ipv6gateway=192.0.2.1: not an IPv6 address: '192.0.2.1'"),
     ("network --device=eth0 --mtu=12", "network --mtu=12: must be between 68 and 65535"),
+    ("network --bindto=mac",
+     "network --bindto=mac: binding to a MAC needs a device named by interface name or MAC (or a bond's or bridge's "
+     "ports)"),
     ("network --bondslaves=ens3", "network --bondslaves needs --device (the name of the new interface, or the "
                                   "VLAN's parent)"),
 ])
@@ -142,3 +145,16 @@ def test_the_set_is_checked_one_interface_one_configuration(tmp_path):
     problems = _problems(tmp_path, "network --device=br0 --bridgeslaves=ens3\nnetwork --device=br1 "
                                    "--bridgeslaves=ens3\n")
     assert problems[-1] == "4: error: network: ens3 is already a port of network[0]"
+
+
+def test_every_option_of_the_network_command_is_honoured_ignored_or_refused():
+    """A pykickstart update that adds an option fails here until the split decides what to do with it."""
+    from pykickstart.version import makeVersion
+
+    from tarball_builder.kickstart.adapter import SYNTAX_VERSION
+    from tarball_builder.kickstart.network_split import HONOURED, INSTALLER_ONLY, REFUSED
+
+    parser = makeVersion(SYNTAX_VERSION).commands["network"]._getParser()
+    options = {o for action in parser._actions for o in action.option_strings if o not in ("-h", "--help")}
+    assert options - {*HONOURED, *INSTALLER_ONLY, *REFUSED} == set()
+    assert set(HONOURED) & (set(INSTALLER_ONLY) | set(REFUSED)) == set()

@@ -222,6 +222,9 @@ def check_network_device(device: NetworkDevice, location: str) -> NetworkDevice:
         setattr(device, key, [rules.hostname(d, f"{at(key)}[{i}]") for i, d in enumerate(getattr(device, key))])
     if device.hostname is not None:
         device.hostname = rules.hostname(device.hostname, at("hostname"))
+    if device.bind_to_mac and (device.wildcard or device.kind == "vlan"):
+        raise BadInput("binding to a MAC needs a device named by interface name or MAC (or a bond's or bridge's "
+                       "ports)", location=at("bind_to_mac"))
     if device.dhcp_class is not None:
         rules.text(device.dhcp_class, at("dhcp_class"), max_length=255, allow_empty=False)
     _check_virtual(device, at)

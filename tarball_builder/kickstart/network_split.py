@@ -23,8 +23,11 @@ OPTION_OF = {
     "ipv6_gateway": "--ipv6gateway", "ipv4_dns_search": "--ipv4-dns-search", "ipv6_dns_search": "--ipv6-dns-search",
     "bond_slaves": "--bondslaves", "bond_options": "--bondopts", "vlan_id": "--vlanid",
     "interface_name": "--interfacename", "bridge_slaves": "--bridgeslaves", "bridge_options": "--bridgeopts",
-    "dhcp_class": "--dhcpclass",
+    "dhcp_class": "--dhcpclass", "bind_to_mac": "--bindto",
 }
+# Options whose values the deploy spec carries (the rest of the parser's options are INSTALLER_ONLY or REFUSED).
+HONOURED = (*OPTION_OF.values(), "--noipv4", "--noipv6", "--nodefroute", "--nodns", "--ipv4-ignore-auto-dns",
+            "--ipv6-ignore-auto-dns", "--onboot")
 INSTALLER_ONLY = {
     "--activate": "it activates the device in the installer; the deployed machine follows --onboot",
     "--no-activate": "it keeps the device down in the installer; the deployed machine follows --onboot",
@@ -188,5 +191,7 @@ def _reason(exc: BadInput, devices: list[NetworkDevice]) -> str:
     value = getattr(device, match.group(2))
     if isinstance(value, list):
         value = value[int(match.group(3))] if match.group(3) else ",".join(map(str, value))
+    if isinstance(value, bool):
+        value = "mac" if match.group(2) == "bind_to_mac" and value else None  # --bindto=mac is the only such
     shown = f"={value}" if value not in (None, "", []) else ""
     return f"{OPTION_OF[match.group(2)]}{shown}: {exc.reason}"
