@@ -223,7 +223,9 @@ def networkd_files(devices: list[NetworkDevice], macs: dict[str, str] | None = N
 # ---------------------------------------------------------------- NetworkManager
 
 def _nm_text(sections: dict[str, list[str]]) -> str:
-    return "\n\n".join(f"[{name}]\n" + "\n".join(lines) for name, lines in sections.items() if lines) + "\n"
+    """A keyfile; a section may be empty (NetworkManager needs `[ethernet]` on an Ethernet connection and
+    `[bridge-port]` on a bridge's port, even without keys)."""
+    return "\n\n".join(f"[{name}]" + "".join(f"\n{line}" for line in lines) for name, lines in sections.items()) + "\n"
 
 
 def _nm_connection(connection_id: str, kind: str, onboot: bool, priority: int) -> list[str]:
@@ -232,17 +234,19 @@ def _nm_connection(connection_id: str, kind: str, onboot: bool, priority: int) -
 
 
 def _nm_ip(device: NetworkDevice) -> dict[str, list[str]]:
+    # never-default (nodefroute) and a gateway exclude each other in NetworkManager: no gateway then
+    gateway4 = device.gateway if not device.nodefroute else None
+    gateway6 = device.ipv6_gateway if not device.nodefroute else None
     ipv4 = ["method=" + {"dhcp": "auto", "static": "manual", "disabled": "disabled"}[device.bootproto]]
     if device.bootproto == "static":
         ipv4.append(f"address1={ipv4_interface(device.ip, device.netmask, 'ip')}"
-                    + (f",{device.gateway}" if device.gateway else ""))
+                    + (f",{gateway4}" if gateway4 else ""))
     ipv6_method = {None: "ignore", "auto": "auto", "dhcp": "dhcp", "disabled": "disabled"}.get(device.ipv6, "manual")
     ipv6 = [f"method={ipv6_method}"]
     if ipv6_method == "manual":
-        ipv6.append(f"address1={ipv6_interface(device.ipv6, 'ipv6')}"
-                    + (f",{device.ipv6_gateway}" if device.ipv6_gateway else ""))
-    elif device.ipv6_gateway:
-        ipv6.append(f"gateway={device.ipv6_gateway}")
+        ipv6.append(f"address1={ipv6_interface(device.ipv6, 'ipv6')}" + (f",{gateway6}" if gateway6 else ""))
+    elif gateway6:
+        ipv6.append(f"gateway={gateway6}")
     for lines, version, search, ignore in ((ipv4, 4, device.ipv4_dns_search, device.ipv4_ignore_auto_dns),
                                            (ipv6, 6, device.ipv6_dns_search, device.ipv6_ignore_auto_dns)):
         if lines[0] in ("method=disabled", "method=ignore"):
@@ -274,11 +278,12 @@ def networkmanager_files(devices: list[NetworkDevice], macs: dict[str, str] | No
             ethernet.insert(0, f"mac-address={mac.upper()}")
         else:
             sections["connection"].insert(2, f"interface-name={dev.name}")
-        if kind == "ethernet" and dev.name in topology.master:
-            sections["connection"] += _nm_port_of(dev.name, topology)
-        elif kind in ("bond", "bridge"):
+        if kind in ("bond", "bridge"):
             sections["connection"].append("autoconnect-slaves=1")
-        sections["ethernet"] = ethernet
+        if dev.name in topology.master:
+            sections.update(_nm_port_of(dev.name, topology, sections["connection"]))
+        if kind == "ethernet" or ethernet:
+            sections["ethernet"] = ethernet
         if kind == "bond":
             sections["bond"] = [f"{k}={v}" for k, v in dev.options().items()] or ["mode=balance-rr"]
         elif kind == "bridge":
@@ -292,19 +297,21 @@ def networkmanager_files(devices: list[NetworkDevice], macs: dict[str, str] | No
         if name not in topology.master:
             continue  # a VLAN's parent: the VLAN connection names it, NetworkManager needs no more
         connection_id = f"metalstream-port-{name.replace(':', '')}"
-        sections = {"connection": _nm_connection(connection_id, "ethernet", True, 10) + _nm_port_of(name, topology)}
+        sections = {"connection": _nm_connection(connection_id, "ethernet", True, 10)}
         mac = topology.mac_of(name, _bound_port(name, topology))
-        if mac:
-            sections["ethernet"] = [f"mac-address={mac.upper()}"]
-        else:
+        if not mac:
             sections["connection"].insert(2, f"interface-name={name}")
+        sections.update(_nm_port_of(name, topology, sections["connection"]))
+        sections["ethernet"] = [f"mac-address={mac.upper()}"] if mac else []
         files[f"{NM_DIR}/{connection_id}.nmconnection"] = _nm_text(sections)
     return files
 
 
-def _nm_port_of(name: str, topology: _Topology) -> list[str]:
+def _nm_port_of(name: str, topology: _Topology, connection: list[str]) -> dict[str, list[str]]:
+    """Make `connection` a port of its bond or bridge; the sections a port needs besides."""
     master = topology.master[name]
-    return [f"master={master.name}", f"slave-type={master.kind}"]
+    connection += [f"master={master.name}", f"slave-type={master.kind}"]
+    return {"bridge-port": []} if master.kind == "bridge" else {}
 
 
 def _nm_bridge_value(key: str, value: str) -> str:

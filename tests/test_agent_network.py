@@ -142,13 +142,87 @@ def test_networkmanager_bridge_and_the_switches():
     assert bridge["connection"]["autoconnect"] == "false"
     assert dict(bridge["ipv4"]) == {"method": "auto", "ignore-auto-dns": "true", "never-default": "true",
                                     "dhcp-vendor-class-identifier": "metal"}
-    assert dict(bridge["ipv6"]) == {"method": "manual", "address1": "2001:db8::5/64,2001:db8::1",
+    assert dict(bridge["ipv6"]) == {"method": "manual", "address1": "2001:db8::5/64",  # nodefroute: no gateway
                                     "ignore-auto-dns": "true", "never-default": "true"}
     port = files["metalstream-port-525400000005.nmconnection"]
     assert port["ethernet"]["mac-address"] == "52:54:00:00:00:05".upper() and port["connection"]["master"] == "br0"
     assert ens9["ethernet"]["mac-address"] == "52:54:00:00:00:09".upper() and "interface-name" not in ens9["connection"]
     assert dict(ens9["ipv4"]) == {"method": "disabled"} and dict(ens9["ipv6"]) == {"method": "dhcp",
                                                                                    "ignore-auto-dns": "true"}
+
+
+# NetworkManager's own keyfile reader (libnm through the system python's gi): read, verify, and write back;
+# a key the writer drops is unknown to NetworkManager unless it is a property left out at its default.
+NM_READER = """
+import json, sys
+import gi
+gi.require_version("NM", "1.0")
+from gi.repository import GLib, NM
+
+ALIASES = {"ethernet": "802-3-ethernet"}
+
+
+def keys(keyfile):
+    return {(g, k) for g in keyfile.get_groups()[0] for k in keyfile.get_keys(g)[0]}
+
+
+def known(conn, group, key):
+    setting = conn.get_setting_by_name(ALIASES.get(group, group))
+    return setting is not None and key in {p.name for p in setting.list_properties()}
+
+
+out = {}
+for name, text in json.load(sys.stdin).items():
+    keyfile = GLib.KeyFile()
+    try:
+        keyfile.load_from_data(text, len(text.encode()), GLib.KeyFileFlags.NONE)
+        conn = NM.keyfile_read(keyfile, "/etc/NetworkManager/system-connections", NM.KeyfileHandlerFlags.NONE,
+                               None, None)
+        conn.verify()
+        back = NM.keyfile_write(conn, NM.KeyfileHandlerFlags.NONE, None, None)
+        out[name] = [f"unknown key {g}.{k}" for g, k in sorted(keys(keyfile) - keys(back)) if not known(conn, g, k)]
+    except GLib.Error as exc:
+        out[name] = [exc.message]
+print(json.dumps(out))
+"""
+SYSTEM_PYTHON = "/usr/bin/python3"
+MORE = [NetworkDevice(device=None), NetworkDevice(device="br1", bridge_slaves=["bond7"]),
+        NetworkDevice(device="bond7", bootproto="disabled", ipv6="disabled", bond_slaves=["ens20", "ens21"],
+                      bond_options=["mode=802.3ad", "lacp_rate=fast", "xmit_hash_policy=layer3+4", "min_links=1"]),
+        NetworkDevice(device="bond8", bootproto="disabled", bond_slaves=["ens22"], bond_options=[
+            "mode=balance-xor", "arp_interval=100", "arp_ip_target=192.0.2.1,192.0.2.2", "arp_validate=all"]),
+        NetworkDevice(device="ens23", vlan_id=7, interface_name="vlan7", bootproto="static", ip="10.0.0.1/8",
+                      gateway="10.0.0.254", mtu=1400)]
+
+
+def _networkmanager_reads(files: dict[str, str]) -> dict[str, list[str]]:
+    import json
+
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('NM', '1.0')"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.fail("libnm's introspection data is missing: run `bash .ci/setup` (gir1.2-nm-1.0, python3-gi)")
+    result = subprocess.run([SYSTEM_PYTHON, "-c", NM_READER], input=json.dumps(files), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return {Path(rel).name: problems for rel, problems in json.loads(result.stdout).items()}
+
+
+def test_networkmanager_reads_and_verifies_every_generated_keyfile():
+    read = _networkmanager_reads(networkmanager_files([*EVERYTHING, *MORE], MACS))
+    assert len(read) == 15 and {name: problems for name, problems in read.items() if problems} == {}
+
+
+def test_networkmanager_complaints_are_seen():
+    """The check above can fail: a misspelt key and an inconsistent bond are reported."""
+    files = networkmanager_files(BOND_VLAN)
+    files["etc/NetworkManager/system-connections/metalstream-1.nmconnection"] += "never-defualt=true\n"
+    files["etc/NetworkManager/system-connections/metalstream-0.nmconnection"] = files[
+        "etc/NetworkManager/system-connections/metalstream-0.nmconnection"].replace("mode=active-backup",
+                                                                                    "mode=balance-rr")
+    read = _networkmanager_reads(files)
+    assert read["metalstream-1.nmconnection"] == ["unknown key ipv6.never-defualt"]
+    assert read["metalstream-0.nmconnection"] == ["bond.options: 'primary' option is only valid for "
+                                                  "'mode=active-backup'"]
 
 
 def test_configure_network_writes_the_images_stack_and_enables_networkd(tmp_path):

@@ -36,12 +36,12 @@ def test_bond_with_both_option_separators(tmp_path):
     devices = _deploy(tmp_path, "network --device=bond0 --bondslaves=ens3,ens4 --bondopts=mode=active-backup,"
                                 "miimon=100,primary=ens3 --bootproto=dhcp\n"
                                 "network --device=bond1 --bondslaves=ens5,ens6 "
-                                "--bondopts=mode=4;arp_interval=200;arp_ip_target=192.0.2.1,192.0.2.2 --noipv4\n")
+                                "--bondopts=mode=2;arp_interval=200;arp_ip_target=192.0.2.1,192.0.2.2 --noipv4\n")
     assert devices == [
         NetworkDevice(device="bond0", bond_slaves=["ens3", "ens4"],
                       bond_options=["mode=active-backup", "miimon=100", "primary=ens3"], line=3),
         NetworkDevice(device="bond1", bootproto="disabled", bond_slaves=["ens5", "ens6"],
-                      bond_options=["mode=802.3ad", "arp_interval=200", "arp_ip_target=192.0.2.1,192.0.2.2"],
+                      bond_options=["mode=balance-xor", "arp_interval=200", "arp_ip_target=192.0.2.1,192.0.2.2"],
                       line=4)]
 
 
@@ -114,6 +114,12 @@ def test_installer_only_options_are_listed_as_ignored(tmp_path):
      "balance-tlb, balance-alb (got 'fast')"),
     ("network --device=bond0 --bondslaves=ens3 --bondopts=miimon=often",
      "network --bondopts=miimon=often: bond option miimon must be a whole number, got 'often'"),
+    ("network --device=bond0 --bondslaves=ens3 --bondopts=mode=802.3ad,primary=ens3",
+     "network --bondopts=mode=802.3ad,primary=ens3: primary is for mode active-backup, balance-tlb, balance-alb, not "
+     "802.3ad"),
+    ("network --device=bond0 --bondslaves=ens3 --bondopts=mode=balance-xor,arp_interval=100",
+     "network --bondopts=mode=balance-xor,arp_interval=100: ARP monitoring needs both arp_interval and "
+     "arp_ip_target"),
     ("network --device=bond0 --bondslaves=ens3 --bondopts=mode=active-backup;primary=ens9",
      "network --bondopts=mode=active-backup,primary=ens9: primary=ens9 is not one of the bond's slaves (ens3)"),
     ("network --device=bond0 --bondslaves=ens3,this-name-is-too-long",

@@ -255,10 +255,28 @@ def _check_virtual(device: NetworkDevice, at) -> None:
         raise BadInput("bridge options need bridge_slaves", location=at("bridge_options"))
     device.bond_options = bond_options(device.bond_options, at("bond_options"))
     device.bridge_options = bridge_options(device.bridge_options, at("bridge_options"))
-    primary = device.options().get("primary") if device.bond_options else None
+    if device.bond_options:
+        _check_bond_combination(device, at("bond_options"))
+
+
+# Options the kernel's bonding driver (and NetworkManager's check) take only in some modes.
+_BOND_MODES_OF = {"primary": ("active-backup", "balance-tlb", "balance-alb"), "lacp_rate": ("802.3ad",),
+                  "ad_select": ("802.3ad",), "arp_interval": ("balance-rr", "active-backup", "balance-xor",
+                                                              "broadcast")}
+
+
+def _check_bond_combination(device: NetworkDevice, location: str) -> None:
+    options = device.options()
+    mode = options.get("mode", "balance-rr")
+    for key, modes in _BOND_MODES_OF.items():
+        if key in options and mode not in modes:
+            raise BadInput(f"{key} is for mode {', '.join(modes)}, not {mode}", location=location)
+    if ("arp_interval" in options) != ("arp_ip_target" in options):
+        raise BadInput("ARP monitoring needs both arp_interval and arp_ip_target", location=location)
+    primary = options.get("primary")
     if primary and primary not in device.bond_slaves:
         raise BadInput(f"primary={primary} is not one of the bond's slaves ({', '.join(device.bond_slaves)})",
-                       location=at("bond_options"))
+                       location=location)
 
 
 def check_network(devices: list[NetworkDevice], location: str) -> list[NetworkDevice]:
