@@ -91,7 +91,7 @@ def test_systemd_networkd_accepts_every_generated_file(tmp_path):
     (an unknown key or a bad value is logged as `FILE:LINE: ...`) and sets up the bridge it can make here."""
     if os.geteuid() != 0 or not NETWORKD.exists() or shutil.which("unshare") is None:
         pytest.fail("needs root, unshare and systemd-networkd (run `bash .ci/setup`)")
-    complaints, links = _networkd_reads(networkd_files(EVERYTHING, MACS), tmp_path)
+    complaints, links = _networkd_reads(networkd_files([*EVERYTHING, *MORE], MACS), tmp_path)
     assert complaints == []
     assert "br0:" in links and "bridge forward_delay 400 hello_time" in links and "stp_state 1 priority 40" in links
 
