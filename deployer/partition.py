@@ -1,8 +1,10 @@
 """The partition plan: pure data in, GPT layout out (sectors, 1 MiB aligned), rendered as an sfdisk script.
 
 Nothing here touches a disk. `plan_layout` honours the deploy spec (kickstart `part`, `reqpart`,
-`autopart`) and the boot mode; `check_disk_use` decides whether the plan may overwrite what is on
-the disk (`clearpart`, `zerombr`, `ignoredisk --only-use`, `part --ondisk`).
+`autopart`) and the boot mode (a `part` layout naming no biosboot or ESP partition gets the ones the
+firmware needs, as `reqpart` would, unless `bootloader --location=none` installs no boot code);
+`check_disk_use` decides whether the plan may overwrite what is on the disk (`clearpart`, `zerombr`,
+`ignoredisk --only-use`, `part --ondisk`).
 """
 from __future__ import annotations
 
@@ -204,10 +206,13 @@ def _requests(storage: DeploySpec | None, boot_mode: str, memory_mib: int | None
     if not any(r.role == "root" for r in requests):
         raise BadInput("no partition for / (add `part / --grow`)", location="storage.partitions")
     roles = {r.role for r in requests}
-    if storage.reqpart:
-        missing = [r for r in _boot_requests(boot_mode, with_boot=storage.reqpart_add_boot) if r.role not in roles]
+    boot_code = not (storage.bootloader is not None and storage.bootloader.location == "none")
+    if storage.reqpart or boot_code and not roles & {"biosboot", "esp"}:
+        # `reqpart`, or (anaconda's convenience) a layout that names no boot partition: add what the firmware needs
+        with_boot = storage.reqpart and storage.reqpart_add_boot
+        missing = [r for r in _boot_requests(boot_mode, with_boot=with_boot) if r.role not in roles]
         requests = missing + requests
-    else:
+    elif boot_code:
         needed = {"biosboot": "part biosboot --fstype=biosboot --size=1", "esp": "part /boot/efi --fstype=efi --size=600"}
         for req in _boot_requests(boot_mode):
             if req.role not in roles:

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from deployer.partition import check_disk_use, describe, plan_layout, render_sfdisk
-from metalstream.contracts.deployspec import AutoPart, ClearPart, DeploySpec, PartSpec
+from metalstream.contracts.deployspec import AutoPart, Bootloader, ClearPart, DeploySpec, PartSpec
 from metalstream.errors import BadInput
 
 GIB = 1 << 30
@@ -99,13 +99,35 @@ def test_growing_partitions_share_space_by_weight():
     assert var.type_guid == LINUX
 
 
-def test_part_layout_without_reqpart_must_name_boot_partitions():
-    storage = DeploySpec(partitions=[PartSpec("/", grow=True)])
-    with pytest.raises(BadInput, match="needs a esp partition.*part /boot/efi") as info:
-        layout(8 * GIB, "uefi", storage)
-    assert info.value.location == "storage.partitions"
-    storage.partitions.insert(0, PartSpec("/boot/efi", fstype="efi", size_mib=600))
+@pytest.mark.parametrize("mode, added", [("uefi", [("esp", "/boot/efi", 512)]),
+                                         ("bios", [("biosboot", None, 1)]),
+                                         ("both", [("biosboot", None, 1), ("esp", "/boot/efi", 512)])])
+def test_part_layout_naming_no_boot_partition_gets_what_the_firmware_needs(mode, added):
+    # anaconda's convenience: with a bootloader to install and no biosboot/ESP named, act as `reqpart` does
+    storage = DeploySpec(partitions=[PartSpec("/boot", size_mib=1024), PartSpec("/", grow=True)],
+                         bootloader=Bootloader(location="mbr"))
+    lay = layout(8 * GIB, mode, storage)
+    assert [(p.role, p.mountpoint, lay.length(p) // MIB) for p in lay.partitions][:len(added)] == added
+    assert [p.role for p in lay.partitions][len(added):] == ["boot", "root"]
+    assert [p.role for p in layout(8 * GIB, mode, DeploySpec(partitions=[PartSpec("/", grow=True)])).partitions] \
+        == [role for role, _mount, _size in added] + ["root"]  # no bootloader line: one is installed too
+
+
+def test_part_layout_naming_some_boot_partitions_must_name_all_the_firmware_needs():
+    storage = DeploySpec(partitions=[PartSpec("/boot/efi", fstype="efi", size_mib=600), PartSpec("/", grow=True)])
     assert [p.role for p in layout(8 * GIB, "uefi", storage).partitions] == ["esp", "root"]
+    with pytest.raises(BadInput, match="needs a biosboot partition.*part biosboot") as info:
+        layout(8 * GIB, "both", storage)
+    assert info.value.location == "storage.partitions"
+
+
+@pytest.mark.parametrize("mode", ["uefi", "bios", "both"])
+def test_without_boot_code_no_boot_partition_is_needed(mode):
+    storage = DeploySpec(partitions=[PartSpec("/", grow=True)], bootloader=Bootloader(location="none"))
+    assert [p.role for p in layout(8 * GIB, mode, storage).partitions] == ["root"]
+    storage.reqpart = True  # asked for explicitly: still added
+    assert [p.role for p in layout(8 * GIB, mode, storage).partitions][-1:] == ["root"]
+    assert len(layout(8 * GIB, mode, storage).partitions) == (3 if mode == "both" else 2)
 
 
 @pytest.mark.parametrize("parts, location, message", [
