@@ -33,7 +33,10 @@ from .templating import parse_vars, without_template_suffix
                    "(default: derived from the kickstart's sha256, so the same kickstart gives the same image).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("/var/cache/metalstream"),
               show_default=True, help="Where downloaded packages are kept between builds.")
-@click.option("--no-cache", is_flag=True, help="Neither read nor fill the package cache: a clean build.")
+@click.option("--no-cache", is_flag=True,
+              help="A clean build: neither read nor fill the package cache, and never reuse a previous build.")
+@click.option("--rebuild", is_flag=True,
+              help="Build even when the previous build in -o has the same inputs (the package cache is still used).")
 @click.option("--keep-root", is_flag=True, help="Keep the build root directory after a successful build (debugging).")
 @click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE",
               help="Template variable (repeatable); only for templates (*.j2, or --template).")
@@ -45,7 +48,7 @@ from .templating import parse_vars, without_template_suffix
                    "The agent then verifies the service with it and talks https only.")
 def build_command(kickstart: Path, output_dir: Path, name: str | None, image_format: str, zstd_level: int,
                   zstd_threads: int, source_date_epoch: int | None, cache_dir: Path, no_cache: bool,
-                  keep_root: bool, var_pairs: tuple[str, ...], template: bool, family: str | None,
+                  rebuild: bool, keep_root: bool, var_pairs: tuple[str, ...], template: bool, family: str | None,
                   release: str | None, ca_file: Path | None) -> int:
     """Build an OS image (NAME.tar.zst + NAME.json manifest) or the installer environment from a KICKSTART.
 
@@ -53,6 +56,12 @@ def build_command(kickstart: Path, output_dir: Path, name: str | None, image_for
     (mmdebstrap or dnf), configure (lang, keyboard, timezone, services, firewall), accounts,
     %post scripts, a generic initramfs for every kernel, cleanup of caches and machine identity,
     a reproducible tar.zst and its manifest. The same kickstart and packages give the same sha256.
+
+    An unchanged image is not built again: when the previous build in the output directory had the
+    same expanded kickstart, options, builder (version and source) and repository metadata (Debian
+    InRelease/Release, RPM repomd.xml), and its NAME.tar.zst and NAME.json are intact, they are
+    reused (NAME.cache-key.json records the key). --rebuild builds anyway; --no-cache also skips the
+    package cache. A repository that cannot be read, or a --mirrorlist/--metalink, means no reuse.
 
     The distribution comes from, first that says: --family/--release, the kickstart's
     `%addon org_metalstream_image`, its `url`/`repo` lines (a /releases/N/ path: rpm N; see
@@ -80,6 +89,7 @@ def build_command(kickstart: Path, output_dir: Path, name: str | None, image_for
         click.echo(str(warning), err=True)
     options = BuildOptions(output_dir=output_dir.resolve(), name=name or without_template_suffix(kickstart.name).removesuffix(".ks"),
                            image_format=image_format, cache_dir=cache_dir.resolve(), use_cache=not no_cache,
+                           reuse=not (no_cache or rebuild),
                            zstd_level=zstd_level, zstd_threads=zstd_threads, source_date_epoch=source_date_epoch,
                            keep_root=keep_root, ca_file=ca_file.resolve() if ca_file else None)
     previous = signal.signal(signal.SIGTERM, _terminate)

@@ -19,7 +19,8 @@ class BuildOptions:
     name: str
     image_format: str = "tarball"  # "tarball" (OS image) | "installer" (kernel + initramfs)
     cache_dir: Path = Path("/var/cache/metalstream")
-    use_cache: bool = True
+    use_cache: bool = True  # the package cache (tarball_builder.cache)
+    reuse: bool = True  # reuse the previous build when its inputs are unchanged (tarball_builder.reuse)
     zstd_level: int = 10
     zstd_threads: int = 0  # 0 = one per core
     source_date_epoch: int | None = None  # None = derived from the kickstart's sha256
@@ -70,3 +71,7 @@ class Backend(Protocol):
 
     def cache_globs(self) -> list[str]:
         """Paths (relative to the root, glob patterns) of package caches that must not ship."""
+
+    def repository_metadata(self, kickstart: SplitKickstart) -> dict:
+        """For the image cache key: {"sources": the repository definitions as text,
+        "metadata": [tarball_builder.reuse.Metadata]} (one per repository's metadata file)."""

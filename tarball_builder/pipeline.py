@@ -3,6 +3,10 @@
 OS image:    install → configure → accounts → post → initramfs → cleanup → pack → manifest
 Installer:   install → configure → accounts → post → installer (tarball_builder.installer.make_installer)
 
+Before an OS image is built, its cache key is computed (tarball_builder.reuse): when the previous
+build in the output directory had the same key and its outputs are intact, they are reused as they are
+and no stage runs. `--rebuild` (options.reuse False) skips that check; a finished build records its key.
+
 The root is built in a scratch directory inside the output directory (`.NAME.build-XXXX/root`), so
 the finished tarball is renamed into place without a copy and a full output disk fails the build
 rather than another filesystem. On any failure, Ctrl-C included, the scratch directory (the partial
@@ -24,7 +28,7 @@ from metalstream.contracts.manifests import write_document
 from metalstream.errors import CommandError, MetalstreamError, OperationFailed
 from metalstream.humanize import format_duration
 
-from . import cache
+from . import cache, reuse
 from .backends import backend_for
 from .context import Backend, BuildContext, BuildOptions, Stage
 from .spec import SplitKickstart
@@ -110,12 +114,24 @@ def build(kickstart: SplitKickstart, options: BuildOptions, *, progress: Progres
     """Run the stages (default: `stages_for` the options and the kickstart's distribution family);
     return the manifest path. Raises MetalstreamError with one clear message."""
     progress = progress or Progress()
+    backend = None
     if stages is None:
-        stages = stages_for(options, backend_for(kickstart.build.distribution.family))
+        backend = backend_for(kickstart.build.distribution.family)
+        stages = stages_for(options, backend)
     options.output_dir.mkdir(parents=True, exist_ok=True)
     epoch = options.source_date_epoch
     if epoch is None:
         epoch = default_source_date_epoch(kickstart.sha256)
+    key = None
+    if backend is not None and options.image_format == "tarball":
+        key, inputs = _image_key(kickstart, options, epoch, backend, progress)
+        previous = reuse.reusable(options, key) if key and options.reuse else None
+        if previous is not None:
+            progress.say(f"reusing {options.output_dir / (options.name + '.tar.zst')}: kickstart, options, builder "
+                         f"and repository metadata are unchanged since it was built (key {key[:16]}, "
+                         f"{reuse.record_path(options).name}); --rebuild builds it anew")
+            return previous
+        reuse.forget(options)
     workdir = Path(tempfile.mkdtemp(prefix=f".{options.name}.build-", dir=options.output_dir))
     ctx = BuildContext(kickstart=kickstart, options=options, root=workdir / "root", workdir=workdir,
                        source_date_epoch=epoch)
@@ -133,6 +149,7 @@ def build(kickstart: SplitKickstart, options: BuildOptions, *, progress: Progres
             except CommandError as exc:
                 raise _explain_command_error(exc, stage, options) from exc
             finally:
+                cache.release_locks(ctx)  # a package directory is locked only by the stage that uses it
                 durations[stage.name] = progress.stage_finished(index, len(stages), stage, began, stage_ok)
                 ctx.log.info("stage %s took %.1fs", stage.name, durations[stage.name])
         ok = True
@@ -142,8 +159,20 @@ def build(kickstart: SplitKickstart, options: BuildOptions, *, progress: Progres
     for warning in ctx.facts.get("warnings", []):
         progress.say(f"warning: {warning}")
     manifest_path = ctx.facts["manifest_path"]
+    if key is not None:
+        reuse.remember(options, key, inputs, Path(ctx.facts["tarball"]["path"]), Path(manifest_path))
     progress.say(f"built {manifest_path} in {format_duration(sum(durations.values()))}")
     return manifest_path
+
+
+def _image_key(kickstart: SplitKickstart, options: BuildOptions, epoch: int, backend: Backend,
+               progress: Progress) -> tuple[str | None, dict]:
+    """The image cache key and its inputs; (None, {}) when an input cannot be known (said, not fatal)."""
+    try:
+        return reuse.image_key(kickstart, options, epoch, backend.repository_metadata(kickstart))
+    except reuse.NotReusable as exc:
+        progress.say(f"not reusing a previous build: {exc}")
+        return None, {}
 
 
 def _finish(ctx: BuildContext, ok: bool, progress: Progress) -> None:

@@ -2,12 +2,19 @@
 
 Packages come from the build machine's apt sources (or the kickstart's repo lines), piped to
 mmdebstrap on standard input with the mirror argument `-`. Downloaded .deb files are kept in
-`<cache_dir>/debian-archives` (mmdebstrap sync-in/sync-out hooks) so a rebuild downloads nothing new.
+`<cache_dir>/debian-archives` so a rebuild downloads nothing new: a setup hook copies the cached .deb
+files in and a customize hook copies new ones out (each file written under a temporary name, then
+renamed), both under the directory's lock file (flock), so concurrent builds share the cache and only
+wait for each other while copying. Only .deb files travel: apt's `partial/` directory and `lock` file
+(whose owner depends on whether that build downloaded anything) are neither synced nor shipped.
+dpkg runs with force-unsafe-io during the build (no fsync per unpacked file; the packed tarball is what
+must be durable, and it is fsync'ed); the setting is removed before the root is packed.
 `%packages` exclusions become an apt pin (priority -1) during the install: apt refuses to pull them in
 and says which package needed them; the pin is removed before the root is packed.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -17,6 +24,7 @@ from metalstream.errors import BadInput, CommandError, OperationFailed
 
 from .. import cache
 from ..context import BuildContext
+from ..spec import SplitKickstart
 from . import apt_sources
 
 DEB_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i686": "i386",
@@ -24,9 +32,14 @@ DEB_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "a
 VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
             "debootstrap", "standard")
 EXCLUDE_PIN = "/etc/apt/preferences.d/99metalstream-excluded"
+UNSAFE_IO = "/etc/dpkg/dpkg.cfg.d/00metalstream-unsafe-io"
 # Removed after the install (inside the root, see drop_build_leftovers): mmdebstrap copies the build
-# machine's resolv.conf and hostname in, which must not ship (nor make builds differ), and the pin.
-BUILD_LEFTOVERS = ("/etc/resolv.conf", "/etc/hostname", EXCLUDE_PIN)
+# machine's resolv.conf and hostname in, which must not ship (nor make builds differ), the pin and
+# the build-time dpkg setting.
+BUILD_LEFTOVERS = ("/etc/resolv.conf", "/etc/hostname", EXCLUDE_PIN, UNSAFE_IO)
+# METALSTREAM_BUILD_LEGACY=1: the install as it was before issue 19 (dpkg fsyncs every file); the bench
+# compares both paths in one run. The image is the same either way.
+LEGACY_ENV = "METALSTREAM_BUILD_LEGACY"
 INSTALL_TIMEOUT = 3600.0
 INITRAMFS_CONF = "/etc/initramfs-tools/initramfs.conf"
 
@@ -62,14 +75,9 @@ class DebianBackend:
         arch = DEB_ARCH.get(dist.arch)
         if arch is None:
             raise BadInput(f"unknown architecture {dist.arch!r}", location=f"{ks}:{dist.line}" if dist.line else ks)
-        if spec.repos:
-            sources = apt_sources.from_repos(spec.repos, dist, ks)
-        else:
-            sources = apt_sources.retarget(apt_sources.host_sources(), apt_sources.os_release_codename(), dist)
-            if not sources:
-                raise OperationFailed("the build machine has no apt sources (/etc/apt/sources.list*) and the "
-                                      "kickstart names no repo")
-        archives = cache.package_dir(ctx, "debian-archives")
+        sources = build_sources(ctx.kickstart)
+        archives = cache.package_dir(ctx, "debian-archives", lock=False)
+        lock = cache.lock_file(archives)
         # Its own private mount and PID namespaces: whatever mmdebstrap mounts or starts dies with it,
         # even if it is killed.
         argv = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--",
@@ -77,9 +85,11 @@ class DebianBackend:
                 f"--architectures={arch}", "--aptopt=Acquire::Retries \"2\"",
                 "--aptopt=Acquire::http::Timeout \"20\"",
                 "--skip=essential/unlink",
-                f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/ {shlex.quote(str(archives))}",
-                f"--setup-hook=sync-in {shlex.quote(str(archives))} /var/cache/apt/archives/",
-                f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(archives))}"]
+                f"--setup-hook={sync_in_hook(archives, lock)}",
+                f"--customize-hook={sync_out_hook(archives, lock)}"]
+        if os.environ.get(LEGACY_ENV) != "1":
+            argv.append(f"--setup-hook=mkdir -p \"$1\"{Path(UNSAFE_IO).parent} && "
+                        f"echo force-unsafe-io > \"$1\"{UNSAFE_IO}")
         if pkgs.names:
             argv.append("--include=" + ",".join(pkgs.names))
         if pkgs.excluded_names:
@@ -93,6 +103,19 @@ class DebianBackend:
             argv.append("--aptopt=APT::Install-Recommends \"false\"")
         argv += [dist.release, str(ctx.root), "-"]
         return argv, apt_sources.render(sources)
+
+    def repository_metadata(self, kickstart: SplitKickstart) -> dict:
+        """For the build cache key (tarball_builder.reuse): the sources text and each suite's Release file."""
+        from ..reuse import Metadata
+
+        sources = build_sources(kickstart)
+        metadata = []
+        for source in sources:
+            for uri in source.uris:
+                for suite in source.suites:
+                    base = f"{uri.rstrip('/')}/{suite}" if suite.endswith("/") else f"{uri.rstrip('/')}/dists/{suite}/"
+                    metadata.append(Metadata(f"{uri} {suite}", (base + "InRelease", base + "Release")))
+        return {"sources": apt_sources.render(sources), "metadata": metadata}
 
     def _check_excluded_absent(self, ctx: BuildContext) -> None:
         installed = {p["name"] for p in self.installed_packages(ctx)}
@@ -132,9 +155,44 @@ class DebianBackend:
         return f"/boot/initrd.img-{kernel_version}"
 
     def cache_globs(self) -> list[str]:
-        return ["var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial/*", "var/cache/apt/*.bin",
+        # archives/partial and archives/lock: apt makes them again when it needs them; their owner and
+        # mode depend on whether this build downloaded anything (see the module's docstring).
+        return ["var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial", "var/cache/apt/archives/lock",
+                "var/cache/apt/*.bin",
                 "var/lib/apt/lists/*", "var/cache/debconf/*-old", "var/lib/dpkg/*-old",
                 "var/backups/*", "etc/apt/apt.conf.d/00mmdebstrap"]
+
+
+def build_sources(kickstart: SplitKickstart) -> list[apt_sources.Source]:
+    """The kickstart's repo lines, else the build machine's own apt sources moved to the kickstart's release."""
+    dist = kickstart.build.distribution
+    if kickstart.build.repos:
+        return apt_sources.from_repos(kickstart.build.repos, dist, kickstart.source or "kickstart")
+    sources = apt_sources.retarget(apt_sources.host_sources(), apt_sources.os_release_codename(), dist)
+    if not sources:
+        raise OperationFailed("the build machine has no apt sources (/etc/apt/sources.list*) and the "
+                              "kickstart names no repo")
+    return sources
+
+
+def sync_in_hook(archives: Path, lock: Path) -> str:
+    """mmdebstrap setup hook ("$1": the root): copy the cached .deb files (only those) into the root."""
+    return (f'mkdir -p "$1"/var/cache/apt/archives && flock {shlex.quote(str(lock))} '
+            f'find {shlex.quote(str(archives))} -maxdepth 1 -type f -name "*.deb" '
+            f'-exec cp -t "$1"/var/cache/apt/archives/ {{}} +')
+
+
+_SYNC_OUT = r"""for f in "$1"/var/cache/apt/archives/*.deb; do
+  [ -f "$f" ] || continue
+  b=${f##*/}
+  [ -e "$2/$b" ] || { cp "$f" "$2/.$b.part" && mv "$2/.$b.part" "$2/$b"; }
+done"""
+
+
+def sync_out_hook(archives: Path, lock: Path) -> str:
+    """mmdebstrap customize hook: copy .deb files the cache lacks out of the root, each renamed into place."""
+    return (f'flock {shlex.quote(str(lock))} sh -c {shlex.quote(_SYNC_OUT)} sync-out "$1" '
+            f'{shlex.quote(str(archives))}')
 
 
 def drop_build_leftovers(root: Path) -> None:

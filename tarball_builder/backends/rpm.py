@@ -18,6 +18,7 @@ repository paths; dnf on a deployed machine starts with an empty history.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -28,6 +29,7 @@ from metalstream.errors import BadInput, OperationFailed
 from .. import cache
 from ..chroot import for_build
 from ..context import BuildContext
+from ..spec import SplitKickstart
 from . import rpm_plan
 
 QUERY_FORMAT = r"%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n"
@@ -93,6 +95,29 @@ class RpmBackend:
             if repo.install:
                 rootfs.write_file(ctx.root, f"/etc/yum.repos.d/{rpm_plan.repo_id(repo)}.repo",
                                   rpm_plan.repo_section(repo))
+
+    def repository_metadata(self, kickstart: SplitKickstart) -> dict:
+        """For the build cache key (tarball_builder.reuse): the repo definitions and each repomd.xml.
+        A --mirrorlist/--metalink repository is not resolved: such a build is never reused."""
+        from ..reuse import Metadata, NotReusable
+
+        dist = kickstart.build.distribution
+        metadata = []
+        for repo in kickstart.build.repos:
+            if repo.mirrorlist or repo.metalink:
+                raise NotReusable(f"{rpm_plan.repo_label(repo)} uses --mirrorlist/--metalink, which the cache key "
+                                  "does not resolve")
+            for url in re.split(r"[\s,]+", repo.baseurl or ""):
+                if not url:
+                    continue
+                url = url.replace("$releasever", dist.release).replace("$basearch", dist.arch)
+                if "$" in url:
+                    raise NotReusable(f"{rpm_plan.repo_label(repo)}: a dnf variable in {url} is not expanded for "
+                                      "the cache key")
+                metadata.append(Metadata(f"{rpm_plan.repo_label(repo)} {url}",
+                                         (url.rstrip("/") + "/repodata/repomd.xml",)))
+        sources = "\n".join(rpm_plan.repo_section(repo) for repo in kickstart.build.repos)
+        return {"sources": sources, "metadata": metadata}
 
     def installed_packages(self, ctx: BuildContext) -> list[dict[str, str]]:
         result = proc.run(["rpm", "--root", ctx.root, "--dbpath", rpm_plan.DBPATH, "-qa", "--qf", QUERY_FORMAT])
