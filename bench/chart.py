@@ -9,7 +9,7 @@ def draw(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [name for name in ("deploy", "serve", "memory", "build") if _has(result, name)]
+    panels = [name for name in ("deploy", "serve", "memory", "build", "peers") if _has(result, name)]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 4.2), squeeze=False)
     for axis, name in zip(axes[0], panels):
         globals()[f"_panel_{name}"](axis, result)
@@ -23,7 +23,7 @@ def draw(result: dict, path: Path) -> Path:
 
 def _has(result: dict, name: str) -> bool:
     keys = {"deploy": ("deploy_vs_package", "deploy_vs_raw"), "serve": ("serve_vs_nginx",),
-            "memory": ("agent_peak_rss_mb",), "build": ("build",)}[name]
+            "memory": ("agent_peak_rss_mb",), "build": ("build",), "peers": ("peers",)}[name]
     return any(key in result for key in keys)
 
 
@@ -79,3 +79,26 @@ def _panel_build(axis, result):
     _bars(axis, ["cold", "cached"], [build["cold_seconds"], build["cached_seconds"]], ["#c44e52", "#4c72b0"],
           "seconds")
     axis.set_title(f"build (reproducible: {build['reproducible']})", fontsize=10)
+
+
+PEER_COLORS = {"metalstream": "#4c72b0", "curtin_tgz": "#dd8452", "ironic_qcow2": "#55a868",
+               "ironic_qcow2_compressed": "#8172b3", "ironic_raw_zstd": "#8c8c8c"}
+
+
+def _panel_peers(axis, result):
+    from .peers import LABELS
+    links = result["peers"]["links"]
+    names = list(links)
+    methods = list(next(iter(links.values()))["methods"])
+    width = 0.8 / len(methods)
+    for index, method in enumerate(methods):
+        figures = [links[name]["methods"][method]["seconds"] for name in names]
+        medians = [f["median"] for f in figures]
+        errors = [[f["median"] - f["min"] for f in figures], [f["max"] - f["median"] for f in figures]]
+        mib = links[names[0]]["methods"][method]["bytes"] / 2**20
+        axis.bar([x - 0.4 + width * (index + 0.5) for x in range(len(names))], medians, width, yerr=errors,
+                 capsize=2, color=PEER_COLORS.get(method), label=f"{LABELS[method]} ({mib:.0f} MiB)")
+    axis.set_xticks(list(range(len(names))), names)
+    axis.set_ylabel("seconds (median, min–max)")
+    axis.legend(fontsize=6)
+    axis.set_title(f"peers' methods, one disk (goal met: {result['peers']['met']})", fontsize=10)

@@ -16,7 +16,7 @@ from .large_image import make_large_image
 from .stats import figure, goal, median_of_phases, ratio
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("deploy", "serve", "memory", "build", "fleet", "ks_lint")
+SECTIONS = ("deploy", "serve", "memory", "build", "fleet", "ks_lint", "peers")
 CLIENT_COUNTS = (1, 4, 16)
 SERVE_ROUNDS_PER_RUN = 3
 
@@ -51,6 +51,8 @@ def main(runs, only, kickstart, image_dir, large_size, work, machines, output) -
               and PostgreSQL x3 replicas behind nginx: latency per endpoint, errors, CPU, RSS
               (goal: 0 failures, agent p99 <= 100 ms on PostgreSQL x3)
       ks_lint metalstream ks lint on 100 kickstarts in one call vs ksvalidator once per file (goal <= 1.5x)
+      peers   metalstream install vs curtin/MAAS tgz and Ironic whole-disk images (qcow2, qcow2 -c, raw.zst),
+              locally and through tc-shaped 1 and 10 Gbit/s links (goal: fastest, fewest bytes)
 
     Needs root (loop devices, mounts, builds) and `bash .ci/setup`. A full run takes about an hour.
     """
@@ -113,6 +115,9 @@ def run_all(sections, runs: int, kickstart: Path, image_dir: Path, large_size: i
     if "ks_lint" in sections:
         from .ks_lint import bench_ks_lint
         result["ks_lint"] = bench_ks_lint(runs, work, echo)
+    if "peers" in sections:
+        from .peers import bench_peers
+        result["peers"] = bench_peers(manifest, tarball, runs, work, echo, package=package_figure(result))
     result["seconds"] = round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds())
     return result
 
@@ -190,6 +195,19 @@ def bench_build(kickstart, runs, work, echo, image_sha) -> dict:
             "same_as_deployed_image": set(shas) == {image_sha}}
 
 
+def package_figure(result: dict) -> dict | None:
+    """The package install's time for the peers table: this run's deploy section, else the last full run's."""
+    if "deploy_vs_package" in result:
+        return {"seconds": result["deploy_vs_package"]["package_seconds"], "from": "this run"}
+    latest = REPO / "bench/results/latest.json"
+    if latest.exists():
+        last = json.loads(latest.read_text())
+        if "deploy_vs_package" in last:
+            return {"seconds": last["deploy_vs_package"]["package_seconds"],
+                    "from": f"bench/results/latest.json ({last.get('created', '?')})"}
+    return None
+
+
 def render_table(result: dict) -> str:
     rows = [("measurement", "metalstream", "alternative", "ratio", "goal", "")]
 
@@ -234,6 +252,8 @@ def render_table(result: dict) -> str:
         rows.append((f"ks lint, {r['files']} files", secs(r["metalstream_seconds"]) + " (one call)",
                      secs(r["ksvalidator_seconds"]) + " (ksvalidator per file)", f"{r['ratio']}x the time",
                      r["goal"], _met(r)))
+    if "peers" in result:
+        rows += _peer_rows(result["peers"], secs)
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
@@ -242,7 +262,29 @@ def render_table(result: dict) -> str:
         if key in result and result[key].get(phases_key):
             phases = ", ".join(f"{name} {secs:.1f}" for name, secs in result[key][phases_key].items())
             lines.append(f"{label}, median seconds per phase: {phases}")
+    if "peers" in result:
+        lines.append(f"peers: {result['peers']['notes']}")
     return "\n".join(lines)
+
+
+def _peer_rows(peers: dict, secs) -> list[tuple]:
+    from .peers import LABELS
+    rows = []
+    for link, row in peers["links"].items():
+        ours = row["methods"]["metalstream"]
+        for method, record in row["methods"].items():
+            if method == "metalstream":
+                continue
+            last = method == list(row["methods"])[-1] and link == list(peers["links"])[-1]
+            rows.append((f"peers {link}: vs {LABELS[method]}",
+                         f"{secs(ours['seconds'])}, {ours['bytes'] / 2**20:.0f} MiB",
+                         f"{secs(record['seconds'])}, {record['bytes'] / 2**20:.0f} MiB",
+                         f"{record['ratio']}x our time", "fastest, fewest bytes" if last else "",
+                         _met(peers) if last else ""))
+    if peers.get("package_install"):
+        package = peers["package_install"]
+        rows.append(("peers: package install", "", f"{secs(package['seconds'])} ({package['from']})", "", "", ""))
+    return rows
 
 
 def _met(record: dict) -> str:
