@@ -357,7 +357,7 @@ class Accounting:
         words = shlex.split(header)
         name = words[0]
         where = f"{shown}:{number}"
-        if name in self.ignored_at(shown, number):
+        if {name, " ".join(words[:2])} & self.ignored_at(shown, number):  # `%addon NAME` is ignored by its name
             return
         if name == "%post":
             text = "".join(line + "\n" for line in body)
@@ -390,6 +390,8 @@ class Accounting:
                 self.problems.append(f"{shown}:{offset}: %packages entry {entry!r} is not in the build spec")
         header_options = {"--excludedocs": "nodocs", "--exclude-weakdeps": "exclude_weakdeps", "--multilib": "multilib"}
         ignored = self.ignored_at(shown, number)
+        if self.named(shown, number):
+            return  # a later header replaces this one's options, with a warning naming this place
         for word in self.header_words(shown, number)[1:]:
             option = word.split("=", 1)[0]
             if f"%packages {option}" in ignored:
@@ -470,8 +472,9 @@ KERNELS = ("kernel", "kernel-core", "linux-image-")
 
 
 def _bootable_has_a_kernel(build: BuildSpec, deploy: dict) -> bool:
-    """The build's initramfs stage refuses a bootable image (bootloader not `none`) without a kernel; a kickstart
-    can only promise one by naming it (RPM groups other than @core may bring one too)."""
+    """The build's initramfs stage refuses a bootable image (bootloader not `none`) without a kernel; the spec
+    promises one by naming it (listed, or added by the split as anaconda adds one; RPM groups other than @core
+    may bring one too)."""
     if (deploy.get("bootloader") or {}).get("location") == "none":
         return True
     named = any(n == k or k.endswith("-") and n.startswith(k) for n in build.packages.names for k in KERNELS)

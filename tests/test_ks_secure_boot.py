@@ -42,7 +42,7 @@ def test_the_secure_boot_sample_lints_clean_and_asks_for_secure_boot() -> None:
     (DEBIAN, ("linux-image-amd64",), "shim-signed, grub-efi-amd64-signed"),
     (DEBIAN, ("shim-signed", "grub-efi-amd64-signed", "linux-image-6.1.0-21-amd64-unsigned"), "linux-image-*"),
     (RPM, ("kernel", "grub2-efi-x64", "grub2-pc"), "shim-x64"),
-    (RPM, ("shim-x64", "grub2-efi-x64"), "kernel"),
+    (RPM, ("kernel-core", "shim-x64"), "grub2-efi-x64"),  # no kernel listed at all: `kernel` is added
 ])
 def test_missing_signed_packages_are_a_warning_at_the_setting(tmp_path, family, packages, missing) -> None:
     ks = _write(tmp_path, family + _packages(*packages) + ASK)

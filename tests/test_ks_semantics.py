@@ -114,15 +114,52 @@ def test_a_refused_deprecated_option_gets_one_message(tmp_path: Path) -> None:
 
 
 def test_empty_packages_means_core_for_rpm(tmp_path: Path) -> None:
-    split = parse_kickstart(write(tmp_path, RPM + "%packages\n%end\n"))
+    split = parse_kickstart(write(tmp_path, RPM + "bootloader --location=none\n%packages\n%end\n"))
     assert split.build.packages.groups == ["core"] and split.build.packages.names == []
     nocore = parse_kickstart(write(tmp_path, RPM + "%packages --nocore\nkernel\n%end\n"))
     assert nocore.build.packages.groups == [] and nocore.build.packages.names == ["kernel"]
 
 
 def test_empty_packages_means_the_variants_set_for_debian(tmp_path: Path) -> None:
-    split = parse_kickstart(write(tmp_path, DEBIAN + "%packages\n%end\n"))
+    split = parse_kickstart(write(tmp_path, DEBIAN + "bootloader --location=none\n%packages\n%end\n"))
     assert (split.build.packages.names, split.build.packages.groups, split.warnings) == ([], [], [])
+
+
+NO_KERNEL = "no kernel listed: `{}` is installed, as anaconda does"
+
+
+@pytest.mark.parametrize("family, given, kernel", [
+    (RPM, "", "kernel"), (RPM, "vim\n", "kernel"), (RPM, "@core\n-kernel-debug\n", "kernel"),
+    (DEBIAN, "", "linux-image-amd64"), (DEBIAN, "systemd-sysv\n", "linux-image-amd64"),
+])
+def test_a_bootable_image_listing_no_kernel_gets_one_as_anaconda_selects_it(tmp_path: Path, family, given, kernel):
+    split = parse_kickstart(write(tmp_path, family + "%packages\n" + given + "%end\n"))
+    assert split.build.packages.names[-1] == kernel and split.build.packages.names.count(kernel) == 1
+    header = family.count("\n") + 1
+    assert [(w.line, w.severity, w.message) for w in split.warnings] == [(header, "warning", NO_KERNEL.format(kernel))]
+
+
+@pytest.mark.parametrize("family, given", [
+    (RPM, "kernel-core\n"), (RPM, "kernel\n"), (RPM, "kernel-rt\n"), (DEBIAN, "linux-image-cloud-amd64\n"),
+])
+def test_a_listed_kernel_is_kept_and_none_is_added(tmp_path: Path, family, given):
+    split = parse_kickstart(write(tmp_path, family + "%packages\n" + given + "%end\n"))
+    assert split.build.packages.names == [given.strip()] and split.warnings == []
+
+
+@pytest.mark.parametrize("bootloader", ["bootloader --location=none\n", "bootloader --disabled\n"])
+def test_an_image_never_booted_directly_gets_no_kernel(tmp_path: Path, bootloader):
+    for family in (RPM, DEBIAN):
+        split = parse_kickstart(write(tmp_path, family + bootloader + "%packages\n%end\n"))
+        assert not any(n.startswith(("kernel", "linux-image-")) for n in split.build.packages.names)
+
+
+@pytest.mark.parametrize("family, kernel", [(RPM, "kernel"), (DEBIAN, "linux-image-amd64")])
+def test_a_bootable_image_excluding_the_kernel_is_an_error_at_the_exclusion(tmp_path: Path, family, kernel):
+    ks = write(tmp_path, family + f"%packages\nless\n-{kernel}\n%end\n")
+    [error] = lint_kickstart(ks)
+    assert (error.line, error.severity) == (family.count("\n") + 3, "error")
+    assert error.message.startswith(f"%packages: -{kernel}: the image is bootable and needs a kernel")
 
 
 def test_cosmetic_packages_options_are_warnings_naming_the_option(tmp_path: Path) -> None:
@@ -272,7 +309,7 @@ def test_honoured_option_reaches_the_spec(tmp_path: Path, option: str, given: st
 
 
 def test_unknown_option_spelling_is_resolved_through_pykickstart(tmp_path: Path) -> None:
-    ks = write(tmp_path, DEBIAN + "part / --size=2048 --grow --usepart=sda1\n" + PACKAGES)
+    ks = write(tmp_path, DEBIAN + "part / --size=2048 --grow --usepart=sda1\nbootloader --location=none\n" + PACKAGES)
     [diagnostic] = lint_kickstart(ks)
     assert (diagnostic.line, diagnostic.message) == (5, "part --usepart: not supported: partitions are always created anew")
 

@@ -91,7 +91,7 @@ def test_empty_rpm_packages_installs_core(tmp_path: Path) -> None:
     ks.write_text(RPM + "%packages\n%end\n")
     build = parse_kickstart(ks).build
     plan = plan_install(build, ks=str(ks), root=tmp_path / "root", confdir=tmp_path / "dnf")
-    assert plan.argv[plan.argv.index("install") + 1:] == ["@core"]
+    assert plan.argv[plan.argv.index("install") + 1:] == ["kernel", "@core"]  # bootable: anaconda adds the kernel
 
 
 def test_multilib_becomes_dnfs_policy(tmp_path: Path) -> None:

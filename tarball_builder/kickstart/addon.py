@@ -9,7 +9,8 @@
     %end
 
 `%addon org_metalstream_deploy` (deploy settings no anaconda command says) is read by deploy_addon.
-Other `%addon` sections (e.g. com_redhat_kdump) configure anaconda add-ons: warned and ignored.
+Other `%addon` sections configure anaconda add-ons: ignored with a warning; `com_redhat_kdump --enable`
+is an error (kdump is not set up here).
 
 Where the distribution comes from, first that says: the command line (`--family`, `--release`), the
 add-on, what the `url`/`repo` lines say (infer_distribution). A command-line value that differs from
@@ -52,7 +53,7 @@ def read_distribution(parsed: Parsed, findings: Findings, family: str | None = N
     for section in parsed.sections:
         name = section.args[0] if section.name == "%addon" and section.args else ""
         if section.name == "%addon" and name not in (ADDON_NAME, DEPLOY_ADDON_NAME):
-            findings.warn(section.line, f"%addon {name or '(unnamed)'}: anaconda add-ons are not supported: ignored")
+            _anaconda_addon(section, name, findings)
     section = our_section(parsed, ADDON_NAME, findings)
     if section is not None:
         values = key_values(section, KEYS, findings)
@@ -68,6 +69,22 @@ def read_distribution(parsed: Parsed, findings: Findings, family: str | None = N
     if sections_named(parsed, ADDON_NAME):
         return None  # given twice: reported
     return _from_command_line_or_urls(parsed, findings, family, release)
+
+
+KDUMP_ADDON = "com_redhat_kdump"
+
+
+def _anaconda_addon(section, name: str, findings: Findings) -> None:
+    """An anaconda add-on is ignored (listed as such), except kdump asked to be on: the image would lack it."""
+    shown = f"%addon {name or '(unnamed)'}"
+    if name != KDUMP_ADDON:
+        findings.ignore(section.line, shown, "anaconda add-ons are not supported: ignored")
+    elif "--enable" in section.args[1:]:
+        findings.error(section.line, f"{shown} --enable: kdump is not set up by metalstream: list kexec-tools in "
+                                     "%packages, reserve its memory with `bootloader --append=\"crashkernel=...\"` "
+                                     "and start it with `services --enabled=kdump`, or say --disable")
+    else:
+        findings.ignore(section.line, shown, "kdump stays off, as --disable asks: ignored")
 
 
 def _from_command_line_or_urls(parsed: Parsed, findings: Findings, family: str | None,
@@ -211,4 +228,4 @@ def _distribution(values: dict[str, tuple[str, int]], header: int, findings: Fin
     if family == "debian" and not components:
         components = ["main"]
     return Distribution(family=family, release=release, variant=variant, components=components,
-                        arch=ARCHES[arch], line=header)
+                        arch=ARCHES[arch], line=findings.locate(header)[1])

@@ -180,7 +180,7 @@ def _packages(parsed: Parsed, lines: list[str], dist: Distribution, findings: Fi
                        "(-name)")
     listed = bool(p.packageList or groups or p.default)
     # An empty list means the distribution's minimal set: @core for RPM (as anaconda); for Debian the set
-    # mmdebstrap's variant installs (a bootable image must still list a kernel: the build says so).
+    # mmdebstrap's variant installs. A bootable image gets a kernel when it lists none (_kernel).
     if dist.family == "debian":
         for name in groups:
             shown = "@" + name
@@ -197,10 +197,42 @@ def _packages(parsed: Parsed, lines: list[str], dist: Distribution, findings: Fi
         groups = [CORE_GROUP]  # anaconda: an empty %packages installs the distribution's @core
     elif not listed and parsed.complete:
         findings.error(header, "%packages --nocore lists nothing to install (add at least one package or @group)")
-    return Packages(names=list(p.packageList), groups=groups, excluded_names=list(p.excludedList),
+    names = list(p.packageList)
+    refused = p.default or dist.family == "rpm" and p.nocore and not listed  # an error above says what to list
+    if _bootable(parsed.handler) and not refused:
+        names += _kernel(dist.family, names, list(p.excludedList), lines, sections, header, findings)
+    return Packages(names=names, groups=groups, excluded_names=list(p.excludedList),
                     excluded_groups=[g.name for g in p.excludedGroupList], nodocs=bool(p.excludeDocs),
                     exclude_weakdeps=bool(p.excludeWeakdeps), default=bool(p.default), multilib=bool(p.multiLib),
                     line=original(header))
+
+
+# family -> (the kernel package anaconda-style selection adds, the prefix of every name that is a kernel)
+KERNELS = {"rpm": ("kernel", "kernel-"), "debian": ("linux-image-amd64", "linux-image-")}
+
+
+def _bootable(handler) -> bool:
+    """An image is booted from its disk unless the kickstart says `bootloader --location=none` (or --disabled)."""
+    bootloader = handler.bootloader
+    return not (bootloader.seen and (bootloader.disabled or bootloader.location == "none"))
+
+
+def _kernel(family: str, names: list[str], excluded: list[str], lines: list[str], sections, header: int,
+            findings: Findings) -> list[str]:
+    """The kernel package to add to a bootable image whose %packages names none, as anaconda selects one itself
+    (RPM: `kernel`; Debian: linux-image-amd64); a bootable image that excludes it is an error."""
+    if family not in KERNELS:
+        return []
+    package, prefix = KERNELS[family]
+    if any(n == package or n.startswith(prefix) for n in names):
+        return []
+    if package in excluded:
+        findings.error(_entry_line(lines, sections, "-" + package) or header,
+                       f"%packages: -{package}: the image is bootable and needs a kernel: list one instead of "
+                       "excluding it, or say `bootloader --location=none` for an image that is never booted directly")
+        return []
+    findings.warn(header, f"no kernel listed: `{package}` is installed, as anaconda does")
+    return [package]
 
 
 def _entry_line(lines: list[str], sections, entry: str) -> int | None:

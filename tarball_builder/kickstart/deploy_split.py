@@ -108,11 +108,29 @@ def _partitions(parsed: Parsed, findings: Findings, original) -> list[PartSpec]:
 
 
 def _check_root(parsed: Parsed, spec: DeploySpec, findings: Findings) -> None:
-    """Partitions without `/` cannot be deployed; no layout command at all means the default layout (autopart)."""
-    if spec.autopart is not None or not spec.partitions or any(p.mountpoint == "/" for p in spec.partitions):
+    """Partitions without `/` cannot be deployed (unless `/` is on a line already refused: one message per problem);
+    no layout command at all means the default layout (autopart)."""
+    if spec.autopart is not None or not spec.partitions:
         return
     first = min(parsed.lines_of("part", "partition"), default=None)
+    if any(p.mountpoint == "/" for p in spec.partitions):
+        _check_boot_partitions(spec, first, findings)
+        return
+    h = parsed.handler
+    refused = [*h.partition.partitions, *h.logvol.lvList, *h.raid.raidList, *h.btrfs.btrfsList]
+    if any(getattr(data, "mountpoint", None) == "/" for data in refused):
+        return
     findings.error(first, "the layout has no `/`: add `part / --size=MiB --grow` (or use autopart)")
+
+
+def _check_boot_partitions(spec: DeploySpec, first: int | None, findings: Findings) -> None:
+    """Anaconda's convenience, which the agent's planner follows: a layout that installs a bootloader and names
+    no boot partition gets what the machine's firmware needs, as `reqpart` would."""
+    boot_code = not (spec.bootloader is not None and spec.bootloader.location == "none")
+    named = any(p.mountpoint in ("biosboot", "/boot/efi") for p in spec.partitions)
+    if boot_code and not spec.reqpart and not named:
+        findings.warn(first, "no EFI system or BIOS boot partition: the agent adds the ones this machine's "
+                             "firmware needs, as `reqpart` does")
 
 
 def _check_part(mountpoint: str, fstype: str | None, data, line: int, findings: Findings) -> bool:
