@@ -53,6 +53,8 @@ def test_summary_names_the_peer_that_wins_and_why():
     assert "10gbit: veth + tc" in result["notes"]
     assert result["links"]["local"]["methods"]["ironic_raw_zstd"]["ratio"] == 0.8
     assert result["links"]["1gbit"]["methods"]["curtin_tgz"]["ratio"] == 2.0
+    assert result["links"]["10gbit"]["methods"]["ironic_qcow2"]["link_floor_seconds"] == round(400 / 2**20 / 700, 2)
+    assert "link_floor_seconds" not in result["links"]["local"]["methods"]["ironic_qcow2"]
     sizes["ironic_raw_zstd"] = 200
     assert peers.summarize({k: _row(metalstream=5.0) for k in ("local", "1gbit", "10gbit")}, sizes, None)["met"]
     slower = {"local": _row(metalstream=5.0), "1gbit": _row(metalstream=11.0), "10gbit": _row(metalstream=5.0)}
@@ -86,6 +88,8 @@ def test_peers_section_runs_every_method_locally_and_through_shaped_links(synthe
                 assert "wire_bytes" not in record
             else:  # every byte of the files crossed the link, plus the protocols' headers
                 assert record["wire_bytes"] >= record["bytes"]
+                assert record["link_floor_seconds"] == round(
+                    record["bytes"] / 2**20 / row["link"]["measured_mib_s"], 2)
         if name != "local":
             link = row["link"]
             assert link["measured_mib_s"] > 0
