@@ -18,6 +18,10 @@ from metalstream.tls import INSTALLER_CA_PATH
               help="This deployment's agent token. Default: metalstream.token= on the kernel command line.")
 @click.option("--reboot/--no-reboot", default=True, show_default=True,
               help="Reboot into the installed system after a successful install.")
+@click.option("--reboot-method", type=click.Choice(["firmware", "kexec"]), default=None,
+              help="How to boot the installed system: a firmware reboot, or kexec straight into its kernel "
+                   "(falls back to a firmware reboot when kexec is not possible, e.g. under Secure Boot "
+                   "lockdown). Default: the plan's `reboot.method` (absent: firmware).")
 @click.option("--disk", "target", metavar="DEVICE|FILE",
               help="Install onto this block device or disk image file instead of the disk the plan's "
                    "hints select.")
@@ -28,9 +32,10 @@ from metalstream.tls import INSTALLER_CA_PATH
                    f"plain http. Default: {INSTALLER_CA_PATH} when the installer was built with --ca; "
                    "otherwise https is checked against the system trust store.")
 @click.option("--cmdline", "cmdline_path", default="/proc/cmdline", show_default=True, hidden=True)
-def agent_command(server: str | None, token: str | None, reboot: bool, target: str | None, plan_wait: float,
-                  ca: str | None, cmdline_path: str) -> int:
-    """Run the deployer agent: fetch this machine's plan from the service, install, report, reboot.
+def agent_command(server: str | None, token: str | None, reboot: bool, reboot_method: str | None,
+                  target: str | None, plan_wait: float, ca: str | None, cmdline_path: str) -> int:
+    """Run the deployer agent: fetch this machine's plan from the service, install, report, reboot
+    (through the firmware, or with kexec into the installed kernel when the plan or --reboot-method asks).
 
     Progress goes to the console and to the service (events every few seconds); the result carries
     the agent's whole log. After a failure the machine stays in the installer and is not rebooted.
@@ -60,7 +65,7 @@ def agent_command(server: str | None, token: str | None, reboot: bool, target: s
         ca = str(INSTALLER_CA_PATH)
     pinned = ca_option_path(ca)
     options = AgentOptions(server=server, token=token, reboot=reboot, target=target, plan_wait=plan_wait,
-                           ca=str(pinned) if pinned else None)
+                           ca=str(pinned) if pinned else None, reboot_method=reboot_method)
     return run_agent(options, out=sys.stdout)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from metalstream.contracts import rules
+from metalstream.contracts.plan import REBOOT_METHODS
+
 from .mirrors import MirrorRule, parse_mirror_rule
 
 
@@ -32,9 +35,12 @@ class ServiceConfig:
     # `CIDR=URL` mirror rules (pxe/mirrors.py), preferred first: an agent in a rule's subnet gets the mirror's
     # image URL before the service's own in its plan
     image_mirrors: tuple[str, ...] = ()
+    # how agents boot the installed system when the deployment does not say (`reboot_method`): firmware | kexec
+    reboot_method: str = "firmware"
 
     def __post_init__(self) -> None:
         self.image_mirrors = tuple(str(parse_mirror_rule(str(rule))) for rule in self.image_mirrors)
+        rules.one_of(self.reboot_method, REBOOT_METHODS, "--reboot-method")
         self.data_dir = Path(self.data_dir).resolve()
         for name in ("installer", "tls_cert", "tls_key"):
             if getattr(self, name) is not None:

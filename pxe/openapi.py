@@ -165,6 +165,11 @@ def openapi_document() -> dict:
                         "network": {"type": "array", "maxItems": 64, "items": _network_device_schema(),
                                     "description": "this host's network devices (docs/agent.md); when given, "
                                                    "they replace the kickstart's network lines"},
+                        "reboot_method": {"enum": ["firmware", "kexec"],
+                                          "description": "how the agent boots the installed system: a firmware "
+                                                         "reboot, or kexec into its kernel (a firmware reboot "
+                                                         "where kexec is not possible; an event says which). "
+                                                         "Default: `metalstream serve --reboot-method`"},
                         "secure_boot": {"type": "boolean", "default": False,
                                         "description": "boot the image's signed shim, grub and kernel with Secure "
                                                        "Boot on (400 when the image lacks them or boot_mode is bios); "

@@ -11,7 +11,7 @@ from typing import Any
 
 from metalstream.contracts import rules, secureboot
 from metalstream.contracts.network import check_network, read_network_device
-from metalstream.contracts.plan import DiskHints, read_ssh_keys
+from metalstream.contracts.plan import REBOOT_METHODS, DiskHints, read_ssh_keys
 from metalstream.errors import BadInput
 
 from .plan import secure_boot_requested
@@ -19,6 +19,7 @@ from .plan import secure_boot_requested
 DEPLOYMENT_FIELDS = (
     "mac", "image", "image_sha256", "hostname", "disk_hints", "boot_mode", "root_password_hash",
     "ssh_keys", "kernel_args", "kickstart", "ssh_address", "secure_boot", "network",
+    "reboot_method",
 )
 MAX_NETWORK_DEVICES = 64
 MAX_KICKSTART = 256 * 1024
@@ -52,6 +53,9 @@ def check_deployment(data: Any) -> dict:
         **({"secure_boot": rules.boolean(data["secure_boot"], "secure_boot")} if given("secure_boot") else {}),
         # likewise: this host's network devices (the plan's `network`), winning over the kickstart's
         **({"network": _network(data["network"])} if given("network") else {}),
+        # likewise: firmware | kexec, else the service's default (`metalstream serve --reboot-method`)
+        **({"reboot_method": rules.one_of(data["reboot_method"], REBOOT_METHODS, "reboot_method")}
+           if given("reboot_method") else {}),
     }
 
 

@@ -12,13 +12,13 @@ IMAGE = "metalstream-image"
 INSTALLER = "metalstream-installer"
 PLAN = "metalstream-plan"
 MAJOR_VERSIONS = {IMAGE: 1, INSTALLER: 1, PLAN: 1}
-MINOR_VERSIONS = {PLAN: 2}  # plan 1.1: image.urls (several sources of one image); 1.2: secure_boot
+MINOR_VERSIONS = {PLAN: 3}  # plan 1.1: image.urls (several sources of one image); 1.2: secure_boot; 1.3: reboot
 TITLES = {IMAGE: "image manifest", INSTALLER: "installer manifest", PLAN: "deploy plan"}
 ARTICLES = {IMAGE: "an", INSTALLER: "an", PLAN: "a"}
 
 
 def current(kind: str) -> str:
-    """The format string this metalstream writes for `kind`, e.g. `metalstream-image/1`, `metalstream-plan/1.2`."""
+    """The format string this metalstream writes for `kind`, e.g. `metalstream-image/1`, `metalstream-plan/1.3`."""
     minor = MINOR_VERSIONS.get(kind)
     return f"{kind}/{MAJOR_VERSIONS[kind]}" + (f".{minor}" if minor else "")
 

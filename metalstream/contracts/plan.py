@@ -20,7 +20,9 @@ from .formats import PLAN, PLAN_FORMAT, check_format
 from .manifests import read_image_manifest
 
 TOP_FIELDS = ("format", "deployment_id", "image", "disk_hints", "boot_mode", "storage", "hostname", "network",
-              "root_password_hash", "ssh_keys", "kernel_args", "report", "secure_boot")
+              "root_password_hash", "ssh_keys", "kernel_args", "report", "secure_boot", "reboot")
+REBOOT_FIELDS = ("method",)
+REBOOT_METHODS = ("firmware", "kexec")  # firmware: the machine resets; kexec: the installer jumps into the installed kernel
 IMAGE_FIELDS = ("name", "url", "urls", "sha256", "size", "manifest")
 HINT_TEXT_FIELDS = ("serial", "wwn", "by_path", "model", "name")
 HINT_SIZE_FIELDS = ("min_size_gib", "max_size_gib")
@@ -123,14 +125,15 @@ class Plan:
     kernel_args: str = ""
     report: dict | None = None
     secure_boot: bool = False  # boot the image's signed shim → grub → kernel; never an unsigned fallback
+    reboot_method: str = "firmware"  # how the agent boots the installed system (plan 1.3 `reboot.method`)
 
     @classmethod
     def from_json(cls, data: Any) -> "Plan":
         return read_plan(data)
 
     def to_json(self) -> dict:
-        """The plan document; `secure_boot` (plan 1.2) only when true, so a plan without Secure Boot carries no
-        field a 1.1 agent does not know."""
+        """The plan document; `secure_boot` (plan 1.2) only when true and `reboot` (1.3) only for kexec, so a plan
+        that asks for neither carries no field an older agent does not know."""
         document = {
             "format": PLAN_FORMAT,
             "deployment_id": self.deployment_id,
@@ -147,6 +150,8 @@ class Plan:
         }
         if self.secure_boot:
             document["secure_boot"] = True
+        if self.reboot_method != "firmware":
+            document["reboot"] = {"method": self.reboot_method}
         return document
 
     @property
@@ -206,6 +211,14 @@ def read_ssh_keys(data: Any, location: str) -> list[str]:
     return [rules.ssh_public_key(key, f"{location}[{i}]") for i, key in enumerate(keys)]
 
 
+def read_reboot_method(data: Any, location: str = "plan.reboot") -> str:
+    """`reboot` (plan 1.3): {"method": "firmware" | "kexec"}; absent: firmware (what every older plan meant)."""
+    if data is None:
+        return "firmware"
+    rules.expect_object(data, location, REBOOT_FIELDS)
+    return rules.one_of(data.get("method", "firmware"), REBOOT_METHODS, f"{location}.method")
+
+
 def read_plan(data: Any) -> Plan:
     """Check a plan document and return its typed form (BadInput located at `plan.FIELD`)."""
     rules.expect_object(data, "plan", TOP_FIELDS)
@@ -239,4 +252,5 @@ def read_plan(data: Any) -> Plan:
         kernel_args=rules.kernel_args(data.get("kernel_args") or "", "plan.kernel_args"),
         report=report,
         secure_boot=secure_boot,
+        reboot_method=read_reboot_method(data.get("reboot")),
     )

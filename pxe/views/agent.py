@@ -41,7 +41,8 @@ def plan():
     image = imagestore.get(svc.engine, row["image_name"])
     return jsonify(build_plan(deployment_id=row["id"], request=row["request"], storage=row["storage"], image=image,
                               base_url=base_url(), deploy_public_key=svc.deploy_public_key,
-                              mirrors=svc.config.mirror_rules, client_address=request.remote_addr))
+                              mirrors=svc.config.mirror_rules, client_address=request.remote_addr,
+                              reboot_method=svc.config.reboot_method))
 
 
 @bp.post("/events")
