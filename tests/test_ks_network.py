@@ -150,7 +150,25 @@ def test_the_set_is_checked_one_interface_one_configuration(tmp_path):
                             "(bootproto disabled, ipv6 disabled)")
     problems = _problems(tmp_path, "network --device=br0 --bridgeslaves=ens3\nnetwork --device=br1 "
                                    "--bridgeslaves=ens3\n")
-    assert problems[-1] == "4: error: network: ens3 is already a port of network[0]"
+    assert problems[-1] == f"4: error: network: ens3 is already a port of {tmp_path / 'net.ks'}:3"
+
+
+def test_a_device_configured_twice_is_one_error_naming_both_lines_and_a_vlan_on_it_is_none(tmp_path):
+    problems = _problems(tmp_path, "network --device=eth0 --bootproto=dhcp\n"
+                                   "network --device=eth0 --bootproto=static --ip=192.0.2.5 --netmask=255.255.255.0\n")
+    assert problems[-1:] == [f"4: error: network: --device=eth0: eth0 is configured twice (also {tmp_path / 'net.ks'}:3)"]
+    assert not [p for p in problems if p.startswith("4: warning")]  # not also pykickstart's "already defined"
+    vlan = "network --device=eth0 --bootproto=dhcp\n" \
+           "network --device=eth0 --vlanid=100 --bootproto=static --ip=192.0.2.5 --netmask=255.255.255.0\n"
+    devices = _deploy(tmp_path, vlan)
+    assert [(d.device, d.vlan_id) for d in devices] == [("eth0", None), ("eth0", 100)]
+    assert [p for p in _problems(tmp_path, vlan) if not p.startswith("2: ")] == []  # line 2: no boot partitions
+
+
+def test_a_later_host_name_overrides_the_earlier_with_a_warning_naming_it(tmp_path):
+    problems = _problems(tmp_path, "network --hostname=web1.example.org\nnetwork --hostname web2.example.org\n")
+    assert problems[-1:] == [f"4: error: network --hostname: overrides the definition at {tmp_path / 'net.ks'}:3 "
+                             "(--strict)"]
 
 
 def test_every_option_of_the_network_command_is_honoured_ignored_or_refused():

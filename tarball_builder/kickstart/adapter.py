@@ -46,7 +46,8 @@ PACKAGES_IGNORE_BROKEN = constants.KS_BROKEN_IGNORE
 
 
 _OVERRIDES_REPORTED = ("A partition with the mountpoint", "A user with the name", "A group with the name",
-                       "A repo with the name", "An ssh user with the name")
+                       "A repo with the name", "An ssh user with the name",
+                       "A network device with the name")  # the network split: a VLAN on it, or configured twice
 
 
 @dataclass

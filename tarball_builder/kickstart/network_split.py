@@ -48,12 +48,15 @@ def split_network(parsed: Parsed, findings: Findings, original) -> tuple[list[Ne
     """The devices of every `network` line, and the host name (the last `--hostname`)."""
     devices: list[NetworkDevice] = []
     lines: list[int] = []
-    hostname = None
+    hostname, hostname_line = None, None
     for data in parsed.handler.network.network:
         line = data.lineno
         given = _options(parsed.args_of(line))
         if data.hostname:
+            if hostname_line is not None:
+                findings.warn(line, f"network --hostname: overrides the definition at {findings.place(hostname_line)}")
             hostname = findings.check(line, rules.hostname, data.hostname, f"network --hostname={data.hostname}")
+            hostname_line = line
         if given <= {"--hostname"}:
             continue  # `network --hostname=x` (or `--hostname x`) sets the host name only
         for option in sorted(given & set(INSTALLER_ONLY)):
@@ -72,7 +75,8 @@ def split_network(parsed: Parsed, findings: Findings, original) -> tuple[list[Ne
         check_network(devices, "network")
     except BadInput as exc:
         index = int(m.group(1)) if (m := re.match(r"network\[(\d+)\]", exc.location or "")) else None
-        findings.error(lines[index] if index is not None else lines[-1], f"network: {_reason(exc, devices)}")
+        reason = re.sub(r"\bnetwork\[(\d+)\]", lambda m: findings.place(lines[int(m.group(1))]), _reason(exc, devices))
+        findings.error(lines[index] if index is not None else lines[-1], f"network: {reason}")
     return devices, hostname
 
 
