@@ -91,8 +91,9 @@ def test_mmdebstrap_command_carries_variant_packages_cache_and_exclusion_pin(tmp
     assert "mmdebstrap" in argv and "--variant=minbase" in argv and "--architectures=amd64" in argv
     assert "--include=openssh-server,vim" in argv
     assert argv[-3:] == ["bookworm", str(ctx.root), "-"]
-    assert any("sync-in" in a and str(tmp_path / "cache/debian-archives") in a for a in argv)
-    assert any("sync-out" in a for a in argv)
+    cache = str(tmp_path / "cache/debian-archives")
+    assert any(a.startswith("--setup-hook=") and "flock" in a and cache in a for a in argv)  # copies .deb files in
+    assert any(a.startswith("--customize-hook=") and "flock" in a and cache in a for a in argv)  # and out
     assert any("Package: nano" in a and "Pin-Priority: -1" in a for a in argv)
     assert "--dpkgopt=path-exclude=/usr/share/doc/*" in argv
     assert "Types: deb" in sources
