@@ -42,7 +42,7 @@ from .spec import SplitKickstart
 RECORD_FORMAT = "metalstream-build-key/1"
 FETCH_TIMEOUT = (5.0, 10.0)  # connect, read (seconds)
 MAX_METADATA_BYTES = 64 * 2**20
-HOST_TOOLS = ("tar", "zstd", "mmdebstrap", "apt", "dpkg", "dnf", "rpm", "createrepo-c")
+HOST_TOOLS = ("tar", "zstd", "mmdebstrap", "apt", "dpkg", "dnf", "rpm")
 BUILDER_PACKAGES = (Path(metalstream.__file__).parent, Path(tarball_builder.__file__).parent)
 
 

@@ -30,6 +30,8 @@ def tar_argv(root: Path, epoch: int) -> list[str]:
 
 
 def zstd_argv(level: int, threads: int) -> list[str]:
+    """Always zstd's multithreaded mode (-T0: a worker per core): its frames do not depend on the number
+    of workers, so any thread count gives the same bytes. Never --single-thread, whose frames differ."""
     return ["zstd", "--quiet", "--stdout", *(["--ultra"] if level > 19 else []), f"-{level}", f"-T{threads}"]
 
 
