@@ -280,7 +280,7 @@ def summarize(rows: dict, sizes: dict[str, int], package: dict | None) -> dict:
             if method != "metalstream" and record["ratio"] is not None and record["ratio"] < 1:
                 fastest_everywhere = fastest_everywhere and name not in GOAL_LINKS
                 wins.setdefault(method, []).append(
-                    f"{name} {record['seconds']['median']:.1f} s vs {ours['median']:.1f} s")
+                    f"{name} {record['seconds']['median']:.2f} s vs {ours['median']:.2f} s")
     for method, where in wins.items():
         notes.append(f"{LABELS[method]} is faster ({', '.join(where)}): {WHY_FASTER[method]}")
     for name, row in rows.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +140,12 @@ class ShapedLink:
             raise
         return self
 
+    @property
+    def prefix(self) -> Path:
+        return self.work_dir / f"nginx-{self.plan.server_ns}"
+
     def _start_nginx(self) -> None:
-        prefix = self.work_dir / f"nginx-{self.plan.server_ns}"
+        prefix = self.prefix
         (prefix / "tmp").mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
         http = NGINX_HTTP.format(address=self.plan.server, port=PORT, root=self.root)
@@ -179,6 +184,7 @@ class ShapedLink:
         if self.nginx is not None:
             proc.terminate(self.nginx)
             self.nginx = None
+            shutil.rmtree(self.prefix, ignore_errors=True)
         for argv in self.plan.teardown_commands():
             if argv[3] in self.created:
                 proc.run(argv, check=False)

@@ -49,7 +49,7 @@ def test_summary_names_the_peer_that_wins_and_why():
     result = peers.summarize(rows, sizes, None)
     assert result["met"] is False  # raw.zst moves fewer bytes
     assert "Ironic raw.zst moves fewer bytes" in result["notes"]
-    assert "Ironic raw.zst is faster (local 4.0 s vs 5.0 s)" in result["notes"] and "block copy" in result["notes"]
+    assert "Ironic raw.zst is faster (local 4.00 s vs 5.00 s)" in result["notes"] and "block copy" in result["notes"]
     assert "10gbit: veth + tc" in result["notes"]
     assert result["links"]["local"]["methods"]["ironic_raw_zstd"]["ratio"] == 0.8
     assert result["links"]["1gbit"]["methods"]["curtin_tgz"]["ratio"] == 2.0
@@ -109,3 +109,4 @@ def test_peers_section_runs_every_method_locally_and_through_shaped_links(synthe
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     assert str(work) not in loops
     assert not list(Path("/dev/shm").glob(f"metalstream-bench-{os.getpid()}-*"))
+    assert not list(work.glob("nginx-*"))
