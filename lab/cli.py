@@ -111,7 +111,12 @@ def vm_list(as_json: bool, lab_dir: Path) -> None:
                    "that pins that CA (OUT/installer-tls.json): the agent talks only https; iPXE fetches the boot "
                    "scripts, kernel and initramfs over plain HTTP from a second port. Fails unless the access log "
                    "shows no plain-HTTP agent call or image download.")
-def demo(firmware, vm_name, out_dir, data_dir, lab_dir, summary_path, deploy_timeout, rebuild, tls) -> None:
+@click.option("--reboot", "reboot_method", type=click.Choice(["firmware", "kexec"]), default="firmware",
+              show_default=True,
+              help="How the installer boots the installed system: a firmware reboot, or kexec into the installed "
+                   "kernel (the deployment's reboot_method); the summary prints power-on → active either way.")
+def demo(firmware, vm_name, out_dir, data_dir, lab_dir, summary_path, deploy_timeout, rebuild, tls,
+         reboot_method) -> None:
     """The main job: build the Debian image and the installer from kickstarts/, serve them, PXE-boot a
     lab VM, deploy it, wait until it rebooted into the installed system and the service verified it
     over SSH (`active`), then print the time of every phase and write them to --summary, with the
@@ -121,7 +126,8 @@ def demo(firmware, vm_name, out_dir, data_dir, lab_dir, summary_path, deploy_tim
     """
     from .demo import DemoOptions, run_demo
     run_demo(DemoOptions(firmware=firmware, vm_name=vm_name, out_dir=out_dir, data_dir=data_dir, lab_dir=lab_dir,
-                         summary_path=summary_path, deploy_timeout=deploy_timeout, rebuild=rebuild, tls=tls),
+                         summary_path=summary_path, deploy_timeout=deploy_timeout, rebuild=rebuild, tls=tls,
+                         reboot_method=reboot_method),
              echo=click.echo)
 
 

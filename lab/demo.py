@@ -58,6 +58,7 @@ class DemoOptions:
     summary_path: Path | None = None
     rebuild: bool = False
     tls: bool = False  # HTTPS for the agent (installer with the lab CA), plain HTTP only for the boot files
+    reboot_method: str = "firmware"  # firmware | kexec: how the installer boots the installed system
 
 
 @dataclass
@@ -225,6 +226,12 @@ def watch_deployment(api: ApiClient, dep_id: str, clock: PhaseClock, vm: LabVm, 
         time.sleep(1)
 
 
+def reboot_event(dep: dict) -> str | None:
+    """The agent's `reboot: METHOD (...)` event of a deployment record: how it booted the installed system."""
+    return next((e["message"] for e in reversed(dep.get("events") or [])
+                 if (e.get("message") or "").startswith("reboot:")), None)
+
+
 def _progress_line(dep: dict) -> str:
     parts = [dep["state"]]
     if dep.get("phase"):
@@ -273,8 +280,10 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
         dep = api.post("/api/v1/deployments", {
             "mac": spec.mac, "image": image["name"], "hostname": opts.vm_name, "boot_mode": "both",
             "kernel_args": ["console=ttyS0,115200"], "ssh_address": f"127.0.0.1:{ssh_port}",
+            "reboot_method": opts.reboot_method,
         })
-        echo(f"demo: deployment {dep['id']} for {spec.mac} ({opts.firmware}); powering on {spec.name}")
+        echo(f"demo: deployment {dep['id']} for {spec.mac} ({opts.firmware}, {opts.reboot_method} reboot); "
+             f"powering on {spec.name}")
         spec.boot_url = f"{service.guest_boot_url}/boot.ipxe"
         create_disk(spec)
         clock.mark("vm_power_on")
@@ -284,8 +293,12 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
     traffic = traffic_by_scheme(_read_log_from(service.log_path, log_start))
     summary.update({"deployment": final["id"], "state": final["state"], "firmware": opts.firmware,
                     "image": image["name"], "image_size": image.get("size"), "error": final.get("error"),
-                    "tls": opts.tls, "traffic": traffic})
+                    "tls": opts.tls, "traffic": traffic, "reboot_method": opts.reboot_method,
+                    "reboot_event": reboot_event(final)})
     echo(render_table(summary))
+    echo(f"demo: power-on → active with a {opts.reboot_method} reboot: "
+         f"{'-' if summary['deploy_total_seconds'] is None else summary['deploy_total_seconds']} s"
+         f" ({summary['reboot_event'] or 'the agent reported no reboot method'})")
     echo(f"demo: service access log: {render_traffic(traffic)}")
     if opts.summary_path:
         opts.summary_path.parent.mkdir(parents=True, exist_ok=True)

@@ -169,7 +169,7 @@ def test_installer_sample_has_the_agent_and_its_tools() -> None:
     assert split.build.distribution.family == "debian"
     assert {"linux-image-amd64", "python3", "python3-requests", "python3-pyudev", "python3-click", "gdisk",
             "fdisk", "e2fsprogs", "xfsprogs", "dosfstools", "mtools", "grub-pc-bin", "grub-efi-amd64-bin",
-            "grub2-common", "efibootmgr", "zstd", "tar", "udev", "iproute2", "isc-dhcp-client", "busybox", "kmod",
+            "grub2-common", "efibootmgr", "zstd", "tar", "udev", "iproute2", "kexec-tools", "busybox", "kmod",
             "util-linux", "ca-certificates"} <= set(split.build.packages.names)
     assert "openssh-server" not in split.build.packages.names
     assert split.deploy == DeploySpec()

@@ -31,3 +31,12 @@ def test_default_kickstarts_are_the_repositorys_own():
     assert defaults.image_kickstart.is_file(), defaults.image_kickstart
     assert defaults.installer_kickstart.is_file(), defaults.installer_kickstart
     assert defaults.out_dir.parent == Path(__file__).resolve().parents[1]
+
+
+def test_reboot_event_is_the_agents_last_reboot_message():
+    from lab.demo import reboot_event
+
+    dep = {"events": [{"message": "agent started"}, {"message": "reboot: firmware (kexec not possible: x)"},
+                      {"message": None}]}
+    assert reboot_event(dep) == "reboot: firmware (kexec not possible: x)"
+    assert reboot_event({"events": [{"message": "installed"}]}) is None and reboot_event({}) is None
