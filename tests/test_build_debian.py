@@ -125,6 +125,15 @@ def test_same_kickstart_twice_gives_the_same_sha256(tmp_path):
     line = next(l for l in tar_listing(tarball) if l.endswith("./home/ops/.ssh/authorized_keys"))
     assert line.startswith("-rw-------") and " 1500/" in line
     assert a["kernels"] == []
+    # The same kickstart as a user brings it, without the add-on: --family/--release name the distribution
+    # and the defaults of the add-on's other keys (variant minbase) give the same set of packages.
+    plain = tmp_path / "plain.ks"
+    plain.write_text(_without_addon((DATA / "repro.ks").read_text()))
+    third = build_image(plain, tmp_path / "c", "--family", "debian", "--release", "bookworm")
+    assert third.returncode == 0, third.stderr[-3000:]
+    c = json.loads((tmp_path / "c/plain.json").read_text())
+    assert c["distribution"]["codename"] == "bookworm"
+    assert c["packages"] == a["packages"]
     # The package cache holds every package of the image: a rebuild downloads nothing.
     cached = {p.name for p in (BUILD_TEST_CACHE / "debian-archives").glob("*.deb")}
     for pkg in a["packages"]:
@@ -144,6 +153,24 @@ def test_debian_minimal_with_kernel_and_initramfs_is_reproducible(debian_minimal
         differing = _differing_members(debian_minimal_image.parent / first["tarball"],
                                        tmp_path / "debian-minimal.tar.zst")
         pytest.fail(f"two builds differ in: {differing[:20]}")
+
+
+@pytest.mark.slow
+def test_debian_minimal_without_its_addon_builds_with_family_and_release(debian_minimal_image, tmp_path):
+    """The sample kickstart with its %addon section removed, named on the command line, is the same image
+    apart from what the kickstart's text seeds (its timestamps): same packages, same kernel."""
+    plain = tmp_path / "debian-minimal.ks"
+    plain.write_text(_without_addon((REPO / "kickstarts/debian-minimal.ks").read_text()))
+    result = build_image(plain, tmp_path / "out", "--family", "debian", "--release", "bookworm")
+    assert result.returncode == 0, result.stderr[-3000:]
+    built = json.loads((tmp_path / "out/debian-minimal.json").read_text())
+    sample = json.loads(debian_minimal_image.read_text())
+    assert (built["distribution"], built["packages"], built["kernels"]) == \
+        (sample["distribution"], sample["packages"], sample["kernels"])
+
+
+def _without_addon(text: str) -> str:
+    return re.sub(r"%addon org_metalstream_image\n.*?%end\n", "", text, flags=re.DOTALL)
 
 
 def _differing_members(a: Path, b: Path) -> list[str]:
@@ -189,7 +216,7 @@ def test_unknown_package_is_named_with_the_packages_line(tmp_path):
     # The kickstart without its add-on: --family/--release name the distribution (issue 12).
     text = (DATA / "unknown-package.ks").read_text()
     ks = tmp_path / "unknown-package.ks"
-    ks.write_text(re.sub(r"%addon org_metalstream_image\n.*?%end\n", "", text, flags=re.DOTALL))
+    ks.write_text(_without_addon(text))
     out = tmp_path / "out"
     result = build_image(ks, out, "--family", "debian", "--release", "bookworm")
     assert result.returncode == 2
