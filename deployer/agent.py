@@ -164,8 +164,12 @@ def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] 
         code, outcome = _install(plan, options, held, service, verify)
         method = kexec.FIRMWARE
         if code == 0:
-            method = _choose_reboot(plan, outcome, options, held, kexec_ops)
-            held.release()
+            try:
+                method = _choose_reboot(plan, outcome, options, held, kexec_ops)
+            except Exception:  # a bug there must not keep the result from the service: the firmware reboot is safe
+                log.exception("choosing the reboot method failed; rebooting through the firmware")
+            finally:
+                held.release()
     if code == 0 and options.reboot:
         out.write(f"metalstream-agent: installed; rebooting ({method})\n")
         out.flush()

@@ -288,3 +288,21 @@ def test_agent_option_overrides_the_plan_and_a_plan_without_reboot_means_firmwar
     code, out, reboot_events, reboots = _install_with(synthetic_image, fake_service, file_server, sparse_disk, kernel,
                                                       reboot_method=None, option="kexec")
     assert code == 0 and len(kernel.loaded) == 1 and reboot_events[0].startswith("reboot: kexec (")
+
+
+@pytest.mark.root
+def test_a_bug_while_choosing_the_reboot_still_posts_the_result_and_reboots_through_the_firmware(
+        install_tools, synthetic_image, fake_service, file_server, sparse_disk):
+    class Broken(FakeKernel):
+        def ops(self):
+            from deployer.agent import KexecOps
+
+            def blocker():
+                raise RuntimeError("a bug")
+            return KexecOps(blocker=blocker, load=self.load, execute=self.execute, unload=self.unload)
+
+    kernel = Broken()
+    code, out, reboot_events, reboots = _install_with(synthetic_image, fake_service, file_server, sparse_disk, kernel)
+    assert code == 0 and reboot_events == [] and kernel.executed == []
+    (result,) = fake_service.state.results
+    assert result["success"] is True and reboots == [1]
