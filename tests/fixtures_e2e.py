@@ -39,9 +39,6 @@ def e2e_lab(tmp_path_factory, debian_minimal_image, installer_build):
     from lab.demo import ApiClient
     from lab.service_proc import ServiceProcess
     from lab.vm import OVMF_CODE
-    from pxe import imagestore, tokens
-    from pxe.cli import _engine
-
     from conftest import require_root, require_tools
 
     require_root()
@@ -52,9 +49,7 @@ def e2e_lab(tmp_path_factory, debian_minimal_image, installer_build):
     installer_manifest = installer_out / "installer.json"
     base = tmp_path_factory.mktemp("e2e")
     data_dir, lab_dir = base / "data", base / "lab"
-    config, engine = _engine(data_dir, None)
-    image = imagestore.register(engine, config.image_dir, debian_minimal_image)
-    token = tokens.create_api_token(engine, "admin", "e2e tests")
+    config, engine, image, token = service_with_image(data_dir, debian_minimal_image, "e2e tests")
     try:
         with ServiceProcess(data_dir, installer=installer_manifest) as service:
             yield E2eLab(service=service, api=ApiClient(service.url, token), engine=engine,
@@ -65,6 +60,17 @@ def e2e_lab(tmp_path_factory, debian_minimal_image, installer_build):
         for disk in lab_dir.glob("*/disk.img"):
             disk.unlink()
         shutil.rmtree(config.image_dir, ignore_errors=True)
+
+
+def service_with_image(data_dir: Path, image_manifest: Path, purpose: str):
+    """A service data directory holding `image_manifest`'s image and an admin API token for `purpose`:
+    (config, engine, image, token)."""
+    from pxe import imagestore, tokens
+    from pxe.cli import _engine
+
+    config, engine = _engine(data_dir, None)
+    image = imagestore.register(engine, config.image_dir, image_manifest)
+    return config, engine, image, tokens.create_api_token(engine, "admin", purpose)
 
 
 def create_deployment(lab: E2eLab, spec, image_name: str, ssh_port: int) -> dict:

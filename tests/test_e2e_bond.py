@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import METALSTREAM
-from fixtures_e2e import wait_terminal
+from fixtures_e2e import service_with_image, wait_terminal
 
 VID = 42
 FAILOVER_TIMEOUT = 120
@@ -60,8 +60,6 @@ def test_bond_and_vlan_from_the_kickstart_survive_a_pulled_link(tmp_path_factory
     from lab.netns import ProvisioningNet, free_plan
     from lab.service_proc import ServiceProcess
     from lab.vm import OVMF_CODE, LabVm, VmSpec, create_disk
-    from pxe import imagestore, tokens
-    from pxe.cli import _engine
 
     from conftest import require_root, require_tools
 
@@ -71,9 +69,7 @@ def test_bond_and_vlan_from_the_kickstart_survive_a_pulled_link(tmp_path_factory
         pytest.fail(f"{OVMF_CODE} is missing: run `bash .ci/setup`, which installs ovmf")
     base = tmp_path_factory.mktemp("bond")
     data_dir = base / "data"
-    config, engine = _engine(data_dir, None)
-    image = imagestore.register(engine, config.image_dir, debian_minimal_image)
-    token = tokens.create_api_token(engine, "admin", "bond e2e")
+    _config, engine, image, token = service_with_image(data_dir, debian_minimal_image, "bond e2e")
     engine.dispose()
     _, installer_out, _ = installer_build
     with ProvisioningNet(free_plan(), base / "net", taps=2) as net:

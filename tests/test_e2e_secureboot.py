@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import METALSTREAM
-from fixtures_e2e import esp_entries, wait_terminal
+from fixtures_e2e import esp_entries, service_with_image, wait_terminal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
@@ -42,8 +42,6 @@ class SecureBootLab:
 def sb_lab(tmp_path_factory, installer_build, debian_secureboot_image):
     from lab.netns import ProvisioningNet, free_plan
     from lab.vm import OVMF_CODE_SECBOOT, OVMF_VARS_MS
-    from pxe import imagestore, tokens
-    from pxe.cli import _engine
 
     from conftest import require_root, require_tools
 
@@ -58,9 +56,7 @@ def sb_lab(tmp_path_factory, installer_build, debian_secureboot_image):
                     "shim-signed and grub-efi-amd64-signed")
     base = tmp_path_factory.mktemp("secureboot")
     data_dir = base / "data"
-    config, engine = _engine(data_dir, None)
-    image = imagestore.register(engine, config.image_dir, debian_secureboot_image)
-    token = tokens.create_api_token(engine, "admin", "secure boot e2e")
+    _config, engine, image, token = service_with_image(data_dir, debian_secureboot_image, "secure boot e2e")
     engine.dispose()
     with ProvisioningNet(free_plan(), base / "net", taps=2) as net:
         try:

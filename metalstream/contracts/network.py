@@ -136,17 +136,22 @@ def ipv6_interface(value: str, location: str) -> ipaddress.IPv6Interface:
     return interface
 
 
-def bond_options(items: list[str], location: str) -> list[str]:
-    """`key=value` bond options, checked and normalised (a numeric mode becomes its name)."""
-    result = []
+def _options(items: list[str], location: str, known: dict, what: str):
+    """(where, key, kind, value) of each `key=value` item, the key known to `known` (key → kind)."""
     for i, item in enumerate(items):
         where = f"{location}[{i}]"
         key, sep, value = item.partition("=")
         if not sep or not value:
             raise BadInput(f"expected key=value, got {item!r}", location=where)
-        kind = BOND_OPTIONS.get(key)
-        if kind is None:
-            raise BadInput(f"unknown bond option {key!r} (known: {', '.join(BOND_OPTIONS)})", location=where)
+        if key not in known:
+            raise BadInput(f"unknown {what} option {key!r} (known: {', '.join(known)})", location=where)
+        yield where, key, known[key], value
+
+
+def bond_options(items: list[str], location: str) -> list[str]:
+    """`key=value` bond options, checked and normalised (a numeric mode becomes its name)."""
+    result = []
+    for where, key, kind, value in _options(items, location, BOND_OPTIONS, "bond"):
         if kind == "mode":
             value = BOND_MODES[int(value)] if value.isdigit() and int(value) < len(BOND_MODES) else value
             rules.one_of(value, BOND_MODES, where)
@@ -165,14 +170,7 @@ def bond_options(items: list[str], location: str) -> list[str]:
 
 def bridge_options(items: list[str], location: str) -> list[str]:
     result = []
-    for i, item in enumerate(items):
-        where = f"{location}[{i}]"
-        key, sep, value = item.partition("=")
-        if not sep or not value:
-            raise BadInput(f"expected key=value, got {item!r}", location=where)
-        kind = BRIDGE_OPTIONS.get(key)
-        if kind is None:
-            raise BadInput(f"unknown bridge option {key!r} (known: {', '.join(BRIDGE_OPTIONS)})", location=where)
+    for where, key, kind, value in _options(items, location, BRIDGE_OPTIONS, "bridge"):
         if kind == "bool":
             if value.lower() not in ("yes", "no", "true", "false", "1", "0", "on", "off"):
                 raise BadInput(f"bridge option {key} must be yes or no, got {value!r}", location=where)
