@@ -1,12 +1,13 @@
 """Deploy-time kickstart carried in a deployment request → the deploy spec (`storage`) of the plan.
 
-The text goes through the builder's kickstart front end (tarball_builder.kickstart: templating,
-pykickstart at the pinned syntax, the deploy half of the split), so it is validated exactly like a
+The text goes through the builder's kickstart front end (tarball_builder.kickstart: pykickstart at the
+pinned syntax, the deploy half of the split; never rendered as a template), so it is validated exactly like a
 kickstart given to `metalstream ks`. Only its deploy commands are used (clearpart, part, autopart,
 bootloader, network, sshkey, ..., and `%addon org_metalstream_deploy`'s `secure_boot=true`); a full
 kickstart is accepted too and its build part ignored.
 Because the text comes from an API client, anything that would read files on the server
-(`%include`, `%ksappend`, template statements) is refused before parsing.
+(`%include`, `%ksappend`) is refused before parsing, and so are template statements, which a client
+might expect to be rendered.
 """
 from __future__ import annotations
 
