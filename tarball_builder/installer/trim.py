@@ -28,7 +28,23 @@ DROPPED_TREES: tuple[str, ...] = (
     "usr/lib/python3.*/pydoc_data",
     # Secure Boot network boot: the signed loaders ship beside the kernel (loaders.py), not in here.
     "usr/lib/shim", "usr/lib/grub/x86_64-efi-signed", "usr/share/shim",
+    # Nothing in the installer installs packages or runs perl (its modules above are gone already).
+    "usr/lib/apt", "etc/apt", "usr/lib/x86_64-linux-gnu/perl-base",
+    # Time zones: the installer runs in UTC (KEPT_INSIDE); iconv: mtools needs codepage 850 only (KEPT_INSIDE).
+    "usr/share/zoneinfo", "usr/lib/x86_64-linux-gnu/gconv",
+    # grub's platform modules: the deployer builds the target's boot images from the *target's* own module
+    # directory (deployer.bootloader), so the installer's copy never runs; grub-bios-setup lives there (KEPT_INSIDE).
+    "usr/lib/grub/i386-pc", "usr/lib/grub/x86_64-efi",
 )
+# Kept although inside a dropped tree (directories on the way included).
+KEPT_INSIDE: frozenset[str] = frozenset({
+    "usr/share/zoneinfo", "usr/share/zoneinfo/Etc", "usr/share/zoneinfo/Etc/UTC", "usr/share/zoneinfo/UTC",
+    "usr/lib/x86_64-linux-gnu/gconv", "usr/lib/x86_64-linux-gnu/gconv/gconv-modules",
+    "usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache", "usr/lib/x86_64-linux-gnu/gconv/gconv-modules.d",
+    "usr/lib/x86_64-linux-gnu/gconv/gconv-modules.d/gconv-modules-extra.conf",
+    "usr/lib/x86_64-linux-gnu/gconv/IBM850.so",
+    "usr/lib/grub/i386-pc", "usr/lib/grub/i386-pc/grub-bios-setup",
+})
 # Single files dropped (globs): ICU only serves xfs_scrub, which the deployer never runs; udev's
 # hardware database only adds vendor names, not the ID_SERIAL/ID_WWN/ID_PATH the disk hints use.
 DROPPED_FILES: tuple[str, ...] = (
@@ -36,6 +52,15 @@ DROPPED_FILES: tuple[str, ...] = (
     "usr/lib/udev/hwdb.bin", "etc/udev/hwdb.bin",
     # shim-signed's tools: nothing in the installer changes MOK state (Secure Boot state is read from efivarfs).
     "usr/bin/mokutil", "usr/sbin/update-secureboot-policy",
+    # apt and perl: their programs and libraries (nothing the agent or /init runs uses them).
+    "usr/bin/apt", "usr/bin/apt-*", "usr/lib/x86_64-linux-gnu/libapt-*",
+    "usr/bin/perl*", "usr/lib/x86_64-linux-gnu/libperl.so*",
+    # grub's tools for other jobs (rescue media, fonts, layouts, netboot trees, passwords, old configs): the
+    # deployer builds its images with grub-mkimage and grub-bios-setup.
+    "usr/bin/grub-fstest", "usr/bin/grub-glue-efi", "usr/bin/grub-kbdcomp", "usr/bin/grub-menulst2cfg",
+    "usr/bin/grub-mkfont", "usr/bin/grub-mklayout", "usr/bin/grub-mknetdir", "usr/bin/grub-mkpasswd-pbkdf2",
+    "usr/bin/grub-mkrescue", "usr/bin/grub-mkstandalone", "usr/bin/grub-mount", "usr/bin/grub-render-label",
+    "usr/bin/grub-script-check", "usr/bin/grub-syslinux2cfg", "usr/sbin/grub-macbless",
 )
 # Directories kept (empty) although their content is dropped.
 KEPT_EMPTY: frozenset[str] = frozenset({"var/cache", "var/log", "var/tmp", "tmp", "run"})
@@ -46,7 +71,7 @@ MODULES_DIR = "usr/lib/modules"
 
 def keep(path: str) -> bool:
     """Whether a root-relative path (not a module tree entry) ships in the initramfs."""
-    if path in KEPT_EMPTY:
+    if path in KEPT_EMPTY or path in KEPT_INSIDE:
         return True
     if "__pycache__" in path.split("/"):  # recompiled, without timestamps, after the deployer is added
         return False
