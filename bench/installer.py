@@ -47,11 +47,13 @@ def event_time(dep: dict, state: str) -> float | None:
 
 
 def deployment_times(dep: dict, vm_started: float, active_at: float | None) -> dict:
-    """Seconds from VM start to the boot script (firmware + iPXE), to the agent's first request, to active (pure)."""
-    booting, installing = event_time(dep, "booting"), event_time(dep, "installing")
+    """Seconds from VM start to the boot script (firmware + iPXE), to the agent's first request, to active, and
+    from `installed` (the agent's result: the reboot starts) to active: the part the reboot method changes (pure)."""
+    booting, installing, installed = (event_time(dep, state) for state in ("booting", "installing", "installed"))
     return {"to_boot_script": round(booting - vm_started, 1) if booting else None,
             "to_agent_first_request": round(installing - vm_started, 1) if installing else None,
-            "to_active": round(active_at - vm_started, 1) if active_at else None}
+            "to_active": round(active_at - vm_started, 1) if active_at else None,
+            "installed_to_active": round(active_at - installed, 1) if active_at and installed else None}
 
 
 def bench_installer(image_manifest: Path, work: Path, echo, *, runs: int = 1) -> dict:
@@ -72,12 +74,17 @@ def bench_installer(image_manifest: Path, work: Path, echo, *, runs: int = 1) ->
     boots = [run["to_agent_first_request"] for runs_ in deployments.values() for run in runs_]
     boot = figure(boots, 1)
     active = {method: figure([run["to_active"] for run in runs_], 1) for method, runs_ in deployments.items()}
-    saved = round(active["firmware"]["median"] - active["kexec"]["median"], 1)
+    rebooting = {method: figure([run["installed_to_active"] for run in runs_], 1)
+                 for method, runs_ in deployments.items()}
+    # The whole deployment varies with the load on this host by more than the reboot takes; the reboot itself
+    # (installed → active) is what the method changes, so the goal is on that.
+    saved = round(rebooting["firmware"]["median"] - rebooting["kexec"]["median"], 1)
     return {"size": size, "build_seconds": round(built, 1),
             "boot_to_agent_seconds": {**boot, **goal(boot["median"], "<=", BOOT_GOAL_SECONDS),
                                       "to_boot_script": figure([r["to_boot_script"] for runs_ in deployments.values()
                                                                 for r in runs_], 1)},
-            "reboot": {"power_on_to_active_seconds": active, "kexec_saves_seconds": saved,
+            "reboot": {"power_on_to_active_seconds": active, "installed_to_active_seconds": rebooting,
+                       "kexec_saves_seconds": saved,
                        "kexec_events": [r["reboot_event"] for r in deployments["kexec"]],
                        **goal(saved, ">=", 0), "runs": deployments},
             "met": size["met"] and boot["median"] <= BOOT_GOAL_SECONDS and saved >= 0}
@@ -121,7 +128,8 @@ def _deploy(installer_manifest: Path, image_manifest: Path, work: Path, method: 
     spec.disk.unlink(missing_ok=True)
     times = deployment_times(final, started, started + clock.marks["active"] - clock.marks["vm_power_on"])
     echo(f"    VM start → boot script {times['to_boot_script']} s → agent's first request "
-         f"{times['to_agent_first_request']} s → active {times['to_active']} s; {reboot_event(final)}")
+         f"{times['to_agent_first_request']} s → active {times['to_active']} s (installed → active "
+         f"{times['installed_to_active']} s); {reboot_event(final)}")
     return {**times, "reboot_event": reboot_event(final)}
 
 
@@ -133,7 +141,10 @@ def table_rows(record: dict, secs, met) -> list[tuple]:
              f"{size['of_before']}x", size["goal"], met(size)),
             ("installer boot → agent's 1st request", secs(boot), f"{secs(boot['to_boot_script'])} (to boot script)",
              "", boot["goal"], met(boot))]
-    active = reboot["power_on_to_active_seconds"]
+    active, rebooting = reboot["power_on_to_active_seconds"], reboot["installed_to_active_seconds"]
     rows.append(("power-on → active, kexec vs firmware", secs(active["kexec"]), secs(active["firmware"]) + " (firmware)",
-                 f"{reboot['kexec_saves_seconds']} s saved", reboot["goal"], met(reboot)))
+                 "", "", ""))
+    rows.append(("installed → active, kexec vs firmware", secs(rebooting["kexec"]),
+                 secs(rebooting["firmware"]) + " (firmware)", f"{reboot['kexec_saves_seconds']} s saved", reboot["goal"],
+                 met(reboot)))
     return rows

@@ -19,20 +19,22 @@ def test_installer_size_compares_with_the_size_before_the_trims():
 
 def test_times_come_from_the_first_event_of_each_state():
     dep = {"events": [{"state": "pending", "time": 100.0}, {"state": "booting", "time": 112.5},
-                      {"state": "booting", "time": 150.0}, {"state": "installing", "time": 171.0}]}
+                      {"state": "booting", "time": 150.0}, {"state": "installing", "time": 171.0},
+                      {"state": "installing", "time": 250.0}, {"state": "installed", "time": 320.0}]}
     assert event_time(dep, "booting") == 112.5 and event_time(dep, "active") is None
     assert deployment_times(dep, 100.0, 400.04) == {"to_boot_script": 12.5, "to_agent_first_request": 71.0,
-                                                    "to_active": 300.0}
+                                                    "to_active": 300.0, "installed_to_active": 80.0}
     assert deployment_times({"events": []}, 100.0, None) == {"to_boot_script": None, "to_agent_first_request": None,
-                                                             "to_active": None}
+                                                             "to_active": None, "installed_to_active": None}
 
 
 def test_table_rows_name_each_figure_and_its_goal():
     boot = {**figure([60.0, 70.0], 1), "goal": "<= 120", "met": True, "to_boot_script": figure([10.0, 12.0], 1)}
     record = {"size": installer_size(MANIFEST), "boot_to_agent_seconds": boot,
               "reboot": {"power_on_to_active_seconds": {"kexec": figure([200.0]), "firmware": figure([230.0])},
+                         "installed_to_active_seconds": {"kexec": figure([70.0]), "firmware": figure([100.0])},
                          "kexec_saves_seconds": 30.0, "goal": ">= 0", "met": True}}
     rows = table_rows(record, lambda fig: f"{fig['median']:.1f} s", lambda r: "met" if r.get("met") else "NOT MET")
     assert [row[0] for row in rows] == ["installer kernel + initramfs", "installer boot → agent's 1st request",
-                                        "power-on → active, kexec vs firmware"]
-    assert rows[2][1] == "200.0 s" and rows[2][3] == "30.0 s saved"
+                                        "power-on → active, kexec vs firmware", "installed → active, kexec vs firmware"]
+    assert rows[2][1] == "200.0 s" and rows[3][1] == "70.0 s" and rows[3][3] == "30.0 s saved"
