@@ -3,6 +3,7 @@ one real run of the peers section with the small synthetic image, locally and th
 Only that the numbers exist and are consistent is checked; timings are never asserted."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_peers_section_runs_every_method_locally_and_through_shaped_links(synthe
     result = peers.bench_peers(synthetic_image, tarball, 1, work, lambda line: None, package=package)
 
     assert set(result["links"]) == {"local", "1gbit", "10gbit"}
-    directory = next(work.glob("peers-*"))
+    directory = work / f"peers-{json.loads(synthetic_image.read_text())['sha256'][:16]}"  # prepare()'s
     assert result["bytes"]["metalstream"] == synthetic_image.stat().st_size + tarball.stat().st_size
     assert result["bytes"]["curtin_tgz"] == (directory / "root.tar.gz").stat().st_size
     for name, row in result["links"].items():
