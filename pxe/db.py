@@ -106,6 +106,79 @@ deployments = Table(
     Column("first_stage", JSON, nullable=True),  # {"loader", "client", "mac", "at"}: last first-stage TFTP fetch
     Column("installer_secure_boot", Boolean, nullable=True),
     Column("target_secure_boot", Boolean, nullable=True),
+    # machines and power (issue 14): the machine this deployment installs (NULL: a MAC-only deployment)
+    Column("machine_id", String(36), nullable=True, index=True),
+    # set by the worker that claimed this deployment's power-on (boot-once network + power cycle)
+    Column("power_claimed_at", Float, nullable=True),
+    Column("powered_at", Float, nullable=True),  # when the BMC accepted the power-on
+    Column("boot_restored_at", Float, nullable=True),  # when the boot device was set back to disk after installed
+)
+
+machines = Table(
+    "machines", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("state", String(16), nullable=False, index=True),  # pxe.machine_states
+    Column("bmc_driver", String(16), nullable=False),  # "redfish" | "ipmi" | "manual"
+    Column("bmc_address", String(255), nullable=True),
+    Column("bmc_username", String(64), nullable=True),
+    Column("bmc_password_sealed", Text, nullable=True),  # ciphertext only (pxe.secretbox); never returned
+    Column("bmc_verify_tls", Boolean, nullable=True),
+    Column("bmc_system_id", String(255), nullable=True),
+    Column("tags", JSON, nullable=False),
+    Column("facts", JSON, nullable=True),
+    Column("facts_at", Float, nullable=True),
+    Column("power_state", String(16), nullable=True),  # "on" | "off" | "unknown"; NULL: never asked
+    Column("power_checked_at", Float, nullable=True),
+    Column("power_claimed_at", Float, nullable=True),  # a worker is refreshing the power state
+    Column("power_error", Text, nullable=True),  # the BMC's last error message (no secrets)
+    Column("current_deployment_id", String(36), nullable=True),
+    Column("last_deployment_id", String(36), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row per MAC: a MAC belongs to at most one machine (the primary key says so under concurrency).
+machine_macs = Table(
+    "machine_macs", metadata,
+    Column("mac", String(17), primary_key=True),
+    Column("machine_id", String(36), ForeignKey("machines.id", ondelete="CASCADE"), nullable=False, index=True),
+)
+
+webhooks = Table(
+    "webhooks", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("event_types", JSON, nullable=False),  # list of event type names, or ["*"]
+    Column("secret_sealed", Text, nullable=False),  # ciphertext only (pxe.secretbox); never returned
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# The outbox: every state change of a deployment or a machine, written in the transaction that made it.
+webhook_events = Table(
+    "webhook_events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),  # the event id receivers dedupe on
+    Column("type", String(64), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("payload", JSON, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("webhook_id", String(36), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("event_id", String(36), nullable=False),
+    Column("state", String(16), nullable=False, index=True),  # "pending" | "delivered" | "failed"
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=True, index=True),
+    Column("claimed_until", Float, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    Index("uq_webhook_deliveries_event", "webhook_id", "event_id", unique=True),
 )
 
 events = Table(
