@@ -37,6 +37,16 @@ class ServiceConfig:
     image_mirrors: tuple[str, ...] = ()
     # how agents boot the installed system when the deployment does not say (`reboot_method`): firmware | kexec
     reboot_method: str = "firmware"
+    # machines and power (issue 14)
+    discovery: bool = False  # an unknown MAC that PXE-boots gets the installer in inspection mode
+    bmc_timeout: float = 20.0  # seconds one BMC call may take
+    bmc_retries: int = 3  # attempts of one BMC operation (backoff between them) before it fails
+    bmc_concurrency: int = 2  # BMC calls at once per BMC address (per service process)
+    power_refresh_interval: float = 300.0  # seconds between power-state refreshes of a machine; 0 = off
+    boot_timeout: float = 600.0  # seconds after power-on for the machine to network-boot before it fails
+    # webhooks
+    webhook_timeout: float = 10.0  # seconds one delivery may take
+    webhook_retry_for: float = 6 * 3600.0  # keep retrying a delivery for this long (exponential backoff)
 
     def __post_init__(self) -> None:
         self.image_mirrors = tuple(str(parse_mirror_rule(str(rule))) for rule in self.image_mirrors)

@@ -85,7 +85,26 @@ def _deployment_schema() -> dict:
     }
 
 
+# Modules that describe their own routes: each has PATHS and SCHEMAS (dicts merged into the document).
+PARTS = ("pxe.openapi_machines", "pxe.openapi_power", "pxe.openapi_webhooks", "pxe.openapi_inspection")
+
+
 def openapi_document() -> dict:
+    document = _core_document()
+    import importlib
+    for name in PARTS:
+        try:
+            part = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        document["paths"].update(part.PATHS)
+        document["components"]["schemas"].update(part.SCHEMAS)
+    return document
+
+
+def _core_document() -> dict:
     idem = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 200}}
     return {
         "openapi": "3.0.3",

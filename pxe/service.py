@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 from . import activation, db, imagestore
 from .config import ServiceConfig
 from .render import Renderer
+from .secretbox import SecretBox
 
 
 @dataclass
@@ -17,6 +18,7 @@ class Service:
     renderer: Renderer
     installer: dict | None
     deploy_public_key: str
+    secrets: SecretBox
 
     @classmethod
     def open(cls, config: ServiceConfig) -> "Service":
@@ -24,4 +26,5 @@ class Service:
         installer = imagestore.read_installer_manifest(config.installer) if config.installer else None
         return cls(config=config, engine=db.make_engine(config.db_url),
                    renderer=Renderer(config.template_dir, boot_url=config.boot_url),
-                   installer=installer, deploy_public_key=activation.ensure_deploy_key(config.deploy_key))
+                   installer=installer, deploy_public_key=activation.ensure_deploy_key(config.deploy_key),
+                   secrets=SecretBox.for_data_dir(config.data_dir))
