@@ -176,6 +176,15 @@ def test_layout_without_root_is_an_error_no_layout_is_the_default(tmp_path: Path
     assert default.deploy.partitions == [] and default.deploy.autopart is None
 
 
+@pytest.mark.parametrize("option", ["--size=99999999999999999999", "--size=1 --grow --maxsize=99999999999999999999"])
+def test_a_partition_larger_than_gpt_can_address_is_an_error_at_its_line(tmp_path: Path, option) -> None:
+    """Caught at lint, not first by the agent's plan reader (the service used to store such a deployment)."""
+    with pytest.raises(KickstartError) as caught:
+        parse_kickstart(write(tmp_path, DEBIAN + f"part / {option}\n" + PACKAGES))
+    assert [(d.line, d.message) for d in caught.value.diagnostics] == [
+        (5, f"part /: {option.split()[-1]} MiB is larger than any disk GPT can address (at most 9007199254740992 MiB)")]
+
+
 def test_part_swap_recommended_and_hibernation(tmp_path: Path) -> None:
     split = parse_kickstart(write(tmp_path, DEBIAN + "part / --size=2048 --grow\npart swap --hibernation\n" + PACKAGES))
     assert split.deploy.partitions[1] == PartSpec(mountpoint="swap", fstype="swap", recommended=True, hibernation=True,

@@ -432,6 +432,7 @@ def test_deploy_time_kickstart_becomes_the_plans_storage(pxe_env):
     ("part / --fstype=ext4 --size=100\nfrobnicate\n", "kickstart:2", "frobnicate"),
     ("part / --size=100\n%include /etc/shadow\n", "kickstart:2", "%include"),
     ("{% include 'x' %}\n", "kickstart:1", "template"),
+    ("clearpart --all\npart / --size=99999999999999999999\n", "kickstart:2", "larger than any disk"),
 ])
 def test_deploy_time_kickstart_errors_are_located(pxe_env, text, field, words):
     response = pxe_env.post_deployment({"mac": PXE_MAC, "image": "tiny", "kickstart": text})

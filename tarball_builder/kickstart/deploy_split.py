@@ -133,6 +133,10 @@ def _check_boot_partitions(spec: DeploySpec, first: int | None, findings: Findin
                              "firmware needs, as `reqpart` does")
 
 
+# A GPT disk has at most 2**64 sectors of 512 bytes: 2**64 * 512 / 2**20 MiB.
+MAX_PARTITION_MIB = 2**64 // 2**11
+
+
 def _check_part(mountpoint: str, fstype: str | None, data, line: int, findings: Findings) -> bool:
     ok = True
     if fstype is not None and fstype not in FSTYPES:
@@ -156,6 +160,11 @@ def _check_part(mountpoint: str, fstype: str | None, data, line: int, findings: 
     if data.size is not None and data.size <= 0:
         findings.error(line, f"part {mountpoint}: --size must be a positive number of MiB")
         ok = False
+    for option, value in (("--size", data.size), ("--maxsize", data.maxSizeMB)):
+        if value is not None and value > MAX_PARTITION_MIB:
+            findings.error(line, f"part {mountpoint}: {option}={value} MiB is larger than any disk GPT can address "
+                                 f"(at most {MAX_PARTITION_MIB} MiB)")
+            ok = False
     if data.maxSizeMB and data.size and data.maxSizeMB < data.size:
         findings.error(line, f"part {mountpoint}: --maxsize={data.maxSizeMB} is smaller than --size={data.size}")
         ok = False
