@@ -102,7 +102,8 @@ def check_host(address: str, user: str, key_path: Path, expected: Expected, root
             client.connect(host, port=port, username=user, key_filename=str(key_path), timeout=timeout,
                            banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False, allow_agent=False)
         except (OSError, paramiko.SSHException) as exc:
-            raise Unreachable(f"ssh {user}@{host}:{port}: {exc}") from exc
+            log.info("ssh %s@%s:%s: %s", user, host, port, exc)  # the exception's text stays in the log
+            raise Unreachable(f"ssh {user}@{host}:{port}: {_reason(exc)}") from exc
         secure_boot = read_secure_boot(client, root, timeout)
         ok, message = _check_deployment(client, root, expected, timeout)
     finally:
@@ -112,6 +113,18 @@ def check_host(address: str, user: str, key_path: Path, expected: Expected, root
     if shortfall is not None:
         return HostCheck(False, f"{shortfall}; {message}", secure_boot.enabled)
     return HostCheck(ok, message, secure_boot.enabled)
+
+
+def _reason(exc: BaseException) -> str:
+    """What an API client may read about a failed SSH connection: the system's words for a socket error, else
+    what kind of failure it was (the exception's own text can carry anything the remote side sent)."""
+    if isinstance(exc, paramiko.AuthenticationException):
+        return "the deploy key was not accepted"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
+        return "timed out"
+    return "the SSH handshake failed"
 
 
 def secure_boot_shortfall(enabled: bool | None) -> str | None:
@@ -127,10 +140,12 @@ def _check_deployment(client: paramiko.SSHClient, root: str, expected: Expected,
     deployment_file = os.path.join(root, DEPLOYMENT_FILE)
     status, text = _run(client, f"cat {shlex.quote(deployment_file)}", timeout)
     if status != 0:
-        return False, f"cannot read {deployment_file} on the host: {text.strip() or status}"
+        log.info("cat %s on the host: exit %s: %s", deployment_file, status, text.strip())
+        return False, f"the host has no readable deployment record (cat exited {status})"
     status, uuid = _run(client, f"findmnt -no UUID {shlex.quote(root)}", timeout)
     if status != 0:
-        return False, f"findmnt failed on the host: {uuid.strip() or status}"
+        log.info("findmnt on the host: exit %s: %s", status, uuid.strip())
+        return False, f"findmnt on the host exited {status}"
     return compare(text, uuid.strip(), expected, deployment_file)
 
 
