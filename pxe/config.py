@@ -47,6 +47,7 @@ class ServiceConfig:
     # webhooks
     webhook_timeout: float = 10.0  # seconds one delivery may take
     webhook_retry_for: float = 6 * 3600.0  # keep retrying a delivery for this long (exponential backoff)
+    webhook_backoff: float = 5.0  # seconds before a delivery's first retry; doubling (with jitter) up to 15 min
 
     def __post_init__(self) -> None:
         self.image_mirrors = tuple(str(parse_mirror_rule(str(rule))) for rule in self.image_mirrors)

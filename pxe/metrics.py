@@ -17,6 +17,8 @@ BYTES_SERVED = Counter("metalstream_served_bytes", "Bytes of image and installer
 AUTH_FAILURES = Counter("metalstream_auth_failures", "Requests with a wrong API or agent token", ["kind"])
 AUTH_BLOCKS = Counter("metalstream_auth_blocks", "Client addresses blocked after repeated wrong tokens")
 AUTH_REFUSED = Counter("metalstream_auth_refused_while_blocked", "Requests refused (429) from a blocked address")
+WEBHOOK_DELIVERIES = Counter("metalstream_webhook_deliveries", "Webhook delivery attempts by outcome "
+                             "(delivered; retry: failed, will be retried; failed: given up)", ["outcome"])
 
 
 def auth_failed(kind: str) -> None:
@@ -29,6 +31,10 @@ def auth_blocked() -> None:
 
 def auth_refused_while_blocked() -> None:
     AUTH_REFUSED.inc()
+
+
+def webhook_delivery(outcome: str) -> None:
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
