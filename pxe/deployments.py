@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import db, states, tokens
+from . import db, machines, states, tokens
 from .errors import Conflict, NotFound
 from .plan import secure_boot_requested
 
@@ -31,8 +31,12 @@ def scoped_idempotency_key(token_id: str, key: str) -> str:
     return hashlib.sha256(f"{token_id}\0{key}".encode()).hexdigest()
 
 
-def create(engine: Engine, request: dict, storage: dict | None, idempotency_key: str | None) -> tuple[dict, bool]:
-    """Insert a pending deployment; return (deployment, created). Replays of an idempotency key return the original."""
+def create(engine: Engine, request: dict, storage: dict | None, idempotency_key: str | None, *,
+           machine_id: str | None = None) -> tuple[dict, bool]:
+    """Insert a pending deployment; return (deployment, created). Replays of an idempotency key return the original.
+
+    `machine_id`: the machine it installs (else the machine owning the MAC, if any), which becomes `deploying`
+    (Conflict if that machine already has an open deployment)."""
     digest = request_digest(request)
     if idempotency_key is not None:
         replay = _by_idempotency_key(engine, idempotency_key, digest)
@@ -42,11 +46,15 @@ def create(engine: Engine, request: dict, storage: dict | None, idempotency_key:
     dep_id = str(uuid.uuid4())
     try:
         with engine.begin() as conn:
+            if machine_id is None:
+                owner = machines.find_by_mac(conn, request["mac"])
+                machine_id = owner["id"] if owner is not None else None
             conn.execute(db.deployments.insert().values(
                 id=dep_id, mac=request["mac"], open_mac=request["mac"], idempotency_key=idempotency_key,
                 request_sha256=digest, image_name=request["image"], request=request, storage=storage,
-                state=states.PENDING, created_at=now, updated_at=now))
+                state=states.PENDING, created_at=now, updated_at=now, machine_id=machine_id))
             _event(conn, dep_id, states.PENDING, None, "deployment created")
+            machines.on_deployment_transition(conn, {"id": dep_id, "machine_id": machine_id}, states.PENDING)
     except IntegrityError:
         if idempotency_key is not None:
             replay = _by_idempotency_key(engine, idempotency_key, digest)
@@ -103,6 +111,7 @@ def _public(row, event_rows, now: float) -> dict:
         "secure_boot": {"requested": secure_boot_requested(row["request"], row["storage"]),
                         "installer": row["installer_secure_boot"], "target": row["target_secure_boot"]},
         "events": [dict(e) for e in event_rows] if event_rows is not None else None,
+        "machine": row["machine_id"],
     }
 
 
@@ -175,6 +184,7 @@ def transition(conn: Connection, dep_id: str, new: str, note: str | None = None,
         .values(state=new, **values))
     if result.rowcount == 1:
         _event(conn, dep_id, new, values.get("phase"), note, when=now)
+        machines.on_deployment_transition(conn, dep_id, new)
         return True
     return False
 
@@ -335,6 +345,7 @@ def _reap_one(conn: Connection, dep_id: str, cutoff: float, message: str) -> boo
                                                          token_hash=None, updated_at=time.time()))
     if result.rowcount == 1:
         _event(conn, dep_id, states.FAILED, None, message)
+        machines.on_deployment_transition(conn, dep_id, states.FAILED)
         return True
     return False
 
