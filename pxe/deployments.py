@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import db, machines, states, tokens
+from . import db, machines, states, tokens, webhooks
 from .errors import Conflict, NotFound
 from .plan import secure_boot_requested
 
@@ -54,6 +54,7 @@ def create(engine: Engine, request: dict, storage: dict | None, idempotency_key:
                 request_sha256=digest, image_name=request["image"], request=request, storage=storage,
                 state=states.PENDING, created_at=now, updated_at=now, machine_id=machine_id))
             _event(conn, dep_id, states.PENDING, None, "deployment created")
+            webhooks.deployment_changed(conn, dep_id, "deployment created")
             machines.on_deployment_transition(conn, {"id": dep_id, "machine_id": machine_id}, states.PENDING)
     except IntegrityError:
         if idempotency_key is not None:
@@ -184,6 +185,7 @@ def transition(conn: Connection, dep_id: str, new: str, note: str | None = None,
         .values(state=new, **values))
     if result.rowcount == 1:
         _event(conn, dep_id, new, values.get("phase"), note, when=now)
+        webhooks.deployment_changed(conn, dep_id, note)
         machines.on_deployment_transition(conn, dep_id, new)
         return True
     return False
@@ -345,6 +347,7 @@ def _reap_one(conn: Connection, dep_id: str, cutoff: float, message: str) -> boo
                                                          token_hash=None, updated_at=time.time()))
     if result.rowcount == 1:
         _event(conn, dep_id, states.FAILED, None, message)
+        webhooks.deployment_changed(conn, dep_id, message)
         machines.on_deployment_transition(conn, dep_id, states.FAILED)
         return True
     return False
