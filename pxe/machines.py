@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import db, machine_states
+from . import db, machine_states, webhooks
 from . import states as deployment_states
 from .errors import Conflict, NotFound
 from .validate_machines import check_create, looks_like_id, merge_bmc
@@ -244,7 +244,9 @@ def create(target: Engine | Connection, secrets, *, name: str, macs: list[str], 
                 facts_at=now if facts is not None else None, created_at=now, updated_at=now,
                 **_bmc_columns(spec["bmc"], secrets)))
             conn.execute(db.machine_macs.insert(), [{"mac": mac, "machine_id": machine_id} for mac in spec["macs"]])
-            return _public(conn, _require(conn, machine_id))
+            created = _public(conn, _require(conn, machine_id))
+            webhooks.machine_events(conn, None, created)
+            return created
     except IntegrityError:  # a concurrent create took the name or a MAC between the check and the insert
         if isinstance(target, Connection):
             raise Conflict("the machine's name or one of its MACs was taken concurrently; retry",
@@ -277,8 +279,12 @@ def set_facts(target: Engine | Connection, machine_id: str, facts: dict) -> bool
     facts = check_facts(facts)
     now = time.time()
     with _Begin(target) as conn:
-        return conn.execute(update(db.machines).where(db.machines.c.id == machine_id)
-                            .values(facts=facts, facts_at=now, updated_at=now)).rowcount == 1
+        changed = conn.execute(update(db.machines).where(db.machines.c.id == machine_id)
+                               .values(facts=facts, facts_at=now, updated_at=now)).rowcount == 1
+        if changed:
+            after = _public(conn, _require(conn, machine_id))
+            webhooks.machine_events(conn, after, after)  # machine.updated
+        return changed
 
 
 def update_machine(target: Engine | Connection, secrets, ref: str, change: dict) -> dict:
@@ -322,7 +328,9 @@ def update_machine(target: Engine | Connection, secrets, ref: str, change: dict)
         if "macs" in change:
             conn.execute(delete(db.machine_macs).where(db.machine_macs.c.machine_id == machine_id))
             conn.execute(db.machine_macs.insert(), [{"mac": mac, "machine_id": machine_id} for mac in change["macs"]])
-        return _public(conn, _require(conn, machine_id))
+        changed = _public(conn, _require(conn, machine_id))
+        webhooks.machine_events(conn, row, changed)
+        return changed
 
 
 def delete_machine(target: Engine | Connection, ref: str) -> str:
@@ -337,6 +345,7 @@ def delete_machine(target: Engine | Connection, ref: str) -> str:
             raise Conflict(f"machine {row['name']} has an open deployment ({current}); cancel it first",
                            details={"field": "id", "deployment": current})
         conn.execute(delete(db.machine_macs).where(db.machine_macs.c.machine_id == row["id"]))  # no FK cascade on
+        webhooks.machine_events(conn, row, None)
         return row["id"]
 
 
@@ -387,6 +396,7 @@ def on_deployment_transition(conn: Connection, deployment, new_state: str) -> No
         dep_id, machine_id = deployment["id"], deployment["machine_id"]
     if machine_id is None:
         return
+    before = conn.execute(select(db.machines).where(db.machines.c.id == machine_id)).mappings().first()
     now = time.time()
     state = machine_states.for_deployment(new_state)
     machines = db.machines.c
@@ -402,9 +412,19 @@ def on_deployment_transition(conn: Connection, deployment, new_state: str) -> No
                 raise NotFound(f"no machine {machine_id!r}", details={"field": "machine"})
             raise Conflict(f"machine {row.name} already has an open deployment ({row.current_deployment_id}); "
                            "cancel it first", details={"field": "machine", "deployment": row.current_deployment_id})
+        _announce_step(conn, before, machine_id)
         return
     conn.execute(update(db.machines).where(and_(
         machines.id == machine_id,
         (machines.current_deployment_id == dep_id) | (machines.current_deployment_id.is_(None))))
         .values(state=state, current_deployment_id=None, last_deployment_id=dep_id, updated_at=now))
+    _announce_step(conn, before, machine_id)
+
+
+def _announce_step(conn: Connection, before, machine_id: str) -> None:
+    """Webhook events for a machine moved along by its deployment, when its state or deployments changed."""
+    after = conn.execute(select(db.machines).where(db.machines.c.id == machine_id)).mappings().first()
+    if before is not None and after is not None and any(
+            before[key] != after[key] for key in ("state", "current_deployment_id", "last_deployment_id")):
+        webhooks.machine_events(conn, before, _public(conn, after))
 

@@ -23,12 +23,11 @@ from sqlalchemy.engine import Connection, Engine
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import db, states
+from . import db, machine_states, states
 from .errors import NotFound
 
-# Machine states and power states as pxe.machine_states names them (the shared design's contract).
-MACHINE_STATES = ("new", "ready", "deploying", "deployed", "failed")
-POWER_STATES = ("on", "off")
+MACHINE_STATES = machine_states.STATES
+POWER_STATES = ("on", "off")  # machine.power.<state>: a machine's power_state ("unknown" is not announced)
 EVENT_TYPES: tuple[str, ...] = (
     *(f"deployment.{state}" for state in states.STATES),
     "machine.created", "machine.updated", "machine.deleted",
@@ -236,30 +235,46 @@ def deployment_changed(conn: Connection, dep_id: str, note: str | None = None) -
     return enqueue(conn, f"deployment.{row['state']}", payload, when=now)
 
 
-def machine_changed(conn: Connection, event_type: str, machine: dict) -> str | None:
-    """`machine.created|updated|deleted`, `machine.state.<state>` or `machine.power.<on|off>` for `machine` (a
-    row or the API's view of it: id, name, state, power_state, macs, tags are sent when present — never BMC
-    credentials)."""
-    now = time.time()
+def _machine_payload(machine, now: float) -> dict:
+    """What a machine event carries (from a machines row or the API's form of one): never BMC credentials."""
     payload = {"machine_id": machine["id"], "time": now}
-    for key in ("name", "state", "power_state", "macs", "tags", "current_deployment_id", "last_deployment_id"):
+    for key in ("name", "state", "power_state", "macs", "tags"):
         if key in machine:
             value = machine[key]
             payload[key] = list(value) if isinstance(value, (list, tuple)) else value
-    return enqueue(conn, event_type, payload, when=now)
+    for key in ("current_deployment", "last_deployment"):
+        if f"{key}_id" in machine:
+            payload[f"{key}_id"] = machine[f"{key}_id"]
+        elif key in machine:
+            payload[f"{key}_id"] = (machine[key] or {}).get("id")
+    return payload
 
 
-def machine_event_types(before: dict | None, after: dict | None) -> list[str]:
-    """The event types a machine change means: created/deleted, else updated plus a state and a power
-    event when those changed (for machines.py to pass to `machine_changed`, one call each)."""
+def machine_changed(conn: Connection, event_type: str, machine) -> str | None:
+    """One machine event (`machine.created|updated|deleted`, `machine.state.<state>`, `machine.power.<on|off>`)
+    about `machine` (a machines row or the API's form of one), in the caller's transaction."""
+    now = time.time()
+    return enqueue(conn, event_type, _machine_payload(machine, now), when=now)
+
+
+def machine_event_types(before, after) -> list[str]:
+    """The event types a machine change means: created (no `before`), deleted (no `after`), else updated plus
+    machine.state.<state> and machine.power.<state> when those changed."""
     if before is None:
         return ["machine.created"]
     if after is None:
         return ["machine.deleted"]
     types = ["machine.updated"]
-    if after.get("state") != before.get("state") and after.get("state") in MACHINE_STATES:
+    if after["state"] != before["state"] and after["state"] in MACHINE_STATES:
         types.append(f"machine.state.{after['state']}")
-    if after.get("power_state") != before.get("power_state") and after.get("power_state") in POWER_STATES:
+    if after["power_state"] != before["power_state"] and after["power_state"] in POWER_STATES:
         types.append(f"machine.power.{after['power_state']}")
     return types
 
+
+def machine_events(conn: Connection, before, after) -> list[str | None]:
+    """Announce a machine change in the caller's transaction: `before` and `after` are the machine (row or API
+    form) before and after it (None: it did not exist / no longer exists). Call it wherever a machine is
+    created, changed (PATCH, its state following a deployment, a power state read from its BMC) or deleted."""
+    subject = after if after is not None else before
+    return [machine_changed(conn, event_type, subject) for event_type in machine_event_types(before, after)]
