@@ -26,7 +26,13 @@ COMPONENT_COMMANDS = {
     "dnsmasq-config": "pxe.cli",
     "agent": "deployer.agent_cli", "install": "deployer.install_cli",
     "vm": "lab.cli", "demo": "lab.cli",
+    # the remote CLI (REST API of a running service); plural names, the singular ones work on a data directory
+    "login": "metalstream.remote.login_cli", "logout": "metalstream.remote.login_cli",
+    "deploy": "metalstream.remote.deployments_cli", "deployments": "metalstream.remote.deployments_cli",
+    "images": "metalstream.remote.resources_cli", "tokens": "metalstream.remote.resources_cli",
 }
+# Other names a command answers to (not listed by --help): `deployment watch` reads as well as `deployments watch`.
+ALIASES = {"deployment": "deployments"}
 
 
 class ComponentGroup(click.Group):
@@ -36,6 +42,7 @@ class ComponentGroup(click.Group):
         return sorted(name for name in COMPONENT_COMMANDS if self.get_command(ctx, name) is not None)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        name = ALIASES.get(name, name)
         module_name = COMPONENT_COMMANDS.get(name)
         if module_name is None:
             return None
@@ -59,6 +66,11 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     Build an image once from a kickstart (`ks`, `build`), serve it with the PXE/HTTP service
     (`serve`, `image`, `token`), and let the deployer agent stream it onto each machine's disk
     (`agent`, `install`).
+
+    Drive a running service from anywhere with the remote commands (its REST API): `login`, `deploy`,
+    `deployments` (or `deployment`), `images`, `tokens`. Plural names talk to a service (--url/--token,
+    $METALSTREAM_URL/$METALSTREAM_TOKEN, or the `login` profile); the singular `image`, `token` and `db`
+    work on the server's data directory. See docs/cli.md.
 
     Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing was changed).
     """

@@ -1,0 +1,148 @@
+"""`metalstream deploy` and `metalstream deployments list|show|watch|cancel|logs` (also `deployment ...`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from metalstream.errors import BadInput
+
+from .options import Api, remote_command
+from .output import Column, seconds, size, when
+from .watch import watch
+
+COLUMNS = [Column("id", "ID"), Column("mac", "MAC"), Column("hostname", "Hostname"), Column("image", "Image"),
+           Column("state", "State"), Column("phase", "Phase"), Column("created_at", "Created", when)]
+DETAIL = [Column("id", "id"), Column("state", "state"), Column("phase", "phase"), Column("message", "message"),
+          Column("error", "error"), Column("mac", "mac"), Column("hostname", "hostname"), Column("image", "image"),
+          Column("bytes_done", "bytes_done", size), Column("bytes_total", "bytes_total", size),
+          Column("eta_seconds", "eta_seconds", seconds), Column("created_at", "created_at", when),
+          Column("updated_at", "updated_at", when), Column("last_seen_at", "last_seen_at", when),
+          Column("events", "events", lambda events: "\n".join(_event_line(e) for e in events))]
+
+interval_option = click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.2, 60),
+                               help="Seconds between polls of each deployment.")
+timeout_option = click.option("--timeout", default=None, type=click.FloatRange(1), metavar="SECONDS",
+                              help="Give up (exit 1) when not every deployment has ended by then.")
+
+
+def _event_line(event: dict) -> str:
+    progress = f" {size(event['bytes_done'])}/{size(event['bytes_total'])}" if event.get("bytes_total") else ""
+    return (f"{when(event['time'])} {event.get('state') or ''} {event.get('phase') or '-'}"
+            f"{progress} {event.get('message') or ''}").rstrip()
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+@click.command("deploy")
+@remote_command()
+@click.option("--image", required=True, metavar="NAME", help="A registered image (`metalstream images list`).")
+@click.option("--mac", default=None, metavar="MAC", help="The machine's boot NIC, e.g. 52:54:00:12:34:56.")
+@click.option("--machine", default=None, metavar="NAME|ID",
+              help="A registered machine (its first MAC unless --mac names another of its MACs).")
+@click.option("--hostname", default=None, help="Host name of the installed system.")
+@click.option("--kickstart", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              metavar="FILE", help="A deploy-time kickstart (storage, network, bootloader; docs/service.md).")
+@click.option("--ssh-key", "ssh_key_files", multiple=True, type=click.Path(dir_okay=False, exists=True,
+              path_type=Path), metavar="FILE", help="Public keys for root's authorized_keys, one a line (repeatable).")
+@click.option("--boot-mode", type=click.Choice(["bios", "uefi", "both"]), default=None, help="Default: both.")
+@click.option("--kernel-arg", "kernel_args", multiple=True, metavar="ARG", help="Extra kernel argument (repeatable).")
+@click.option("--reboot-method", type=click.Choice(["firmware", "kexec"]), default=None,
+              help="Default: the service's (`serve --reboot-method`).")
+@click.option("--ssh-address", default=None, metavar="HOST:PORT",
+              help="Where the service's activation check reaches the installed system (default: the address "
+                   "its agent called from, port 22).")
+@click.option("--idempotency-key", default=None, metavar="KEY",
+              help="Sent as Idempotency-Key: running the command again with the same key answers the deployment "
+                   "the first run made instead of making another (safe retries from scripts).")
+@click.option("--wait", is_flag=True, help="Then watch it like `deployments watch` and exit as that does.")
+@interval_option
+@timeout_option
+def deploy(api: Api, image, mac, machine, hostname, kickstart, ssh_key_files, boot_mode, kernel_args, reboot_method,
+           ssh_address, idempotency_key, wait, interval, timeout):
+    """Deploy IMAGE to a machine: create a deployment the machine's next network boot installs.
+
+    \b
+    Examples:
+      metalstream deploy --image debian-minimal --mac 52:54:00:12:34:56 --hostname node1 --wait
+      id=$(metalstream deploy --image debian-minimal --machine rack1-07 -o value -c id)
+      metalstream deployment watch "$id"
+    """
+    if mac is None and machine is None:
+        raise BadInput("give --mac MAC or --machine NAME", location="--mac")
+    body = {"image": image}
+    optional = {"mac": mac, "machine": machine, "hostname": hostname, "boot_mode": boot_mode,
+                "reboot_method": reboot_method, "ssh_address": ssh_address}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if kickstart is not None:
+        body["kickstart"] = kickstart.read_text()
+    keys = [key for path in ssh_key_files for key in _lines(path)]
+    if keys:
+        body["ssh_keys"] = keys
+    if kernel_args:
+        body["kernel_args"] = list(kernel_args)
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    deployment = api.client.post("/api/v1/deployments", body, headers=headers)
+    if not wait:
+        api.one(deployment, DETAIL)
+        return 0
+    click.echo(f"metalstream: deployment {deployment['id']} created; watching it", err=True)
+    return watch(api.client, [deployment["id"]], interval=interval, timeout=timeout)
+
+
+@click.group("deployments")
+def deployments():
+    """Deployments on a running service (REST API): list, show, watch, cancel, logs.
+
+    `metalstream deployment ...` is the same group. Connection: --url/--token, else $METALSTREAM_URL/
+    $METALSTREAM_TOKEN, else the profile written by `metalstream login URL`.
+    """
+
+
+@deployments.command("list")
+@remote_command()
+@click.option("--state", default=None, help="Only deployments in this state (pending, ..., active, failed).")
+@click.option("--mac", default=None, metavar="MAC", help="Only this machine's deployments.")
+def list_deployments(api: Api, state, mac):
+    """List deployments, newest first."""
+    api.list(api.client.get("/api/v1/deployments", state=state, mac=mac)["deployments"], COLUMNS)
+
+
+@deployments.command("show")
+@remote_command()
+@click.argument("dep_id", metavar="ID")
+def show_deployment(api: Api, dep_id):
+    """Show one deployment with its events."""
+    api.one(api.client.get(f"/api/v1/deployments/{dep_id}"), DETAIL)
+
+
+@deployments.command("watch")
+@remote_command(output=False)
+@click.argument("dep_ids", metavar="ID...", nargs=-1, required=True)
+@interval_option
+@timeout_option
+def watch_deployments(api: Api, dep_ids, interval, timeout):
+    """Follow deployments until each ends: progress bars (phase, bytes, rate, ETA) on a terminal, a line per
+    change otherwise. Exit 0 only if every one ends `active`; else 1, printing each failure's message."""
+    return watch(api.client, list(dep_ids), interval=interval, timeout=timeout)
+
+
+@deployments.command("cancel")
+@remote_command()
+@click.argument("dep_id", metavar="ID")
+def cancel_deployment(api: Api, dep_id):
+    """Cancel a deployment that has not been installed yet (409 once it has)."""
+    api.one(api.client.delete(f"/api/v1/deployments/{dep_id}"), DETAIL)
+
+
+@deployments.command("logs")
+@remote_command(output=False)
+@click.argument("dep_id", metavar="ID")
+def deployment_logs(api: Api, dep_id):
+    """Print the agent's log (sent with its result; empty until then)."""
+    click.echo(api.client.get_text(f"/api/v1/deployments/{dep_id}/log"), nl=False)
+
+
+COMMANDS = [deploy, deployments]
