@@ -16,6 +16,7 @@ from .render import RenderError
 from .service import Service
 from .views import agent, boot, deployments, files, images, meta, tokens
 from .views import audit as audit_views
+from .views import machines as machine_views
 
 log = logging.getLogger("metalstream.pxe")
 
@@ -25,7 +26,8 @@ def create_app(config: ServiceConfig, *, service: Service | None = None) -> Flas
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024  # agent logs included
     app.json.sort_keys = False
     app.extensions["metalstream"] = service or Service.open(config)
-    for blueprint in (images.bp, files.bp, deployments.bp, boot.bp, agent.bp, tokens.bp, audit_views.bp, meta.bp):
+    for blueprint in (images.bp, files.bp, deployments.bp, boot.bp, agent.bp, tokens.bp, audit_views.bp, meta.bp,
+                      machine_views.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
     _register_request_metrics(app)

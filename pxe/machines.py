@@ -229,7 +229,8 @@ def create(target: Engine | Connection, secrets, *, name: str, macs: list[str], 
     `secrets` (service.secrets) seals the BMC password; it may be None when no password is given.
     A MAC or name already taken → Conflict (409) naming it and the machine that has it; nothing stored.
     On a Connection the caller's transaction is used (a Conflict should make the caller roll it back)."""
-    spec = check_create({"name": name, "macs": list(macs), "bmc": bmc, "tags": list(tags)})
+    spec = check_create({"name": name, "macs": list(macs), "tags": list(tags),
+                         **({"bmc": bmc} if bmc is not None else {})})
     if state not in machine_states.STATES:
         raise BadInput(f"must be one of {', '.join(machine_states.STATES)}", location="state")
     if facts is not None:

@@ -81,6 +81,8 @@ def _deployment_schema() -> dict:
                 },
             },
             "events": _nullable("array", items={"type": "object"}),
+            "machine": _nullable("string", description="the id of the machine it installs (null: a MAC of no "
+                                                       "registered machine)"),
         },
     }
 
@@ -167,9 +169,14 @@ def _core_document() -> dict:
                 "TokenCreate": {"type": "object", "additionalProperties": False, "required": ["scope"],
                                 "properties": {"scope": {"enum": ["admin", "read"]}, "comment": {"type": "string"}}},
                 "DeploymentCreate": {
-                    "type": "object", "additionalProperties": False, "required": ["mac", "image"],
+                    "type": "object", "additionalProperties": False, "required": ["image"],
+                    "anyOf": [{"required": ["mac"]}, {"required": ["machine"]}],
                     "properties": {
-                        "mac": {"type": "string", "example": "52:54:00:12:34:56"},
+                        "mac": {"type": "string", "example": "52:54:00:12:34:56",
+                                "description": "the MAC that network-boots; with `machine`, one of its MACs "
+                                               "(default: its only one)"},
+                        "machine": {"type": "string", "description": "a registered machine's id or name "
+                                                                    "(/api/v1/machines)"},
                         "image": {"type": "string"},
                         "image_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                         "hostname": {"type": "string"},

@@ -19,7 +19,7 @@ from .plan import secure_boot_requested
 DEPLOYMENT_FIELDS = (
     "mac", "image", "image_sha256", "hostname", "disk_hints", "boot_mode", "root_password_hash",
     "ssh_keys", "kernel_args", "kickstart", "ssh_address", "secure_boot", "network",
-    "reboot_method",
+    "reboot_method", "machine",
 )
 MAX_NETWORK_DEVICES = 64
 MAX_KICKSTART = 256 * 1024
@@ -30,13 +30,14 @@ _SSH_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]+\]):(?
 def check_deployment(data: Any) -> dict:
     """Validate a POST /api/v1/deployments body; return the normalised request (kickstart still unparsed)."""
     rules.expect_object(data, "", DEPLOYMENT_FIELDS)
-    for required in ("mac", "image"):
-        if required not in data:
-            raise BadInput("is required", location=required)
     given = lambda key: data.get(key) is not None  # noqa: E731
+    if "image" not in data:
+        raise BadInput("is required", location="image")
+    if "mac" not in data and "machine" not in data:
+        raise BadInput("is required (or name a registered machine with `machine`)", location="mac")
     kernel_args = rules.expect_list(data.get("kernel_args") or [], "kernel_args", max_items=MAX_KERNEL_ARGS)
     return {
-        "mac": rules.mac(data["mac"], "mac"),
+        "mac": rules.mac(data["mac"], "mac") if "mac" in data else None,
         "image": rules.image_name(data["image"], "image"),
         "image_sha256": rules.sha256(data["image_sha256"], "image_sha256") if given("image_sha256") else None,
         "hostname": rules.hostname(data["hostname"], "hostname") if given("hostname") else None,
@@ -56,6 +57,8 @@ def check_deployment(data: Any) -> dict:
         # likewise: firmware | kexec, else the service's default (`metalstream serve --reboot-method`)
         **({"reboot_method": rules.one_of(data["reboot_method"], REBOOT_METHODS, "reboot_method")}
            if given("reboot_method") else {}),
+        # likewise: the registered machine (id or name) it installs; without `mac`, the machine's only MAC
+        **({"machine": _machine_ref(data["machine"])} if "machine" in data else {}),
     }
 
 
@@ -81,6 +84,12 @@ def _network(value: Any) -> list[dict]:
     items = rules.expect_list(value, "network", max_items=MAX_NETWORK_DEVICES)
     devices = check_network([read_network_device(item, f"network[{i}]") for i, item in enumerate(items)], "network")
     return [device.to_json() for device in devices]
+
+
+def _machine_ref(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isascii() or not value.isprintable():
+        raise BadInput("must be a machine's id or name", location="machine")
+    return value.lower()
 
 
 def _kickstart(value: Any) -> str:

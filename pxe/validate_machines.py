@@ -206,8 +206,8 @@ def check_create(data: Any) -> dict:
     return {
         "name": check_name(data["name"]),
         "macs": check_macs(data["macs"]),
-        "bmc": check_bmc(data["bmc"]) if data.get("bmc") is not None else check_bmc({"driver": "manual"}),
-        "tags": check_tags(data["tags"]) if data.get("tags") is not None else [],
+        "bmc": check_bmc(data["bmc"]) if "bmc" in data else check_bmc({"driver": "manual"}),
+        "tags": check_tags(data["tags"]) if "tags" in data else [],
     }
 
 

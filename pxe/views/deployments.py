@@ -6,7 +6,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from .. import deployments, imagestore
+from .. import deployments, imagestore, machines
 from ..kickstart_input import deploy_spec_from_text
 from ..validate import check_deployment, check_secure_boot
 from .common import json_body, require_api_token, service
@@ -24,13 +24,14 @@ def create_deployment():
     if key is not None and (not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable()):
         raise BadInput(f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters", location="Idempotency-Key")
     req = check_deployment(json_body())
+    machine_id, req["mac"] = machines.resolve_for_deployment(svc.engine, req.get("machine"), req["mac"])
     image = imagestore.get(svc.engine, req["image"])  # 404 naming the field `image`
     if req["image_sha256"] is not None and req["image_sha256"] != image["sha256"]:
         raise BadInput(f"does not match the registered image's sha256 {image['sha256']}", location="image_sha256")
     storage = deploy_spec_from_text(req["kickstart"]) if req["kickstart"] else None
     check_secure_boot(req, storage, image)
     scoped_key = None if key is None else deployments.scoped_idempotency_key(g.api_token["id"], key)
-    deployment, created = deployments.create(svc.engine, req, storage, scoped_key)
+    deployment, created = deployments.create(svc.engine, req, storage, scoped_key, machine_id=machine_id)
     g.audit_target = deployment["id"]
     response = jsonify(deployment)
     response.status_code = 201 if created else 200
