@@ -16,6 +16,7 @@ from .render import RenderError
 from .service import Service
 from .views import agent, boot, deployments, files, images, meta, tokens
 from .views import audit as audit_views
+from .views import webhooks as webhook_views
 from .views import machines as machine_views
 
 log = logging.getLogger("metalstream.pxe")
@@ -29,6 +30,7 @@ def create_app(config: ServiceConfig, *, service: Service | None = None) -> Flas
     for blueprint in (images.bp, files.bp, deployments.bp, boot.bp, agent.bp, tokens.bp, audit_views.bp, meta.bp,
                       machine_views.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(webhook_views.bp)
     _register_error_handlers(app)
     _register_request_metrics(app)
     _register_audit(app)

@@ -93,9 +93,10 @@ class MetalstreamServer(BaseApplication):
 
 
 def _post_worker_init(worker) -> None:
-    from . import supervisor
+    from . import supervisor, webhook_delivery
     app = worker.wsgi
     supervisor.start(app.extensions["metalstream"])
+    webhook_delivery.start(app.extensions["metalstream"])  # its own thread: a slow receiver delays nothing else
 
 
 def _child_exit(_server, worker) -> None:

@@ -1,0 +1,69 @@
+"""/api/v1/webhooks: subscriptions (list, create, show, change, delete) and their deliveries.
+
+Reading needs a token of either scope; changing needs an admin token. A subscription's secret is in the
+answer to the POST that made it (when the service generated it, this is the only time it can be read), and
+in no other answer.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+
+from metalstream.contracts import rules
+from metalstream.errors import BadInput
+
+from .. import webhooks
+from .common import json_body, require_api_token, service
+
+bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
+bp.before_request(require_api_token)  # read scope: GET only
+
+MAX_LIMIT = 1000
+
+
+@bp.get("")
+def list_webhooks():
+    return jsonify({"webhooks": webhooks.list_all(service().engine)})
+
+
+@bp.post("")
+def create_webhook():
+    svc = service()
+    created = webhooks.create(svc.engine, svc.secrets, webhooks.check_subscription(json_body()))
+    g.audit_target = created["id"]
+    response = jsonify(created)
+    response.status_code = 201
+    response.headers["Location"] = f"/api/v1/webhooks/{created['id']}"
+    response.headers["Cache-Control"] = "no-store"  # it carries the secret
+    return response
+
+
+@bp.get("/<webhook_id>")
+def show_webhook(webhook_id: str):
+    return jsonify(webhooks.get(service().engine, webhook_id))
+
+
+@bp.patch("/<webhook_id>")
+def change_webhook(webhook_id: str):
+    svc = service()
+    change = webhooks.check_subscription(json_body(), partial=True)
+    return jsonify(webhooks.change(svc.engine, svc.secrets, webhook_id, change))
+
+
+@bp.delete("/<webhook_id>")
+def delete_webhook(webhook_id: str):
+    webhooks.remove(service().engine, webhook_id)
+    return "", 204
+
+
+@bp.get("/<webhook_id>/deliveries")
+def list_deliveries(webhook_id: str):
+    unknown = sorted(set(request.args) - {"state", "limit"})
+    if unknown:
+        raise BadInput("unknown query parameter (allowed: state, limit)", location=unknown[0] or "query")
+    state = request.args.get("state")
+    if state is not None:
+        rules.one_of(state, webhooks.DELIVERY_STATES, "state")
+    limit = request.args.get("limit", "100")
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
+        raise BadInput(f"must be an integer from 1 to {MAX_LIMIT}", location="limit")
+    return jsonify({"deliveries": webhooks.deliveries(service().engine, webhook_id, state=state, limit=int(limit))})
