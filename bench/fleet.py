@@ -61,7 +61,7 @@ def _one_setup(machines: int, replicas: int, db_url: str | None, work: Path, ech
         options = ["--sweep-interval", "5", "--threads", "32", "--auth-max-failures", "0",
                    *(["--db", db_url] if db_url else [])]
         service = ServiceProcess(data_dir, workers=2, installer=installer, options=options, agent_timeout=600)
-        subprocess.run([*METALSTREAM, "image", "add", "--data-dir", data_dir, *_db(db_url), manifest],
+        subprocess.run([*METALSTREAM, "image", "add", "--create", "--data-dir", data_dir, *_db(db_url), manifest],
                        check=True, capture_output=True)
         services.append(service)
     with ExitStack() as stack:

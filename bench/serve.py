@@ -31,7 +31,7 @@ def metalstream_server(manifest: Path, work: Path) -> Iterator[str]:
     """`metalstream serve` with the image registered; yields the image's URL."""
     data_dir = work / "serve-data"
     proc.run(["rm", "-rf", data_dir])
-    proc.run([sys.executable, "-m", "metalstream", "image", "add", "--data-dir", data_dir, manifest], timeout=600)
+    proc.run([sys.executable, "-m", "metalstream", "image", "add", "--create", "--data-dir", data_dir, manifest], timeout=600)
     name = manifest.stem
     with ServiceProcess(data_dir) as service:
         yield f"{service.url}/images/{name}.tar.zst"

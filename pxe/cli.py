@@ -21,6 +21,9 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, pa
                                show_default=True, help="Service state: database, image store, deploy key.")
 db_option = click.option("--db", "db_url", metavar="URL", default=None,
                          help="SQLAlchemy database URL (default: SQLite file in the data directory).")
+create_option = click.option("--create", is_flag=True,
+                             help="Make a new, empty database (and the data directory) if there is none yet; "
+                                  "without it a data directory or --db holding no metalstream database is refused.")
 
 
 def _config(data_dir: Path, db_url: str | None, **extra):
@@ -28,11 +31,37 @@ def _config(data_dir: Path, db_url: str | None, **extra):
     return ServiceConfig(data_dir=data_dir, db_url=db_url, **extra)
 
 
-def _engine(data_dir: Path, db_url: str | None):
+def _engine(data_dir: Path, db_url: str | None, *, create: bool = False):
+    """The admin commands' database: an existing metalstream database unless `create` (a mistyped --data-dir
+    must not silently make a new, empty service)."""
     from . import db
     config = _config(data_dir, db_url)
+    if not create:
+        _require_database(config, db_url)
     config.prepare()
     return config, db.make_engine(config.db_url)
+
+
+def _require_database(config, db_url: str | None) -> None:
+    """BadInput (exit 2, nothing created) unless the configured database holds metalstream's schema."""
+    from sqlalchemy.engine import make_url
+
+    from . import db
+    url = make_url(config.db_url)
+    location = "--db" if db_url else "--data-dir"
+    where = url.render_as_string(hide_password=True) if db_url else str(config.data_dir)
+    refusal = BadInput(f"{where} holds no metalstream database; check the path (a new service starts with "
+                       "`metalstream serve`), or add --create to make a new, empty one", location=location)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
+        raise refusal  # before connecting: opening a missing SQLite file creates it
+    engine = db.make_engine(config.db_url, upgrade_schema=False)
+    try:
+        with engine.connect() as conn:
+            revision, legacy = db.current_revision(conn)
+    finally:
+        engine.dispose()
+    if revision is None and legacy is None:
+        raise refusal
 
 
 def _upgrade_database(config) -> str:
@@ -153,7 +182,7 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
 
     \b
     Example:
-      metalstream token create --scope admin --data-dir /srv/ms
+      metalstream token create --scope admin --data-dir /srv/ms --create
       metalstream serve --data-dir /srv/ms --bind 0.0.0.0:8080 --installer out/installer.json --tftp 69
     Point DHCP (or `metalstream dnsmasq-config`) at http://HOST:PORT/boot.ipxe.
 
@@ -265,17 +294,22 @@ def _describe_boot_transport(tls: bool, boot_bind: str | None, boot_url: str | N
 
 @click.group("image")
 def image():
-    """Register, list, show and delete images (directly in the service's database)."""
+    """Register, list, show and delete images (directly in the service's database).
+
+    These work on the server host's data directory and refuse one holding no metalstream database
+    (`image add --create` makes it). From elsewhere use `metalstream images ...` (the REST API).
+    """
 
 
 @image.command("add")
 @data_dir_option
 @db_option
+@create_option
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-def image_add(data_dir, db_url, manifest):
+def image_add(data_dir, db_url, create, manifest):
     """Register out/NAME.json (checks the tarball's size and sha256, links it into the store)."""
     from . import imagestore
-    config, engine = _engine(data_dir, db_url)
+    config, engine = _engine(data_dir, db_url, create=create)
     click.echo(f"checking {manifest} and its tarball ...", err=True)
     record = imagestore.register(engine, config.image_dir, manifest)
     click.echo(f"image {record['name']}: {record['size']} bytes, sha256 {record['sha256']}, "
@@ -285,11 +319,16 @@ def image_add(data_dir, db_url, manifest):
 @image.command("list")
 @data_dir_option
 @db_option
-def image_list(data_dir, db_url):
-    """List registered images."""
+@click.option("--json", "as_json", is_flag=True, help="Print the records (as GET /api/v1/images) as JSON.")
+def image_list(data_dir, db_url, as_json):
+    """List registered images: name, size, sha256 (tab-separated), or --json."""
     from . import imagestore
     _, engine = _engine(data_dir, db_url)
-    for record in imagestore.list_images(engine):
+    records = imagestore.list_images(engine)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    for record in records:
         click.echo(f"{record['name']}\t{record['size']}\t{record['sha256']}")
 
 
@@ -318,29 +357,38 @@ def image_delete(data_dir, db_url, name):
 
 @click.group("token")
 def token():
-    """Create, list and revoke API bearer tokens (only their hashes are stored)."""
+    """Create, list and revoke API bearer tokens (only their hashes are stored).
+
+    These work on the server host's data directory and refuse one holding no metalstream database
+    (`token create --create` makes it). From elsewhere use `metalstream tokens ...` (the REST API).
+    """
 
 
 @token.command("create")
 @data_dir_option
 @db_option
+@create_option
 @click.option("--scope", type=click.Choice(["admin", "read"]), default="admin", show_default=True,
               help="admin may change things; read may only GET.")
 @click.option("--comment", default=None, help="Who or what the token is for.")
-def token_create(data_dir, db_url, scope, comment):
+def token_create(data_dir, db_url, create, scope, comment):
     """Create a token and print it once (it cannot be shown again)."""
     from . import tokens
-    _, engine = _engine(data_dir, db_url)
+    _, engine = _engine(data_dir, db_url, create=create)
     click.echo(tokens.create_api_token(engine, scope, comment))
 
 
 @token.command("list")
 @data_dir_option
 @db_option
-def token_list(data_dir, db_url):
-    """List tokens (id, scope, revoked, comment); never the secrets."""
+@click.option("--json", "as_json", is_flag=True, help="Print the records (as GET /api/v1/tokens) as JSON.")
+def token_list(data_dir, db_url, as_json):
+    """List tokens (id, scope, revoked, comment; tab-separated, or --json); never the secrets."""
     from . import tokens
     _, engine = _engine(data_dir, db_url)
+    if as_json:
+        click.echo(json.dumps(tokens.list_api_tokens(engine), indent=2))
+        return
     for row in tokens.list_api_tokens(engine):
         click.echo(f"{row['id']}\t{row['scope']}\t{'revoked' if row['revoked'] else 'valid'}\t{row['comment'] or ''}")
 

@@ -236,7 +236,7 @@ def pxe_server(request, tmp_path_factory, pxe_installer, pxe_server_database) ->
         images.append("big")
     pxe_write_image(root, "small")
     for name in images:
-        subprocess.run([*METALSTREAM, "image", "add", "--data-dir", data_dir, *db_options(db_url),
+        subprocess.run([*METALSTREAM, "image", "add", "--create", "--data-dir", data_dir, *db_options(db_url),
                         root / f"{name}.json"], check=True, capture_output=True)
     admin = cli_admin_token(data_dir, db_url)
     tftp_port = free_udp_port()

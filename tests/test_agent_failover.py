@@ -331,7 +331,7 @@ def real_service(stream_test_image, tmp_path_factory):
     shutil.copyfile(stream_test_image.path, tarball)  # a copy: the store links the file it is given
     manifest = write_image_manifest(tarball, "stream-test")
     data_dir = work / "data"
-    added = run_cli("image", "add", "--data-dir", str(data_dir), str(manifest))
+    added = run_cli("image", "add", "--create", "--data-dir", str(data_dir), str(manifest))
     assert added.returncode == 0, added.stderr
     with ServiceProcess(data_dir, workers=1, options=["--sweep-interval", "0"]) as service:
         yield service

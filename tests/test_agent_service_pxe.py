@@ -26,7 +26,7 @@ def real_service(tmp_path, pxe_installer, debian_image):
     from lab.service_proc import ServiceProcess
 
     data_dir = tmp_path / "data"
-    subprocess.run([*METALSTREAM, "image", "add", "--data-dir", data_dir, debian_image], check=True,
+    subprocess.run([*METALSTREAM, "image", "add", "--create", "--data-dir", data_dir, debian_image], check=True,
                    capture_output=True)
     admin = cli_admin_token(data_dir)
     service = ServiceProcess(data_dir, installer=pxe_installer, workers=1, options=["--sweep-interval", "0"])

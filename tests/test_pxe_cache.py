@@ -152,7 +152,7 @@ def service(cached_image, tmp_path_factory):
 
     manifest, _ = cached_image
     data_dir = tmp_path_factory.mktemp("cache-service") / "data"
-    added = run_cli("image", "add", "--data-dir", str(data_dir), str(manifest))
+    added = run_cli("image", "add", "--create", "--data-dir", str(data_dir), str(manifest))
     assert added.returncode == 0, added.stderr
     with ServiceProcess(data_dir, workers=1, options=["--sweep-interval", "0"]) as running:
         yield running

@@ -10,7 +10,7 @@ from fixtures_pxe import pxe_write_image
 def test_image_and_token_commands(tmp_path):
     data = str(tmp_path / "data")
     manifest = pxe_write_image(tmp_path / "out", "demo")
-    added = run_cli("image", "add", "--data-dir", data, str(manifest))
+    added = run_cli("image", "add", "--create", "--data-dir", data, str(manifest))
     assert added.returncode == 0, added.stderr
     assert "served at /images/demo.tar.zst" in added.stdout
     assert (tmp_path / "data" / "images" / "demo.tar.zst").read_bytes() == manifest.with_name("demo.tar.zst").read_bytes()
@@ -37,7 +37,7 @@ def test_image_add_bad_manifest_is_located_and_changes_nothing(tmp_path):
     manifest = pxe_write_image(tmp_path / "out", "demo")
     content = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**content, "sha256": "f" * 64}))
-    result = run_cli("image", "add", "--data-dir", data, str(manifest))
+    result = run_cli("image", "add", "--create", "--data-dir", data, str(manifest))
     assert result.returncode == 2
     assert f"{manifest}: sha256" in result.stderr and "Traceback" not in result.stderr
     assert run_cli("image", "list", "--data-dir", data).stdout == ""

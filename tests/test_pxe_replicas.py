@@ -35,7 +35,7 @@ def _replicas(tmp_path, installer, db_url: str, lb_url: str, manifest) -> list[S
     for n in range(3):
         data_dir = tmp_path / f"replica{n}"
         data_dir.mkdir()
-        subprocess.run([*METALSTREAM, "image", "add", "--data-dir", data_dir, "--db", db_url, manifest],
+        subprocess.run([*METALSTREAM, "image", "add", "--create", "--data-dir", data_dir, "--db", db_url, manifest],
                        check=True, capture_output=True)
         replicas.append(ServiceProcess(data_dir, installer=installer, public_url=lb_url, workers=1,
                                        agent_timeout=AGENT_TIMEOUT,

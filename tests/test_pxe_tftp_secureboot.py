@@ -315,7 +315,7 @@ def test_serve_offers_the_signed_path_over_its_tftp_and_says_so(tmp_path, signed
     from lab.service_proc import ServiceProcess
     from metalstream import proc
     data_dir = tmp_path / "data"
-    proc.run([sys.executable, "-m", "metalstream", "image", "add", "--data-dir", str(data_dir), pxe_image_manifest])
+    proc.run([sys.executable, "-m", "metalstream", "image", "add", "--create", "--data-dir", str(data_dir), pxe_image_manifest])
     admin = cli_admin_token(data_dir)
     port = free_udp_port()
     service = ServiceProcess(data_dir, installer=signed_installer, options=["--tftp", str(port)])

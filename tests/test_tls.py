@@ -53,7 +53,7 @@ def tls_service(tmp_path_factory, pki, pxe_installer):
     root = tmp_path_factory.mktemp("tls-service")
     data_dir = root / "data"
     manifest = pxe_write_image(root, "tiny")
-    subprocess.run([*METALSTREAM, "image", "add", "--data-dir", data_dir, manifest], check=True, capture_output=True)
+    subprocess.run([*METALSTREAM, "image", "add", "--create", "--data-dir", data_dir, manifest], check=True, capture_output=True)
     admin = cli_admin_token(data_dir)
     service = ServiceProcess(data_dir, installer=pxe_installer, workers=1, tls=pki["server"], ca=pki["ca"],
                              options=["--sweep-interval", "0"])
