@@ -115,8 +115,13 @@ def vm_list(as_json: bool, lab_dir: Path) -> None:
               show_default=True,
               help="How the installer boots the installed system: a firmware reboot, or kexec into the installed "
                    "kernel (the deployment's reboot_method); the summary prints power-on → active either way.")
+@click.option("--power", type=click.Choice(["none", "redfish", "ipmi"]), default="none", show_default=True,
+              help="redfish | ipmi: the VM is a powered-off libvirt domain (TCG) behind a lab BMC emulator "
+                   "(sushy-tools | virtualbmc), registered as a machine with that BMC; the deployment names the "
+                   "machine and the service powers it on — nothing else touches the VM after it is defined. "
+                   "none: the demo starts a qemu VM itself.")
 def demo(firmware, vm_name, out_dir, data_dir, lab_dir, summary_path, deploy_timeout, rebuild, tls,
-         reboot_method) -> None:
+         reboot_method, power) -> None:
     """The main job: build the Debian image and the installer from kickstarts/, serve them, PXE-boot a
     lab VM, deploy it, wait until it rebooted into the installed system and the service verified it
     over SSH (`active`), then print the time of every phase and write them to --summary, with the
@@ -127,7 +132,7 @@ def demo(firmware, vm_name, out_dir, data_dir, lab_dir, summary_path, deploy_tim
     from .demo import DemoOptions, run_demo
     run_demo(DemoOptions(firmware=firmware, vm_name=vm_name, out_dir=out_dir, data_dir=data_dir, lab_dir=lab_dir,
                          summary_path=summary_path, deploy_timeout=deploy_timeout, rebuild=rebuild, tls=tls,
-                         reboot_method=reboot_method),
+                         reboot_method=reboot_method, power=power),
              echo=click.echo)
 
 

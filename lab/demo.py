@@ -59,6 +59,9 @@ class DemoOptions:
     rebuild: bool = False
     tls: bool = False  # HTTPS for the agent (installer with the lab CA), plain HTTP only for the boot files
     reboot_method: str = "firmware"  # firmware | kexec: how the installer boots the installed system
+    power: str = "none"  # none: the demo powers a qemu VM on itself; redfish | ipmi: a libvirt domain behind a lab
+    # BMC emulator, registered as a machine: only the service powers it (lab.bmc)
+    bmc_password: str = "demo-bmc-password"
 
 
 @dataclass
@@ -277,17 +280,23 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
              f"log {service.log_path}")
         api = ApiClient(service.url, token, verify=service.verify)
         _cancel_open_deployments(api, spec.mac)
-        dep = api.post("/api/v1/deployments", {
-            "mac": spec.mac, "image": image["name"], "hostname": opts.vm_name, "boot_mode": "both",
-            "kernel_args": ["console=ttyS0,115200"], "ssh_address": f"127.0.0.1:{ssh_port}",
-            "reboot_method": opts.reboot_method,
-        })
-        echo(f"demo: deployment {dep['id']} for {spec.mac} ({opts.firmware}, {opts.reboot_method} reboot); "
-             f"powering on {spec.name}")
         spec.boot_url = f"{service.guest_boot_url}/boot.ipxe"
         create_disk(spec)
+        request = {"mac": spec.mac, "image": image["name"], "hostname": opts.vm_name, "boot_mode": "both",
+                   "kernel_args": ["console=ttyS0,115200"], "ssh_address": f"127.0.0.1:{ssh_port}",
+                   "reboot_method": opts.reboot_method}
+        if opts.power != "none":
+            vm = _PoweredByService(_machine_behind_bmc(stack, api, spec, opts, echo))
+            request["machine"] = spec.name
+        dep = api.post("/api/v1/deployments", request)
         clock.mark("vm_power_on")
-        vm = stack.enter_context(LabVm(spec))
+        if opts.power == "none":
+            echo(f"demo: deployment {dep['id']} for {spec.mac} ({opts.firmware}, {opts.reboot_method} reboot); "
+                 f"powering on {spec.name}")
+            vm = stack.enter_context(LabVm(spec))
+        else:
+            echo(f"demo: deployment {dep['id']} for machine {spec.name} ({opts.firmware}, {opts.reboot_method} "
+                 f"reboot); the service powers it on through {opts.power}")
         final = watch_deployment(api, dep["id"], clock, vm, timeout=opts.deploy_timeout, echo=echo)
     summary = summarize(clock, builds)
     traffic = traffic_by_scheme(_read_log_from(service.log_path, log_start))
@@ -311,6 +320,36 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
         raise OperationFailed(f"the agent was expected to talk only https to the service: {render_traffic(traffic)}"
                               f" (log {service.log_path})")
     return summary
+
+
+class _PoweredByService:
+    """The demo's view of a domain the service powers on: not running yet is fine until it first runs."""
+
+    def __init__(self, vm):
+        self.vm = vm
+        self.seen_running = False
+
+    def is_running(self) -> bool:
+        running = self.vm.is_running()
+        self.seen_running = self.seen_running or running
+        return running or not self.seen_running
+
+
+def _machine_behind_bmc(stack: ExitStack, api: ApiClient, spec: VmSpec, opts: DemoOptions, echo: Echo):
+    """Define SPEC as a powered-off libvirt domain behind a BMC emulator of `opts.power` and register it as a
+    machine (replacing the demo's earlier record of it); nothing but the service touches it afterwards."""
+    from .bmc import emulator_for, machine_bmc
+    from .libvirt import LibvirtDaemon, LibvirtVm
+
+    stack.enter_context(LibvirtDaemon())
+    vm = stack.enter_context(LibvirtVm(spec))
+    bmc = stack.enter_context(emulator_for(opts.power, opts.data_dir / "bmc" / spec.name, spec.name,
+                                           password=opts.bmc_password))
+    api.delete(f"/api/v1/machines/{spec.name}")
+    machine = api.post("/api/v1/machines", {"name": spec.name, "macs": [spec.mac], "bmc": machine_bmc(bmc)})
+    echo(f"demo: machine {machine['id']} ({spec.name}, {spec.mac}) behind {opts.power} BMC "
+         f"{machine_bmc(bmc)['address']} (log {bmc.log_path}); domain {vm.name} is {vm.state()}")
+    return vm
 
 
 def _register_current(engine, image_dir: Path, manifest_path: Path) -> dict:
