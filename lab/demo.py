@@ -265,7 +265,7 @@ def run_demo(opts: DemoOptions, echo: Echo = print) -> dict:
     installer_manifest, builds["installer"] = ensure_image(opts.installer_kickstart, opts.out_dir, installer_name,
                                                            "installer", rebuild=opts.rebuild, echo=echo,
                                                            ca_file=ca.cert if ca else None)
-    config, engine = _engine(opts.data_dir, None)
+    config, engine = _engine(opts.data_dir, None, create=True)
     image = _register_current(engine, config.image_dir, image_manifest)
     token = tokens.create_api_token(engine, "admin", "demo")
     ssh_port = free_port()

@@ -68,7 +68,7 @@ def service_with_image(data_dir: Path, image_manifest: Path, purpose: str):
     from pxe import imagestore, tokens
     from pxe.cli import _engine
 
-    config, engine = _engine(data_dir, None)
+    config, engine = _engine(data_dir, None, create=True)
     image = imagestore.register(engine, config.image_dir, image_manifest)
     return config, engine, image, tokens.create_api_token(engine, "admin", purpose)
 
