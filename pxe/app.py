@@ -11,6 +11,7 @@ from metalstream.errors import BadInput, MetalstreamError
 
 from . import audit, metrics
 from .config import ServiceConfig
+from .console import bp as console_bp
 from .errors import http_status
 from .render import RenderError
 from .service import Service
@@ -31,6 +32,7 @@ def create_app(config: ServiceConfig, *, service: Service | None = None) -> Flas
                       machine_views.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(webhook_views.bp)
+    app.register_blueprint(console_bp)
     _register_error_handlers(app)
     _register_request_metrics(app)
     _register_audit(app)

@@ -398,9 +398,9 @@ def test_metrics(pxe_env):
         'metalstream_http_request_duration_seconds_bucket' in text
 
 
-def test_ui_page(pxe_env):
+def test_root_leads_to_the_console(pxe_env):
     page = pxe_env.client.get("/")
-    assert page.status_code == 200 and b"/api/v1/deployments" in page.data and b"<table>" in page.data
+    assert page.status_code == 302 and page.headers["Location"] == "/console/"
 
 
 # --- deploy-time kickstart --------------------------------------------------------------------------

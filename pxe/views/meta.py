@@ -1,13 +1,13 @@
-"""/metrics (Prometheus), /api/v1/openapi.json, and the read-only deployments page at /."""
+"""/metrics (Prometheus), /api/v1/openapi.json, and / (the web console's landing, pxe/console)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, jsonify, redirect
 
 from .. import deployments, metrics
 from ..openapi import openapi_document
 from .common import require_api_token, service
 
-bp = Blueprint("meta", __name__, template_folder="../templates")
+bp = Blueprint("meta", __name__)
 
 
 @bp.get("/metrics")
@@ -24,4 +24,4 @@ def openapi():
 
 @bp.get("/")
 def index():
-    return render_template("deployments.html")
+    return redirect("/console/")
