@@ -57,6 +57,10 @@ def _print_dry_run(result, out) -> None:
               help="Extra kernel command line (e.g. 'console=ttyS0,115200').")
 @click.option("--dry-run", is_flag=True, help="Print the chosen disk, the partition plan and the sfdisk script; "
                                              "write nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document on stdout (progress goes to stderr): the target, the image (name, sha256, "
+                   "size), the partition plan and sfdisk script, and the target's current partition table and "
+                   "filesystems — `to_be_destroyed` with --dry-run, `destroyed` after an install.")
 @click.option("--ca", metavar="FILE",
               help="Verify https manifest and image URLs with this CA certificate only, and refuse plain http "
                    "(default: https is checked against the system trust store). A server that fails the check is "
@@ -64,7 +68,7 @@ def _print_dry_run(result, out) -> None:
 @ssh_options
 def install_command(image: str | None, target: str, plan_file: str | None, boot: str | None, size: str | None,
                     wipe: bool, hostname: str | None, ssh_keys: tuple[str, ...], root_password_hash: str | None,
-                    kernel_args: str | None, dry_run: bool, ca: str | None, ssh_target: str | None,
+                    kernel_args: str | None, dry_run: bool, as_json: bool, ca: str | None, ssh_target: str | None,
                     ssh_identity: str | None, ssh_known_hosts: str | None) -> int:
     """Install an image onto a block device or a disk image file on this machine.
 
@@ -79,6 +83,7 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     Examples:
       metalstream install out/debian.json --to disk.img --size 4G --boot uefi
       metalstream install http://server:8080/images/debian.json --to /dev/sdb --wipe --dry-run
+      metalstream install out/debian.json --to /dev/sdb --wipe --dry-run --json   # what would be destroyed
       metalstream install https://server/images/debian.json --ca site-ca.pem --to /dev/sdb --wipe
       metalstream install out/debian.json --to /dev/sda --wipe --ssh root@rescue-host
     """
@@ -97,7 +102,7 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
                      *[a for k in ssh_keys for a in ("--ssh-key", k)],
                      *(["--root-password-hash", root_password_hash] if root_password_hash else []),
                      *(["--kernel-args", kernel_args] if kernel_args is not None else []),
-                     *(["--dry-run"] if dry_run else [])]
+                     *(["--dry-run"] if dry_run else []), *(["--json"] if as_json else [])]
         return run_ssh_install(ssh_target, ssh_identity, ssh_known_hosts, image, target, plan_file, forwarded,
                                ca=pinned)
     if plan_file and image:
@@ -112,6 +117,15 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
         require_https(url, f"plan.image.urls[{n}]", pinned)
     check_source_trusted(plan.image.url, verify)  # before the target is created or opened
     resolved = open_target(target, create_size=parse_size(size) if size else None)
+    if as_json:
+        import json
+
+        from .existing import read_existing
+        from .install_json import install_report
+        existing = read_existing(resolved)  # before the install wipes it
+        result = run_install(plan, resolved, ConsoleReporter(sys.stderr), dry_run=dry_run, tls_verify=verify)
+        click.echo(json.dumps(install_report(plan, result, existing), indent=2))
+        return 0
     result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run, tls_verify=verify)
     if dry_run:
         _print_dry_run(result, sys.stdout)
