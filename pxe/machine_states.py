@@ -24,12 +24,18 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     FAILED: (DEPLOYING, READY),
 }
 
-# States an operator may set through PATCH: taking a `new` machine into use, or clearing a failure.
-SETTABLE = (READY,)
+# What an operator may set through PATCH, and from which states: taking a `new` machine into use, or clearing a
+# failure (never while a deployment is open: that deployment decides).
+OPERATOR_MOVES: dict[str, tuple[str, ...]] = {READY: (NEW, FAILED, DEPLOYED)}
+SETTABLE = tuple(OPERATOR_MOVES)
 
 
 def allowed(current: str, new: str) -> bool:
     return new in TRANSITIONS.get(current, ())
+
+
+def operator_may_set(current: str, new: str) -> bool:
+    return current in OPERATOR_MOVES.get(new, ())
 
 
 def sources_for(new: str) -> tuple[str, ...]:

@@ -316,7 +316,7 @@ def update_machine(target: Engine | Connection, secrets, ref: str, change: dict)
                 columns.pop("bmc_password_sealed")
             values.update(columns)
         if "state" in change and change["state"] != row["state"]:
-            if not machine_states.allowed(row["state"], change["state"]):
+            if not machine_states.operator_may_set(row["state"], change["state"]):
                 raise Conflict(f"machine {row['name']} is {row['state']}; it cannot be set {change['state']}",
                                details={"field": "state", "state": row["state"]})
             values["state"] = change["state"]
