@@ -22,9 +22,10 @@ from metalstream import proc
 from metalstream.contracts.efivars import EFIVARS
 from metalstream.errors import BadInput, MetalstreamError, OperationFailed
 
-from . import kexec
+from . import inspect, kexec
 from .agentlog import AgentLog
 from .firmware import read_secure_boot
+from .inspect_agent import send_facts
 from .report import ConsoleReporter, HttpReporter, TeeReporter
 from .tls import Verify, check_source_trusted, describe, refusal, require_https, trust, untrusted_certificate
 
@@ -126,9 +127,11 @@ class KexecOps:
 
 
 def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] = reboot_machine,
-              efivars: str | Path = EFIVARS, kexec_ops: KexecOps = KexecOps()) -> int:
+              efivars: str | Path = EFIVARS, kexec_ops: KexecOps = KexecOps(),
+              collect_facts: Callable[[], dict] | None = inspect.collect) -> int:
     """The agent from plan to reboot; returns the process exit code (0 installed, 1 failed, 2 bad plan).
-    `efivars` is where the firmware's variables are (efivarfs): how the installer booted is reported."""
+    `efivars` is where the firmware's variables are (efivarfs): how the installer booted is reported.
+    `collect_facts` reads the hardware facts sent to the service once the plan is in (None: none sent)."""
     from metalstream.contracts.plan import Plan
 
     verify = trust(options.ca)
@@ -160,6 +163,8 @@ def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] 
         service.events_url = report_urls.get("events_url") or service.events_url
         service.result_url = report_urls.get("result_url") or service.result_url
         log.info("plan for deployment %s: image %s", plan.deployment_id, plan.image.name)
+        if collect_facts is not None:  # the service refreshes the machine's hardware facts on every deployment
+            send_facts(session, server, verify=verify, collect=collect_facts)
         held = _HeldResult(reporter)
         code, outcome = _install(plan, options, held, service, verify)
         method = kexec.FIRMWARE

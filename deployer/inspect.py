@@ -4,7 +4,7 @@ Read from /proc, /sys, /dev/disk/by-path and udev's database (/run/udev/data) on
 works in the trimmed installer. Parsing is pure (functions over text and dicts, tested on fixture text);
 `collect()` is the one part that reads the system. The shape (docs/inspection.md, pxe.inspection checks it):
 
-    {"cpus": {"count", "model"}, "memory_mib", "firmware": "uefi"|"bios",
+    {"cpus": {"count", "model"}, "memory_mib" (installed: memory blocks, else MemTotal), "firmware": "uefi"|"bios",
      "dmi": {"vendor", "product", "serial"},
      "disks": [{"name", "size_bytes", "model", "serial", "wwn", "rotational", "by_path"}],
      "nics": [{"mac", "name", "driver", "link", "speed_mbps"}]}
@@ -52,6 +52,18 @@ def parse_meminfo(text: str) -> int | None:
                 kib = int(words[0])
                 return kib // 1024 if len(words) < 2 or words[1].lower() == "kb" else None
     return None
+
+
+def memory_blocks_mib(block_size_hex: str | None, online: list[str | None]) -> int | None:
+    """Installed RAM in MiB from the memory blocks (/sys/devices/system/memory: block_size_bytes in hex, each
+    block's `online`): what the machine was built with, where MemTotal is that less what firmware and the
+    kernel keep. None without block information."""
+    try:
+        block = int((block_size_hex or "").strip(), 16)
+    except ValueError:
+        return None
+    count = sum(1 for state in online if (state or "").strip() == "1")
+    return block * count // (1 << 20) if block > 0 and count else None
 
 
 def firmware_mode(efi_dir_exists: bool) -> str:
@@ -211,13 +223,21 @@ def read_nics(sysfs: Path = Path("/sys")) -> list:
     return nics
 
 
+def _memory_mib(memory: Path) -> int | None:
+    if not memory.is_dir():
+        return None
+    return memory_blocks_mib(_read(memory / "block_size_bytes"),
+                             [_read(block / "online") for block in memory.glob("memory[0-9]*")])
+
+
 def collect(sysfs: Path = Path("/sys"), proc: Path = Path("/proc"), dev: Path = Path("/dev"),
             udev_data: Path = Path("/run/udev/data")) -> dict:
     """The facts of this machine (see the module docstring for the shape)."""
     dmi_dir = sysfs / "class" / "dmi" / "id"
     return {
         "cpus": parse_cpuinfo(_read(proc / "cpuinfo") or ""),
-        "memory_mib": parse_meminfo(_read(proc / "meminfo") or ""),
+        "memory_mib": (_memory_mib(sysfs / "devices" / "system" / "memory")
+                       or parse_meminfo(_read(proc / "meminfo") or "")),
         "firmware": firmware_mode((sysfs / "firmware" / "efi").is_dir()),
         "dmi": dmi_fact({filename: _read(dmi_dir / filename) for filename in DMI_FILES}),
         "disks": read_disks(sysfs, dev, udev_data),

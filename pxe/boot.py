@@ -13,10 +13,11 @@ per-MAC config over TFTP after the signed shim and grub (the Secure Boot path).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from . import deployments, firststage_store, states
+from . import deployments, firststage_store, inspection, states
 from .errors import ServiceError
 from .render import InstallerBoot
 
@@ -44,8 +45,13 @@ class InstallerMissing(ServiceError):
 
 
 def select_boot(engine: Engine, mac: str, *, base_url: str, installer_available: bool,
-                boot_path: str) -> InstallerBoot | LocalBoot:
+                boot_path: str, inspection_token: Callable[[str], str] | None = None) -> InstallerBoot | LocalBoot:
+    """`inspection_token` (discovery on): mints an inspection token for a MAC; an unknown MAC with no deployment
+    then gets the installer in inspection mode (pxe.inspection)."""
     row = deployments.open_for_mac(engine, mac)
+    if (row is None and inspection_token is not None and installer_available
+            and inspection.wants_inspection(engine, mac)):
+        return inspection.installer_boot(base_url, mac, inspection_token(mac))
     if row is None or row["state"] not in states.INSTALLER_STATES:
         return _local(engine, mac)
     if not installer_available:

@@ -175,9 +175,12 @@ def _boot_url(boot_url: str | None, boot_bind: str | None, *, bind: str, public_
               help="How agents boot the installed system when a deployment does not say (its `reboot_method`): "
                    "a firmware reboot, or kexec into the installed kernel (skips the firmware's POST; a firmware "
                    "reboot still where kexec is not possible, e.g. Secure Boot lockdown).")
+@click.option("--discovery/--no-discovery", default=False, show_default=True,
+              help="An unknown MAC that network-boots gets the installer in inspection mode: its agent reports "
+                   "the hardware and powers off, and the machine appears in state `new` (docs/inspection.md).")
 def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent_timeout, activation_timeout,
           sweep_interval, tftp_port, image_import_dirs, tls_cert, tls_key, boot_bind, boot_url, auth_max_failures,
-          image_mirrors, reboot_method):
+          image_mirrors, reboot_method, discovery):
     """Run the PXE/HTTP service under gunicorn: REST API, boot scripts, images, agent endpoints.
 
     \b
@@ -205,7 +208,8 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     config = _config(data_dir, db_url, installer=installer, public_url=public_url, agent_timeout=agent_timeout,
                      activation_timeout=activation_timeout, supervisor_interval=sweep_interval,
                      image_import_dirs=image_import_dirs, tls_cert=tls_cert, tls_key=tls_key, boot_url=boot_url,
-                     auth_max_failures=auth_max_failures, image_mirrors=image_mirrors, reboot_method=reboot_method)
+                     auth_max_failures=auth_max_failures, image_mirrors=image_mirrors, reboot_method=reboot_method,
+                     discovery=discovery)
     # Before the TFTP child and the workers start: one process migrates, and a database written by a
     # newer metalstream stops serve here (exit 1).
     # The installer's files are checked (sha256) by the TFTP child and the service as they open it; here only

@@ -43,6 +43,7 @@ class InstallerBoot:
     image: str
     hostname: str | None = None
     kernel_args: tuple[str, ...] = field(default_factory=tuple)
+    mode: str | None = None  # the agent's mode (metalstream.mode=): None deploys; "inspect" (pxe.inspection)
 
 
 def _check(value: str, pattern: re.Pattern, what: str) -> str:
@@ -56,8 +57,11 @@ def _installer_values(boot: InstallerBoot, boot_url: str | None) -> dict:
     args = [
         f"metalstream.server={base_url}",
         f"metalstream.token={_check(boot.token, _SAFE_TOKEN, 'agent token')}",
-        f"metalstream.deployment={_check(boot.deployment_id, _SAFE_WORD, 'deployment id')}",
     ]
+    if boot.mode is not None:
+        args.append(f"metalstream.mode={_check(boot.mode, _SAFE_WORD, 'agent mode')}")
+    else:
+        args.append(f"metalstream.deployment={_check(boot.deployment_id, _SAFE_WORD, 'deployment id')}")
     if boot.hostname is not None:
         args.append(f"metalstream.hostname={_check(boot.hostname, _SAFE_WORD, 'hostname')}")
     args.append("console=ttyS0,115200")
@@ -69,6 +73,7 @@ def _installer_values(boot: InstallerBoot, boot_url: str | None) -> dict:
         "deployment_id": boot.deployment_id,
         "mac": _check(boot.mac, _SAFE_WORD, "MAC"),
         "image": _check(boot.image, _SAFE_WORD, "image name"),
+        "mode": boot.mode,
     }
 
 

@@ -36,6 +36,13 @@ def test_meminfo_total_in_mib():
     assert inspect.parse_meminfo("MemTotal: lots\n") is None
 
 
+def test_memory_blocks_give_the_installed_ram():
+    assert inspect.memory_blocks_mib("8000000\n", ["1\n"] * 12) == 1536
+    assert inspect.memory_blocks_mib("8000000", ["1", "0", None]) == 128  # offline blocks are not counted
+    assert inspect.memory_blocks_mib(None, ["1"]) is None and inspect.memory_blocks_mib("zz", ["1"]) is None
+    assert inspect.memory_blocks_mib("8000000", []) is None
+
+
 def test_firmware_and_dmi_placeholders():
     assert inspect.firmware_mode(True) == "uefi" and inspect.firmware_mode(False) == "bios"
     assert inspect.dmi_fact({"sys_vendor": "QEMU\n", "product_name": "Standard PC (Q35 + ICH9, 2009)\n",
@@ -73,8 +80,8 @@ def test_disk_fact_prefers_udev_then_sysfs():
                     "by_path": "/dev/disk/by-path/pci-0000:00:05.0-scsi-0:0:0:0"}
     virtio = inspect.disk_fact("vda", {"size": "2097152", "serial": "VIRTIO-A\n", "queue/rotational": "1"},
                                {"ID_SERIAL_SHORT": "FROM-UDEV", "ID_WWN_WITH_EXTENSION": "0x5000cafe00000001"}, None)
-    assert (virtio["serial"], virtio["wwn"], virtio["model"], virtio["rotational"]) == ("FROM-UDEV",
-                                                                                        "0x5000cafe00000001", None, True)
+    assert (virtio["serial"], virtio["wwn"]) == ("FROM-UDEV", "0x5000cafe00000001")
+    assert (virtio["model"], virtio["rotational"]) == (None, True)
     assert inspect.disk_fact("sdb", {"size": "0"}, {}, None) is None  # an empty card reader
     assert inspect.disk_fact("sdc", {"size": None}, {}, None) is None
 
@@ -135,8 +142,12 @@ def test_collect_on_this_host_matches_sysfs():
     facts = inspect.collect()
     assert facts["cpus"]["count"] == os.cpu_count()
     assert facts["firmware"] == ("uefi" if Path("/sys/firmware/efi").is_dir() else "bios")
-    meminfo_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    assert facts["memory_mib"] == meminfo_kib // 1024
+    memory = Path("/sys/devices/system/memory")
+    if memory.is_dir():
+        online = sum((block / "online").read_text().strip() == "1" for block in memory.glob("memory[0-9]*"))
+        assert facts["memory_mib"] == int((memory / "block_size_bytes").read_text(), 16) * online >> 20
+    else:
+        assert facts["memory_mib"] == int(Path("/proc/meminfo").read_text().split()[1]) // 1024
     expected_disks = sorted(d.name for d in Path("/sys/block").iterdir()
                             if not d.name.startswith(inspect.SKIP_DISK_PREFIXES)
                             and int((d / "size").read_text()) > 0)

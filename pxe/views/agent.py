@@ -10,6 +10,7 @@ from metalstream.contracts.events import read_event, read_result
 from .. import authguard, deployments, imagestore, states
 from ..errors import Unauthorized
 from ..plan import build_plan
+from . import inspection as inspection_views
 from .common import base_url, bearer_token, json_body, service
 
 bp = Blueprint("agent", __name__, url_prefix="/api/v1/agent")
@@ -17,6 +18,8 @@ bp = Blueprint("agent", __name__, url_prefix="/api/v1/agent")
 
 @bp.before_request
 def authenticate():
+    if request.endpoint == "agent.inspection":  # takes inspection tokens too: checks its own (views/inspection.py)
+        return
     engine, token = service().engine, bearer_token()
     if token is not None:
         authguard.check_not_blocked(engine, request.remote_addr)
@@ -61,3 +64,6 @@ def result():
     svc = service()
     new_state = deployments.record_result(svc.engine, g.deployment, outcome, check_after=time.time())
     return jsonify({"accepted": True, "state": new_state})
+
+
+bp.add_url_rule("/inspection", "inspection", inspection_views.report, methods=["POST"])

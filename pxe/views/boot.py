@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request
 from metalstream.contracts import rules
 
 from ..boot import InstallerBoot, InstallerMissing, select_boot
+from ..inspection import mint_token
 from .common import base_url, service
 
 bp = Blueprint("boot", __name__)
@@ -21,8 +22,9 @@ def _text(body: str, status: int = 200) -> Response:
 
 def _select(mac_text: str, boot_path: str):
     svc = service()
+    minter = (lambda mac: mint_token(svc.secrets, mac)) if svc.config.discovery else None
     return select_boot(svc.engine, rules.mac(mac_text, "mac"), base_url=base_url(),
-                       installer_available=svc.installer is not None, boot_path=boot_path)
+                       installer_available=svc.installer is not None, boot_path=boot_path, inspection_token=minter)
 
 
 @bp.errorhandler(InstallerMissing)

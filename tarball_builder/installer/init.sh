@@ -3,7 +3,8 @@
 #
 # Mounts the kernel file systems, lets udev load drivers for disks and network cards, asks DHCP for
 # an address on every wired NIC, then runs the deployer agent with the service URL and token from
-# the kernel command line (metalstream.server=URL metalstream.token=TOKEN).
+# the kernel command line (metalstream.server=URL metalstream.token=TOKEN; metalstream.mode=inspect: the agent
+# reports the machine's hardware facts and powers off).
 # Kernel command line switches:
 #   metalstream.shell   start a root shell on the console instead of the agent (debugging)
 #   metalstream.debug   trace this script (set -x)
@@ -33,11 +34,12 @@ rescue_shell() {
     done
 }
 
-server= token= want_shell=
+server= token= mode= want_shell=
 for word in $(cat /proc/cmdline); do
     case "$word" in
         metalstream.server=*) server=${word#*=} ;;
         metalstream.token=*) token=${word#*=} ;;
+        metalstream.mode=*) mode=${word#*=} ;;
         metalstream.shell|metalstream.shell=1) want_shell=1 ;;
         metalstream.debug|metalstream.debug=1) set -x ;;
     esac
@@ -88,6 +90,12 @@ ip -brief address
 say "starting the deployer agent for $server"
 python3 -m metalstream agent --server "$server" --token "$token"
 status=$?
+if [ "$status" = 0 ] && [ "$mode" = inspect ]; then
+    # The agent powers off by itself after reporting the facts; this is the fallback.
+    say "inspection reported; powering off"
+    sync
+    poweroff -f
+fi
 if [ "$status" = 0 ]; then
     # The agent reboots by itself after a successful install; this is the fallback.
     say "agent finished; rebooting"
