@@ -41,13 +41,13 @@ MAX_URL = 2048
 SECRET_MIN, SECRET_MAX = 16, 256
 _SECRET = re.compile(r"[\x21-\x7e]+\Z")  # printable ASCII, no space
 # http(s)://host[:port][/path][?query]: a DNS name, IPv4 or [IPv6] host; no userinfo, no fragment; path and
-# query from RFC 3986's characters without quotes, and '%' only as an escape.
+# query from RFC 3986's characters without quotes or shell metacharacters ($ ( ) ! * ; ' `), '%' only as an escape.
 _URL = re.compile(
     r"(?P<scheme>https?)://"
     r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
     r"|\[[0-9A-Fa-f:.]{2,45}\])"
     r"(?::(?P<port>[0-9]{1,5}))?"
-    r"(?P<rest>(?:[/?](?:[A-Za-z0-9\-._~!$&()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?)\Z")
+    r"(?P<rest>(?:[/?](?:[A-Za-z0-9\-._~&+,=:@/?]|%[0-9A-Fa-f]{2})*)?)\Z")
 
 
 def check_url(value: Any, location: str = "url") -> str:
@@ -71,7 +71,7 @@ def check_url(value: Any, location: str = "url") -> str:
     match = _URL.match(value)
     if match is None:
         raise BadInput("must be http(s)://HOST[:PORT][/PATH][?QUERY] with a DNS name, IPv4 or [IPv6] host and "
-                       "only URL characters (no quotes, brackets or backslashes; '%' only as %XX)", location=location)
+                       "only letters, digits and - . _ ~ & + , = : @ / ? (others percent-encoded as %XX)", location=location)
     if match["port"] is not None and not 0 < int(match["port"]) < 65536:
         raise BadInput("port must be between 1 and 65535", location=location)
     return value
