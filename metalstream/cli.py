@@ -23,13 +23,14 @@ from .errors import EXIT_FAILED, EXIT_INTERRUPTED, MetalstreamError
 COMPONENT_COMMANDS = {
     "ks": "tarball_builder.ks_cli", "build": "tarball_builder.build_cli",
     "serve": "pxe.cli", "image": "pxe.cli", "token": "pxe.cli", "db": "pxe.cli",
-    "dnsmasq-config": "pxe.cli",
+    "dnsmasq-config": "pxe.cli", "machine": "pxe.machine_cli",
     "agent": "deployer.agent_cli", "install": "deployer.install_cli",
     "vm": "lab.cli", "demo": "lab.cli",
     # the remote CLI (REST API of a running service); plural names, the singular ones work on a data directory
     "login": "metalstream.remote.login_cli", "logout": "metalstream.remote.login_cli",
     "deploy": "metalstream.remote.deployments_cli", "deployments": "metalstream.remote.deployments_cli",
     "images": "metalstream.remote.resources_cli", "tokens": "metalstream.remote.resources_cli",
+    "machines": "metalstream.remote.machines_cli", "webhooks": "metalstream.remote.machines_cli",
 }
 # Other names a command answers to (not listed by --help): `deployment watch` reads as well as `deployments watch`.
 ALIASES = {"deployment": "deployments"}
@@ -68,9 +69,9 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     (`agent`, `install`).
 
     Drive a running service from anywhere with the remote commands (its REST API): `login`, `deploy`,
-    `deployments` (or `deployment`), `images`, `tokens`. Plural names talk to a service (--url/--token,
-    $METALSTREAM_URL/$METALSTREAM_TOKEN, or the `login` profile); the singular `image`, `token` and `db`
-    work on the server's data directory. See docs/cli.md.
+    `deployments` (or `deployment`), `images`, `tokens`, `machines`, `webhooks`. Plural names talk to a
+    service (--url/--token, $METALSTREAM_URL/$METALSTREAM_TOKEN, or the `login` profile); the singular
+    `image`, `token` and `db` work on the server's data directory. See docs/cli.md.
 
     Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing was changed).
     """

@@ -316,3 +316,54 @@ def test_watch_of_many_fails_if_one_fails(cli, pxe_server):
     assert f"deployment {ids[0]} cancelled" in err and f"deployment {ids[1]} failed: sha256 mismatch" in err
     unknown = cli("deployment", "watch", "no-such-id")
     assert unknown.returncode == 2 and "404" in unknown.stderr
+
+
+def test_machines_add_list_edit_deploy_delete(cli, pxe_server, tmp_path):
+    password = tmp_path / "bmc-password"
+    password.write_text("s3cret-bmc\n")
+    made = json.loads(_ok(cli("machines", "add", "cli-rack1-07", "--mac", "52:54:00:c1:01:01", "--tag", "rack1",
+                              "--bmc-driver", "ipmi", "--bmc-address", "10.9.9.9:623", "--bmc-username", "admin",
+                              "--bmc-password-file", str(password), "-o", "json")))
+    assert (made["name"], made["macs"], made["tags"], made["state"]) == (
+        "cli-rack1-07", ["52:54:00:c1:01:01"], ["rack1"], "ready")
+    assert made["bmc"]["password_set"] is True and "s3cret-bmc" not in json.dumps(made)
+    assert json.loads(_ok(cli("machines", "show", "cli-rack1-07", "-o", "json"))) == _api(
+        pxe_server, f"/api/v1/machines/{made['id']}")
+    listed = json.loads(_ok(cli("machines", "list", "--tag", "rack1", "-o", "json")))
+    assert listed == _api(pxe_server, "/api/v1/machines?tag=rack1")["machines"] and made["id"] in {
+        m["id"] for m in listed}
+    table = _ok(cli("machines", "list", "--tag", "rack1", "-o", "table"))
+    assert "cli-rack1-07" in table and "52:54:00:c1:01:01" in table and "ipmi" in table
+    edited = json.loads(_ok(cli("machines", "edit", "cli-rack1-07", "--tag", "rack2", "--bmc-driver", "manual",
+                                "-o", "json")))
+    assert edited["tags"] == ["rack2"] and edited["bmc"]["driver"] == "manual"
+    nothing = cli("machines", "edit", "cli-rack1-07")
+    assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+
+    dep = json.loads(_ok(cli("deploy", "--image", pxe_server.small_image, "--machine", "cli-rack1-07", "-o", "json")))
+    assert dep["mac"] == "52:54:00:c1:01:01"
+    busy = cli("machines", "delete", "cli-rack1-07")
+    assert busy.returncode == 2 and "409" in busy.stderr  # an open deployment holds it
+    _ok(cli("deployment", "cancel", dep["id"]))
+    assert _ok(cli("machines", "delete", "cli-rack1-07")).strip() == "deleted machine cli-rack1-07"
+    gone = cli("machines", "show", "cli-rack1-07")
+    assert gone.returncode == 2 and "404" in gone.stderr
+
+
+def test_webhooks_add_edit_deliveries_delete(cli, pxe_server, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("whsec_from_a_file_0123456789\n")
+    made = json.loads(_ok(cli("webhooks", "add", "http://127.0.0.1:9/hook", "--event", "deployment.active",
+                              "--secret-file", str(secret), "--disabled", "-o", "json")))
+    assert (made["url"], made["event_types"], made["enabled"], made["secret"]) == (
+        "http://127.0.0.1:9/hook", ["deployment.active"], False, "whsec_from_a_file_0123456789")
+    shown = json.loads(_ok(cli("webhooks", "show", made["id"], "-o", "json")))
+    assert shown == _api(pxe_server, f"/api/v1/webhooks/{made['id']}") and "secret" not in shown
+    assert made["id"] in _ok(cli("webhooks", "list", "-o", "value", "-c", "id")).split()
+    edited = json.loads(_ok(cli("webhooks", "edit", made["id"], "--event", "deployment.failed", "--event",
+                                "deployment.active", "-o", "json")))
+    assert edited["event_types"] == ["deployment.failed", "deployment.active"] and edited["enabled"] is False
+    assert json.loads(_ok(cli("webhooks", "deliveries", made["id"], "-o", "json"))) == []
+    assert _ok(cli("webhooks", "delete", made["id"])).strip() == f"deleted webhook {made['id']}"
+    bad = cli("webhooks", "add", "ftp://x/hook")
+    assert bad.returncode == 2 and "(field url)" in bad.stderr
