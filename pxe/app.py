@@ -19,6 +19,7 @@ from .views import agent, boot, deployments, files, images, meta, tokens
 from .views import audit as audit_views
 from .views import webhooks as webhook_views
 from .views import machines as machine_views
+from .views import power as power_views
 
 log = logging.getLogger("metalstream.pxe")
 
@@ -32,6 +33,7 @@ def create_app(config: ServiceConfig, *, service: Service | None = None) -> Flas
                       machine_views.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(webhook_views.bp)
+    app.register_blueprint(power_views.bp)
     app.register_blueprint(console_bp)
     _register_error_handlers(app)
     _register_request_metrics(app)

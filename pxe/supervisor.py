@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 
-from . import activation, deployments, firststage_store, imagestore
+from . import activation, deployments, firststage_store, imagestore, power_duties
 from .errors import NotFound
 from .service import Service
 
@@ -28,6 +28,7 @@ def tick(service: Service, now: float | None = None) -> None:
                     "nothing for more than %s s", dep_id, config.agent_timeout)
     for row in deployments.claim_activation_checks(service.engine, config.activation_retry, now):
         check_one(service, row, now)
+    power_duties.tick(service, now)  # BMC calls run in its own threads: a slow BMC does not hold up this sweep
 
 
 def check_one(service: Service, row, now: float) -> None:

@@ -60,7 +60,8 @@ def test_graceful_power_off_asks_the_os_first(stub):
 def test_a_named_system_is_used_and_an_unknown_one_is_the_bmcs_404(stub):
     bmc, _ = driver(stub.url, system_id=SYSTEM)
     assert bmc.status() == "off"
-    wrong, sleeps = driver(stub.url, system_id="/redfish/v1/Systems/nope")
+    assert driver(stub.url, system_id=SYSTEM.rsplit("/", 1)[1])[0].status() == "off"  # the id alone
+    wrong, sleeps = driver(stub.url, system_id="nope")
     with pytest.raises(PowerError) as caught:
         wrong.status()
     assert caught.value.kind == BMC_ERROR and "HTTP 404" in caught.value.message and sleeps == []

@@ -47,12 +47,12 @@ class GuardedDriver:
     """A driver whose every call is bounded, retried when that may help, and throttled per BMC."""
 
     def __init__(self, driver: PowerDriver, address: str, *, attempts: int, concurrency: int,
-                 backoff: float = BACKOFF_BASE, sleep: Callable[[float], None] = time.sleep):
+                 backoff: float | None = None, sleep: Callable[[float], None] = time.sleep):
         self.driver = driver
         self.address = address
         self.attempts = max(1, attempts)
         self.slots = bmc_slots(address, max(1, concurrency))
-        self.backoff = backoff
+        self.backoff = BACKOFF_BASE if backoff is None else backoff
         self.sleep = sleep
 
     def status(self) -> str:

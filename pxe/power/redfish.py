@@ -31,6 +31,13 @@ def base_url(address: str) -> str:
     return address if "://" in address else f"https://{address}"
 
 
+def system_path(system_id: str | None) -> str | None:
+    """The system's resource path: as given when it is one, else under /redfish/v1/Systems/; None: the only one."""
+    if not system_id:
+        return None
+    return system_id if system_id.startswith("/") else f"/redfish/v1/Systems/{system_id}"
+
+
 class RedfishDriver:
     def __init__(self, access: BmcAccess, *, timeout: float):
         self.access = access
@@ -80,7 +87,7 @@ class RedfishDriver:
             root = sushy.Sushy(base_url(access.address), username=access.username, password=access.password,
                                verify=access.verify_tls, read_timeout=self.timeout, connect_timeout=self.timeout,
                                server_side_retries=1, server_side_retries_delay=0)
-            system = root.get_system(access.system_id or None)
+            system = root.get_system(system_path(access.system_id))
             return work(system)
         except sushy_errors.SushyError as exc:
             raise power_error(access.address, exc) from None
