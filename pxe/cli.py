@@ -175,12 +175,24 @@ def _boot_url(boot_url: str | None, boot_bind: str | None, *, bind: str, public_
               help="How agents boot the installed system when a deployment does not say (its `reboot_method`): "
                    "a firmware reboot, or kexec into the installed kernel (skips the firmware's POST; a firmware "
                    "reboot still where kexec is not possible, e.g. Secure Boot lockdown).")
+@click.option("--bmc-timeout", default=20.0, show_default=True, type=click.FloatRange(1, 600),
+              help="Seconds one call to a machine's BMC (Redfish request, ipmitool run) may take (docs/power.md).")
+@click.option("--bmc-retries", default=3, show_default=True, type=click.IntRange(1, 10),
+              help="Attempts of one BMC operation, with exponential backoff between them; refused credentials "
+                   "are never retried.")
+@click.option("--bmc-concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="BMC calls at once to one BMC address, per service process.")
+@click.option("--power-refresh-interval", default=300.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds between reads of each machine's power state from its BMC; 0 turns them off.")
+@click.option("--boot-timeout", default=600.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds after the service powered a machine on for it to network-boot (fetch its boot "
+                   "script) before its deployment fails.")
 @click.option("--discovery/--no-discovery", default=False, show_default=True,
               help="An unknown MAC that network-boots gets the installer in inspection mode: its agent reports "
                    "the hardware and powers off, and the machine appears in state `new` (docs/inspection.md).")
 def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent_timeout, activation_timeout,
           sweep_interval, tftp_port, image_import_dirs, tls_cert, tls_key, boot_bind, boot_url, auth_max_failures,
-          image_mirrors, reboot_method, discovery):
+          image_mirrors, reboot_method, discovery, **power_settings):
     """Run the PXE/HTTP service under gunicorn: REST API, boot scripts, images, agent endpoints.
 
     \b
@@ -209,7 +221,7 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
                      activation_timeout=activation_timeout, supervisor_interval=sweep_interval,
                      image_import_dirs=image_import_dirs, tls_cert=tls_cert, tls_key=tls_key, boot_url=boot_url,
                      auth_max_failures=auth_max_failures, image_mirrors=image_mirrors, reboot_method=reboot_method,
-                     discovery=discovery)
+                     discovery=discovery, **power_settings)
     # Before the TFTP child and the workers start: one process migrates, and a database written by a
     # newer metalstream stops serve here (exit 1).
     # The installer's files are checked (sha256) by the TFTP child and the service as they open it; here only
