@@ -187,6 +187,11 @@ def _boot_url(boot_url: str | None, boot_bind: str | None, *, bind: str, public_
 @click.option("--boot-timeout", default=600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds after the service powered a machine on for it to network-boot (fetch its boot "
                    "script) before its deployment fails.")
+@click.option("--webhook-timeout", default=10.0, show_default=True, type=click.FloatRange(0.5, 300),
+              help="Seconds a webhook receiver has to accept the connection and to answer (docs/webhooks.md).")
+@click.option("--webhook-retry-for", default=6 * 3600.0, show_default=True, type=click.FloatRange(3600),
+              help="Seconds after an event during which a failing webhook delivery is retried (exponential "
+                   "backoff with jitter, at least an hour); then it is given up.")
 @click.option("--discovery/--no-discovery", default=False, show_default=True,
               help="An unknown MAC that network-boots gets the installer in inspection mode: its agent reports "
                    "the hardware and powers off, and the machine appears in state `new` (docs/inspection.md).")

@@ -438,3 +438,12 @@ def test_backoff_doubles_with_jitter_and_is_capped():
     for attempts, full in ((1, 5.0), (2, 10.0), (3, 20.0), (20, webhook_delivery.MAX_BACKOFF)):
         delays = [webhook_delivery.backoff(attempts, 5.0, rng) for _ in range(50)]
         assert all(full / 2 <= d <= full for d in delays) and len(set(delays)) > 1
+
+
+def test_serve_refuses_a_retry_window_under_an_hour(tmp_path):
+    import subprocess
+
+    from conftest import METALSTREAM
+    result = subprocess.run([*METALSTREAM, "serve", "--data-dir", tmp_path, "--webhook-retry-for", "600"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--webhook-retry-for" in result.stderr and "600" in result.stderr
