@@ -100,6 +100,8 @@ class ServiceProcess:
             if untrusted_certificate(exc) is not None:
                 raise OperationFailed(f"metalstream serve answers, but its certificate does not verify: {exc}") from exc
             return False
+        except requests.Timeout:  # listening, but the workers are still starting (a loaded machine)
+            return False
 
     def start(self, *, timeout: float = 60) -> "ServiceProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
