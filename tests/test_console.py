@@ -410,3 +410,30 @@ def test_timeline_steps_rate_and_failing_lines():
     lines, skipped = timeline.log_lines("a\nb boom here\nc\n", "boom here\nmore", limit=2)
     assert skipped == 1 and [(l.number, l.failing) for l in lines] == [(2, True), (3, False)]
     assert timeline.human_seconds(3725) == "1 h 02 min" and timeline.human_bytes(1536) == "1.5 KiB"
+
+
+def test_power_on_off_and_cycle_from_the_machine_page(console, monkeypatch):
+    from power_stub import RedfishStub
+
+    from pxe import machines
+    from pxe.power import guard
+
+    monkeypatch.setattr(guard, "BACKOFF_BASE", 0.01)
+    with RedfishStub(password="pw-console-1") as bmc:
+        machine = machines.create(console.service.engine, console.service.secrets, name="bmc1", macs=[OTHER_MAC],
+                                  bmc={"driver": "redfish", "address": bmc.url, "username": "admin",
+                                       "password": "pw-console-1"})
+        client = console.client(console.admin_token)
+        page = client.get(f"/console/machines/{machine['id']}").get_data(as_text=True)
+        assert all(f'id="power-{action}"' in page for action in ("on", "off", "cycle"))
+        csrf = csrf_of(page)
+        for action, state in (("on", "on"), ("cycle", "on"), ("off", "off")):
+            response = client.post(f"/console/machines/{machine['id']}/power", headers=ORIGIN,
+                                   data={"csrf_token": csrf, "action": action})
+            assert response.status_code == 303, response.get_data(as_text=True)
+            shown = client.get(response.headers["Location"]).get_data(as_text=True)
+            assert 'id="notice"' in shown and f'<span class="power {state}">{state}</span>' in shown
+        assert [body.get("ResetType") for _, body in bmc.actions()][:2] == ["On", "ForceRestart"]
+        assert len(bmc.actions()) == 3
+        forged = client.post(f"/console/machines/{machine['id']}/power", data={"action": "on"}, headers=ORIGIN)
+        assert forged.status_code == 403 and len(bmc.actions()) == 3  # no CSRF token: the BMC was never called
