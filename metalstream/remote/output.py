@@ -36,7 +36,10 @@ def cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (dict, list)):
+    if isinstance(value, dict):  # one `key: value` line per field; deeper values as compact JSON
+        return "\n".join(f"{k}: {cell(v) if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True)}"
+                         for k, v in sorted(value.items()))
+    if isinstance(value, list):
         return json.dumps(value, sort_keys=True)
     return str(value)
 
