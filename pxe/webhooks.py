@@ -113,7 +113,7 @@ def check_subscription(data: Any, *, partial: bool = False) -> dict:
         out["url"] = check_url(data["url"])
     if "event_types" in data or not partial:
         out["event_types"] = check_event_types(data.get("event_types", [ALL]))
-    if data.get("secret") is not None:
+    if "secret" in data:
         out["secret"] = check_secret(data["secret"])
     if "enabled" in data or not partial:
         out["enabled"] = rules.boolean(data.get("enabled", True), "enabled")

@@ -367,6 +367,7 @@ BAD_INPUT = [
     ({"url": "http://h.example/", "secret": "short"}, "secret"),
     ({"url": "http://h.example/", "secret": "has a space in it, long enough"}, "secret"),
     ({"url": "http://h.example/", "secret": "x" * 257}, "secret"),
+    ({"url": "http://h.example/", "secret": None}, "secret"),
     ({"url": "http://h.example/", "enabled": "yes"}, "enabled"),
     ({"url": "http://h.example/", "owner": "me"}, "owner"),
 ]
