@@ -12,7 +12,7 @@ _POWER = _op("Switch a machine's power through its BMC, or read it (admin). 409:
              "answer in time) — `error` carries the BMC's message, `kind` which failure",
              body="PowerRequest", tag="machines", params=_ID, returns="PowerState")
 _POWER["responses"]["502"] = {"description": "the BMC failed",
-                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BmcError"}}}}
+                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BmcFailure"}}}}
 
 PATHS = {"/api/v1/machines/{machine_id}/power": {"post": _POWER}}
 
@@ -40,7 +40,7 @@ SCHEMAS = {
             "power_state": {"enum": list(POWER_STATES), "description": "as the BMC reports it after the action"},
         },
     },
-    "BmcError": {
+    "BmcFailure": {
         "type": "object", "required": ["error", "kind"],
         "properties": {
             "error": {"type": "string", "description": "the BMC's message (never a credential)"},
