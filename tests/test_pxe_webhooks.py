@@ -448,3 +448,19 @@ def test_serve_refuses_a_retry_window_under_an_hour(tmp_path):
     result = subprocess.run([*METALSTREAM, "serve", "--data-dir", tmp_path, "--webhook-retry-for", "600"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--webhook-retry-for" in result.stderr and "600" in result.stderr
+
+
+def test_prune_forgets_ended_deliveries_and_unused_events_after_the_retention(env):
+    with Receiver() as receiver:
+        subscribe(env, receiver.url)
+        env.pending()
+        drain(env, lambda: pending_count(env) == 0)
+    subscribe(env, "http://127.0.0.1:9/never")
+    env.boot_token()  # booting: delivered to nobody yet (the first receiver is gone, the second never was)
+    engine, later = env.service.engine, time.time() + webhook_delivery.RETENTION + 1
+    assert webhook_delivery.prune(engine, time.time()) == 0  # nothing is old enough
+    assert webhook_delivery.prune(engine, later) == 1  # the delivered one; pending ones stay, whatever their age
+    assert sorted((r["type"], r["state"]) for r in delivery_rows(env)) == [("deployment.booting", "pending"),
+                                                                          ("deployment.booting", "pending")]
+    with engine.connect() as conn:
+        assert list(conn.execute(select(db.webhook_events.c.type)).scalars()) == ["deployment.booting"]
