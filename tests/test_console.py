@@ -437,3 +437,10 @@ def test_power_on_off_and_cycle_from_the_machine_page(console, monkeypatch):
         assert len(bmc.actions()) == 3
         forged = client.post(f"/console/machines/{machine['id']}/power", data={"action": "on"}, headers=ORIGIN)
         assert forged.status_code == 403 and len(bmc.actions()) == 3  # no CSRF token: the BMC was never called
+        bmc.fail_with = (500, "Internal controller fault: <fan> bus hung")
+        failed = client.post(f"/console/machines/{machine['id']}/power", headers=ORIGIN,
+                             data={"csrf_token": csrf, "action": "on"})
+        assert failed.status_code == 502
+        assert "HTTP 500: Internal controller fault: &lt;fan&gt; bus hung" in failed.get_data(as_text=True)
+        page = client.get(f"/console/machines/{machine['id']}").get_data(as_text=True)
+        assert '<span class="error">Redfish ' in page and "&lt;fan&gt; bus hung" in page  # the machine's power error
