@@ -108,6 +108,18 @@ def test_a_wrong_token_signs_nobody_in(console):
     assert client.get("/console/deployments/part").status_code == 401  # a live part is answered, not redirected
 
 
+def test_repeated_wrong_tokens_block_the_client_as_on_the_api(console):
+    console.service.config.auth_max_failures = 2
+    client = console.app.test_client()
+    for _ in range(2):
+        assert client.post("/console/sign-in", data={"token": "msa_0_wrong"}, headers=ORIGIN).status_code == 401
+    blocked = client.post("/console/sign-in", data={"token": console.admin_token}, headers=ORIGIN)
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+    assert not blocked.headers.getlist("Set-Cookie")
+    assert console.app.test_client().get("/api/v1/images", headers={
+        "Authorization": f"Bearer {console.admin_token}"}).status_code == 429
+
+
 def test_sign_in_from_another_site_is_refused(console):
     client = console.app.test_client()
     response = client.post("/console/sign-in", data={"token": console.admin_token},

@@ -98,7 +98,8 @@ def typed_error(exc: MetalstreamError):
         message = f"{exc.location}: {exc.reason}" if exc.location else exc.reason
     else:
         message = exc.message
-    return _error_page(http_status(exc), message)
+    page, status, headers = _error_page(http_status(exc), message)
+    return page, status, {**headers, **(getattr(exc, "headers", None) or {})}  # Retry-After on a 429
 
 
 @bp.errorhandler(HTTPException)
@@ -109,7 +110,7 @@ def http_error(exc: HTTPException):
 def _error_page(status: int, message: str):
     if _is_fragment():
         return message, status, {"Content-Type": "text/plain; charset=utf-8"}
-    return render_template("console_error.html", status=status, message=message), status
+    return render_template("console_error.html", status=status, message=message), status, {}
 
 
 from . import views  # noqa: E402,F401  (routes register on bp)
