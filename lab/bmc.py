@@ -9,6 +9,7 @@ reads a bcrypt htpasswd file, vbmcd a per-domain config file (mode 0600), ipmito
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -171,6 +172,16 @@ class SushyEmulator(_Emulator):
     def system_path(self, system_id: str) -> str:
         return f"/redfish/v1/Systems/{system_id}"
 
+    def power_requests(self) -> list[str]:
+        """The emulator's access-log lines of power actions (ComputerSystem.Reset), whoever sent them."""
+        return [line for line in self.log_path.read_text(errors="replace").splitlines()
+                if "ComputerSystem.Reset" in line and '"POST ' in line]
+
+    def boot_requests(self) -> list[str]:
+        """Access-log lines of PATCHes of a system (how Redfish sets the boot source)."""
+        return [line for line in self.log_path.read_text(errors="replace").splitlines()
+                if '"PATCH /redfish/v1/Systems/' in line]
+
     def access(self, system_id: str) -> BmcAccess:
         return BmcAccess("redfish", self.url, self.username, self.password, system_id=system_id)
 
@@ -206,7 +217,7 @@ class VirtualBmc(_Emulator):
         _private_file(self.config_file, "\n".join([
             "[default]", f"config_dir = {domains}", f"pid_file = {self.work_dir / 'vbmcd.pid'}",
             f"server_port = {self.control_port}", "show_passwords = false",
-            "[log]", f"logfile = {self.work_dir / 'vbmcd-internal.log'}", "debug = false", ""]))
+            "[log]", f"logfile = {self.work_dir / 'vbmcd-internal.log'}", "debug = true", ""]))
         # What `vbmc add` writes, written here so the password never is a command-line argument.
         _private_file(domains / self.domain / "config", "\n".join([
             "[VirtualBMC]", f"username = {self.username}", f"password = {self.password}", "address = 127.0.0.1",
@@ -235,6 +246,21 @@ class VirtualBmc(_Emulator):
                         env={"IPMI_PASSWORD": self.password if password is None else password},
                         timeout=60, check=check)
 
+    def power_requests(self) -> list[str]:
+        """vbmcd's log lines of power actions on the domain (on, off, reset), whoever sent them."""
+        return self._log_lines(r"Power (on|off|reset) called|Soft power off called")
+
+    def boot_requests(self) -> list[str]:
+        """vbmcd's log lines of boot device changes (they name the device)."""
+        return self._log_lines(r"Set boot device called")
+
+    def _log_lines(self, pattern: str) -> list[str]:
+        try:
+            text = (self.work_dir / "vbmcd-internal.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if re.search(pattern, line)]
+
     def access(self) -> BmcAccess:
         return BmcAccess("ipmi", self.address, self.username, self.password)
 
@@ -251,3 +277,21 @@ def domain_uuid(name: str) -> str:
     from .libvirt import virsh
 
     return virsh("domuuid", name).stdout.strip()
+
+
+def emulator_for(driver: str, work_dir: Path, domain: str, *, password: str, username: str = "admin",
+                 port: int | None = None):
+    """The (not yet started) emulator of `driver` (redfish | ipmi) for libvirt domain `domain`; its
+    `machine_bmc()` (after start) is what POST /api/v1/machines takes as `bmc`."""
+    if driver == "redfish":
+        return SushyEmulator(work_dir, [domain], username=username, password=password, port=port)
+    if driver == "ipmi":
+        return VirtualBmc(work_dir, domain, username=username, password=password, port=port)
+    raise OperationFailed(f"no lab BMC emulator for driver {driver!r} (redfish or ipmi)")
+
+
+def machine_bmc(emulator) -> dict:
+    """The `bmc` object of a machine registered behind a running `emulator`."""
+    if isinstance(emulator, SushyEmulator):
+        return emulator.access(domain_uuid(emulator.domains[0])).machine_bmc()
+    return emulator.access().machine_bmc()
