@@ -370,6 +370,13 @@ def test_hostile_values_are_escaped_everywhere(console):
     assert client.get(f"/console/machines/{machine['id']}").get_data(as_text=True).count("&lt;script&gt;") >= 2
 
 
+def test_images_page_shows_what_the_manifest_says(console):
+    page = console.client(console.read_token).get("/console/images").get_data(as_text=True)
+    row = re.search(r"<tr>\s*<td>tiny</td>(.*?)</tr>", page, re.S).group(1)
+    cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+    assert cells[:3] == ["test bookworm", "debian", "x86_64"] and cells[4] == "10.0 KiB", cells
+
+
 def test_no_page_loads_anything_from_another_host(console):
     dep = _play_agent_to_failure(console, "log\n", "boom")
     machine = console.api("post", "/api/v1/machines", json={"name": "n3", "macs": [OTHER_MAC]}).get_json()
