@@ -73,7 +73,8 @@ def list_disks() -> list[Disk]:
             name=dev.sys_name,
             path=dev.device_node,
             size=sectors * 512,  # /sys/block/*/size is always in 512-byte units
-            serial=props.get("ID_SERIAL_SHORT") or props.get("ID_SERIAL"),
+            # the unit serial first: for a SCSI disk with a WWN, ID_SERIAL(_SHORT) is made from the WWN
+            serial=props.get("ID_SCSI_SERIAL") or props.get("ID_SERIAL_SHORT") or props.get("ID_SERIAL"),
             wwn=props.get("ID_WWN_WITH_EXTENSION") or props.get("ID_WWN"),
             by_path=by_path,
             model=(props.get("ID_MODEL") or _read(f"{dev.sys_path}/device/model") or "").replace("_", " ").strip()

@@ -9,8 +9,9 @@ works in the trimmed installer. Parsing is pure (functions over text and dicts, 
      "disks": [{"name", "size_bytes", "model", "serial", "wwn", "rotational", "by_path"}],
      "nics": [{"mac", "name", "driver", "link", "speed_mbps"}]}
 
-Disk serial and WWN are what udev reports (ID_SERIAL_SHORT, ID_WWN_WITH_EXTENSION) when its database is
-there — the same values the disk hints of a deployment match (deployer.disks) — else what sysfs says.
+Disk serial is the unit serial number (udev's ID_SCSI_SERIAL or the VPD page in sysfs; virtio and NVMe serials
+from sysfs; udev's ID_SERIAL_SHORT last) and the WWN udev's ID_WWN_WITH_EXTENSION or the sysfs wwid — the same
+values the disk hints of a deployment match (deployer.disks).
 """
 from __future__ import annotations
 
@@ -147,8 +148,10 @@ def disk_fact(name: str, attrs: dict[str, str | None], udev: dict[str, str], by_
     if sectors is None or not sectors.isdigit() or int(sectors) == 0:
         return None
     model = (udev.get("ID_MODEL") or "").replace("_", " ").strip() or _clean(attrs.get("device/model"))
-    serial = (_clean(udev.get("ID_SERIAL_SHORT")) or _clean(attrs.get("serial"))
-              or _clean(attrs.get("device/serial")) or parse_vpd_serial(vpd_pg80))
+    # The unit serial number (SCSI VPD page 0x80) before udev's ID_SERIAL_SHORT: for a SCSI disk with a WWN, udev
+    # derives ID_SERIAL from the WWN (page 0x83) and keeps the real serial in ID_SCSI_SERIAL.
+    serial = (_clean(udev.get("ID_SCSI_SERIAL")) or parse_vpd_serial(vpd_pg80) or _clean(attrs.get("serial"))
+              or _clean(attrs.get("device/serial")) or _clean(udev.get("ID_SERIAL_SHORT")))
     wwn = (_clean(udev.get("ID_WWN_WITH_EXTENSION")) or _clean(udev.get("ID_WWN"))
            or normalize_wwn(attrs.get("wwid")) or normalize_wwn(attrs.get("device/wwid")))
     return {"name": name, "size_bytes": int(sectors) * 512,  # sysfs counts 512-byte units on every disk

@@ -79,9 +79,17 @@ def test_disk_fact_prefers_udev_then_sysfs():
                     "wwn": "0x5000c500a1b2c3d4", "rotational": False,
                     "by_path": "/dev/disk/by-path/pci-0000:00:05.0-scsi-0:0:0:0"}
     virtio = inspect.disk_fact("vda", {"size": "2097152", "serial": "VIRTIO-A\n", "queue/rotational": "1"},
-                               {"ID_SERIAL_SHORT": "FROM-UDEV", "ID_WWN_WITH_EXTENSION": "0x5000cafe00000001"}, None)
-    assert (virtio["serial"], virtio["wwn"]) == ("FROM-UDEV", "0x5000cafe00000001")
+                               {"ID_SERIAL_SHORT": "VIRTIO-A", "ID_WWN_WITH_EXTENSION": "0x5000cafe00000001"}, None)
+    assert (virtio["serial"], virtio["wwn"]) == ("VIRTIO-A", "0x5000cafe00000001")
     assert (virtio["model"], virtio["rotational"]) == (None, True)
+    # a SCSI disk with a WWN: udev's ID_SERIAL_SHORT is made from the WWN; the unit serial is ID_SCSI_SERIAL
+    with_wwn = {"ID_SERIAL_SHORT": "5000c50015ea71ac", "ID_SCSI_SERIAL": "ENLIST-B-0001",
+                "ID_WWN": "0x5000c50015ea71ac"}
+    assert inspect.disk_fact("sda", {"size": "8"}, with_wwn, None)["serial"] == "ENLIST-B-0001"
+    without_scsi_serial = {"ID_SERIAL_SHORT": "5000c50015ea71ac"}
+    assert inspect.disk_fact("sda", {"size": "8"}, without_scsi_serial, None,
+                             b"\x00\x80\x00\x0dENLIST-B-0001")["serial"] == "ENLIST-B-0001"
+    assert inspect.disk_fact("sda", {"size": "8"}, without_scsi_serial, None)["serial"] == "5000c50015ea71ac"
     assert inspect.disk_fact("sdb", {"size": "0"}, {}, None) is None  # an empty card reader
     assert inspect.disk_fact("sdc", {"size": None}, {}, None) is None
 
