@@ -152,3 +152,25 @@ def test_the_password_stays_out_of_repr_and_error_details():
 ])
 def test_ipmi_addresses(address, expected):
     assert split_address(address) == expected
+
+
+@pytest.mark.parametrize("stderr, kind, words", [
+    # what ipmitool -v printed against virtualbmc (wrong password, unknown user) and a port nobody serves
+    ("Loading IANA PEN Registry...\nUsing best available cipher suite 3\n\n> RAKP 2 HMAC is invalid\n"
+     "Error: Unable to establish IPMI v2 / RMCP+ session\n", AUTH,
+     "credentials refused: > RAKP 2 HMAC is invalid | Error: Unable to establish IPMI v2 / RMCP+ session"),
+    ("> Error: no response from RAKP 1 message\n" * 4 + "Set Session Privilege Level to ADMINISTRATOR failed\n"
+     "Error: Unable to establish IPMI v2 / RMCP+ session\n", AUTH, "no response from RAKP 1 message"),
+    ("Loading IANA PEN Registry...\nGet Auth Capabilities error\nError issuing Get Channel Authentication "
+     "Capabilities request\nError: Unable to establish IPMI v2 / RMCP+ session\n", UNREACHABLE,
+     "unreachable: Get Auth Capabilities error | Error issuing Get Channel Authentication Capabilities request"),
+    ("Set Chassis Power Control to Cycle failed: Command not supported in present state\n", BMC_ERROR,
+     "Command not supported in present state"),
+])
+def test_ipmitool_failures_are_sorted_by_what_it_said(stderr, kind, words):
+    from metalstream.errors import CommandError
+    from pxe.power.ipmi import power_error
+    error = power_error("10.0.0.9", CommandError(["ipmitool"], 1, stderr))
+    assert error.kind == kind and words in error.message and "IANA" not in error.message
+    timed_out = power_error("10.0.0.9", CommandError(["ipmitool"], None, "", timed_out=True))
+    assert timed_out.kind == TIMEOUT

@@ -20,9 +20,13 @@ log = logging.getLogger("metalstream.pxe.power")
 DEFAULT_PORT = 623
 POLL_INTERVAL = 1.0  # seconds between status reads while waiting for a soft shutdown
 _BOOT_DEVICES = {"network": "pxe", "disk": "disk"}
+_CHATTER = ("Loading IANA PEN Registry", "Using best available cipher suite", "Running Get ", "Discovered ")
 _STATUS = re.compile(r"Chassis Power is (on|off)")
 # What ipmitool prints when the BMC refused the user or the password (RAKP 2/4 checks, session open)
-_AUTH_FAILURES = ("RAKP 2 HMAC is invalid", "RAKP 4 HMAC is invalid", "unauthorized name",
+# (-v makes ipmitool say which step failed; without it every failure reads "Unable to establish ... session").
+# "no response from RAKP 1": the BMC answered the session's first steps, then ignored the user (virtualbmc's
+# answer to an unknown user name).
+_AUTH_FAILURES = ("password is longer than 20 bytes", "no response from RAKP 1", "RAKP 2 HMAC is invalid", "RAKP 4 HMAC is invalid", "unauthorized name",
                   "invalid role", "inactive session ID", "Unauthorized name", "Invalid user name",
                   "insufficient privilege")
 
@@ -81,7 +85,7 @@ class IpmiDriver:
         argv = ["ipmitool", "-I", "lanplus", "-H", host, "-p", str(port), "-N", "2", "-R", "1"]
         if access.username:
             argv += ["-U", access.username]
-        argv += ["-E", *command]
+        argv += ["-v", "-E", *command]
         try:
             return proc.run(argv, timeout=self.timeout, env={"IPMI_PASSWORD": access.password or ""}).stdout
         except CommandError as exc:
@@ -95,7 +99,8 @@ def power_error(address: str, exc: CommandError) -> PowerError:
     where = f"IPMI {address}"
     if exc.timed_out:
         return PowerError(TIMEOUT, f"{where}: no answer within the BMC timeout", address=address)
-    said = " | ".join(line.strip() for line in exc.stderr.strip().splitlines()[-3:]) or f"exit status {exc.returncode}"
+    lines = [line.strip() for line in exc.stderr.splitlines() if line.strip() and not line.startswith(_CHATTER)]
+    said = " | ".join(dict.fromkeys(lines[-3:])) or f"exit status {exc.returncode}"
     if any(marker in exc.stderr for marker in _AUTH_FAILURES):
         return PowerError(AUTH, f"{where}: credentials refused: {said}", address=address)
     if "Unable to establish IPMI v2 / RMCP+ session" in exc.stderr or "Address lookup" in exc.stderr:
