@@ -367,3 +367,29 @@ def test_webhooks_add_edit_deliveries_delete(cli, pxe_server, tmp_path):
     assert _ok(cli("webhooks", "delete", made["id"])).strip() == f"deleted webhook {made['id']}"
     bad = cli("webhooks", "add", "ftp://x/hook")
     assert bad.returncode == 2 and "(field url)" in bad.stderr
+
+
+def test_machines_power_through_a_redfish_bmc(cli, pxe_server, tmp_path):
+    from power_stub import RedfishStub
+    password = tmp_path / "bmc-password"
+    password.write_text("pw\n")
+    with RedfishStub(password="pw") as bmc:
+        _ok(cli("machines", "add", "cli-power-1", "--mac", "52:54:00:c1:02:01", "--bmc-driver", "redfish",
+                "--bmc-address", bmc.url, "--bmc-username", "admin", "--bmc-password-file", str(password)))
+        try:
+            on = json.loads(_ok(cli("machines", "power", "cli-power-1", "on", "--boot-device", "network", "-o", "json")))
+            assert (on["action"], on["power_state"], bmc.power) == ("on", "on", "On")
+            status = _ok(cli("machines", "power", "cli-power-1", "status", "-o", "value", "-c", "power_state"))
+            assert status.strip() == "on"
+            assert json.loads(_ok(cli("machines", "show", "cli-power-1", "-o", "json")))["power_state"] == "on"
+            bmc.fail_with = (500, "the BMC is on fire")
+            failed = cli("machines", "power", "cli-power-1", "off")
+            assert failed.returncode == 1 and "/api/v1/machines/cli-power-1/power: 502" in failed.stderr
+            assert "the BMC is on fire" in failed.stderr
+        finally:
+            bmc.fail_with = None
+            _ok(cli("machines", "delete", "cli-power-1"))
+    _ok(cli("machines", "add", "cli-manual-1", "--mac", "52:54:00:c1:02:02"))
+    manual = cli("machines", "power", "cli-manual-1", "on")
+    assert manual.returncode == 2 and "409" in manual.stderr
+    _ok(cli("machines", "delete", "cli-manual-1"))

@@ -140,7 +140,8 @@ def delete_machine(api: Api, ref):
 @remote_command()
 @click.argument("ref", metavar="NAME|ID")
 @click.argument("action", type=click.Choice(["on", "off", "cycle", "status"]))
-@click.option("--boot-device", default=None, help="Boot once from this device (e.g. pxe, disk).")
+@click.option("--boot-device", type=click.Choice(["network", "disk"]), default=None,
+              help="Boot once from this device.")
 @click.option("--graceful-timeout", type=click.FloatRange(0, 300), default=None, metavar="SECONDS",
               help="off: seconds to wait for a clean shutdown before forcing it.")
 def power_machine(api: Api, ref, action, boot_device, graceful_timeout):
