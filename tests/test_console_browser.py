@@ -131,6 +131,17 @@ class Agent:
         assert response.status_code == 200, response.text
 
 
+def set_facts(data_dir: Path, machine_id: str, facts: dict) -> None:
+    """What an inspection would have stored (the service reads them from its database)."""
+    from pxe import db, machines
+
+    engine = db.make_engine(f"sqlite:///{data_dir / 'metalstream.db'}", upgrade_schema=False)
+    try:
+        machines.set_facts(engine, machine_id, facts)
+    finally:
+        engine.dispose()
+
+
 def api(live, method: str, path: str, **kwargs):
     service, admin, _ = live
     return requests.request(method, f"{service.url}{path}", headers=admin, timeout=30, **kwargs)
@@ -237,12 +248,19 @@ def test_machines_and_images_pages_and_deploying_a_machine(browser, live, screen
     service, _, read = live
     machine = api(live, "POST", "/api/v1/machines", json={"name": "rack1-n4", "macs": [MAC_MACHINE],
                                                           "tags": ["rack1"]}).json()
+    set_facts(service.data_dir, machine["id"], {
+        "cpus": {"count": 16, "model": "AMD EPYC 7302P"}, "memory_mib": 65536, "firmware": "uefi",
+        "dmi": {"vendor": "Supermicro", "product": "AS-1014S", "serial": "S19X0042"},
+        "disks": [{"name": "nvme0n1", "size_bytes": 960197124096, "model": "SAMSUNG MZQL2960", "serial": "S64F",
+                   "wwn": None, "rotational": False, "by_path": "pci-0000:41:00.0-nvme-1"}],
+        "nics": [{"mac": MAC_MACHINE, "name": "eno1", "driver": "igb", "link": True, "speed_mbps": 1000}]})
     signed_in(browser, live)
     browser.get(f"{service.url}/console/images")
     assert "small" in text_of(browser, "#images")
     browser.save_screenshot(str(screens / "08-images.png"))
     browser.get(f"{service.url}/console/machines")
-    assert "rack1-n4" in text_of(browser, "#machines") and "ready" in text_of(browser, "#machines")
+    listing = text_of(browser, "#machines")
+    assert "rack1-n4" in listing and "ready" in listing and "64.0 GiB" in listing and "nvme0n1" in listing
     browser.save_screenshot(str(screens / "09-machines.png"))
     browser.find_element(By.LINK_TEXT, "rack1-n4").click()
     browser.find_element(By.ID, "deploy-machine").click()
@@ -254,6 +272,7 @@ def test_machines_and_images_pages_and_deploying_a_machine(browser, live, screen
     assert api(live, "GET", f"/api/v1/deployments/{dep_id}").json()["machine"] == machine["id"]
     browser.get(f"{service.url}/console/machines/{machine['id']}")
     assert "deploying" in text_of(browser, "dl.facts") and dep_id in text_of(browser, "dl.facts")
+    assert "16 × AMD EPYC 7302P" in text_of(browser, "#facts") and "Supermicro AS-1014S" in text_of(browser, "#facts")
     browser.save_screenshot(str(screens / "10-machine.png"))
     api(live, "DELETE", f"/api/v1/deployments/{dep_id}")
 
