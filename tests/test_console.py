@@ -293,6 +293,7 @@ def test_deployment_page_shows_timeline_progress_and_the_failing_line(console):
     assert labels[:2] == ["pending", "booting"] and labels[-3:] == ["partition", "stream", "failed"]
     assert dict((label, took) for _, label, took in steps)["partition"] == "1 s"  # agent times: partition → stream
     assert 'id="rate">300 B/s' in page  # 0 → 600 bytes in 2 s of agent time
+    assert re.search(r'class="when" data-time="[\d.]+">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', page)  # without script
     part = client.get(f"/console/deployments/{dep['id']}/part")
     assert part.headers.get("X-Console-Final") == "1" and 'id="failure"' in part.get_data(as_text=True)
     assert client.get(f"/console/deployments/{dep['id']}/log").get_data(as_text=True) == log

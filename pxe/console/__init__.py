@@ -7,6 +7,8 @@ nothing from another host.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
@@ -65,6 +67,14 @@ def console_context():
     current = g.get("console")
     return {"console_session": current, "csrf_token": current["csrf"] if current else "",
             "can_act": bool(current and current["scope"] == "admin")}
+
+
+@bp.app_template_filter("utc")
+def utc(seconds) -> str:
+    """A time as UTC text: what the page shows until its script puts it in the browser's time zone."""
+    if not isinstance(seconds, (int, float)) or seconds <= 0:
+        return ""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.after_request
