@@ -27,8 +27,9 @@ def login(url, token, ca):
       metalstream login http://10.0.0.5:8080      # asks for the msa_... token
     """
     url = check_url(url, "URL")
+    source = "--token" if token else TOKEN_ENV if os.environ.get(TOKEN_ENV) else "the prompt"
     token = token or os.environ.get(TOKEN_ENV) or click.prompt("API token", hide_input=True, err=True)
-    client = Client(Target(url, token, "URL", "--token" if token else None), verify=ca or True)
+    client = Client(Target(url, token, "URL", source), verify=ca or True)
     client.get("/api/v1/deployments", state="active")  # any read: 401 here means the token is no good
     path = save_profile(url, token)
     click.echo(f"logged in to {url}; profile {path} (mode 0600)")
