@@ -185,6 +185,23 @@ def test_setting_the_boot_device_back_is_retried_while_the_bmc_fails(pxe_env, st
     assert row(pxe_env, dep["id"])["boot_restored_at"] is not None
 
 
+def test_a_bmc_that_dies_mid_deployment_does_not_stop_the_install_and_says_so(pxe_env, stub):
+    machine = register(pxe_env, stub.url)
+    dep = deploy(pxe_env, machine)
+    sweep(pxe_env)
+    stub.__exit__()  # the BMC goes away after the power-on
+    installed(pxe_env, dep["id"])
+    sweep(pxe_env, now=time.time() + pxe_env.service.config.power_refresh_interval + 1)
+    stored = row(pxe_env, dep["id"])
+    assert stored["state"] == "installed" and stored["boot_restored_at"] is None
+    events = pxe_env.client.get(f"/api/v1/deployments/{dep['id']}", headers=pxe_env.read).get_json()["events"]
+    assert events[-1]["message"].startswith(f"boot device not set back to disk (will retry): Redfish {stub.url}: "
+                                            "unreachable")
+    shown = pxe_env.client.get(f"/api/v1/machines/{machine}", headers=pxe_env.read).get_json()
+    assert shown["power_state"] == "unknown"
+    assert machine_row(pxe_env, machine)["power_error"].startswith(f"Redfish {stub.url}: unreachable")
+
+
 def test_power_states_are_refreshed_periodically(pxe_env, stub):
     stub.power = "On"
     good = register(pxe_env, stub.url)
