@@ -217,3 +217,21 @@ def test_a_mac_only_deployment_of_an_unregistered_machine_stores_no_facts(pxe_en
     response = _report(pxe_env, pxe_env.boot_token(OTHER_MAC))
     assert response.status_code == 200 and response.get_json()["machine"] is None
     assert _machines(pxe_env) == []
+
+
+def test_enlistment_is_announced_to_webhook_subscribers(pxe_env):
+    import json
+
+    from sqlalchemy import select
+
+    from pxe import db
+
+    response = pxe_env.client.post("/api/v1/webhooks", headers=pxe_env.admin,
+                                   json={"url": "http://127.0.0.1:9/hooks", "event_types": ["machine.created"]})
+    assert response.status_code == 201, response.get_json()
+    _discovery(pxe_env)
+    machine = _report(pxe_env, _inspection_token(pxe_env)).get_json()["machine"]
+    with pxe_env.service.engine.connect() as conn:
+        events = conn.execute(select(db.webhook_events.c.type, db.webhook_events.c.payload)).all()
+    assert [event.type for event in events] == ["machine.created"]
+    assert machine["id"] in json.dumps(events[0].payload)
