@@ -11,6 +11,7 @@ is pxe.webhook_delivery's work, in a thread of its own.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import time
@@ -72,6 +73,14 @@ def check_url(value: Any, location: str = "url") -> str:
     if match is None:
         raise BadInput("must be http(s)://HOST[:PORT][/PATH][?QUERY] with a DNS name, IPv4 or [IPv6] host and "
                        "only letters, digits and - . _ ~ & + , = : @ / ? (others percent-encoded as %XX)", location=location)
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise BadInput(f"{host} is not an IPv6 address", location=location) from None
+    elif len(host.rstrip(".")) > 253:
+        raise BadInput("its host name is longer than 253 characters", location=location)
     if match["port"] is not None and not 0 < int(match["port"]) < 65536:
         raise BadInput("port must be between 1 and 65535", location=location)
     return value
