@@ -480,3 +480,45 @@ def test_an_enlisted_new_machine_can_be_taken_into_use_or_deployed(pxe_env):
     assert response.get_json()["state"] == "ready"
     response = pxe_env.client.patch(f"/api/v1/machines/{other['id']}", json={"state": "ready"}, headers=pxe_env.admin)
     assert response.status_code == 200  # already ready: nothing to do
+
+
+# --- concurrency: the database decides ----------------------------------------------------------------
+
+def _race(count: int, work) -> list:
+    import threading
+    barrier, results = threading.Barrier(count), [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # noqa: BLE001 (the outcome is what the test reads)
+            results[i] = exc
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_concurrent_registrations_of_one_mac_make_one_machine(pxe_env):
+    from pxe import machines
+    from pxe.errors import Conflict
+    results = _race(6, lambda i: machines.create(pxe_env.service.engine, None, name=f"racer-{i}", macs=[MAC1]))
+    made = [r for r in results if isinstance(r, dict)]
+    assert len(made) == 1 and all(isinstance(r, Conflict) and r.details["mac"] == MAC1
+                                  for r in results if r is not made[0]), results
+    assert _counts(pxe_env) == (1, 1)
+
+
+def test_concurrent_deployments_of_one_machine_through_two_macs_make_one(pxe_env):
+    from pxe import deployments
+    from pxe.errors import Conflict
+    machine = _add(pxe_env, {"name": "twice", "macs": [MAC1, MAC2]})
+    results = _race(2, lambda i: deployments.create(pxe_env.service.engine, {"mac": (MAC1, MAC2)[i], "image": "tiny"},
+                                                    None, None, machine_id=machine["id"]))
+    made = [r for r in results if isinstance(r, tuple)]
+    assert len(made) == 1 and any(isinstance(r, Conflict) for r in results), results
+    assert _state(pxe_env, "twice")[1] == {"id": made[0][0]["id"], "state": "pending"}
+    assert len(pxe_env.client.get("/api/v1/deployments", headers=pxe_env.read).get_json()["deployments"]) == 1
