@@ -451,7 +451,8 @@ def test_delete_refused_while_open_and_macs_locked(pxe_env):
     assert response.status_code == 409 and response.get_json()["field"] == "macs"
     response = pxe_env.client.patch("/api/v1/machines/busy", json={"state": "ready"}, headers=pxe_env.admin)
     assert response.status_code == 409 and response.get_json()["state"] == "deploying"
-    assert pxe_env.client.patch("/api/v1/machines/busy", json={"tags": ["ok"]}, headers=pxe_env.admin).status_code == 200
+    tagged = pxe_env.client.patch("/api/v1/machines/busy", json={"tags": ["ok"]}, headers=pxe_env.admin)
+    assert tagged.status_code == 200
     assert _counts(pxe_env) == (1, 1) and _machine(pxe_env, "busy")["macs"] == [MAC1]
     pxe_env.client.delete(f"/api/v1/deployments/{dep['id']}", headers=pxe_env.admin)
     assert pxe_env.client.delete("/api/v1/machines/busy", headers=pxe_env.admin).status_code == 204
