@@ -393,3 +393,44 @@ def test_machines_power_through_a_redfish_bmc(cli, pxe_server, tmp_path):
     manual = cli("machines", "power", "cli-manual-1", "on")
     assert manual.returncode == 2 and "409" in manual.stderr
     _ok(cli("machines", "delete", "cli-manual-1"))
+
+
+def test_a_read_is_retried_once_the_server_drops_a_connection_but_a_post_is_not():
+    """The race of a poll with the server closing an idle keep-alive connection (seen with `watch`): GET
+    gets its answer on a new connection; a POST is never sent twice, and its error names the URL."""
+    import threading
+
+    from metalstream.errors import OperationFailed
+    from metalstream.remote.client import Client
+    from metalstream.remote.profile import Target
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                seen.append(conn.recv(65536).split(b" ", 1)[0])
+                if len(seen) % 2:  # every other connection closes without an answer
+                    continue
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                             b"Content-Length: 9\r\n\r\n{\"ok\": 1}")
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client = Client(Target(url, "msa_x", "--url", "--token"))
+    try:
+        assert client.get("/api/v1/images") == {"ok": 1}
+        assert seen == [b"GET", b"GET"]
+        with pytest.raises(OperationFailed) as failed:
+            client.post("/api/v1/deployments", {"image": "x"})
+        assert seen == [b"GET", b"GET", b"POST"]
+        assert f"POST {url}/api/v1/deployments: cannot connect" in str(failed.value)
+    finally:
+        listener.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from metalstream.errors import EXIT_BAD_INPUT, BadInput, MetalstreamError, OperationFailed
 
@@ -29,6 +31,12 @@ class Client:
         self.target = target
         self.timeout = timeout
         self.session = requests.Session()
+        # A read may race the server closing an idle keep-alive connection (gunicorn closes them after 2 s,
+        # the interval `watch` polls at): GET and HEAD are retried on a fresh connection, nothing else is.
+        retry = Retry(total=2, connect=2, read=2, status=0, other=0, allowed_methods=frozenset({"GET", "HEAD"}),
+                      backoff_factor=0.2, raise_on_status=False)
+        for prefix in ("http://", "https://"):
+            self.session.mount(prefix, HTTPAdapter(max_retries=retry))
         self.session.verify = verify
         self.session.headers["User-Agent"] = "metalstream-cli"
         if target.token:
