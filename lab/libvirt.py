@@ -111,6 +111,11 @@ class LibvirtDaemon:
         self.started.append((_read_pid(pid_file), program))
 
     def stop(self) -> None:
+        """Stop the daemons started here — unless domains are still defined: another run (which found our
+        libvirtd running and used it) still needs it; it is left running, as that run would leave it."""
+        if self.started and self.answers() and virsh("list", "--all", "--name", timeout=20).stdout.strip():
+            self.started = []
+            return
         for pid, program in reversed(self.started):
             _stop_pid(pid, program)
         self.started = []
@@ -136,7 +141,11 @@ def _passthrough_args(spec: VmSpec) -> list[str]:
         netdev += f",bootfile={spec.boot_url}"
     if spec.ssh_port:
         netdev += f",hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"
-    args = ["-netdev", netdev, "-device", f"virtio-net-pci,netdev={PASSTHROUGH_NETDEV},mac={spec.mac},bootindex=0,bus=pcie.0,addr=0x10"]
+    args = ["-netdev", netdev, "-device", f"virtio-net-pci,netdev={PASSTHROUGH_NETDEV},mac={spec.mac},bootindex=0,bus=pcie.0,addr=0x10",
+            # libvirt passes `-boot strict=on`: with an IPMI boot device (`<os><boot dev='network'/>`) the disk is
+            # then in no boot list, and after iPXE exits ("no install pending") SeaBIOS finds nothing to boot.
+            # qemu merges -boot options, the later one winning: the firmware falls back to the other devices.
+            "-boot", "strict=off"]
     if spec.firmware == "uefi":
         args += OVMF_NETWORK_OFF
     return args + list(spec.extra_args)
