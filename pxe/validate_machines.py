@@ -27,6 +27,7 @@ MAX_TAGS = 64
 MAX_TAG = 64
 MAX_USERNAME = 64
 MAX_PASSWORD = 128
+MAX_IPMI_PASSWORD_BYTES = 20
 MAX_ADDRESS = 255
 MAX_SYSTEM_ID = 255
 
@@ -190,6 +191,9 @@ def check_bmc(value: Any, location: str = "bmc") -> dict:
         out["username"] = _credential(data["username"], at("username"), MAX_USERNAME)
     if "password" in given:
         out["password"] = _credential(data["password"], at("password"), MAX_PASSWORD)
+        if driver == "ipmi" and len(out["password"].encode()) > MAX_IPMI_PASSWORD_BYTES:
+            raise BadInput(f"IPMI passwords are at most {MAX_IPMI_PASSWORD_BYTES} bytes (ipmitool and the "
+                           "IPMI 2.0 session refuse longer ones)", location=at("password"))
     if driver == "redfish":
         out["verify_tls"] = rules.boolean(data["verify_tls"], at("verify_tls")) if "verify_tls" in given else True
         if "system_id" in given:

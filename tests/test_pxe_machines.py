@@ -213,6 +213,7 @@ BAD_BODIES = [
     (_bmc(driver="ipmi", address="10.0.0.1", verify_tls=True), "bmc.verify_tls"),
     (_bmc(driver="redfish", address="https://h", username="u" * 65), "bmc.username"),
     (_bmc(driver="redfish", address="https://h", password="p" * 129), "bmc.password"),
+    (_bmc(driver="ipmi", address="h", password="p" * 21), "bmc.password"),  # IPMI 2.0: at most 20 bytes
     (_bmc(driver="ipmi", address="h", password="a\nb"), "bmc.password"),
     (_bmc(driver="redfish", address="https://h", system_id="../../etc"), "bmc.system_id"),
     (_bmc(driver="redfish", address="https://h", verify_tls="no"), "bmc.verify_tls"),
