@@ -11,7 +11,7 @@ import time
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from . import db, firststage, states, webhooks
+from . import db, firststage, machines, states, webhooks
 from .deployments import _event
 
 
@@ -90,5 +90,6 @@ def reap_silent_after_first_stage(engine: Engine, timeout: float, now: float | N
             if result.rowcount == 1:
                 _event(conn, row.id, states.FAILED, None, message)
                 webhooks.deployment_changed(conn, row.id, message)
+                machines.on_deployment_transition(conn, row.id, states.FAILED)  # the machine is free again
                 failed.append(row.id)
     return failed
