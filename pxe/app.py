@@ -15,7 +15,7 @@ from .console import bp as console_bp
 from .errors import http_status
 from .render import RenderError
 from .service import Service
-from .views import agent, boot, deployments, files, images, meta, tokens
+from .views import agent, boot, deployments, files, image_uploads, images, meta, tokens
 from .views import audit as audit_views
 from .views import webhooks as webhook_views
 from .views import machines as machine_views
@@ -29,8 +29,8 @@ def create_app(config: ServiceConfig, *, service: Service | None = None) -> Flas
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024  # agent logs included
     app.json.sort_keys = False
     app.extensions["metalstream"] = service or Service.open(config)
-    for blueprint in (images.bp, files.bp, deployments.bp, boot.bp, agent.bp, tokens.bp, audit_views.bp, meta.bp,
-                      machine_views.bp):
+    for blueprint in (images.bp, image_uploads.bp, files.bp, deployments.bp, boot.bp, agent.bp, tokens.bp,
+                      audit_views.bp, meta.bp, machine_views.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(webhook_views.bp)
     app.register_blueprint(power_views.bp)

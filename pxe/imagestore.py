@@ -85,6 +85,11 @@ def _link_into_store(source: Path, target: Path) -> None:
 
 def register(engine: Engine, image_dir: Path, manifest_path: Path) -> dict:
     manifest, tarball = read_image_manifest(manifest_path)
+    return register_checked(engine, image_dir, manifest, tarball)
+
+
+def register_checked(engine: Engine, image_dir: Path, manifest: dict, tarball: Path) -> dict:
+    """Register a manifest whose tarball has been checked against its size and sha256."""
     name = manifest["name"]
     filename = f"{name}.tar.zst"
     with engine.connect() as conn:

@@ -88,7 +88,8 @@ def _deployment_schema() -> dict:
 
 
 # Modules that describe their own routes: each has PATHS and SCHEMAS (dicts merged into the document).
-PARTS = ("pxe.openapi_machines", "pxe.openapi_power", "pxe.openapi_webhooks", "pxe.openapi_inspection")
+PARTS = ("pxe.openapi_machines", "pxe.openapi_power", "pxe.openapi_webhooks", "pxe.openapi_inspection",
+         "pxe.openapi_uploads")
 
 
 def openapi_document() -> dict:
