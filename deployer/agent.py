@@ -27,7 +27,8 @@ from .agentlog import AgentLog
 from .firmware import read_secure_boot
 from .inspect_agent import send_facts
 from .report import ConsoleReporter, HttpReporter, TeeReporter
-from .tls import Verify, check_source_trusted, describe, refusal, require_https, trust, untrusted_certificate
+from .retry import answer_with_backoff
+from .tls import Verify, check_source_trusted, describe, require_https, trust
 
 log = logging.getLogger("metalstream.agent")
 
@@ -67,40 +68,20 @@ def read_kernel_cmdline(path: str | Path = "/proc/cmdline") -> dict[str, str]:
 
 def fetch_plan(session: requests.Session, server: str, *, wait: float,
                sleep: Callable[[float], None] = time.sleep, verify: Verify = True) -> dict:
-    """GET the plan; connection errors and 5xx are retried with backoff until `wait` seconds passed.
+    """GET the plan; connection errors, 5xx and 429 are retried with backoff until `wait` seconds passed.
     A certificate that does not verify is final: TlsVerificationFailed at once."""
     url = server.rstrip("/") + PLAN_PATH
-    started = time.monotonic()
-    delay = 1.0
-    attempt = 0
-    while True:
-        attempt += 1
-        problem: str
-        try:
-            response = session.get(url, timeout=15, verify=verify)
-        except requests.RequestException as exc:
-            if (cause := untrusted_certificate(exc)) is not None:
-                raise refusal(url, cause, verify) from None
-            problem = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code == 200:
-                try:
-                    return response.json()
-                except ValueError:
-                    raise BadInput("the service sent a plan that is not JSON", location=url) from None
-            if response.status_code in (401, 403):
-                raise OperationFailed(f"the service rejected the agent token (HTTP {response.status_code} "
-                                      f"from {url}): the deployment was cancelled, finished or never existed")
-            if response.status_code < 500 and response.status_code != 429:
-                raise OperationFailed(f"GET {url}: HTTP {response.status_code}: {response.text[:200].strip()}")
-            problem = f"HTTP {response.status_code}"
-        elapsed = time.monotonic() - started
-        if elapsed + delay > wait:
-            raise OperationFailed(f"could not fetch the plan from {url} in {elapsed:.0f} s "
-                                  f"({attempt} attempts): {problem}")
-        log.warning("fetching the plan from %s failed (%s); retrying in %.0f s", url, problem, delay)
-        sleep(delay)
-        delay = min(delay * 2, 15.0)
+    response = answer_with_backoff(lambda: session.get(url, timeout=15, verify=verify), url, "fetch the plan from",
+                                   wait=wait, verify=verify, sleep=sleep)
+    if response.status_code in (401, 403):
+        raise OperationFailed(f"the service rejected the agent token (HTTP {response.status_code} "
+                              f"from {url}): the deployment was cancelled, finished or never existed")
+    if response.status_code != 200:
+        raise OperationFailed(f"GET {url}: HTTP {response.status_code}: {response.text[:200].strip()}")
+    try:
+        return response.json()
+    except ValueError:
+        raise BadInput("the service sent a plan that is not JSON", location=url) from None
 
 
 def reboot_machine() -> None:

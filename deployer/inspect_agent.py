@@ -18,7 +18,8 @@ from metalstream import proc
 from metalstream.errors import MetalstreamError, OperationFailed
 
 from . import inspect
-from .tls import Verify, describe, refusal, require_https, trust, untrusted_certificate
+from .retry import answer_with_backoff
+from .tls import Verify, describe, require_https, trust
 
 log = logging.getLogger("metalstream.agent")
 
@@ -30,31 +31,14 @@ def post_facts(session: requests.Session, server: str, facts: dict, *, wait: flo
     """POST {"facts": …}; connection errors, 5xx and 429 are retried with backoff until `wait` seconds passed.
     A refusal (4xx) or an unverifiable certificate is final."""
     url = server.rstrip("/") + INSPECTION_PATH
-    started, delay, attempt = time.monotonic(), 1.0, 0
-    while True:
-        attempt += 1
-        try:
-            response = session.post(url, json={"facts": facts}, timeout=30, verify=verify)
-        except requests.RequestException as exc:
-            if (cause := untrusted_certificate(exc)) is not None:
-                raise refusal(url, cause, verify) from None
-            problem = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code == 200:
-                try:
-                    return response.json()
-                except ValueError:
-                    return {}
-            if response.status_code < 500 and response.status_code != 429:
-                raise OperationFailed(f"POST {url}: HTTP {response.status_code}: {response.text[:300].strip()}")
-            problem = f"HTTP {response.status_code}"
-        elapsed = time.monotonic() - started
-        if elapsed + delay > wait:
-            raise OperationFailed(f"could not post the facts to {url} in {elapsed:.0f} s ({attempt} attempts): "
-                                  f"{problem}")
-        log.warning("posting the facts to %s failed (%s); retrying in %.0f s", url, problem, delay)
-        sleep(delay)
-        delay = min(delay * 2, 15.0)
+    response = answer_with_backoff(lambda: session.post(url, json={"facts": facts}, timeout=30, verify=verify),
+                                   url, "post the facts to", wait=wait, verify=verify, sleep=sleep)
+    if response.status_code != 200:
+        raise OperationFailed(f"POST {url}: HTTP {response.status_code}: {response.text[:300].strip()}")
+    try:
+        return response.json()
+    except ValueError:
+        return {}
 
 
 def summary(facts: dict) -> str:

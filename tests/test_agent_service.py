@@ -65,7 +65,7 @@ def test_agent_prints_starting_first_reads_cmdline_and_reports_a_bad_plan(fake_s
     (result,) = fake_service.state.results
     assert result["success"] is False and result["phase"] == "start"
     assert "plan.image.sha256" in result["error"]
-    assert "fetching the plan" in result["log"] and "HTTP 503" in result["log"]
+    assert "could not fetch the plan from" in result["log"] and "HTTP 503" in result["log"]
     assert token not in result["log"]
     assert set(fake_service.state.auth_seen) == {f"Bearer {token}"}
 
