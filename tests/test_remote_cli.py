@@ -434,3 +434,50 @@ def test_a_read_is_retried_once_the_server_drops_a_connection_but_a_post_is_not(
         assert f"POST {url}/api/v1/deployments: cannot connect" in str(failed.value)
     finally:
         listener.close()
+
+
+def _random_image(directory: Path, name: str, size: int) -> Path:
+    from fixtures_pxe import pxe_write_image
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.tar.zst").write_bytes(os.urandom(size))
+    return pxe_write_image(directory, name, tarball=directory / f"{name}.tar.zst")
+
+
+def test_images_upload_resumes_after_the_cli_is_killed(cli, pxe_server, tmp_path):
+    size = 16 << 20
+    manifest = _random_image(tmp_path / "img", "cli-upload", size)
+    first = cli.popen("images", "upload", str(manifest), "--chunk-size", "65536")
+    deadline = time.monotonic() + 60
+    offset = 0
+    while offset == 0 and time.monotonic() < deadline:
+        uploads = [u for u in _api(pxe_server, "/api/v1/image-uploads")["uploads"] if u["name"] == "cli-upload"]
+        offset = uploads[0]["offset"] if uploads else 0
+        time.sleep(0.05)
+    first.kill()
+    first.communicate()
+    assert 0 < offset < size and first.returncode != 0
+    resumed = cli("images", "upload", str(manifest), "-o", "json")
+    image = json.loads(_ok(resumed))
+    assert image == _api(pxe_server, "/api/v1/images/cli-upload")
+    at = int(resumed.stderr.split(" at byte ")[1].split()[0])
+    sent = int(resumed.stderr.split("sent ")[1].split()[0])
+    assert offset <= at < size and sent == size - at < size
+    assert image["sha256"] == json.loads(manifest.read_text())["sha256"]
+    served = requests.get(pxe_server.url + image["url_path"], timeout=60).content
+    assert served == (tmp_path / "img" / "cli-upload.tar.zst").read_bytes()
+    again = cli("images", "upload", str(manifest), "-o", "value", "-c", "name")
+    assert _ok(again).strip() == "cli-upload" and "already registered" in again.stderr
+    assert _ok(cli("images", "delete", "cli-upload")).strip() == "deleted image cli-upload"
+    assert cli("images", "show", "cli-upload").returncode == 2
+
+
+def test_images_upload_refuses_a_missing_tarball_and_a_wrong_sha256(cli, pxe_server, tmp_path):
+    manifest = _random_image(tmp_path / "img", "cli-badsum", 50_000)
+    document = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**document, "sha256": "0" * 64}))
+    refused = cli("images", "upload", str(manifest))
+    assert refused.returncode == 2 and "manifest.sha256" in refused.stderr and "400" in refused.stderr
+    assert cli("images", "show", "cli-badsum").returncode == 2
+    (tmp_path / "img" / "cli-badsum.tar.zst").unlink()
+    missing = cli("images", "upload", str(manifest))
+    assert missing.returncode == 2 and "not beside the manifest" in missing.stderr

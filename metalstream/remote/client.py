@@ -46,10 +46,10 @@ class Client:
         return self.target.url + path
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
-                headers: dict | None = None) -> requests.Response:
+                headers: dict | None = None, data: bytes | None = None) -> requests.Response:
         url = self.url(path)
         try:
-            response = self.session.request(method, url, json=json, params=params, headers=headers,
+            response = self.session.request(method, url, json=json, params=params, headers=headers, data=data,
                                             timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
             raise OperationFailed(f"{method} {url}: TLS verification failed ({_reason(exc)}); check the URL, or "

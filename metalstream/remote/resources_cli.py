@@ -4,8 +4,11 @@ The singular `image` and `token` commands do the same directly on the server's d
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from . import upload
 from .options import Api, remote_command
 from .output import Column, size, when
 
@@ -17,10 +20,11 @@ TOKEN_COLUMNS = [Column("id", "ID"), Column("scope", "Scope"), Column("revoked",
 
 @click.group("images")
 def images():
-    """Images on a running service (REST API): list, show, register, delete.
+    """Images on a running service (REST API): list, show, upload, register, delete.
 
-    There is no upload over HTTP yet: build or copy NAME.json and NAME.tar.zst onto the server, then
-    `images register /abs/path/NAME.json` (needs `serve --image-import-dir`) or `metalstream image add` there.
+    `images upload NAME.json` sends the NAME.tar.zst beside it over HTTP (resumable: run it again after an
+    interruption). `images register /abs/path/NAME.json` registers files already on the server (needs
+    `serve --image-import-dir`).
     """
 
 
@@ -37,6 +41,30 @@ def list_images(api: Api):
 def show_image(api: Api, name):
     """Show one image (with its manifest)."""
     api.one(api.client.get(f"/api/v1/images/{name}"), IMAGE_COLUMNS)
+
+
+@images.command("upload")
+@remote_command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path), metavar="NAME.json")
+@click.option("--chunk-size", type=click.IntRange(1, 16 << 20), default=upload.CHUNK, show_default=True,
+              metavar="BYTES", help="Bytes per request (the service takes up to 16 MiB).")
+def upload_image(api: Api, manifest, chunk_size):
+    """Upload an image: NAME.json and the NAME.tar.zst beside it, in chunks with a progress bar (admin).
+
+    Interrupted? Run it again: it goes on from the bytes the service already holds (for a day)."""
+    local, tarball = upload.read_local(manifest)
+    uploader = upload.Uploader(api.client, local, tarball, chunk_size)
+    image = uploader.registered()
+    if image is not None:
+        click.echo(f"image {local['name']} is already registered with this sha256", err=True)
+    else:
+        started = uploader.start()
+        if started["offset"]:
+            click.echo(f"resuming upload {started['id']} at byte {started['offset']} of {started['size']}",
+                       err=True)
+        image = upload.upload_with_progress(uploader, started)
+        click.echo(f"sent {uploader.sent} of {started['size']} bytes", err=True)
+    api.one(image, IMAGE_COLUMNS)
 
 
 @images.command("register")
