@@ -31,7 +31,7 @@ from xml.sax.saxutils import quoteattr
 from metalstream import proc
 from metalstream.errors import OperationFailed
 
-from .vm import OVMF_CODE, OVMF_NETWORK_OFF, VmSpec, mac_for
+from .vm import OVMF_CODE, OVMF_NETWORK_OFF, VmSpec, mac_for, serial_text, wait_for_serial
 
 URI = "qemu:///system"
 LIBVIRTD_PID = Path("/run/libvirtd.pid")
@@ -261,20 +261,10 @@ class LibvirtVm:
             virsh("destroy", self.name, check=False)
 
     def serial_text(self) -> str:
-        try:
-            return self.spec.serial_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return serial_text(self.spec.serial_log)
 
     def wait_for_serial(self, pattern: str, *, timeout: float, since: int = 0) -> re.Match:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while not (match := regex.search(self.serial_text(), since)):
-            if time.monotonic() > deadline:
-                raise OperationFailed(f"domain {self.name}: no {pattern!r} on the console after {timeout:.0f} s "
-                                      f"(serial log: {self.spec.serial_log})")
-            time.sleep(1)
-        return match
+        return wait_for_serial(self.spec.serial_log, pattern, timeout=timeout, since=since, who=f"domain {self.name}")
 
     def undefine(self) -> None:
         if virsh("domstate", self.name, check=False).returncode != 0:

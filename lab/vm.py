@@ -16,6 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from metalstream import proc
 from metalstream.errors import BadInput, OperationFailed
@@ -189,6 +190,29 @@ def create_disk(spec: VmSpec, *, fresh: bool = True) -> None:
     if spec.firmware != "bios" and (fresh or not spec.vars_file.exists()):
         shutil.copyfile(OVMF_VARS_MS if spec.firmware == "uefi-secureboot" else OVMF_VARS, spec.vars_file)
 
+def serial_text(serial_log: Path) -> str:
+    """What a VM wrote to its serial console so far ("" before it started)."""
+    try:
+        return serial_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def wait_for_serial(serial_log: Path, pattern: str, *, timeout: float, since: int, who: str,
+                    gone: Callable[[], str | None] = lambda: None) -> re.Match:
+    """Poll the console log (from offset `since`) until `pattern` matches; fail when `gone()` says why the VM
+    stopped, or after `timeout` seconds."""
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while not (match := regex.search(serial_text(serial_log), since)):
+        if (why := gone()) is not None:
+            raise OperationFailed(f"{who} {why} before its console showed {pattern!r}")
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"{who}: no {pattern!r} on the console after {timeout:.0f} s "
+                                  f"(serial log: {serial_log})")
+        time.sleep(1)
+    return match
+
 
 class LabVm:
     """A running lab VM; a context manager that always stops qemu."""
@@ -211,26 +235,17 @@ class LabVm:
         return pid is not None and _alive(pid)
 
     def serial_text(self) -> str:
-        try:
-            return self.spec.serial_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return serial_text(self.spec.serial_log)
 
     def wait_for_serial(self, pattern: str, *, timeout: float, since: int = 0) -> re.Match:
         """Wait until the serial console (from offset `since`) matches `pattern`; fail if qemu exits first."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self.serial_text(), since)
-            if match:
-                return match
-            if self.process is not None and self.process.poll() is not None:
-                raise OperationFailed(f"VM {self.spec.name} exited (status {self.process.returncode}) "
-                                      f"before its console showed {pattern!r}")
-            if time.monotonic() > deadline:
-                raise OperationFailed(f"VM {self.spec.name}: no {pattern!r} on the console after {timeout:.0f} s "
-                                      f"(serial log: {self.spec.serial_log})")
-            time.sleep(1)
+        return wait_for_serial(self.spec.serial_log, pattern, timeout=timeout, since=since,
+                               who=f"VM {self.spec.name}", gone=self._exit_status)
+
+    def _exit_status(self) -> str | None:
+        if self.process is not None and self.process.poll() is not None:
+            return f"exited (status {self.process.returncode})"
+        return None
 
     def monitor(self, command: str, *, timeout: float = 10) -> str:
         """Run one human-monitor command (e.g. `set_link n1 off`) on a VM started with `monitor=True`; returns
