@@ -42,4 +42,4 @@ def require_tools(*tools: str) -> None:
 # Each component keeps its fixtures in its own module; registered here, they are visible to every test
 # (a test imports from them only the helpers that are not fixtures).
 pytest_plugins = ["fixtures_ks", "fixtures_build", "fixtures_pxe", "fixtures_agent", "fixtures_stream",
-                  "fixtures_installer", "fixtures_rpm", "fixtures_e2e"]
+                  "fixtures_installer", "fixtures_rpm", "fixtures_e2e", "fixtures_bmc"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_bmc import domain_name, libvirt_daemon  # noqa: F401 (a fixture)
+from fixtures_bmc import domain_name
 from fixtures_e2e import DEPLOY_TIMEOUT, service_with_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
@@ -41,7 +41,7 @@ class PowerLab:
 
 
 @pytest.fixture(scope="module")
-def power_lab(tmp_path_factory, debian_minimal_image, installer_build, libvirt_daemon):  # noqa: F811
+def power_lab(tmp_path_factory, debian_minimal_image, installer_build, libvirt_daemon):
     from lab.demo import ApiClient
     from lab.service_proc import ServiceProcess
 

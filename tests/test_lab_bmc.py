@@ -8,8 +8,6 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
-from fixtures_bmc import domain_name, libvirt_daemon  # noqa: F401 (a fixture)
-
 pytestmark = [pytest.mark.root]
 
 PASSWORD = "lab-bmc-Secret-1"
@@ -35,21 +33,8 @@ def test_domain_xml_is_a_tcg_domain_with_the_boot_url_nic_and_a_decoy():
     assert ET.fromstring(domain_xml(VmSpec("xml-bios", firmware="bios"))).find("os/loader") is None
 
 
-@pytest.fixture
-def domain(libvirt_daemon, tmp_path):  # noqa: F811
-    from lab.libvirt import LibvirtVm
-    from lab.vm import VmSpec, create_disk
 
-    # Nothing serves the boot URL: the firmware fails to fetch it and goes on; the domain just runs.
-    spec = VmSpec(domain_name("bmc-test"), firmware="bios", boot_url="http://10.0.2.2:9/boot.ipxe",
-                  lab_dir=tmp_path / "lab", disk_size_gib=1, memory_mib=256, cpus=1)
-    create_disk(spec)
-    with LibvirtVm(spec) as vm:
-        assert vm.state() == "shut off"
-        yield vm
-
-
-def test_libvirt_daemon_reuses_a_running_daemon_and_leaves_it_running(libvirt_daemon):  # noqa: F811
+def test_libvirt_daemon_reuses_a_running_daemon_and_leaves_it_running(libvirt_daemon):
     from lab.libvirt import LibvirtDaemon
 
     with LibvirtDaemon() as again:

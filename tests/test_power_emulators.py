@@ -13,25 +13,10 @@ import pytest
 from pxe.config import ServiceConfig
 from pxe.power import AUTH, UNREACHABLE, PowerError, driver_for
 
-from fixtures_bmc import domain_name, libvirt_daemon  # noqa: F401 (a fixture)
-
 pytestmark = [pytest.mark.root]
 
 PASSWORD = "power-Emulator-pw-3"
 
-
-@pytest.fixture
-def domain(libvirt_daemon, tmp_path):  # noqa: F811
-    from lab.libvirt import LibvirtVm
-    from lab.vm import VmSpec, create_disk
-
-    # Nothing serves the boot URL: the firmware fails to fetch it and goes on; the domain just runs.
-    spec = VmSpec(domain_name("power-test"), firmware="bios", boot_url="http://10.0.2.2:9/boot.ipxe",
-                  lab_dir=tmp_path / "lab", disk_size_gib=1, memory_mib=256, cpus=1)
-    create_disk(spec)
-    with LibvirtVm(spec) as vm:
-        assert vm.state() == "shut off"
-        yield vm
 
 
 @pytest.fixture
