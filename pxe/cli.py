@@ -236,6 +236,7 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
     if tftp_port is not None and public_url is None and _carries_signed_loaders(installer_manifest):
         _refuse_loopback_agent_url(host)
     click.echo(f"metalstream: {_upgrade_database(config)}", err=True)
+    server.prepare_metrics_dir(config.data_dir)  # before the TFTP child starts: it counts its requests there too
     scheme = "https" if tls_cert else "http"
     tftp_process = None
     if tftp_port is not None:

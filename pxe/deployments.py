@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import db, machines, states, tokens, webhooks
+from . import db, machines, metrics, states, tokens, webhooks
 from .errors import Conflict, NotFound
 from .plan import secure_boot_requested
 
@@ -85,6 +85,8 @@ def _event(conn: Connection, dep_id: str, state: str, phase: str | None, message
     conn.execute(db.events.insert().values(deployment_id=dep_id, time=time.time() if when is None else when,
                                            state=state, phase=phase, message=message, bytes_done=bytes_done,
                                            bytes_total=bytes_total, seq=seq))
+    if not states.TRANSITIONS.get(state, ()):  # a final state: every path that ends a deployment records it here
+        metrics.deployment_ended(state)
 
 
 SECRET_REQUEST_FIELDS = ("root_password_hash", "kickstart")  # a kickstart may hold passwords and passphrases
@@ -298,8 +300,20 @@ def _store_event(engine: Engine, row, event: dict) -> None:
             db.deployments.c.id == row["id"], db.deployments.c.state == states.INSTALLING)).values(**values)).rowcount
         if not changed:
             raise Conflict("deployment is no longer installing", details={"state": row["state"]})
+        ended = _phase_started(conn, row["id"], row["phase"]) if event["phase"] != row["phase"] else None
         _event(conn, row["id"], states.INSTALLING, event["phase"], event["message"], event["bytes_done"],
                event["bytes_total"], when=event["time"], seq=event["seq"])
+    if ended is not None:
+        metrics.phase_ended(row["phase"], (event["time"] or now) - ended)
+
+
+def _phase_started(conn: Connection, dep_id: str, phase: str | None) -> float | None:
+    """When the agent's first event of `phase` was (its clock), or None."""
+    if phase not in rules.PHASES:
+        return None
+    return conn.execute(select(func.min(db.events.c.time)).where(and_(
+        db.events.c.deployment_id == dep_id, db.events.c.state == states.INSTALLING,
+        db.events.c.phase == phase))).scalar()
 
 
 def record_result(engine: Engine, row, result: dict, check_after: float) -> str:
@@ -310,6 +324,7 @@ def record_result(engine: Engine, row, result: dict, check_after: float) -> str:
     if result.get("secure_boot") is not None:  # an older agent does not say: what an event said stays
         common["installer_secure_boot"] = result["secure_boot"]
     with engine.begin() as conn:
+        phase_started = _phase_started(conn, row["id"], row["phase"])
         if result["success"]:
             ok = transition(conn, row["id"], states.INSTALLED, "agent reported success", sources=(states.INSTALLING,),
                             installed_at=now, check_after=check_after, message="installed; waiting for first boot",
@@ -321,6 +336,8 @@ def record_result(engine: Engine, row, result: dict, check_after: float) -> str:
             new = states.FAILED
     if not ok:
         raise Conflict("deployment is no longer installing", details={"state": row["state"]})
+    if phase_started is not None:  # the phase the agent was in ends with its result
+        metrics.phase_ended(row["phase"], (result["time"] or now) - phase_started)
     return new
 
 

@@ -20,6 +20,36 @@ AUTH_REFUSED = Counter("metalstream_auth_refused_while_blocked", "Requests refus
 WEBHOOK_DELIVERIES = Counter("metalstream_webhook_deliveries", "Webhook delivery attempts by outcome "
                              "(delivered; retry: failed, will be retried; failed: given up)", ["outcome"])
 
+PHASE_SECONDS = Histogram("metalstream_deployment_phase_duration_seconds", "Time an installer agent spent in each "
+                          "phase (from the agent's events: a phase ends when the next begins or the result comes)",
+                          ["phase"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
+DEPLOYMENTS_ENDED = Counter("metalstream_deployments_ended", "Deployments that reached a final state", ["state"])
+BMC_CALL_SECONDS = Histogram("metalstream_bmc_call_duration_seconds", "BMC calls (each attempt), by driver and "
+                             "operation", ["driver", "operation"],
+                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+BMC_CALL_ERRORS = Counter("metalstream_bmc_call_errors", "Failed BMC call attempts by driver and kind "
+                          "(unreachable, auth, bmc_error, timeout)", ["driver", "kind"])
+TFTP_REQUESTS = Counter("metalstream_tftp_requests", "TFTP read requests by outcome (sent; refused: no such "
+                        "file or an unsafe name; error: refused after an error, see the log)", ["outcome"])
+
+
+def phase_ended(phase: str, seconds: float) -> None:
+    PHASE_SECONDS.labels(phase).observe(max(0.0, seconds))
+
+
+def deployment_ended(state: str) -> None:
+    DEPLOYMENTS_ENDED.labels(state).inc()
+
+
+def bmc_call(driver: str, operation: str, seconds: float, error_kind: str | None) -> None:
+    BMC_CALL_SECONDS.labels(driver, operation).observe(seconds)
+    if error_kind is not None:
+        BMC_CALL_ERRORS.labels(driver, error_kind).inc()
+
+
+def tftp_request(outcome: str) -> None:
+    TFTP_REQUESTS.labels(outcome).inc()
+
 
 def auth_failed(kind: str) -> None:
     AUTH_FAILURES.labels(kind).inc()

@@ -106,8 +106,11 @@ def _child_exit(_server, worker) -> None:
 
 
 def prepare_metrics_dir(data_dir: Path) -> None:
-    """prometheus_client multiprocess mode: a fresh directory per run, set before workers import it."""
+    """prometheus_client multiprocess mode: a fresh directory per run, set before workers (and the TFTP child)
+    import it. A second call in the same run keeps it: the TFTP child already writes there."""
     path = data_dir / "prometheus"
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(path) and path.is_dir():
+        return
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)

@@ -144,9 +144,12 @@ def run(root: Path, host: str, port: int, *, on_listening: Callable[[], None] | 
     thread) once the port is bound."""
     import tftpy
 
+    from . import metrics  # here, in the child: `serve` has set PROMETHEUS_MULTIPROC_DIR before starting it
+
     def open_file(name: str, raddress=None, rport=None):
-        handle = _open(root, boot, name, raddress)
-        log.info("tftp %s:%s %r -> %s", raddress, rport, name, "sent" if handle else "refused")
+        handle, outcome = _open(root, boot, name, raddress)
+        metrics.tftp_request(outcome)
+        log.info("tftp %s:%s %r -> %s", raddress, rport, name, outcome)
         if handle is not None and boot is not None:
             _note_served(boot, name, raddress)
         return handle
@@ -158,22 +161,23 @@ def run(root: Path, host: str, port: int, *, on_listening: Callable[[], None] | 
         server.listen(host, port)
 
 
-def _open(root: Path, boot: TftpBoot | None, name: str, client: str) -> BinaryIO | None:
-    """What to send for `name`, or None (tftpy answers "file not found"). Never raises: an exception here
-    would end tftpy's serving loop, so it is logged and the request refused."""
+def _open(root: Path, boot: TftpBoot | None, name: str, client: str) -> tuple[BinaryIO | None, str]:
+    """What to send for `name`, or None (tftpy answers "file not found"), and the outcome: sent, refused or
+    error. Never raises: an exception here would end tftpy's serving loop, so it is logged and the request
+    refused."""
     try:
         clean = clean_name(name)
         if clean is None:
-            return None
+            return None, "refused"
         if boot is not None:
             handle = boot.open(clean, client)
             if handle is not None:
-                return handle
+                return handle, "sent"
         path = resolve(root, clean)
-        return open(path, "rb") if path else None
+        return (open(path, "rb"), "sent") if path else (None, "refused")
     except Exception:
         log.exception("tftp %s %r: refused after an error", client, name)
-        return None
+        return None, "error"
 
 
 def _note_served(boot: TftpBoot, name: str, client: str) -> None:

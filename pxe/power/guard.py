@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from .. import metrics
 from ..config import ServiceConfig
 from ..errors import Conflict
 from .base import BOOT_DEVICES, BmcAccess, PowerDriver, PowerError
@@ -47,8 +48,10 @@ class GuardedDriver:
     """A driver whose every call is bounded, retried when that may help, and throttled per BMC."""
 
     def __init__(self, driver: PowerDriver, address: str, *, attempts: int, concurrency: int,
-                 backoff: float | None = None, sleep: Callable[[float], None] = time.sleep):
+                 backoff: float | None = None, sleep: Callable[[float], None] = time.sleep,
+                 driver_name: str = "unknown"):
         self.driver = driver
+        self.driver_name = driver_name  # the metrics' `driver` label: redfish, ipmi
         self.address = address
         self.attempts = max(1, attempts)
         self.slots = bmc_slots(address, max(1, concurrency))
@@ -56,28 +59,28 @@ class GuardedDriver:
         self.sleep = sleep
 
     def status(self) -> str:
-        return self._call("status", self.driver.status)
+        return self._call("status", "status", self.driver.status)
 
     def power_on(self) -> None:
-        self._call("power on", self.driver.power_on)
+        self._call("power on", "power_on", self.driver.power_on)
 
     def power_off(self, graceful_timeout: float) -> None:
-        self._call("power off", lambda: self.driver.power_off(graceful_timeout))
+        self._call("power off", "power_off", lambda: self.driver.power_off(graceful_timeout))
 
     def reset(self) -> None:
-        self._call("reset", self.driver.reset)
+        self._call("reset", "reset", self.driver.reset)
 
     def set_boot_device(self, device: str, once: bool) -> None:
         if device not in BOOT_DEVICES:
             raise ValueError(f"boot device must be one of {BOOT_DEVICES}, not {device!r}")
-        self._call(f"boot device {device}", lambda: self.driver.set_boot_device(device, once))
+        self._call(f"boot device {device}", "boot_device", lambda: self.driver.set_boot_device(device, once))
 
-    def _call(self, what: str, work: Callable[[], T]) -> T:
+    def _call(self, what: str, operation: str, work: Callable[[], T]) -> T:
         delays = backoff_delays(self.attempts, self.backoff)
         for attempt in range(1, self.attempts + 1):
             try:
                 with self.slots:
-                    return work()
+                    return self._timed(operation, work)
             except PowerError as exc:
                 if not exc.transient or attempt == self.attempts:
                     raise exc.after(attempt) from None
@@ -86,6 +89,16 @@ class GuardedDriver:
                             attempt, self.attempts, delay, exc.message)
             self.sleep(delay)  # outside the slot: a waiting retry does not hold up other calls to this BMC
         raise AssertionError("every attempt returns or raises")
+
+    def _timed(self, operation: str, work: Callable[[], T]) -> T:
+        started = time.monotonic()
+        try:
+            result = work()
+        except PowerError as exc:
+            metrics.bmc_call(self.driver_name, operation, time.monotonic() - started, exc.kind)
+            raise
+        metrics.bmc_call(self.driver_name, operation, time.monotonic() - started, None)
+        return result
 
 
 def make_driver(access: BmcAccess, timeout: float) -> PowerDriver:
@@ -107,4 +120,4 @@ def driver_for(access: BmcAccess | dict | None, config: ServiceConfig, **guard_o
     if isinstance(access, dict):
         access = BmcAccess.from_dict(access)
     return GuardedDriver(make_driver(access, config.bmc_timeout), access.address, attempts=config.bmc_retries,
-                         concurrency=config.bmc_concurrency, **guard_options)
+                         concurrency=config.bmc_concurrency, driver_name=access.driver, **guard_options)
