@@ -159,6 +159,22 @@ def test_a_later_fetch_restarts_the_timer_and_one_sweep_fails_it_once(pxe_env):
     assert sum(m == shown["error"] for m in messages) == 1
 
 
+def test_a_machine_whose_deployment_the_sweep_fails_is_free_again(pxe_env):
+    created = pxe_env.client.post("/api/v1/machines", headers=pxe_env.admin,
+                                  json={"name": "rack1-u1", "macs": [PXE_MAC]})
+    assert created.status_code == 201, created.get_json()
+    dep = pxe_env.post_deployment({"machine": "rack1-u1", "image": "tiny"}).get_json()
+    machine = pxe_env.client.get("/api/v1/machines/rack1-u1", headers=pxe_env.admin).get_json()
+    assert machine["current_deployment"]["id"] == dep["id"]
+    at = time.time()
+    _fetch(pxe_env, "snponly.efi", at)
+    assert firststage_store.reap_silent_after_first_stage(pxe_env.service.engine, 100, now=at + 101) == [dep["id"]]
+    machine = pxe_env.client.get("/api/v1/machines/rack1-u1", headers=pxe_env.admin).get_json()
+    assert machine["state"] == "failed" and machine["current_deployment"] is None
+    again = pxe_env.post_deployment({"machine": "rack1-u1", "image": "tiny"})
+    assert again.status_code == 201, again.get_json()
+
+
 def test_a_fetch_on_a_booting_deployment_leaves_its_agent_timer_alone(pxe_env):
     dep = pxe_env.pending()
     pxe_env.boot_token()
