@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
+from .bootpath import CHOSEN_BY, Choice
+
 
 @dataclass(frozen=True)
 class Loader:
@@ -78,9 +80,14 @@ def parse_connected_networks(text: str) -> list[ipaddress.IPv4Network]:
     return networks
 
 
-def record(loader: str, client: str, mac: str | None, at: float) -> dict:
-    """What a deployment stores as `first_stage`."""
-    return {"loader": loader, "client": client, "mac": mac, "at": at}
+def record(loader: str, client: str, mac: str | None, at: float, choice: Choice | None = None) -> dict:
+    """What a deployment stores as `first_stage`: the loader sent and, for a UEFI client, the boot path chosen
+    for it (`path_choice`: the name it asked for, the path, who chose it)."""
+    fetch = {"loader": loader, "client": client, "mac": mac, "at": at}
+    if choice is not None:
+        fetch["path_choice"] = {"asked": choice.asked, "path": choice.path, "chosen_by": choice.chosen_by,
+                                **({"note": choice.note} if choice.note else {})}
+    return fetch
 
 
 def is_repeat(previous: dict | None, fetch: dict) -> bool:
@@ -90,10 +97,16 @@ def is_repeat(previous: dict | None, fetch: dict) -> bool:
             and isinstance(previous.get("at"), (int, float)) and 0 <= fetch["at"] - previous["at"] < REPEAT_WINDOW)
 
 
-def fetched_event(loader: str, client: str) -> str:
-    """The event a deployment gets when its machine fetches a first-stage loader."""
+def fetched_event(loader: str, client: str, path_choice: dict | None = None) -> str:
+    """The event a deployment gets when its machine fetches a first-stage loader; with the boot path chosen
+    for it when that was not simply the loader asked for."""
     known = LOADERS[loader]
-    return f"{known.loaded_by} fetched {loader} ({known.kind}) over TFTP from {client}"
+    event = f"{known.loaded_by} fetched {loader} ({known.kind}) over TFTP from {client}"
+    if not path_choice or (path_choice.get("asked") == loader and not path_choice.get("note")):
+        return event
+    event += (f" (it asked for {path_choice['asked']}; boot path {path_choice['path']} chosen by "
+              f"{CHOSEN_BY.get(path_choice['chosen_by'], path_choice['chosen_by'])})")
+    return f"{event}: {path_choice['note']}" if path_choice.get("note") else event
 
 
 def _clock(at: float) -> str:

@@ -35,8 +35,8 @@ def record_first_stage(engine: Engine, mac: str, fetch: dict) -> str | None:
                 db.deployments.c.open_mac == mac)).values(**values)).rowcount
             if changed:
                 if not firststage.is_repeat(row.first_stage, fetch):
-                    _event(conn, row.id, row.state, None, firststage.fetched_event(fetch["loader"], fetch["client"]),
-                           when=_event_time(conn, row.id, fetch["at"]))
+                    message = firststage.fetched_event(fetch["loader"], fetch["client"], fetch.get("path_choice"))
+                    _event(conn, row.id, row.state, None, message, when=_event_time(conn, row.id, fetch["at"]))
                 return row.id
     return None
 

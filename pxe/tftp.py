@@ -3,7 +3,8 @@
 It serves the iPXE binaries (Debian's ipxe package) from its root and, with a database (`TftpBoot`,
 pxe/tftpboot.py), the signed shim + GRUB path: shimx64.efi, grubx64.efi, grub/grub.cfg, a per-MAC
 grub/MAC.cfg rendered per request, and the installer's kernel and initramfs; first-stage loader fetches
-are attributed to their deployment through the neighbour table.
+are attributed to their deployment through the neighbour table, and a UEFI client whose deployment (or the
+service's --boot-path) forces the other boot path gets that path's loader under the name it asked for.
 
 Every request name is checked by `clean_name` before anything is opened: no NUL or backslash, no `..`,
 printable ASCII only; files from the root are then resolved by `resolve()` (nothing outside the root
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from metalstream.errors import OperationFailed
+
+from .bootpath import BOOT_PATH_CHOICES
 
 if TYPE_CHECKING:
     from .tftpboot import TftpBoot
@@ -91,9 +94,10 @@ class BootOptions:
     http_host: str
     http_port: int
     neighbours: Path | None = None  # default: the kernel's (/proc/net/arp)
+    boot_path: str = "auto"  # UEFI clients' boot path when their deployment forces none (pxe/bootpath.py)
 
     def argv(self) -> list[str]:
-        argv = ["--http", f"{self.http_scheme}://{self.http_host}:{self.http_port}"]
+        argv = ["--http", f"{self.http_scheme}://{self.http_host}:{self.http_port}", "--boot-path", self.boot_path]
         if self.installer is not None:
             argv += ["--installer", str(self.installer)]
         if self.public_url is not None:
@@ -212,6 +216,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--installer", type=Path, help="installer manifest (kernel, initramfs, signed loaders)")
     parser.add_argument("--public-url", help="the URL the installer's agent is told")
     parser.add_argument("--neighbours", type=Path, help="neighbour table in /proc/net/arp's format")
+    parser.add_argument("--boot-path", choices=BOOT_PATH_CHOICES, default="auto",
+                        help="UEFI clients' boot path when their deployment forces none")
     return parser.parse_args(argv)
 
 
@@ -231,11 +237,13 @@ def _boot(args: argparse.Namespace) -> TftpBoot | None:
     neighbours = (lambda: tftpboot.read_neighbours(args.neighbours)) if args.neighbours else tftpboot.read_neighbours
     return tftpboot.TftpBoot(engine, Renderer(), installer,
                              tftpboot.ServiceAddress(args.public_url, scheme, http_host, int(http_port)),
-                             tftpboot.FirstStageRecorder(engine, neighbours))
+                             tftpboot.FirstStageRecorder(engine, neighbours), root=args.root,
+                             default_path=args.boot_path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m pxe.tftp ROOT HOST PORT [--http URL --installer FILE --public-url URL --neighbours FILE]`:
+    """`python -m pxe.tftp ROOT HOST PORT [--http URL --installer FILE --public-url URL --neighbours FILE
+    --boot-path auto|ipxe|shim-grub]`:
     what `metalstream serve --tftp` runs as a child process (not a thread: gunicorn forks workers from the
     serving process, and forking with a busy thread is unsafe)."""
     args = _arguments(argv)

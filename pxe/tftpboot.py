@@ -16,6 +16,12 @@ neighbour table and the fetch is stored on that MAC's open deployment (firststag
 on a worker thread: the lookup may wait a moment for the kernel to learn the address — only for a client on a
 directly connected network (/proc/net/route); one behind a router never appears in the table.
 
+A UEFI first-stage name (bootpath.UEFI_FIRST_STAGE: snponly.efi, ipxe.efi, shimx64.efi) may be answered with
+the other path's loader (bootpath.choose): the boot path forced by the open deployment of the client's MAC,
+else the service's default. That lookup is immediate (the neighbour table as it is when the request arrives:
+the kernel has usually learnt the client from its ARP request for this host); a client not found there, or
+with no open deployment, gets the service's default. The choice is recorded with the fetch (`path_choice`).
+
 Names reach this module already checked by pxe.tftp.clean_name; a MAC is checked again by rules.mac.
 Nothing here imports Flask: this runs in the TFTP child process.
 """
@@ -38,8 +44,9 @@ from sqlalchemy.engine import Engine
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import firststage, firststage_store
+from . import bootpath, deployments, firststage, firststage_store
 from .boot import InstallerBoot, InstallerMissing, select_boot
+from .plan import secure_boot_requested
 from .render import Renderer
 
 log = logging.getLogger("metalstream.pxe.tftp")
@@ -122,20 +129,22 @@ class FirstStageRecorder:
     _queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=256), init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
 
-    def note(self, loader: str, client: str, at: float) -> None:
+    def note(self, loader: str, client: str, at: float, mac: str | None = None,
+             choice: bootpath.Choice | None = None) -> None:
+        """`mac`: already known (looked up when the boot path was chosen); `choice`: that boot path."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="first-stage", daemon=True)
             self._thread.start()
         try:
-            self._queue.put_nowait((loader, client, at))
+            self._queue.put_nowait((loader, client, at, mac, choice))
         except queue.Full:
             log.warning("%s fetched %s: not attributed (too many fetches waiting)", client, loader)
 
     def _work(self) -> None:
         while True:
-            loader, client, at = self._queue.get()
+            loader, client, at, mac, choice = self._queue.get()
             try:
-                self.record(loader, client, at)
+                self.record(loader, client, at, mac=mac, choice=choice)
             except Exception:  # keep attributing later fetches (e.g. the database was busy)
                 log.exception("%s fetched %s: storing it on its deployment failed", client, loader)
 
@@ -148,13 +157,15 @@ class FirstStageRecorder:
                 return mac
         return None
 
-    def record(self, loader: str, client: str, at: float) -> str | None:
+    def record(self, loader: str, client: str, at: float, *, mac: str | None = None,
+               choice: bootpath.Choice | None = None) -> str | None:
         """Store the fetch on the client's open deployment; the deployment's id, or None."""
-        mac = self.lookup(client, at)
+        mac = mac or self.lookup(client, at)
         if mac is None:
             log.info("%s fetched %s: no MAC for it in the neighbour table, not attributed", client, loader)
             return None
-        dep_id = firststage_store.record_first_stage(self.engine, mac, firststage.record(loader, client, mac, at))
+        dep_id = firststage_store.record_first_stage(self.engine, mac,
+                                                     firststage.record(loader, client, mac, at, choice))
         if dep_id is None:
             log.info("%s (%s) fetched %s: no open deployment for that MAC", client, mac, loader)
         else:
@@ -171,12 +182,22 @@ class TftpBoot:
     installer: dict | None
     address: ServiceAddress
     recorder: FirstStageRecorder | None = None
+    root: Path | None = None  # the TFTP root, where the iPXE loaders are
+    default_path: str = "auto"  # bootpath.BOOT_PATH_CHOICES: the service's --boot-path
 
     def __post_init__(self) -> None:
         self.files = installer_files(self.installer)
+        # The last UEFI first-stage request's boot path and MAC, for `served`: tftpy opens and then sends each
+        # file on its one serving thread, so `served` always follows the `open` it belongs to.
+        self._chosen: tuple[str, str, str | None, bootpath.Choice, str] | None = None
 
     def open(self, name: str, client: str) -> BinaryIO | None:
         """The content for `name` (already checked by clean_name), or None when this module does not serve it."""
+        self._chosen = None
+        if name in bootpath.UEFI_FIRST_STAGE:
+            handle = self._first_stage(name, client)
+            if handle is not None:
+                return handle
         if name in self.files:
             return open(self.files[name], "rb")
         if name in SIGNED_LOADER_NAMES:
@@ -204,10 +225,54 @@ class TftpBoot:
             return self.renderer.installer_tftp_grub(boot)
         return self.renderer.local_grub(mac, boot.root_uuid)
 
+    def _first_stage(self, asked: str, client: str) -> BinaryIO | None:
+        """The other path's loader when the client's boot path (bootpath.choose) is not the one `asked` starts;
+        else None (the asked file is served as usual). Remembers the choice for `served`."""
+        try:
+            mac, row = self._open_deployment(client)
+        except Exception:  # the loader goes out either way: on the service's default path
+            log.exception("tftp %s asked for %s: looking up its deployment failed", client, asked)
+            mac, row = None, None
+        request = row["request"] if row is not None else {}
+        choice = bootpath.choose(asked, request.get("boot_path") if row is not None else None, self.default_path,
+                                 row is not None and secure_boot_requested(request, row["storage"]))
+        loader, path = self._loader_for(choice.path) if choice.redirected else (asked, None)
+        if choice.redirected and path is None:
+            why = ("the installer carries no signed shim and grub" if choice.path == "shim-grub"
+                   else "the TFTP root has no snponly.efi or ipxe.efi")
+            choice = bootpath.Choice(asked, bootpath.UEFI_FIRST_STAGE[asked], "asked",
+                                     note=f"boot path {choice.path} ({bootpath.CHOSEN_BY[choice.chosen_by]}) "
+                                          f"cannot be served: {why}")
+            loader = asked
+        log.info("tftp %s (%s): %s", client, mac or "MAC unknown", bootpath.describe(choice, loader))
+        self._chosen = (client, asked, mac, choice, loader)
+        return open(path, "rb") if choice.redirected else None
+
+    def _open_deployment(self, client: str) -> tuple[str | None, dict | None]:
+        """The client's MAC from the neighbour table as it is now, and that MAC's open deployment (or None)."""
+        mac = self.recorder.neighbours().get(client) if self.recorder is not None else None
+        return mac, (deployments.open_for_mac(self.engine, mac) if mac is not None else None)
+
+    def _loader_for(self, path: str) -> tuple[str, Path | None]:
+        """The first-stage loader that starts boot `path` and its file, or (name, None) when there is none."""
+        for name in bootpath.LOADERS_FOR[path]:
+            if name in self.files:
+                return name, self.files[name]
+            if self.root is not None and (self.root / name).is_file():
+                return name, self.root / name
+        return bootpath.LOADERS_FOR[path][0], None
+
     def served(self, name: str, client: str, at: float) -> None:
-        """A file (from here or the TFTP root) is being sent: attribute first-stage loaders to their deployment."""
+        """A file (from here or the TFTP root) is being sent: attribute first-stage loaders to their deployment,
+        under the name of the loader actually sent."""
         loader = name.rsplit("/", 1)[-1]
-        if loader in firststage.LOADERS and self.recorder is not None:
+        chosen, self._chosen = self._chosen, None
+        if loader not in firststage.LOADERS or self.recorder is None:
+            return
+        if chosen is not None and chosen[:2] == (client, name):
+            _, _, mac, choice, sent = chosen
+            self.recorder.note(sent, client, at, mac=mac, choice=choice)
+        else:
             self.recorder.note(loader, client, at)
 
 
