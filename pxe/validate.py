@@ -14,12 +14,13 @@ from metalstream.contracts.network import check_network, read_network_device
 from metalstream.contracts.plan import REBOOT_METHODS, DiskHints, read_ssh_keys
 from metalstream.errors import BadInput
 
+from . import bootpath
 from .plan import secure_boot_requested
 
 DEPLOYMENT_FIELDS = (
     "mac", "image", "image_sha256", "hostname", "disk_hints", "boot_mode", "root_password_hash",
     "ssh_keys", "kernel_args", "kickstart", "ssh_address", "secure_boot", "network",
-    "reboot_method", "machine",
+    "reboot_method", "machine", "boot_path",
 )
 MAX_NETWORK_DEVICES = 64
 MAX_KICKSTART = 256 * 1024
@@ -59,6 +60,9 @@ def check_deployment(data: Any) -> dict:
            if given("reboot_method") else {}),
         # likewise: the registered machine (id or name) it installs; without `mac`, the machine's only MAC
         **({"machine": _machine_ref(data["machine"])} if "machine" in data else {}),
+        # likewise: auto | ipxe | shim-grub, the network boot path a UEFI client is sent on (pxe/bootpath.py)
+        **({"boot_path": rules.one_of(data["boot_path"], bootpath.BOOT_PATH_CHOICES, "boot_path")}
+           if given("boot_path") else {}),
     }
 
 
@@ -77,6 +81,15 @@ def check_secure_boot(request: dict, storage: dict | None, image: dict) -> None:
     refusal = secureboot.image_refusal(image["name"], image["manifest"])
     if refusal:
         raise BadInput(refusal, location=location)
+
+
+def check_boot_path(request: dict, storage: dict | None) -> None:
+    """A forced boot path the deployment cannot take (shim-grub on BIOS, iPXE under Secure Boot): BadInput at
+    `boot_path`."""
+    refusal = bootpath.refusal(request.get("boot_path", "auto"), request["boot_mode"],
+                               secure_boot_requested(request, storage))
+    if refusal:
+        raise BadInput(refusal, location="boot_path")
 
 
 def _network(value: Any) -> list[dict]:

@@ -8,7 +8,7 @@ from metalstream.errors import BadInput
 
 from .. import deployments, imagestore, machines
 from ..kickstart_input import deploy_spec_from_text
-from ..validate import check_deployment, check_secure_boot
+from ..validate import check_boot_path, check_deployment, check_secure_boot
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("deployments", __name__, url_prefix="/api/v1/deployments")
@@ -30,6 +30,7 @@ def create_deployment():
         raise BadInput(f"does not match the registered image's sha256 {image['sha256']}", location="image_sha256")
     storage = deploy_spec_from_text(req["kickstart"]) if req["kickstart"] else None
     check_secure_boot(req, storage, image)
+    check_boot_path(req, storage)
     scoped_key = None if key is None else deployments.scoped_idempotency_key(g.api_token["id"], key)
     deployment, created = deployments.create(svc.engine, req, storage, scoped_key, machine_id=machine_id)
     g.audit_target = deployment["id"]
