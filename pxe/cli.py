@@ -15,6 +15,8 @@ import click
 
 from metalstream.errors import BadInput
 
+from .bootpath import BOOT_PATH_CHOICES
+
 DEFAULT_DATA_DIR = Path(os.environ.get("METALSTREAM_DATA_DIR", "/var/lib/metalstream"))
 
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR,
@@ -192,12 +194,16 @@ def _boot_url(boot_url: str | None, boot_bind: str | None, *, bind: str, public_
 @click.option("--webhook-retry-for", default=6 * 3600.0, show_default=True, type=click.FloatRange(3600),
               help="Seconds after an event during which a failing webhook delivery is retried (exponential "
                    "backoff with jitter, at least an hour); then it is given up.")
+@click.option("--boot-path", type=click.Choice(BOOT_PATH_CHOICES), default="auto", show_default=True,
+              help="With --tftp: the boot path of UEFI clients whose deployment forces none (its `boot_path`), "
+                   "and of clients with no deployment: auto = the loader DHCP names; ipxe or shim-grub = that "
+                   "path's loader under whichever first-stage name the client asks for (docs/service.md).")
 @click.option("--discovery/--no-discovery", default=False, show_default=True,
               help="An unknown MAC that network-boots gets the installer in inspection mode: its agent reports "
                    "the hardware and powers off, and the machine appears in state `new` (docs/inspection.md).")
 def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent_timeout, activation_timeout,
           sweep_interval, tftp_port, image_import_dirs, tls_cert, tls_key, boot_bind, boot_url, auth_max_failures,
-          image_mirrors, reboot_method, discovery, **power_settings):
+          image_mirrors, reboot_method, boot_path, discovery, **power_settings):
     """Run the PXE/HTTP service under gunicorn: REST API, boot scripts, images, agent endpoints.
 
     \b
@@ -235,6 +241,7 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
                                                             str(config.installer)) if config.installer else None)
     if tftp_port is not None and public_url is None and _carries_signed_loaders(installer_manifest):
         _refuse_loopback_agent_url(host)
+    _check_boot_path(boot_path, installer_manifest, tftp_port)
     click.echo(f"metalstream: {_upgrade_database(config)}", err=True)
     server.prepare_metrics_dir(config.data_dir)  # before the TFTP child starts: it counts its requests there too
     scheme = "https" if tls_cert else "http"
@@ -244,13 +251,13 @@ def serve(data_dir, db_url, bind, workers, threads, installer, public_url, agent
         copied = tftp.populate(root)
         tftp_process = tftp.start(root, host, tftp_port, boot=tftp.BootOptions(
             db_url=config.db_url, installer=config.installer, public_url=public_url, http_scheme=scheme,
-            http_host=host, http_port=_parse_bind(bind)[1]))
+            http_host=host, http_port=_parse_bind(bind)[1], boot_path=boot_path))
         click.echo(f"metalstream: TFTP on udp/{tftp_port} serving {', '.join(copied) or 'nothing'} from {root}",
                    err=True)
     click.echo(f"metalstream: serving on {scheme}://{bind} (data {config.data_dir}, {workers} workers x {threads} "
                "threads)", err=True)
     _describe_boot_transport(tls_cert is not None, boot_bind, boot_url)
-    for line in _boot_paths(installer_manifest, tftp_port):
+    for line in _boot_paths(installer_manifest, tftp_port, boot_path):
         click.echo(f"metalstream: {line}", err=True)
     serving_pid = os.getpid()
     try:
@@ -283,7 +290,19 @@ def _refuse_loopback_agent_url(bind_host: str) -> None:
                        location="--public-url")
 
 
-def _boot_paths(installer: dict | None, tftp_port: int | None) -> list[str]:
+def _check_boot_path(boot_path: str, installer: dict | None, tftp_port: int | None) -> None:
+    """A --boot-path other than auto needs the TFTP server that answers the first-stage loaders, and shim-grub
+    an installer carrying the signed shim and grub."""
+    if boot_path == "auto":
+        return
+    if tftp_port is None:
+        raise BadInput("needs --tftp: the TFTP server is what answers a UEFI client's first-stage loader",
+                       location="--boot-path")
+    if boot_path == "shim-grub" and not _carries_signed_loaders(installer):
+        raise BadInput("shim-grub needs an --installer that carries the signed shim and grub", location="--boot-path")
+
+
+def _boot_paths(installer: dict | None, tftp_port: int | None, boot_path: str = "auto") -> list[str]:
     """What `serve` says at start about the network boot paths it offers (`installer`: its manifest document)."""
     lines = ["boot path iPXE over HTTP: iPXE (from the NIC, or undionly.kpxe / snponly.efi over TFTP) fetches "
              "/boot.ipxe, then /boot/MAC.ipxe; a GRUB with http fetches /boot/grub.cfg, then /boot/grub/MAC.cfg"]
@@ -301,7 +320,19 @@ def _boot_paths(installer: dict | None, tftp_port: int | None) -> list[str]:
         lines.append(f"boot path signed shim + grub over TFTP (Secure Boot): udp/{tftp_port} serves shimx64.efi, "
                      "grubx64.efi, grub/grub.cfg, grub/MAC.cfg, installer/vmlinuz and installer/initrd.img "
                      "(metalstream dnsmasq-config --uefi-loader shim)")
+    if tftp_port is not None:
+        lines.append(_uefi_default_line(boot_path))
     return lines
+
+
+def _uefi_default_line(boot_path: str) -> str:
+    forcing = "a deployment's boot_path (ipxe, shim-grub) forces its machine's path"
+    if boot_path == "auto":
+        return (f"UEFI clients take the path of the loader DHCP names (snponly.efi: ipxe, shimx64.efi: shim-grub; "
+                f"--boot-path auto); {forcing}")
+    return (f"UEFI clients take the {boot_path} path whatever first-stage loader they ask for (--boot-path "
+            f"{boot_path}), unless {forcing}" + ("; a deployment asking for Secure Boot keeps the loader DHCP names"
+                                               if boot_path == "ipxe" else ""))
 
 
 def _describe_boot_transport(tls: bool, boot_bind: str | None, boot_url: str | None) -> None:
