@@ -51,6 +51,9 @@ def _lines(path: Path) -> list[str]:
 @click.option("--kernel-arg", "kernel_args", multiple=True, metavar="ARG", help="Extra kernel argument (repeatable).")
 @click.option("--reboot-method", type=click.Choice(["firmware", "kexec"]), default=None,
               help="Default: the service's (`serve --reboot-method`).")
+@click.option("--boot-path", type=click.Choice(["auto", "ipxe", "shim-grub"]), default=None,
+              help="The network boot path of a UEFI machine: ipxe or shim-grub (signed shim + grub over TFTP) "
+                   "whatever loader DHCP names. Default: auto (the service's `serve --boot-path`).")
 @click.option("--ssh-address", default=None, metavar="HOST:PORT",
               help="Where the service's activation check reaches the installed system (default: the address "
                    "its agent called from, port 22).")
@@ -61,7 +64,7 @@ def _lines(path: Path) -> list[str]:
 @interval_option
 @timeout_option
 def deploy(api: Api, image, mac, machine, hostname, kickstart, ssh_key_files, boot_mode, kernel_args, reboot_method,
-           ssh_address, idempotency_key, wait, interval, timeout):
+           boot_path, ssh_address, idempotency_key, wait, interval, timeout):
     """Deploy IMAGE to a machine: create a deployment the machine's next network boot installs.
 
     \b
@@ -74,7 +77,7 @@ def deploy(api: Api, image, mac, machine, hostname, kickstart, ssh_key_files, bo
         raise BadInput("give --mac MAC or --machine NAME", location="--mac")
     body = {"image": image}
     optional = {"mac": mac, "machine": machine, "hostname": hostname, "boot_mode": boot_mode,
-                "reboot_method": reboot_method, "ssh_address": ssh_address}
+                "reboot_method": reboot_method, "boot_path": boot_path, "ssh_address": ssh_address}
     body.update({k: v for k, v in optional.items() if v is not None})
     if kickstart is not None:
         body["kickstart"] = kickstart.read_text()
