@@ -171,3 +171,24 @@ def test_the_requests_true_wins_over_the_kickstarts_false(pxe_env, signed_image)
 def test_a_request_that_also_asks_is_located_at_its_own_field(pxe_env):
     body = _refused(pxe_env, {"mac": PXE_MAC, "image": "tiny", "kickstart": DEPLOY_KS, "secure_boot": True})
     assert body["field"] == "secure_boot"
+
+
+# --- a forced network boot path (boot_path; the TFTP side is in test_pxe_tftp_bootpath.py) ----------------
+
+@pytest.mark.parametrize("extra, words", [
+    ({"boot_path": "shim-grub", "boot_mode": "bios"}, "shim-grub is a UEFI path and boot_mode is bios"),
+    ({"boot_path": "ipxe", "secure_boot": True}, "ipxe cannot boot with Secure Boot on"),
+    ({"boot_path": "ipxe", "kickstart": DEPLOY_KS}, "ipxe cannot boot with Secure Boot on"),
+    ({"boot_path": "pxe"}, "auto, ipxe, shim-grub"),
+    ({"boot_path": 1}, ""),
+])
+def test_a_boot_path_the_deployment_cannot_take_is_refused_at_its_field(pxe_env, signed_image, extra, words):
+    body = _refused(pxe_env, {"mac": PXE_MAC, "image": signed_image, **extra})
+    assert body["field"] == "boot_path" and words in body["error"], body
+
+
+def test_a_forced_boot_path_is_kept_in_the_request_and_only_when_given(pxe_env, signed_image):
+    dep = pxe_env.pending(image=signed_image, secure_boot=True, boot_path="shim-grub")
+    assert dep["request"]["boot_path"] == "shim-grub" and dep["boot_path"] is None  # the path taken: none yet
+    assert "boot_path" not in pxe_env.pending("52:54:00:00:00:02", image=signed_image)["request"]
+    assert pxe_env.pending("52:54:00:00:00:03", boot_path="ipxe", secure_boot=False)["request"]["boot_path"] == "ipxe"
