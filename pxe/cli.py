@@ -496,7 +496,8 @@ def db_upgrade(data_dir, db_url):
                    "ipxe = iPXE (snponly.efi; refused by firmware that enforces Secure Boot); shim = the "
                    "distribution's signed shim (shimx64.efi), which loads grubx64.efi and grub/grub.cfg from the "
                    "same TFTP server (needs an installer built with the signed loaders). BIOS clients get "
-                   "undionly.kpxe either way.")
+                   "undionly.kpxe either way. The service's TFTP server can send the other path's loader under "
+                   "this name: a deployment's boot_path, else serve --boot-path.")
 @click.option("--dhcp-range", default=None, metavar="START,END",
               help="Hand out addresses START to END (inside --subnet, 12 h leases) instead of proxy DHCP: only on an "
                    "isolated provisioning network with no other DHCP server.")
