@@ -1,10 +1,11 @@
 """Simulated machines for load and fail-over tests: each walks a real deployment through the service's
 HTTP API exactly as a machine and its agent would, without a VM.
 
-One simulated machine: the inventory creates its deployment (with an Idempotency-Key), the firmware
-fetches its boot script (which mints the agent token), the agent fetches its plan, reports a phase
-every `event_interval` seconds, downloads the image with Range requests while reporting progress at
-the same pace, checks the sha256 and reports its result. Calls that fail for transport reasons (a replica
+One simulated machine: the inventory creates its deployment (with an Idempotency-Key, and an `ssh_address`
+when given), a machine with a BMC waits until the service has powered it on, the firmware fetches its boot
+script (which mints the agent token), the agent fetches its plan, reports a phase every `event_interval`
+seconds, downloads the image with Range requests while reporting progress at the same pace, checks the
+sha256 and reports its result. Calls that fail for transport reasons (a replica
 killed, a proxy answering 502/503/504) are retried with a bounded backoff, as a real agent would;
 events carry a sequence number so a retried event is stored once. Every call's latency is recorded
 per endpoint class. Loopback (or a test's own namespace) only: the caller gives the URL.
@@ -16,6 +17,7 @@ import hashlib
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -32,6 +34,7 @@ class FleetOptions:
     attempts: int = 8  # per call, for transport failures
     backoff: float = 0.2
     timeout: float = 30.0
+    power_wait: float = 120.0  # seconds a machine with a BMC waits for the service to power it on
 
 
 @dataclass
@@ -60,9 +63,12 @@ class MachineFailed(Exception):
 
 class SimulatedMachine:
     def __init__(self, client: httpx.AsyncClient, mac: str, options: FleetOptions, stats: FleetStats,
-                 admin_headers: dict, *, goes_silent: bool = False):
+                 admin_headers: dict, *, goes_silent: bool = False, ssh_address: str | None = None,
+                 powered: Callable[[], bool] | None = None):
         self.client = client
         self.goes_silent = goes_silent
+        self.ssh_address = ssh_address
+        self.powered = powered  # for a machine with a BMC: True once the service has powered it on
         self.mac = mac
         self.options = options
         self.stats = stats
@@ -103,10 +109,14 @@ class SimulatedMachine:
         await self.expect("agent_event", "POST", "/api/v1/agent/events", json=body, headers=self.agent_headers)
 
     async def run(self) -> str:
-        created = await self.expect("api_create", "POST", "/api/v1/deployments",
-                                    json={"mac": self.mac, "image": self.options.image},
+        request = {"mac": self.mac, "image": self.options.image}
+        if self.ssh_address:
+            request["ssh_address"] = self.ssh_address
+        created = await self.expect("api_create", "POST", "/api/v1/deployments", json=request,
                                     headers={**self.admin_headers, "Idempotency-Key": f"fleet-{self.mac}"})
         self.deployment_id = created.json()["id"]
+        if self.powered is not None:
+            await self.wait_for_power()
         script = (await self.expect("boot_script", "GET", f"/boot/{self.mac}.ipxe")).text
         if "metalstream.token=" not in script:
             raise MachineFailed(f"{self.mac}: the boot script holds no agent token")
@@ -130,6 +140,14 @@ class SimulatedMachine:
         if answer.status_code in (401, 409):  # a retry after the result was stored on a replica that died
             return "installed-before"
         raise MachineFailed(f"{self.mac}: result answered {answer.status_code}: {answer.text[:200]}")
+
+    async def wait_for_power(self) -> None:
+        """A machine with a BMC network-boots only once the service has powered it on."""
+        deadline = time.monotonic() + self.options.power_wait
+        while not self.powered():
+            if time.monotonic() > deadline:
+                raise MachineFailed(f"{self.mac}: not powered on within {self.options.power_wait:g} s")
+            await asyncio.sleep(0.2)
 
     async def download(self, image: dict) -> None:
         size, url = image["size"], image["url"]
@@ -179,15 +197,20 @@ class MachineOutcome:
 
 async def run_fleet(base_url: str, admin_headers: dict, macs: list[str], options: FleetOptions, *,
                     silent: frozenset[str] = frozenset(), watchers: int = 2, concurrency: int | None = None,
-                    verify=True) -> tuple[dict[str, MachineOutcome], FleetStats]:
+                    verify=True, ssh_addresses: dict[str, str] | None = None,
+                    powered: dict[str, Callable[[], bool]] | None = None
+                    ) -> tuple[dict[str, MachineOutcome], FleetStats]:
     """Deploy every MAC at once; the `silent` ones stop after fetching their plan (a machine that died),
-    for the service's silence timeout to fail. Returns ({mac: outcome}, stats)."""
+    for the service's silence timeout to fail. `ssh_addresses` ({mac: host:port}) go into the deployments;
+    the MACs in `powered` ({mac: is it on?}) wait for their power-on before booting.
+    Returns ({mac: outcome}, stats)."""
     stats = FleetStats()
     limits = httpx.Limits(max_connections=concurrency or len(macs) + watchers, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, verify=verify) as client:
         stop = asyncio.Event()
         watching = [asyncio.create_task(watch_api(client, admin_headers, stats, stop)) for _ in range(watchers)]
-        machines = [SimulatedMachine(client, mac, options, stats, admin_headers, goes_silent=mac in silent)
+        machines = [SimulatedMachine(client, mac, options, stats, admin_headers, goes_silent=mac in silent,
+                                     ssh_address=(ssh_addresses or {}).get(mac), powered=(powered or {}).get(mac))
                     for mac in macs]
         outcomes = await asyncio.gather(*(machine.run() for machine in machines), return_exceptions=True)
         stop.set()
