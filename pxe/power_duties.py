@@ -182,21 +182,23 @@ def fail_boot_timeouts(service: Service, now: float) -> list[str]:
 
 def claim_boot_restores(service: Service, now: float) -> list[tuple[str, str]]:
     """Deployments this service powered on that reached `installed` and whose machine still boots from the
-    network: claimed (power_claimed_at moved to now) for one attempt every RESTORE_RETRY seconds."""
+    network: claimed (power_claimed_at moved to now, and never to before installed_at: a claim made with a
+    `now` older than the install would still look unclaimed to the next sweep) for one attempt every
+    RESTORE_RETRY seconds."""
     d = db.deployments.c
     with service.engine.connect() as conn:
-        due = conn.execute(select(d.id, d.machine_id, d.power_claimed_at)
+        due = conn.execute(select(d.id, d.machine_id, d.power_claimed_at, d.installed_at)
                            .select_from(db.deployments.join(db.machines, _with_bmc()))
                            .where(and_(d.installed_at.is_not(None), d.installed_at > now - RESTORE_GIVE_UP,
                                        d.powered_at.is_not(None), d.boot_restored_at.is_(None),
                                        or_(d.power_claimed_at < d.installed_at,
                                            d.power_claimed_at <= now - RESTORE_RETRY)))).all()
     claimed = []
-    for dep_id, machine_id, seen in due:
+    for dep_id, machine_id, seen, installed_at in due:
         with service.engine.begin() as conn:
             got = conn.execute(update(db.deployments).where(and_(
                 d.id == dep_id, d.boot_restored_at.is_(None), d.power_claimed_at == seen))
-                .values(power_claimed_at=now)).rowcount
+                .values(power_claimed_at=max(now, installed_at))).rowcount
         if got == 1:
             claimed.append((dep_id, machine_id))
     return claimed

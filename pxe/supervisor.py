@@ -20,7 +20,7 @@ log = logging.getLogger("metalstream.pxe.supervisor")
 
 def tick(service: Service, now: float | None = None) -> None:
     config = service.config
-    now = now if now is not None else time.time()
+    given, now = now, now if now is not None else time.time()
     for dep_id in deployments.reap_silent(service.engine, config.agent_timeout, now):
         log.warning("deployment %s failed: agent silent for more than %s s", dep_id, config.agent_timeout)
     for dep_id in firststage_store.reap_silent_after_first_stage(service.engine, config.agent_timeout, now):
@@ -28,7 +28,10 @@ def tick(service: Service, now: float | None = None) -> None:
                     "nothing for more than %s s", dep_id, config.agent_timeout)
     for row in deployments.claim_activation_checks(service.engine, config.activation_retry, now):
         check_one(service, row, now)
-    power_duties.tick(service, now)  # BMC calls run in its own threads: a slow BMC does not hold up this sweep
+    # BMC calls run in its own threads: a slow BMC does not hold up this sweep. Its claims take the time they
+    # are made (unless a test gives one): the checks above can take seconds, and a claim stamped that much
+    # earlier looks expired that much sooner to other replicas.
+    power_duties.tick(service, given)
 
 
 def check_one(service: Service, row, now: float) -> None:

@@ -170,6 +170,17 @@ def test_after_installed_the_machine_boots_its_disk_again(pxe_env, stub):
     assert len(stub.actions()) == 3  # done once
 
 
+def test_a_restore_claimed_with_a_time_before_the_install_is_not_claimed_again(pxe_env, stub):
+    """A sweep whose clock was read before the agent's result committed (a slow sweep on another replica)
+    claims the restore; the next sweep must see that claim, not one older than the install."""
+    dep = deploy(pxe_env, register(pxe_env, stub.url))
+    sweep(pxe_env)
+    installed(pxe_env, dep["id"])
+    installed_at = row(pxe_env, dep["id"])["installed_at"]
+    assert power_duties.claim_boot_restores(pxe_env.service, installed_at - 5) == [(dep["id"], dep["machine"])]
+    assert power_duties.claim_boot_restores(pxe_env.service, installed_at + 1) == []
+
+
 def test_setting_the_boot_device_back_is_retried_while_the_bmc_fails(pxe_env, stub):
     dep = deploy(pxe_env, register(pxe_env, stub.url))
     sweep(pxe_env)
