@@ -121,14 +121,6 @@ def _nic(value, location: str) -> dict:
                                     maximum=10_000_000)}
 
 
-def read_report(body) -> dict:
-    """The facts of a POST /api/v1/agent/inspection body: {"facts": {...}}."""
-    report = rules.expect_object(body, "", ("facts",))
-    if "facts" not in report:
-        raise BadInput("missing", location="facts")
-    return read_facts(report["facts"])
-
-
 # --- inspection tokens --------------------------------------------------------------------------------------
 
 def mint_token(secrets, mac: str, now: float | None = None) -> str:

@@ -156,7 +156,8 @@ def machine_add(data_dir, db_url, create, name, macs, tags, bmc_driver, bmc_addr
           --bmc-address https://10.0.0.20 --bmc-username admin --bmc-password-file /root/bmc-node-02.pw
     """
     from . import machines
-    from .validate_machines import check_create
+    from .schemas.base import parse
+    from .schemas.machines import MachineCreate
     password = _password(bmc_password_file, bmc_password_prompt)
     body = {"name": name, "macs": list(macs), "tags": list(tags)}
     bmc = _bmc_fields(bmc_driver, bmc_address, bmc_username, password, bmc_verify_tls, bmc_system_id)
@@ -165,7 +166,7 @@ def machine_add(data_dir, db_url, create, name, macs, tags, bmc_driver, bmc_addr
             raise BadInput("is required with the other --bmc-* options", location="--bmc-driver")
         body["bmc"] = bmc
     try:
-        spec = check_create(body)
+        spec = parse(MachineCreate, body).spec()
     except BadInput as exc:
         raise _relocated(exc) from None
     engine, secrets = _open(data_dir, db_url, create)
@@ -188,7 +189,8 @@ def machine_edit(data_dir, db_url, name, rename, macs, tags, no_tags, ready, bmc
     """Change a machine (by name or id): only what is given changes; the BMC password stays unless a new one is
     given (another --bmc-driver starts the BMC from nothing)."""
     from . import machines
-    from .validate_machines import check_patch
+    from .schemas.base import parse
+    from .schemas.machines import MachinePatch
     body: dict = {}
     if rename is not None:
         body["name"] = rename
@@ -203,7 +205,7 @@ def machine_edit(data_dir, db_url, name, rename, macs, tags, no_tags, ready, bmc
     if bmc:
         body["bmc"] = bmc
     try:
-        change = check_patch(body)
+        change = parse(MachinePatch, body).change()
         engine, secrets = _open(data_dir, db_url)
         _echo(machines.update_machine(engine, secrets, name, change), as_json)
     except BadInput as exc:

@@ -26,7 +26,9 @@ from metalstream.errors import BadInput
 from . import db, machine_states, webhooks
 from . import states as deployment_states
 from .errors import Conflict, NotFound
-from .validate_machines import check_create, looks_like_id, merge_bmc
+from .schemas.base import parse
+from .schemas.bmc import merge_bmc
+from .schemas.machines import MachineCreate, looks_like_id
 
 MAX_FACTS_JSON = 256 * 1024
 FACT_FILTERS = ("min_memory_mib", "min_cpus", "min_disks", "min_disk_bytes", "firmware")
@@ -229,8 +231,8 @@ def create(target: Engine | Connection, secrets, *, name: str, macs: list[str], 
     `secrets` (service.secrets) seals the BMC password; it may be None when no password is given.
     A MAC or name already taken → Conflict (409) naming it and the machine that has it; nothing stored.
     On a Connection the caller's transaction is used (a Conflict should make the caller roll it back)."""
-    spec = check_create({"name": name, "macs": list(macs), "tags": list(tags),
-                         **({"bmc": bmc} if bmc is not None else {})})
+    spec = parse(MachineCreate, {"name": name, "macs": list(macs), "tags": list(tags),
+                                 **({"bmc": bmc} if bmc is not None else {})}).spec()
     if state not in machine_states.STATES:
         raise BadInput(f"must be one of {', '.join(machine_states.STATES)}", location="state")
     if facts is not None:
@@ -289,7 +291,7 @@ def set_facts(target: Engine | Connection, machine_id: str, facts: dict) -> bool
 
 
 def update_machine(target: Engine | Connection, secrets, ref: str, change: dict) -> dict:
-    """Apply a checked PATCH (validate_machines.check_patch): fields given replace the stored ones; the BMC
+    """Apply a checked PATCH (schemas.machines.MachinePatch): fields given replace the stored ones; the BMC
     is merged (the password kept unless given); MACs cannot change while a deployment is open."""
     with _Begin(target) as conn:
         row = _require(conn, ref)

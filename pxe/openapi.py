@@ -56,10 +56,15 @@ def _operation(op: Operation) -> dict:
         else:
             description = _ERROR_WHY.get(status, "success") if status >= "400" else "success"
             responses[status] = {"description": description, "content": {"application/json": {"schema": _ref(answer)}}}
+        if status in op.headers:
+            responses[status]["headers"] = op.headers[status]
     out: dict[str, Any] = {"summary": op.summary, "tags": [op.tag], "responses": responses,
                            "security": [{"agentToken": []}] if op.agent else [{"apiToken": []}]}
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
+    elif op.raw_body is not None:
+        out["requestBody"] = {"required": True, "content": {op.raw_body: {"schema": {"type": "string",
+                                                                                    "format": "binary"}}}}
     parameters = [*({"name": name, "in": "path", "required": True, "schema": {"type": "string"},
                      **({"description": op.path_doc} if op.path_doc else {})} for name in op.path_names()),
                   *(openapi30(param) for param in op.params)]

@@ -37,7 +37,6 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 ALL = "*"
 
-FIELDS = ("url", "event_types", "secret", "enabled")
 MAX_URL = 2048
 SECRET_MIN, SECRET_MAX = 16, 256
 _SECRET = re.compile(r"[\x21-\x7e]+\Z")  # printable ASCII, no space
@@ -110,23 +109,6 @@ def check_secret(value: Any, location: str = "secret") -> str:
         raise BadInput(f"must be {SECRET_MIN}-{SECRET_MAX} printable ASCII characters without spaces",
                        location=location)
     return value
-
-
-def check_subscription(data: Any, *, partial: bool = False) -> dict:
-    """A POST (or, `partial`, PATCH) body, validated field by field; BadInput names the field."""
-    rules.expect_object(data, "", FIELDS)
-    if not partial and "url" not in data:
-        raise BadInput("is required", location="url")
-    out: dict = {}
-    if "url" in data:
-        out["url"] = check_url(data["url"])
-    if "event_types" in data or not partial:
-        out["event_types"] = check_event_types(data.get("event_types", [ALL]))
-    if "secret" in data:
-        out["secret"] = check_secret(data["secret"])
-    if "enabled" in data or not partial:
-        out["enabled"] = rules.boolean(data.get("enabled", True), "enabled")
-    return out
 
 
 def new_secret() -> str:

@@ -295,7 +295,11 @@ def test_the_service_takes_a_hosts_devices_and_they_win_over_the_kickstarts():
     plan's `network`, replacing the deploy-time kickstart's devices."""
     from metalstream.contracts.deployspec import DeploySpec
     from pxe.plan import build_plan
-    from pxe.validate import check_deployment
+    from pxe.schemas.base import parse
+    from pxe.schemas.deployments import DeploymentCreate
+
+    def check_deployment(body: dict) -> dict:
+        return parse(DeploymentCreate, body).request()
 
     devices = [device.to_json() for device in BOND_VLAN]
     request = check_deployment({"mac": "52:54:00:00:00:01", "image": "img", "network": devices})

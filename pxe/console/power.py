@@ -15,10 +15,12 @@ def act(machine_id: str, action: str) -> str:
     """Switch the machine's power; its power state afterwards. 409 for a manual machine, 502 when the BMC fails."""
     from .. import power_duties  # the power parts, imported when used
     from ..power import PowerError, driver_for
+    from ..schemas.base import parse
+    from ..schemas.power import PowerRequest
     from ..views import power as power_api
 
     svc = service()
-    spec = power_api.check_power_request({"action": action})
+    spec = parse(PowerRequest, {"action": action}).model_dump()
     bmc = driver_for(machines.bmc_access(svc, machine_id), svc.config)
     try:
         if spec["action"] == "on":

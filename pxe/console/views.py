@@ -11,7 +11,9 @@ from metalstream.errors import BadInput, MetalstreamError
 
 from .. import authguard, deployments, imagestore, machines, states, tokens
 from ..errors import http_status
-from ..validate import check_deployment, check_secure_boot
+from ..deployment_checks import check_secure_boot
+from ..schemas.base import parse
+from ..schemas.deployments import DeploymentCreate
 from ..views.common import service
 from . import bp, power, session, timeline
 
@@ -175,7 +177,7 @@ def start_deployment(body: dict) -> dict:
     engine = service().engine
     if "image" not in body:
         raise BadInput("choose an image", location="image")
-    req = check_deployment(body)
+    req = parse(DeploymentCreate, body).request()
     machine_id, req["mac"] = machines.resolve_for_deployment(engine, req.get("machine"), req["mac"])
     image = imagestore.get(engine, req["image"])
     check_secure_boot(req, None, image)

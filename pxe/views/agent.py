@@ -5,11 +5,11 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
-from metalstream.contracts.events import read_event, read_result
-
 from .. import authguard, deployments, imagestore, states
 from ..errors import Unauthorized
 from ..plan import build_plan
+from ..schemas.agent import Event, Result
+from ..schemas.base import parse
 from . import inspection as inspection_views
 from .common import base_url, bearer_token, json_body, service
 
@@ -50,7 +50,7 @@ def plan():
 
 @bp.post("/events")
 def events():
-    event = read_event(json_body())
+    event = parse(Event, json_body()).model_dump()
     if g.deployment["state"] != states.INSTALLING:  # storing the event refreshes the silence timer itself
         _seen()
     stored = deployments.record_event(service().engine, g.deployment, event)
@@ -59,7 +59,7 @@ def events():
 
 @bp.post("/result")
 def result():
-    outcome = read_result(json_body())
+    outcome = parse(Result, json_body()).model_dump()
     _seen()
     svc = service()
     new_state = deployments.record_result(svc.engine, g.deployment, outcome, check_after=time.time())

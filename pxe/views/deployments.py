@@ -8,7 +8,9 @@ from metalstream.errors import BadInput
 
 from .. import deployments, imagestore, machines
 from ..kickstart_input import deploy_spec_from_text
-from ..validate import check_boot_path, check_deployment, check_secure_boot
+from ..deployment_checks import check_boot_path, check_secure_boot
+from ..schemas.base import parse
+from ..schemas.deployments import DeploymentCreate
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("deployments", __name__, url_prefix="/api/v1/deployments")
@@ -23,7 +25,7 @@ def create_deployment():
     key = request.headers.get("Idempotency-Key")
     if key is not None and (not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable()):
         raise BadInput(f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters", location="Idempotency-Key")
-    req = check_deployment(json_body())
+    req = parse(DeploymentCreate, json_body()).request()
     machine_id, req["mac"] = machines.resolve_for_deployment(svc.engine, req.get("machine"), req["mac"])
     image = imagestore.get(svc.engine, req["image"])  # 404 naming the field `image`
     if req["image_sha256"] is not None and req["image_sha256"] != image["sha256"]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from .. import imageupload
+from ..schemas.base import parse
+from ..schemas.uploads import ImageUploadCreate
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("image_uploads", __name__, url_prefix="/api/v1/image-uploads")
@@ -24,7 +26,7 @@ def list_uploads():
 
 @bp.post("")
 def create_upload():
-    manifest = imageupload.check_request(json_body())
+    manifest = parse(ImageUploadCreate, json_body()).manifest
     svc = service()
     upload, created = imageupload.create(svc.engine, svc.config.data_dir, manifest)
     g.audit_target = upload["name"]

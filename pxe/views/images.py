@@ -5,9 +5,9 @@ from pathlib import Path
 
 from flask import Blueprint, g, jsonify
 
-from metalstream.errors import BadInput
-
 from .. import imagestore
+from ..schemas.base import parse
+from ..schemas.images import ImageAdd
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("images", __name__, url_prefix="/api/v1/images")
@@ -21,15 +21,7 @@ def list_images():
 
 @bp.post("")
 def add_image():
-    body = json_body()
-    if not isinstance(body, dict):
-        raise BadInput("must be a JSON object", location="body")
-    unknown = sorted(set(body) - {"manifest"})
-    if unknown:
-        raise BadInput("unknown field (allowed: manifest)", location=unknown[0])
-    manifest = body.get("manifest")
-    if not isinstance(manifest, str) or not manifest.startswith("/") or "\x00" in manifest:
-        raise BadInput("must be the absolute path of a NAME.json manifest on the server", location="manifest")
+    manifest = parse(ImageAdd, json_body()).manifest
     svc = service()
     path = imagestore.importable_path(Path(manifest), svc.config.image_import_dirs)
     image = imagestore.register(svc.engine, svc.config.image_dir, path)

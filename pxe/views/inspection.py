@@ -12,6 +12,8 @@ from metalstream.errors import BadInput
 
 from .. import authguard, deployments, inspection
 from ..errors import Unauthorized
+from ..schemas.base import parse
+from ..schemas.inspection import InspectionReport
 from .common import bearer_token, json_body, service
 
 def _refuse(token: str | None):
@@ -25,7 +27,7 @@ def _facts() -> dict:
         raise BadInput(f"a facts report is at most {inspection.MAX_REPORT_BYTES} bytes", location="body")
     if len(request.get_data(cache=True)) > inspection.MAX_REPORT_BYTES:
         raise BadInput(f"a facts report is at most {inspection.MAX_REPORT_BYTES} bytes", location="body")
-    return inspection.read_report(json_body())
+    return parse(InspectionReport, json_body()).facts.model_dump()
 
 
 def report():  # registered on the agent blueprint (views/agent.py), which skips its own token check for it

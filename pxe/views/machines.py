@@ -8,7 +8,8 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from .. import machines
-from ..validate_machines import check_create, check_patch
+from ..schemas.base import parse
+from ..schemas.machines import MachineCreate, MachinePatch
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("machines", __name__, url_prefix="/api/v1/machines")
@@ -24,7 +25,7 @@ def list_machines():
 @bp.post("")
 def create_machine():
     svc = service()
-    spec = check_create(json_body())
+    spec = parse(MachineCreate, json_body()).spec()
     machine = machines.create(svc.engine, svc.secrets, **spec)
     g.audit_target = machine["id"]
     response = jsonify(machine)
@@ -41,7 +42,7 @@ def show_machine(machine_id: str):
 @bp.patch("/<machine_id>")
 def change_machine(machine_id: str):
     svc = service()
-    change = check_patch(json_body())
+    change = parse(MachinePatch, json_body()).change()
     machine = machines.update_machine(svc.engine, svc.secrets, machine_id, change)
     g.audit_target = machine["id"]
     return jsonify(machine)

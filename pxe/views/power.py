@@ -9,42 +9,20 @@ import time
 
 from flask import Blueprint, g, jsonify
 
-from metalstream.contracts import rules
-from metalstream.errors import BadInput
-
 from .. import machines, power_duties
 from ..errors import NotFound, ServiceError
-from ..power import BOOT_DEVICES, PowerError, driver_for
+from ..power import PowerError, driver_for
+from ..schemas.base import parse
+from ..schemas.power import PowerRequest
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("power", __name__, url_prefix="/api/v1/machines")
 bp.before_request(require_api_token)
 
-ACTIONS = ("on", "off", "cycle", "status")
-FIELDS = ("action", "boot_device", "graceful_timeout")
-DEFAULT_GRACEFUL_TIMEOUT = 30.0
-MAX_GRACEFUL_TIMEOUT = 300.0
-
-
 class BmcFailed(ServiceError):
     """The BMC could not be reached or refused: the gateway's error."""
 
     http_status = 502
-
-
-def check_power_request(body) -> dict:
-    data = rules.expect_object(body, "", FIELDS)
-    if "action" not in data:
-        raise BadInput(f"is required ({', '.join(ACTIONS)})", location="action")
-    action = rules.one_of(data["action"], ACTIONS, "action")
-    boot_device = data.get("boot_device")
-    if boot_device is not None:
-        boot_device = rules.one_of(boot_device, BOOT_DEVICES, "boot_device")
-    graceful = data.get("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT)
-    if (isinstance(graceful, bool) or not isinstance(graceful, (int, float))
-            or not 0 <= graceful <= MAX_GRACEFUL_TIMEOUT):
-        raise BadInput(f"must be a number of seconds from 0 to {MAX_GRACEFUL_TIMEOUT:g}", location="graceful_timeout")
-    return {"action": action, "boot_device": boot_device, "graceful_timeout": float(graceful)}
 
 
 @bp.post("/<machine_id>/power")
@@ -54,7 +32,7 @@ def power(machine_id: str):
     if row is None:
         raise NotFound(f"no machine {machine_id!r}", details={"field": "id"})
     g.audit_target = row["id"]
-    spec = check_power_request(json_body())
+    spec = parse(PowerRequest, json_body()).model_dump()
     bmc = driver_for(machines.bmc_access(svc, row["id"]), svc.config)  # 409 for a manual machine
     try:
         if spec["boot_device"] is not None:

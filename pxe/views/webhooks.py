@@ -12,6 +12,8 @@ from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
 from .. import webhooks
+from ..schemas.base import parse
+from ..schemas.webhooks import WebhookCreate, WebhookPatch
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
@@ -28,7 +30,7 @@ def list_webhooks():
 @bp.post("")
 def create_webhook():
     svc = service()
-    created = webhooks.create(svc.engine, svc.secrets, webhooks.check_subscription(json_body()))
+    created = webhooks.create(svc.engine, svc.secrets, parse(WebhookCreate, json_body()).subscription())
     g.audit_target = created["id"]
     response = jsonify(created)
     response.status_code = 201
@@ -45,7 +47,7 @@ def show_webhook(webhook_id: str):
 @bp.patch("/<webhook_id>")
 def change_webhook(webhook_id: str):
     svc = service()
-    change = webhooks.check_subscription(json_body(), partial=True)
+    change = parse(WebhookPatch, json_body()).change()
     return jsonify(webhooks.change(svc.engine, svc.secrets, webhook_id, change))
 
 

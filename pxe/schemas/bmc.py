@@ -1,83 +1,36 @@
-"""Validation of machine requests (POST and PATCH /api/v1/machines). Pure: no Flask, no database.
+"""A machine's BMC in requests and answers (POST/PATCH /api/v1/machines).
 
-Each failure raises BadInput located at the JSON field (`bmc.address`, `macs[1]`), so the API answers 400
-naming it. BMC addresses are held to what a BMC client needs and nothing more: Redfish `http(s)://HOST[:PORT]`,
+BMC addresses are held to what a BMC client needs and nothing more: Redfish `http(s)://HOST[:PORT]`,
 IPMI `HOST` or `HOST:PORT`, HOST a DNS name, an IPv4 address or a bracketed IPv6 address (bare for IPMI
-without a port) — no user info, path, query, whitespace or shell characters.
+without a port) — no user info, path, query, whitespace or shell characters. A BMC is checked as a whole
+(which fields a driver takes), so its model's validator is `check_bmc`.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
 
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-from . import machine_states
+from .base import HERE, Request, fields_of, shape, unchecked
 
-CREATE_FIELDS = ("name", "macs", "bmc", "tags")
-PATCH_FIELDS = ("name", "macs", "bmc", "tags", "state")
 BMC_FIELDS = ("driver", "address", "username", "password", "verify_tls", "system_id")
 DRIVERS = ("redfish", "ipmi", "manual")
 REDFISH_ONLY = ("verify_tls", "system_id")
-MAX_NAME = 64
-MAX_MACS = 64
-MAX_TAGS = 64
-MAX_TAG = 64
 MAX_USERNAME = 64
 MAX_PASSWORD = 128
 MAX_IPMI_PASSWORD_BYTES = 20
 MAX_ADDRESS = 255
 MAX_SYSTEM_ID = 255
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
-_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=+-]*\Z")
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _REDFISH = re.compile(r"(?P<scheme>https?)://(?P<host>\[[^\]/]*\]|[^:/\[\]]+)(:(?P<port>[0-9]{1,5}))?/?\Z")
 _IPMI_BRACKETED = re.compile(r"\[(?P<host>[^\]]*)\](:(?P<port>[0-9]{1,5}))?\Z")
 _SYSTEM_ID = re.compile(r"[A-Za-z0-9._~:@/-]+\Z")
-
-
-def looks_like_id(value: str) -> bool:
-    """A machine id is a UUID; a name never looks like one, so `GET /machines/<ref>` is never ambiguous."""
-    return bool(_UUID.match(value))
-
-
-def check_name(value: Any, location: str = "name") -> str:
-    name = rules.hostname(value, location)
-    if len(name) > MAX_NAME:
-        raise BadInput(f"at most {MAX_NAME} characters", location=location)
-    if looks_like_id(name):
-        raise BadInput("must not look like a machine id (a UUID)", location=location)
-    return name
-
-
-def check_macs(value: Any, location: str = "macs") -> list[str]:
-    items = rules.expect_list(value, location, max_items=MAX_MACS)
-    if not items:
-        raise BadInput("needs at least one MAC address", location=location)
-    macs: list[str] = []
-    for i, item in enumerate(items):
-        mac = rules.mac(item, f"{location}[{i}]")
-        if mac in macs:
-            raise BadInput(f"{mac} is listed twice", location=f"{location}[{i}]")
-        macs.append(mac)
-    return macs
-
-
-def check_tags(value: Any, location: str = "tags") -> list[str]:
-    items = rules.expect_list(value, location, max_items=MAX_TAGS)
-    tags: list[str] = []
-    for i, item in enumerate(items):
-        where = f"{location}[{i}]"
-        if not isinstance(item, str) or not 0 < len(item) <= MAX_TAG or not _TAG.match(item):
-            raise BadInput(f"a tag is 1-{MAX_TAG} characters: letters, digits and _ . : = + - "
-                           "(starting with a letter or digit)", location=where)
-        if item in tags:
-            raise BadInput(f"tag {item!r} is listed twice", location=where)
-        tags.append(item)
-    return tags
 
 
 def _host(host: str, location: str) -> str:
@@ -201,41 +154,6 @@ def check_bmc(value: Any, location: str = "bmc") -> dict:
     return out
 
 
-def check_create(data: Any) -> dict:
-    """A POST /api/v1/machines body → {name, macs, bmc, tags} (bmc defaults to manual)."""
-    rules.expect_object(data, "", CREATE_FIELDS)
-    for required in ("name", "macs"):
-        if required not in data:
-            raise BadInput("is required", location=required)
-    return {
-        "name": check_name(data["name"]),
-        "macs": check_macs(data["macs"]),
-        "bmc": check_bmc(data["bmc"]) if "bmc" in data else check_bmc({"driver": "manual"}),
-        "tags": check_tags(data["tags"]) if "tags" in data else [],
-    }
-
-
-def check_patch(data: Any) -> dict:
-    """A PATCH body → only the fields given, checked; `bmc` is left raw (it is merged with the stored BMC
-    and the result checked by `merge_bmc`) but must be an object of known fields."""
-    rules.expect_object(data, "", PATCH_FIELDS)
-    out: dict = {}
-    for key, item in data.items():
-        if item is None:
-            raise BadInput("must not be null (leave the field out to keep it)", location=key)
-    if "name" in data:
-        out["name"] = check_name(data["name"])
-    if "macs" in data:
-        out["macs"] = check_macs(data["macs"])
-    if "tags" in data:
-        out["tags"] = check_tags(data["tags"])
-    if "state" in data:
-        out["state"] = rules.one_of(data["state"], machine_states.SETTABLE, "state")
-    if "bmc" in data:
-        out["bmc"] = dict(rules.expect_object(data["bmc"], "bmc", BMC_FIELDS))
-    return out
-
-
 def merge_bmc(stored: dict, change: dict) -> tuple[dict, bool]:
     """The BMC after a PATCH: `stored` (without its password) updated by `change`; a change of driver
     starts from nothing. Returns (checked bmc, keep_password): keep_password is True when the stored
@@ -252,3 +170,58 @@ def merge_bmc(stored: dict, change: dict) -> tuple[dict, bool]:
     bmc = check_bmc(merged)
     keep = same_driver and "password" not in change and bmc["driver"] != "manual"
     return bmc, keep
+
+
+_ADDRESS = "redfish: http(s)://HOST[:PORT]; ipmi: HOST or HOST:PORT"
+_PASSWORD = "stored encrypted; never returned (a machine shows password_set)"
+
+
+class BmcInput(Request):
+    """A machine's BMC; fields a driver does not use are refused."""
+
+    driver: Literal[DRIVERS] = Field(description="redfish, ipmi, or manual (no BMC: someone powers it)")
+    address: str | None = Field(None, max_length=MAX_ADDRESS, examples=["https://10.0.0.20"], description=_ADDRESS)
+    username: str | None = Field(None, max_length=MAX_USERNAME)
+    password: str | None = Field(None, max_length=MAX_PASSWORD, description=_PASSWORD,
+                                 json_schema_extra={"format": "password"})
+    verify_tls: bool | None = Field(None, description="redfish only: check the BMC's certificate (default true)")
+    system_id: str | None = Field(None, max_length=MAX_SYSTEM_ID,
+                                  description="redfish only: the system's id or path (default: the BMC's only one)")
+
+    @shape
+    def _whole(cls, data: Any) -> Any:
+        return check_bmc(data, HERE)
+
+
+def _limit(n: int) -> Any:
+    return Field(None, json_schema_extra={"maxLength": n})
+
+
+class BmcPatch(Request):
+    """Merged into the stored BMC: fields left out stay, null clears one, the password stays unless given;
+    another driver starts from nothing. The merged BMC is checked as a whole (`merge_bmc`)."""
+
+    driver: unchecked(Literal[DRIVERS] | None) = None
+    address: unchecked(str | None) = _limit(MAX_ADDRESS)
+    username: unchecked(str | None) = _limit(MAX_USERNAME)
+    password: unchecked(str | None) = Field(None, json_schema_extra={"maxLength": MAX_PASSWORD, "format": "password"})
+    verify_tls: unchecked(bool | None) = None
+    system_id: unchecked(str | None) = _limit(MAX_SYSTEM_ID)
+
+    @shape
+    def _whole(cls, data: Any) -> Any:
+        return fields_of(data, cls, HERE)
+
+    def change(self) -> dict:
+        return self.model_dump(exclude_unset=True)
+
+
+class Bmc(BaseModel):
+    """A machine's BMC as answered: never its password."""
+
+    driver: Literal[DRIVERS]
+    address: str | None
+    username: str | None
+    verify_tls: bool | None
+    system_id: str | None
+    password_set: bool

@@ -1,0 +1,178 @@
+"""The REST API's operations, declared: path, method, summary, the request model and the answers (models
+from pxe.schemas). pxe.openapi makes the document from this table; a test checks it covers every route."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import machine_states
+from .schemas.agent import Event, EventAccepted, Result, ResultAccepted
+from .schemas.common import BmcFailure, Error
+from .schemas.deployments import Deployment, DeploymentCreate, DeploymentList
+from .schemas.images import Image, ImageAdd, ImageList
+from .schemas.inspection import InspectionAccepted, InspectionReport
+from .schemas.machines import Machine, MachineCreate, MachineList, MachinePatch
+from .schemas.meta import AuditLog, DeployPlan, OpenApiDocument
+from .schemas.power import PowerRequest, PowerState
+from .schemas.uploads import ImageUpload, ImageUploadCreate, ImageUploadList
+from .schemas.tokens import TokenCreate, TokenCreated, TokenList
+from .schemas.webhooks import (Webhook, WebhookCreate, WebhookCreated, WebhookDeliveryList, WebhookList,
+                               WebhookPatch)
+from .webhooks import DELIVERY_STATES
+
+TEXT = "text/plain"
+ADMIN_ONLY_TAGS = ("tokens", "audit")
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    ok: dict[str, Any]  # status → response model, TEXT, or None (no body)
+    body: type[BaseModel] | None = None
+    conflicts: bool = False  # answers 409
+    agent: bool = False  # the agent's token, not an API token
+    params: tuple[dict, ...] = ()
+    path_doc: str | None = None
+    more: dict[str, type[BaseModel]] = field(default_factory=dict)  # other answers (502 ...)
+    headers: dict[str, dict] = field(default_factory=dict)  # status → the headers it carries
+    raw_body: str | None = None  # a body of this media type instead of a JSON `body`
+
+    def path_names(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+    def answers(self) -> dict[str, Any]:
+        errors = ["401", "429"]
+        if self.body is not None or self.raw_body or self.params or self.agent:
+            errors.append("400")
+        if not self.agent and (self.method != "get" or self.tag in ADMIN_ONLY_TAGS):
+            errors.append("403")
+        if self.path_names():
+            errors.append("404")
+        if self.conflicts:
+            errors.append("409")
+        if self.body is not None or self.raw_body:
+            errors.append("413")
+        return {**self.ok, **{status: Error for status in sorted(errors)}, **self.more}
+
+    def models(self) -> set[type[BaseModel]]:
+        answers = [answer for answer in self.answers().values() if isinstance(answer, type)]
+        return {*answers, *([self.body] if self.body else [])}
+
+
+def query(name: str, schema: dict, description: str | None = None) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            **({"description": description} if description else {})}
+
+
+_MACHINE = "the machine's id or name"
+_MACHINE_FILTERS = (
+    query("state", {"enum": list(machine_states.STATES)}, "only machines in this state"),
+    query("tag", {"type": "string"}, "only machines with this tag"),
+    query("mac", {"type": "string"}, "only the machine with this MAC"),
+    query("min_memory_mib", {"type": "integer", "minimum": 0}, "facts: at least this much memory (MiB)"),
+    query("min_cpus", {"type": "integer", "minimum": 0}, "facts: at least this many CPUs"),
+    query("min_disks", {"type": "integer", "minimum": 0}, "facts: at least this many disks"),
+    query("min_disk_bytes", {"type": "integer", "minimum": 0}, "facts: a disk of at least this size (bytes)"),
+    query("firmware", {"enum": ["uefi", "bios"]}, "facts: this firmware mode"),
+)
+_UPLOAD = "the upload's id (32 hex digits)"
+_OFFSET = {"Upload-Offset": {"description": "bytes committed so far: the next chunk starts here",
+                             "schema": {"type": "integer", "minimum": 0}},
+           "Upload-Length": {"description": "the image's size", "schema": {"type": "integer", "minimum": 1}}}
+_LOCATION = {"Location": {"description": "the upload's (or, when done, the image's) URL", "schema": {"type": "string"}}}
+_CONTENT_RANGE = {"name": "Content-Range", "in": "header", "required": True,
+                  "schema": {"type": "string", "pattern": r"^bytes \d+-\d+/(\d+|\*)$"}}
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "maxLength": 200}}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/images", "List images", "images", {"200": ImageList}),
+    Operation("post", "/api/v1/images", "Register an image from a manifest on the server", "images",
+              {"201": Image}, body=ImageAdd, conflicts=True),
+    Operation("get", "/api/v1/images/{name}", "Show an image", "images", {"200": Image}),
+    Operation("delete", "/api/v1/images/{name}", "Delete an image (409 while an open deployment uses it)", "images",
+              {"204": None}, conflicts=True),
+    Operation("get", "/api/v1/deployments", "List deployments (filters: state, mac)", "deployments",
+              {"200": DeploymentList}, params=(query("state", {"type": "string"}), query("mac", {"type": "string"}))),
+    Operation("post", "/api/v1/deployments", "Create a deployment (idempotent with Idempotency-Key: a replay "
+              "answers 200)", "deployments", {"201": Deployment, "200": Deployment}, body=DeploymentCreate,
+              conflicts=True, params=(_IDEMPOTENCY_KEY,)),
+    Operation("get", "/api/v1/deployments/{dep_id}", "Show a deployment with its events", "deployments",
+              {"200": Deployment}),
+    Operation("delete", "/api/v1/deployments/{dep_id}", "Cancel a deployment", "deployments", {"200": Deployment},
+              conflicts=True),
+    Operation("get", "/api/v1/deployments/{dep_id}/log", "The agent's log (text/plain)", "deployments",
+              {"200": TEXT}),
+    Operation("get", "/api/v1/tokens", "List API tokens (admin)", "tokens", {"200": TokenList}),
+    Operation("post", "/api/v1/tokens", "Create an API token (admin)", "tokens", {"201": TokenCreated},
+              body=TokenCreate),
+    Operation("delete", "/api/v1/tokens/{token_id}", "Revoke an API token (admin)", "tokens", {"204": None}),
+    Operation("get", "/api/v1/audit", "The audit log of mutating API calls, newest first (admin)", "audit",
+              {"200": AuditLog}, params=(query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                                         query("since", {"type": "number"}))),
+    Operation("get", "/api/v1/agent/plan", "The deploy plan (metalstream-plan/1.x)", "agent", {"200": DeployPlan},
+              agent=True),
+    Operation("post", "/api/v1/agent/events", "Report progress", "agent", {"200": EventAccepted}, body=Event,
+              agent=True),
+    Operation("post", "/api/v1/agent/result", "Report the final result", "agent", {"200": ResultAccepted},
+              body=Result, agent=True),
+    Operation("post", "/api/v1/agent/inspection", "Report this machine's hardware facts (inspection token: enlist "
+              "or refresh; agent token: refresh the deployment's machine)", "agent", {"200": InspectionAccepted},
+              body=InspectionReport, agent=True, conflicts=True),
+    Operation("get", "/api/v1/openapi.json", "This document", "meta", {"200": OpenApiDocument}),
+    Operation("get", "/api/v1/machines", "List machines (filters: state, tag, mac, and facts)", "machines",
+              {"200": MachineList}, params=_MACHINE_FILTERS),
+    Operation("post", "/api/v1/machines", "Register a machine (409 when its name or a MAC is taken)", "machines",
+              {"201": Machine}, body=MachineCreate, conflicts=True),
+    Operation("get", "/api/v1/machines/{machine_id}", "Show a machine", "machines", {"200": Machine},
+              path_doc=_MACHINE),
+    Operation("patch", "/api/v1/machines/{machine_id}", "Change a machine (fields given replace the stored ones; "
+              "the BMC is merged)", "machines", {"200": Machine}, body=MachinePatch, conflicts=True,
+              path_doc=_MACHINE),
+    Operation("delete", "/api/v1/machines/{machine_id}", "Delete a machine (409 while it has an open deployment)",
+              "machines", {"204": None}, conflicts=True, path_doc=_MACHINE),
+    Operation("post", "/api/v1/machines/{machine_id}/power", "Switch a machine's power through its BMC, or read it "
+              "(admin). 409: the machine's power is switched by hand (driver manual); 502: the BMC failed "
+              "(unreachable, credentials refused, an error answer, no answer in time)", "machines",
+              {"200": PowerState}, body=PowerRequest, conflicts=True, path_doc=_MACHINE, more={"502": BmcFailure}),
+    Operation("get", "/api/v1/webhooks", "List webhook subscriptions", "webhooks", {"200": WebhookList}),
+    Operation("post", "/api/v1/webhooks", "Subscribe a URL to events (admin); the answer carries the signing "
+              "secret, once", "webhooks", {"201": WebhookCreated}, body=WebhookCreate),
+    Operation("get", "/api/v1/webhooks/{webhook_id}", "Show a subscription", "webhooks", {"200": Webhook}),
+    Operation("patch", "/api/v1/webhooks/{webhook_id}", "Change a subscription (admin)", "webhooks",
+              {"200": Webhook}, body=WebhookPatch),
+    Operation("delete", "/api/v1/webhooks/{webhook_id}", "Delete a subscription and its deliveries (admin)",
+              "webhooks", {"204": None}),
+    Operation("get", "/api/v1/webhooks/{webhook_id}/deliveries", "A subscription's deliveries, newest first: "
+              "state, attempts, last answer, next attempt", "webhooks", {"200": WebhookDeliveryList},
+              params=(query("state", {"enum": list(DELIVERY_STATES)}),
+                      query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}))),
+    Operation("get", "/api/v1/image-uploads", "Open uploads (unfinished, not expired)", "images",
+              {"200": ImageUploadList}),
+    Operation("post", "/api/v1/image-uploads", "Start uploading an image (admin): its manifest; answers the upload "
+              "(201), or the open upload of the same name, size and sha256 to resume (200). 409: the name is "
+              "registered or being uploaded with other bytes", "images", {"201": ImageUpload, "200": ImageUpload},
+              body=ImageUploadCreate, conflicts=True,
+              headers={"201": {**_OFFSET, **_LOCATION}, "200": {**_OFFSET, **_LOCATION}}),
+    Operation("get", "/api/v1/image-uploads/{upload_id}", "An upload's state: the committed offset (also in "
+              "Upload-Offset; HEAD gives the headers alone)", "images", {"200": ImageUpload}, path_doc=_UPLOAD,
+              headers={"200": _OFFSET}),
+    Operation("put", "/api/v1/image-uploads/{upload_id}", "Send the next chunk (admin): the body holds the bytes "
+              "START..END of the image's tarball, `Content-Range: bytes START-END/SIZE`; START must be the committed "
+              "offset (409 and Upload-Offset otherwise: a gap or an overlap), END inside the image (416 and "
+              "`Content-Range: bytes */SIZE` otherwise). The last chunk checks the sha256 (400 and the upload "
+              "discarded when it differs) and registers the image: 201 with `image`", "images",
+              {"200": ImageUpload, "201": ImageUpload}, raw_body="application/octet-stream", conflicts=True,
+              params=(_CONTENT_RANGE,), path_doc=_UPLOAD, more={"416": Error},
+              headers={"200": _OFFSET, "201": {**_OFFSET, **_LOCATION},
+                       "409": {"Upload-Offset": _OFFSET["Upload-Offset"]},
+                       "416": {"Content-Range": {"description": "bytes */SIZE", "schema": {"type": "string"}}}}),
+    Operation("delete", "/api/v1/image-uploads/{upload_id}", "Abandon an upload: its bytes are removed (admin)",
+              "images", {"204": None}, path_doc=_UPLOAD),
+)
