@@ -18,8 +18,8 @@ from pydantic_core import PydanticCustomError
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-__all__ = ["HERE", "Request", "checked", "choice", "fields_of", "model_of", "optional", "parse", "require", "rule", "shape",
-           "unchecked"]
+__all__ = ["HERE", "Request", "checked", "choice", "fields_of", "model_of", "optional", "parse", "require", "rule",
+           "shape", "unchecked"]
 
 HERE = "\x00here\x00"  # the location a rule is given: what it appends (".key", "[2]") is the path below it
 Model = TypeVar("Model", bound=BaseModel)
@@ -53,9 +53,9 @@ def rule(check: Callable, /, **limits) -> BeforeValidator:
     return BeforeValidator(checked(lambda value: check(value, HERE, **limits)))
 
 
-def choice(choices: tuple[str, ...], /) -> BeforeValidator:
-    """One of `choices` (rules.one_of)."""
-    return rule(lambda value, location: rules.one_of(value, choices, location))
+def choice(choices: tuple[str, ...], /, *, nullable: bool = False) -> BeforeValidator:
+    """One of `choices` (rules.one_of); with `nullable`, null too."""
+    return (optional if nullable else rule)(lambda value, location: rules.one_of(value, choices, location))
 
 
 def optional(check: Callable, /, **limits) -> BeforeValidator:

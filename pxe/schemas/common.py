@@ -7,7 +7,6 @@ from pydantic import BaseModel, Field, WithJsonSchema
 
 # A JSON number kept as sent (an integer stays an integer, as the stored requests always had it).
 Number = Annotated[Union[int, float], WithJsonSchema({"type": "number"})]
-Text = Annotated[str, Field(description="text")]
 
 
 class Error(BaseModel):

@@ -12,7 +12,7 @@ from metalstream.errors import BadInput
 
 from ..bootpath import BOOT_PATH_CHOICES
 
-from .base import Request, fields_of, model_of, optional, require, rule, shape
+from .base import Request, choice, fields_of, model_of, optional, require, rule, shape
 from .common import Number
 from .network import NetworkDeviceModel, as_json, read_network
 
@@ -57,8 +57,8 @@ class DeploymentCreate(Request):
     image: Annotated[str, rule(rules.image_name)]
     image_sha256: Annotated[str | None, optional(rules.sha256)] = Field(None, pattern="^[0-9a-f]{64}$")
     hostname: Annotated[str | None, optional(rules.hostname)] = None
-    disk_hints: Annotated[DiskHintsInput | None, rule(lambda value, at: DiskHints.from_json(value, at).to_json())] \
-        = None
+    disk_hints: Annotated[DiskHintsInput | None, rule(
+        lambda value, at: DiskHints.from_json(value, at).to_json())] = None
     boot_mode: Annotated[Literal[rules.BOOT_MODES], rule(rules.boot_mode)] = "both"
     root_password_hash: Annotated[str | None, optional(rules.password_hash)] = None
     ssh_keys: Annotated[list[str] | None, rule(read_ssh_keys)] = []
@@ -73,14 +73,13 @@ class DeploymentCreate(Request):
     network: Annotated[list[NetworkDeviceModel] | None, BeforeValidator(read_network)] = Field(
         None, description="this host's network devices (docs/agent.md); when given, they replace the kickstart's "
                           "network lines")
-    reboot_method: Annotated[Literal[REBOOT_METHODS] | None, optional(lambda value, at: rules.one_of(value, REBOOT_METHODS, at))] = \
+    reboot_method: Annotated[Literal[REBOOT_METHODS] | None, choice(REBOOT_METHODS, nullable=True)] = \
         Field(None, description="how the agent boots the installed system: a firmware reboot, or kexec into its "
                                 "kernel (a firmware reboot where kexec is not possible; an event says which). "
                                 "Default: `metalstream serve --reboot-method`")
     machine: Annotated[str, rule(_machine_ref)] = Field(
         None, description="a registered machine's id or name (/api/v1/machines)")
-    boot_path: Annotated[Literal[BOOT_PATH_CHOICES] | None, optional(lambda value, at: rules.one_of(
-        value, BOOT_PATH_CHOICES, at))] = Field(
+    boot_path: Annotated[Literal[BOOT_PATH_CHOICES] | None, choice(BOOT_PATH_CHOICES, nullable=True)] = Field(
         None, description="the network boot path a UEFI client is sent on: auto (the loader DHCP named), ipxe or "
                           "shim-grub (400 for shim-grub with boot_mode bios, and for ipxe with Secure Boot). "
                           "Default: `metalstream serve --boot-path`")

@@ -5,11 +5,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
 from ..power import BOOT_DEVICES, POWER_STATES
-from .base import Request, choice, fields_of, optional, rule, shape
+from .base import Request, choice, fields_of, rule, shape
 
 ACTIONS = ("on", "off", "cycle", "status")
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
@@ -26,7 +25,7 @@ class PowerRequest(Request):
     action: Annotated[Literal[ACTIONS], choice(ACTIONS)] = Field(
         description="on; off (graceful, then forced after graceful_timeout); cycle (a hard reset when on, power "
                     "on when off); status (only read it)")
-    boot_device: Annotated[Literal[BOOT_DEVICES] | None, optional(lambda value, at: rules.one_of(value, BOOT_DEVICES, at))] = Field(
+    boot_device: Annotated[Literal[BOOT_DEVICES] | None, choice(BOOT_DEVICES, nullable=True)] = Field(
         None, description="boot once from this device (set before the action)")
     graceful_timeout: Annotated[float, rule(_seconds)] = Field(
         DEFAULT_GRACEFUL_TIMEOUT, ge=0, le=MAX_GRACEFUL_TIMEOUT,
