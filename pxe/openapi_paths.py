@@ -47,9 +47,7 @@ class Operation:
         return re.findall(r"{(\w+)}", self.path)
 
     def answers(self) -> dict[str, Any]:
-        errors = ["401", "429"]
-        if self.body is not None or self.raw_body or self.params or self.agent:
-            errors.append("400")
+        errors = ["400", "401", "429"]  # 400: a body, parameter, path part or header the rules refuse
         if not self.agent and (self.method != "get" or self.tag in ADMIN_ONLY_TAGS):
             errors.append("403")
         if self.path_names():
