@@ -79,6 +79,7 @@ def test_a_manifest_with_nan_is_refused_and_the_image_list_stays_valid(pxe_env, 
      "disk_hints.min_size_gib"),
     ('{"mac": "' + PXE_MAC + '", "image": "tiny", "kernel_args": [' + "[" * 40 + "]" * 40 + "]}",
      "kernel_args" + "[0]" * 31),
+    ('{"mac": "' + PXE_MAC + '", "image": "tiny", "network": [{"device": "eth0"}, null]}', "network[1]"),
 ])
 def test_hostile_deployment_bodies_are_located_400s(pxe_env, raw, field):
     response = _raw_post(pxe_env, "/api/v1/deployments", raw, pxe_env.admin)

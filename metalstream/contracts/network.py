@@ -307,4 +307,5 @@ def check_network(devices: list[NetworkDevice], location: str) -> list[NetworkDe
 
 def read_network_device(data: Any, location: str) -> NetworkDevice:
     from .deployspec import from_dict  # deployspec re-exports NetworkDevice from here
+    rules.expect_object(data, location)  # from_dict reads null as "absent", which a list item cannot be
     return check_network_device(from_dict(NetworkDevice, data, location), location)
