@@ -128,6 +128,12 @@ def absolute_path(value: Any, location: str) -> str:
     return value
 
 
+def is_hostname(value: str) -> bool:
+    """Whether `value` is a DNS host name: 1-253 ASCII characters, dot-separated labels of letters, digits, '-'."""
+    return value.isascii() and 0 < len(value) <= 253 and all(_HOST_LABEL.match(label)
+                                                              for label in value.lower().split("."))
+
+
 def hostname(value: Any, location: str) -> str:
     """A DNS host name (dot-separated labels of letters, digits and '-'); returned in lower case."""
     if not isinstance(value, str) or not value:

@@ -27,7 +27,6 @@ MAX_IPMI_PASSWORD_BYTES = 20
 MAX_ADDRESS = 255
 MAX_SYSTEM_ID = 255
 
-_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _REDFISH = re.compile(r"(?P<scheme>https?)://(?P<host>\[[^\]/]*\]|[^:/\[\]]+)(:(?P<port>[0-9]{1,5}))?/?\Z")
 _IPMI_BRACKETED = re.compile(r"\[(?P<host>[^\]]*)\](:(?P<port>[0-9]{1,5}))?\Z")
 _SYSTEM_ID = re.compile(r"[A-Za-z0-9._~:@/-]+\Z")
@@ -47,7 +46,7 @@ def _host(host: str, location: str) -> str:
         except ValueError:
             raise BadInput(f"{host!r} is not an IPv4 address", location=location) from None
         return host
-    if len(host) > 253 or not all(_LABEL.match(label) for label in host.split(".")):
+    if not rules.is_hostname(host):
         raise BadInput("the host must be a DNS name (letters, digits, '-' and '.'), an IPv4 address or a "
                        "bracketed IPv6 address", location=location)
     return host
