@@ -9,9 +9,10 @@ import pytest
 
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
-from pxe import validate
 from pxe.plan import build_plan
 from pxe.render import InstallerBoot, Renderer, RenderError
+from pxe.schemas.base import parse
+from pxe.schemas.deployments import DeploymentCreate
 
 from conftest import public_key_line
 
@@ -85,7 +86,7 @@ def test_api_validation_rejects_every_hostile_value():
     for value in hostile_corpus():
         for body, field in (({"hostname": value}, "hostname"), ({"kernel_args": [value]}, "kernel_args[0]")):
             with pytest.raises(BadInput) as exc:
-                validate.check_deployment({"mac": "52:54:00:12:34:56", "image": "tiny", **body})
+                parse(DeploymentCreate, {"mac": "52:54:00:12:34:56", "image": "tiny", **body})
             assert exc.value.location == field, (value, exc.value)
 
 
@@ -113,8 +114,8 @@ def test_valid_values_render_on_one_line():
 def test_plan_kickstart_storage_and_overrides():
     ops_key, ks_key, deploy_key = (public_key_line("ops@x", seed=1), public_key_line("ks@x", "ssh-rsa", seed=2),
                                    public_key_line("metalstream-deploy", seed=3))
-    request = validate.check_deployment({"mac": "52:54:00:12:34:56", "image": "tiny", "kernel_args": ["quiet"],
-                                         "ssh_keys": [ops_key]})
+    request = parse(DeploymentCreate, {"mac": "52:54:00:12:34:56", "image": "tiny", "kernel_args": ["quiet"],
+                                       "ssh_keys": [ops_key]}).request()
     storage = {"hostname": "from-ks", "network": [{"device": "eth0", "bootproto": "static", "ip": "10.0.0.9",
                                                    "line": 4}],
                "bootloader": {"append": "console=tty0"}, "ssh_keys": [{"user": "root", "key": ks_key, "line": 7}]}
