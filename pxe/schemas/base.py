@@ -4,6 +4,8 @@ A rule raises BadInput; `checked` turns it into a pydantic error that remembers 
 the part of the location below the field (a list index, a nested key), and `parse` turns the first
 error back into BadInput located at the field path the API has always used (`network[0].vlan_id`).
 Models validate in field order and report the first refusal, as the hand-written checks did.
+A list endpoint's query parameters are a `Query` model too: the views parse `request.args.to_dict()` with it,
+and pxe.openapi_paths documents its fields as the operation's parameters.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from pydantic_core import PydanticCustomError
 from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
-__all__ = ["HERE", "Request", "checked", "choice", "fields_of", "model_of", "optional", "parse", "require", "rule",
-           "shape", "unchecked"]
+__all__ = ["HERE", "Query", "Request", "checked", "choice", "fields_of", "model_of", "optional", "parse", "query_names",
+           "require", "rule", "shape", "unchecked"]
 
 HERE = "\x00here\x00"  # the location a rule is given: what it appends (".key", "[2]") is the path below it
 Model = TypeVar("Model", bound=BaseModel)
@@ -29,6 +31,31 @@ class Request(BaseModel):
     """A request body: unknown fields refused (by the model's own check, with the API's message)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=False)
+
+
+class Query(BaseModel):
+    """A list endpoint's query parameters, each a string as sent (the first of a repeated one): a field is
+    absent unless given, an unknown parameter is refused naming it."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        return checked(query_names)(data, cls)
+
+    def given(self) -> dict:
+        """The parameters given, typed."""
+        return self.model_dump(exclude_unset=True)
+
+
+def query_names(args: dict, model: type[BaseModel]) -> dict:
+    """`args` if it names only the model's fields (an empty name is located at `query`)."""
+    unknown = sorted(set(args) - set(model.model_fields))
+    if unknown:
+        raise BadInput(f"unknown query parameter (allowed: {', '.join(model.model_fields)})",
+                       location=unknown[0] or "query")
+    return args
 
 
 def _refusal(exc: BadInput) -> PydanticCustomError:
