@@ -1,4 +1,4 @@
-"""POST /api/v1/deployments and the deployment answers."""
+"""POST /api/v1/deployments, the filters of GET /api/v1/deployments, and the deployment answers."""
 from __future__ import annotations
 
 import re
@@ -12,7 +12,7 @@ from metalstream.errors import BadInput
 
 from ..bootpath import BOOT_PATH_CHOICES
 
-from .base import Request, choice, fields_of, model_of, optional, require, rule, shape
+from .base import Query, Request, choice, fields_of, model_of, optional, require, rule, shape
 from .common import Number
 from .network import NetworkDeviceModel, as_json, read_network
 
@@ -105,6 +105,15 @@ class DeploymentCreate(Request):
             "kernel_args": self.kernel_args, "kickstart": self.kickstart, "ssh_address": self.ssh_address,
             **{key: value for key, value in optional_fields.items() if value is not None},
         }
+
+
+class DeploymentFilters(Query):
+    """GET /api/v1/deployments: each filter given narrows the list."""
+
+    state: Annotated[Literal[rules.STATES], choice(rules.STATES)] = Field(
+        None, description="only deployments in this state")
+    mac: Annotated[str, rule(rules.mac)] = Field(
+        None, examples=["52:54:00:12:34:56"], description="only deployments that network-boot this MAC")
 
 
 class FirstStage(BaseModel):

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
 from .. import deployments, imagestore, machines
 from ..kickstart_input import deploy_spec_from_text
 from ..deployment_checks import check_boot_path, check_secure_boot
 from ..schemas.base import parse
-from ..schemas.deployments import DeploymentCreate
+from ..schemas.deployments import DeploymentCreate, DeploymentFilters
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("deployments", __name__, url_prefix="/api/v1/deployments")
@@ -44,16 +43,8 @@ def create_deployment():
 
 @bp.get("")
 def list_deployments():
-    unknown = sorted(set(request.args) - {"state", "mac"})
-    if unknown:
-        raise BadInput("unknown query parameter (allowed: state, mac)", location=unknown[0] or "query")
-    state = request.args.get("state")
-    if state is not None:
-        rules.one_of(state, rules.STATES, "state")
-    mac = request.args.get("mac")
-    if mac is not None:
-        mac = rules.mac(mac, "mac")
-    return jsonify({"deployments": deployments.list_all(service().engine, state, mac)})
+    filters = parse(DeploymentFilters, request.args.to_dict())
+    return jsonify({"deployments": deployments.list_all(service().engine, filters.state, filters.mac)})
 
 
 @bp.get("/<dep_id>")
