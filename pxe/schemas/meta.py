@@ -1,14 +1,37 @@
-"""Answers of the routes that take no body: the audit log, the agent's plan, this document."""
+"""Routes that take no body: the audit log (its query and answer), the agent's plan, this document."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from metalstream.contracts import rules
+from metalstream.errors import BadInput
 
+from .base import Query, rule
 from .deployments import DiskHintsInput as DiskHints
 from .network import NetworkDeviceModel as NetworkDevice
+
+
+MAX_AUDIT_LIMIT = 1000
+
+
+def _number_text(value: Any, location: str, *, read: type = float, **bounds) -> float | int:
+    """A query parameter's text read as a number (Python's int() or float()), then checked by the rules."""
+    try:
+        number = read(value)
+    except (TypeError, ValueError):
+        raise BadInput("must be a number", location=location) from None
+    return rules.integer(number, location, **bounds) if read is int else rules.number(number, location, **bounds)
+
+
+class AuditQuery(Query):
+    """GET /api/v1/audit."""
+
+    limit: Annotated[int, rule(_number_text, read=int, minimum=1, maximum=MAX_AUDIT_LIMIT)] = Field(
+        100, ge=1, le=MAX_AUDIT_LIMIT, description="at most this many entries")
+    since: Annotated[float, rule(_number_text)] = Field(
+        None, ge=0, description="only entries from this time on (seconds since the epoch)")
 
 
 class AuditEntry(BaseModel):
