@@ -1,4 +1,4 @@
-"""/api/v1/webhooks (docs/webhooks.md)."""
+"""/api/v1/webhooks (docs/webhooks.md): subscriptions, and the query of their deliveries."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -10,7 +10,7 @@ from metalstream.errors import BadInput
 
 from ..webhooks import ALL, DELIVERY_STATES, EVENT_TYPES, MAX_URL, SECRET_MAX, SECRET_MIN, check_event_types, \
     check_secret, check_url
-from .base import Request, fields_of, rule, shape
+from .base import Query, Request, choice, fields_of, rule, shape
 
 Url = Annotated[str, rule(check_url), Field(
     max_length=MAX_URL, examples=["https://inventory.example/hooks/metalstream"],
@@ -55,6 +55,26 @@ class WebhookPatch(Request):
 
     def change(self) -> dict:
         return self.model_dump(exclude_unset=True)
+
+
+MAX_DELIVERIES = 1000
+
+
+def _delivery_limit(value: Any, location: str) -> int:
+    """Plain decimal digits (no sign, no space); leading zeros allowed."""
+    digits = value.lstrip("0") if isinstance(value, str) and value.isascii() and value.isdigit() else None
+    if digits is None or len(digits) > len(str(MAX_DELIVERIES)) or not 1 <= int(digits or "0") <= MAX_DELIVERIES:
+        raise BadInput(f"must be an integer from 1 to {MAX_DELIVERIES}", location=location)
+    return int(digits)
+
+
+class DeliveryQuery(Query):
+    """GET /api/v1/webhooks/{webhook_id}/deliveries."""
+
+    state: Annotated[Literal[DELIVERY_STATES], choice(DELIVERY_STATES)] = Field(
+        None, description="only deliveries in this state")
+    limit: Annotated[int, rule(_delivery_limit)] = Field(
+        100, ge=1, le=MAX_DELIVERIES, description="at most this many deliveries")
 
 
 class Webhook(BaseModel):

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from metalstream.contracts import rules
-from metalstream.errors import BadInput
-
 from .. import webhooks
 from ..schemas.base import parse
-from ..schemas.webhooks import WebhookCreate, WebhookPatch
+from ..schemas.webhooks import DeliveryQuery, WebhookCreate, WebhookPatch
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
 bp.before_request(require_api_token)  # read scope: GET only
-
-MAX_LIMIT = 1000
 
 
 @bp.get("")
@@ -59,13 +54,6 @@ def delete_webhook(webhook_id: str):
 
 @bp.get("/<webhook_id>/deliveries")
 def list_deliveries(webhook_id: str):
-    unknown = sorted(set(request.args) - {"state", "limit"})
-    if unknown:
-        raise BadInput("unknown query parameter (allowed: state, limit)", location=unknown[0] or "query")
-    state = request.args.get("state")
-    if state is not None:
-        rules.one_of(state, webhooks.DELIVERY_STATES, "state")
-    limit = request.args.get("limit", "100")
-    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
-        raise BadInput(f"must be an integer from 1 to {MAX_LIMIT}", location="limit")
-    return jsonify({"deliveries": webhooks.deliveries(service().engine, webhook_id, state=state, limit=int(limit))})
+    query = parse(DeliveryQuery, request.args.to_dict())
+    return jsonify({"deliveries": webhooks.deliveries(service().engine, webhook_id, state=query.state,
+                                                      limit=query.limit)})
