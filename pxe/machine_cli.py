@@ -111,9 +111,11 @@ def machine():
 def machine_list(data_dir, db_url, state, tag, mac, as_json):
     """List machines: name, state, MACs, BMC driver, power state, tags, current deployment (tab-separated)."""
     from . import machines
+    from .schemas.base import parse
+    from .schemas.machines import MachineFilters
     args = {key: value for key, value in (("state", state), ("tag", tag), ("mac", mac)) if value is not None}
     try:
-        filters = machines.check_filters(args)
+        filters = parse(MachineFilters, args).given()
     except BadInput as exc:
         raise exc.relocated(f"--{exc.location}") from None
     engine, _ = _open(data_dir, db_url)

@@ -32,7 +32,6 @@ from .schemas.machines import MachineCreate, looks_like_id
 
 MAX_FACTS_JSON = 256 * 1024
 FACT_FILTERS = ("min_memory_mib", "min_cpus", "min_disks", "min_disk_bytes", "firmware")
-LIST_FILTERS = ("state", "tag", "mac", *FACT_FILTERS)
 
 
 # --- plumbing ----------------------------------------------------------------------------------------
@@ -161,28 +160,6 @@ def get(target: Engine | Connection, ref: str) -> dict:
         return _public(conn, _require(conn, ref))
 
 
-def check_filters(args: dict[str, str]) -> dict:
-    """Query parameters of GET /api/v1/machines → typed filters (400 naming an unknown or bad one)."""
-    unknown = sorted(set(args) - set(LIST_FILTERS))
-    if unknown:
-        raise BadInput(f"unknown query parameter (allowed: {', '.join(LIST_FILTERS)})", location=unknown[0] or "query")
-    out: dict[str, Any] = {}
-    for key, value in args.items():
-        if key == "state":
-            out[key] = rules.one_of(value, machine_states.STATES, key)
-        elif key == "mac":
-            out[key] = rules.mac(value, key)
-        elif key == "firmware":
-            out[key] = rules.one_of(value, ("uefi", "bios"), key)
-        elif key == "tag":
-            out[key] = rules.text(value, key, max_length=64, allow_empty=False)
-        else:
-            if not value.isascii() or not value.isdigit() or len(value) > 18:
-                raise BadInput("must be a non-negative integer", location=key)
-            out[key] = int(value)
-    return out
-
-
 def _number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -206,7 +183,7 @@ def facts_match(facts: dict | None, filters: dict) -> bool:
 
 
 def list_all(target: Engine | Connection, filters: dict | None = None) -> list[dict]:
-    """Machines by name, filtered by state, tag, MAC and facts (see check_filters)."""
+    """Machines by name, filtered by state, tag, MAC and facts (pxe.schemas.machines.MachineFilters.given())."""
     filters = filters or {}
     query = select(db.machines).order_by(db.machines.c.name)
     if "state" in filters:

@@ -1,4 +1,4 @@
-"""/api/v1/machines: registering and changing a machine, and the machine as answered."""
+"""/api/v1/machines: registering and changing a machine, the list's filters, and the machine as answered."""
 from __future__ import annotations
 
 import re
@@ -10,13 +10,15 @@ from metalstream.contracts import rules
 from metalstream.errors import BadInput
 
 from .. import machine_states
-from .base import Request, choice, fields_of, require, rule, shape
+from .base import Query, Request, choice, fields_of, require, rule, shape
 from .bmc import Bmc, BmcInput, BmcPatch, check_bmc
 
 MAX_NAME = 64
 MAX_MACS = 64
 MAX_TAGS = 64
 MAX_TAG = 64
+MAX_COUNT_DIGITS = 18
+FIRMWARE_MODES = ("uefi", "bios")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=+-]*\Z")
 
@@ -115,6 +117,33 @@ class MachinePatch(Request):
         if self.bmc is not None:
             change["bmc"] = self.bmc.change()
         return change
+
+
+def _count(value: Any, location: str) -> int:
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > MAX_COUNT_DIGITS:
+        raise BadInput("must be a non-negative integer", location=location)
+    return int(value)
+
+
+Count = Annotated[int, Field(ge=0, le=10**MAX_COUNT_DIGITS - 1), rule(_count)]
+
+
+class MachineFilters(Query):
+    """GET /api/v1/machines and `metalstream machine list`: each filter given narrows the list (a fact filter
+    passes only machines that have the fact)."""
+
+    state: Annotated[Literal[machine_states.STATES], choice(machine_states.STATES)] = Field(
+        None, description="only machines in this state")
+    tag: Annotated[str, rule(rules.text, max_length=MAX_TAG, allow_empty=False)] = Field(
+        None, min_length=1, max_length=MAX_TAG, description="only machines with this tag")
+    mac: Annotated[str, rule(rules.mac)] = Field(
+        None, examples=["52:54:00:12:34:56"], description="only the machine with this MAC")
+    min_memory_mib: Count = Field(None, description="facts: at least this much memory (MiB)")
+    min_cpus: Count = Field(None, description="facts: at least this many CPUs")
+    min_disks: Count = Field(None, description="facts: at least this many disks")
+    min_disk_bytes: Count = Field(None, description="facts: a disk of at least this size (bytes)")
+    firmware: Annotated[Literal[FIRMWARE_MODES], choice(FIRMWARE_MODES)] = Field(
+        None, description="facts: this firmware mode")
 
 
 class DeploymentRef(BaseModel):

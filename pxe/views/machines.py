@@ -9,7 +9,7 @@ from flask import Blueprint, g, jsonify, request
 
 from .. import machines
 from ..schemas.base import parse
-from ..schemas.machines import MachineCreate, MachinePatch
+from ..schemas.machines import MachineCreate, MachineFilters, MachinePatch
 from .common import json_body, require_api_token, service
 
 bp = Blueprint("machines", __name__, url_prefix="/api/v1/machines")
@@ -18,7 +18,7 @@ bp.before_request(require_api_token)
 
 @bp.get("")
 def list_machines():
-    filters = machines.check_filters(request.args.to_dict(flat=True))
+    filters = parse(MachineFilters, request.args.to_dict()).given()
     return jsonify({"machines": machines.list_all(service().engine, filters)})
 
 
