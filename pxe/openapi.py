@@ -67,7 +67,7 @@ def _operation(op: Operation) -> dict:
                                                                                     "format": "binary"}}}}
     parameters = [*({"name": name, "in": "path", "required": True, "schema": {"type": "string"},
                      **({"description": op.path_doc} if op.path_doc else {})} for name in op.path_names()),
-                  *(openapi30(param) for param in op.params)]
+                  *(openapi30(param) for param in op.parameters())]
     if parameters:
         out["parameters"] = parameters
     return out

@@ -1,5 +1,6 @@
-"""The REST API's operations, declared: path, method, summary, the request model and the answers (models
-from pxe.schemas). pxe.openapi makes the document from this table; a test checks it covers every route."""
+"""The REST API's operations, declared: path, method, summary, the request model, the query model and the
+answers (models from pxe.schemas). pxe.openapi makes the document from this table; a test checks it covers
+every route."""
 from __future__ import annotations
 
 import re
@@ -8,20 +9,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import machine_states
 from .schemas.agent import Event, EventAccepted, Result, ResultAccepted
 from .schemas.common import BmcFailure, Error
-from .schemas.deployments import Deployment, DeploymentCreate, DeploymentList
+from .schemas.deployments import Deployment, DeploymentCreate, DeploymentFilters, DeploymentList
 from .schemas.images import Image, ImageAdd, ImageList
 from .schemas.inspection import InspectionAccepted, InspectionReport
-from .schemas.machines import Machine, MachineCreate, MachineList, MachinePatch
-from .schemas.meta import AuditLog, DeployPlan, OpenApiDocument
+from .schemas.machines import Machine, MachineCreate, MachineFilters, MachineList, MachinePatch
+from .schemas.meta import AuditLog, AuditQuery, DeployPlan, OpenApiDocument
 from .schemas.power import PowerRequest, PowerState
 from .schemas.uploads import ImageUpload, ImageUploadCreate, ImageUploadList
 from .schemas.tokens import TokenCreate, TokenCreated, TokenList
-from .schemas.webhooks import (Webhook, WebhookCreate, WebhookCreated, WebhookDeliveryList, WebhookList,
-                               WebhookPatch)
-from .webhooks import DELIVERY_STATES
+from .schemas.webhooks import (DeliveryQuery, Webhook, WebhookCreate, WebhookCreated, WebhookDeliveryList,
+                               WebhookList, WebhookPatch)
 
 TEXT = "text/plain"
 ADMIN_ONLY_TAGS = ("tokens", "audit")
@@ -37,7 +36,8 @@ class Operation:
     body: type[BaseModel] | None = None
     conflicts: bool = False  # answers 409
     agent: bool = False  # the agent's token, not an API token
-    params: tuple[dict, ...] = ()
+    query: type[BaseModel] | None = None  # the query parameters, as the view parses them
+    params: tuple[dict, ...] = ()  # headers
     path_doc: str | None = None
     more: dict[str, type[BaseModel]] = field(default_factory=dict)  # other answers (502 ...)
     headers: dict[str, dict] = field(default_factory=dict)  # status → the headers it carries
@@ -58,27 +58,25 @@ class Operation:
             errors.append("413")
         return {**self.ok, **{status: Error for status in sorted(errors)}, **self.more}
 
+    def parameters(self) -> tuple[dict, ...]:
+        """The query parameters (the query model's fields), then the headers."""
+        return (*query_parameters(self.query), *self.params)
+
     def models(self) -> set[type[BaseModel]]:
         answers = [answer for answer in self.answers().values() if isinstance(answer, type)]
         return {*answers, *([self.body] if self.body else [])}
 
 
-def query(name: str, schema: dict, description: str | None = None) -> dict:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            **({"description": description} if description else {})}
+def query_parameters(model: type[BaseModel] | None) -> tuple[dict, ...]:
+    """A query model's fields as optional query parameters: the field's schema, its description beside it."""
+    properties = model.model_json_schema()["properties"] if model else {}
+    return tuple({"name": name, "in": "query", "required": False,
+                  "schema": {key: value for key, value in schema.items() if key != "description"},
+                  **({"description": schema["description"]} if "description" in schema else {})}
+                 for name, schema in properties.items())
 
 
 _MACHINE = "the machine's id or name"
-_MACHINE_FILTERS = (
-    query("state", {"enum": list(machine_states.STATES)}, "only machines in this state"),
-    query("tag", {"type": "string"}, "only machines with this tag"),
-    query("mac", {"type": "string"}, "only the machine with this MAC"),
-    query("min_memory_mib", {"type": "integer", "minimum": 0}, "facts: at least this much memory (MiB)"),
-    query("min_cpus", {"type": "integer", "minimum": 0}, "facts: at least this many CPUs"),
-    query("min_disks", {"type": "integer", "minimum": 0}, "facts: at least this many disks"),
-    query("min_disk_bytes", {"type": "integer", "minimum": 0}, "facts: a disk of at least this size (bytes)"),
-    query("firmware", {"enum": ["uefi", "bios"]}, "facts: this firmware mode"),
-)
 _UPLOAD = "the upload's id (32 hex digits)"
 _OFFSET = {"Upload-Offset": {"description": "bytes committed so far: the next chunk starts here",
                              "schema": {"type": "integer", "minimum": 0}},
@@ -97,7 +95,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("delete", "/api/v1/images/{name}", "Delete an image (409 while an open deployment uses it)", "images",
               {"204": None}, conflicts=True),
     Operation("get", "/api/v1/deployments", "List deployments (filters: state, mac)", "deployments",
-              {"200": DeploymentList}, params=(query("state", {"type": "string"}), query("mac", {"type": "string"}))),
+              {"200": DeploymentList}, query=DeploymentFilters),
     Operation("post", "/api/v1/deployments", "Create a deployment (idempotent with Idempotency-Key: a replay "
               "answers 200)", "deployments", {"201": Deployment, "200": Deployment}, body=DeploymentCreate,
               conflicts=True, params=(_IDEMPOTENCY_KEY,)),
@@ -112,8 +110,7 @@ OPERATIONS: tuple[Operation, ...] = (
               body=TokenCreate),
     Operation("delete", "/api/v1/tokens/{token_id}", "Revoke an API token (admin)", "tokens", {"204": None}),
     Operation("get", "/api/v1/audit", "The audit log of mutating API calls, newest first (admin)", "audit",
-              {"200": AuditLog}, params=(query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-                                         query("since", {"type": "number"}))),
+              {"200": AuditLog}, query=AuditQuery),
     Operation("get", "/api/v1/agent/plan", "The deploy plan (metalstream-plan/1.x)", "agent", {"200": DeployPlan},
               agent=True),
     Operation("post", "/api/v1/agent/events", "Report progress", "agent", {"200": EventAccepted}, body=Event,
@@ -125,7 +122,7 @@ OPERATIONS: tuple[Operation, ...] = (
               body=InspectionReport, agent=True, conflicts=True),
     Operation("get", "/api/v1/openapi.json", "This document", "meta", {"200": OpenApiDocument}),
     Operation("get", "/api/v1/machines", "List machines (filters: state, tag, mac, and facts)", "machines",
-              {"200": MachineList}, params=_MACHINE_FILTERS),
+              {"200": MachineList}, query=MachineFilters),
     Operation("post", "/api/v1/machines", "Register a machine (409 when its name or a MAC is taken)", "machines",
               {"201": Machine}, body=MachineCreate, conflicts=True),
     Operation("get", "/api/v1/machines/{machine_id}", "Show a machine", "machines", {"200": Machine},
@@ -149,8 +146,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "webhooks", {"204": None}),
     Operation("get", "/api/v1/webhooks/{webhook_id}/deliveries", "A subscription's deliveries, newest first: "
               "state, attempts, last answer, next attempt", "webhooks", {"200": WebhookDeliveryList},
-              params=(query("state", {"enum": list(DELIVERY_STATES)}),
-                      query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}))),
+              query=DeliveryQuery),
     Operation("get", "/api/v1/image-uploads", "Open uploads (unfinished, not expired)", "images",
               {"200": ImageUploadList}),
     Operation("post", "/api/v1/image-uploads", "Start uploading an image (admin): its manifest; answers the upload "
