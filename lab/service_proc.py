@@ -110,15 +110,22 @@ class ServiceProcess:
             self.process = proc.spawn(self._argv(), stdout=log, stderr=log)
         finally:
             log.close()
+        try:
+            self._wait_until_it_answers(timeout)
+        except BaseException:  # never leave a serve behind that its caller will not stop
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_it_answers(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise OperationFailed(f"metalstream serve exited with status {self.process.returncode}: "
                                       f"{self.log_tail()}")
             if self._answers():
-                return self
+                return
             time.sleep(0.3)
-        self.stop()
         raise OperationFailed(f"metalstream serve did not answer within {timeout:.0f} s: {self.log_tail()}")
 
     def pids(self) -> list[int]:
