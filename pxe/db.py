@@ -51,6 +51,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from metalstream.errors import OperationFailed
 
@@ -263,6 +264,11 @@ def make_engine(url: str, *, upgrade_schema: bool = True, short_waits: bool = Fa
     if upgrade_schema:
         try:
             upgrade(engine)
+        except OperationalError as exc:  # cannot connect: no server, no such database, refused credentials
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "cannot connect"
+            raise OperationFailed(f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
+                                  f"{reason}") from None
         except BaseException:
             engine.dispose()
             raise

@@ -102,3 +102,18 @@ def test_without_postgresql_the_cluster_says_to_run_setup(monkeypatch):
     monkeypatch.setattr(pg.glob, "glob", lambda pattern: [])
     with pytest.raises(pg.PgClusterError, match=r"run `bash \.ci/setup`"):
         pg.PgCluster.start()
+
+
+def test_a_database_that_does_not_exist_is_named_not_an_internal_error(pg_database, tmp_path):
+    import subprocess
+
+    from sqlalchemy.engine import make_url
+
+    from conftest import METALSTREAM
+
+    url = make_url(pg_database()).set(database="metalstream_nowhere").render_as_string(hide_password=False)
+    done = subprocess.run([*METALSTREAM, "token", "create", "--data-dir", tmp_path, "--db", url, "--create",
+                           "--comment", "ops"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "internal error" not in done.stderr, done.stderr
+    assert "cannot open the database" in done.stderr and "metalstream_nowhere" in done.stderr, done.stderr
+    assert "does not exist" in done.stderr, done.stderr
