@@ -193,11 +193,12 @@ def transition(conn: Connection, dep_id: str, new: str, note: str | None = None,
     return False
 
 
-def cancel(engine: Engine, dep_id: str) -> dict:
+def cancel(engine: Engine, dep_id: str, *, through: str = "the API") -> dict:
+    """Cancel an open deployment; its event says where the cancel came from (`through`)."""
     if not db.matchable(dep_id):
         get(engine, dep_id)  # raises NotFound
     with engine.begin() as conn:
-        changed = transition(conn, dep_id, states.CANCELLED, "cancelled through the API")
+        changed = transition(conn, dep_id, states.CANCELLED, f"cancelled through {through}")
     if not changed:
         current = get(engine, dep_id)  # raises NotFound
         raise Conflict(f"deployment {dep_id} is {current['state']}; only pending, booting or installing "

@@ -194,6 +194,8 @@ def test_a_cancel_with_the_token_from_the_page_cancels(console):
                            headers={"Referer": f"http://localhost/console/deployments/{dep['id']}"})
     assert response.status_code == 303 and response.headers["Location"] == f"/console/deployments/{dep['id']}"
     assert console.state(dep["id"]) == "cancelled"
+    events = console.api("get", f"/api/v1/deployments/{dep['id']}").get_json()["events"]
+    assert events[-1]["message"] == "cancelled through the web console"
     audit = console.api("get", "/api/v1/audit").get_json()
     assert any(e["action"] == "POST /console/deployments/<dep_id>/cancel" and e["target"] == dep["id"]
                and e["status"] == 303 for e in audit["entries"])

@@ -141,7 +141,7 @@ def deployment_log(dep_id: str):
 @bp.post("/deployments/<dep_id>/cancel")
 def cancel_deployment(dep_id: str):
     g.audit_target = dep_id
-    deployments.cancel(service().engine, dep_id)
+    deployments.cancel(service().engine, dep_id, through="the web console")
     return redirect(url_for("console.deployment_page", dep_id=dep_id), code=303)
 
 
