@@ -2,8 +2,9 @@
 into it and the service verifies it over SSH (`active`); a power cycle then boots the disk, not the installer;
 a corrupted image fails cleanly and leaves no bootable half system.
 
-Part of the default run (the image and the installer are the session's, shared with the builder tests);
-each VM boot takes a minute or more under TCG. Alone: .venv/bin/python -m pytest -m e2e
+UEFI and BIOS are part of the default run (the image and the installer are the session's, shared with the
+builder tests); the corrupted image is `slow`. Each VM boot takes a minute or more under TCG.
+Alone: .venv/bin/python -m pytest tests/test_e2e_deploy.py -m "e2e or slow"
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def test_bios_vm_deploys_to_active_and_boots_its_disk_after_a_power_cycle(e2e_la
     _deploy_then_power_cycle(e2e_lab, "e2e-bios", "bios")
 
 
+@pytest.mark.slow
 def test_corrupted_image_fails_with_the_agent_log_and_leaves_no_bootable_disk(e2e_lab, tmp_path):
     import hashlib
 

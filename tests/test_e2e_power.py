@@ -7,8 +7,9 @@ The boot device: the domain's user-network NIC always boots first (lab.libvirt e
 boot script sends a machine with nothing pending to its disk; what the BMC sets is checked in the domain's
 definition (boot order back to the disk after the install).
 
-Redfish (UEFI) runs by default; IPMI (BIOS) and the faults are `slow`. Alone:
-.venv/bin/python -m pytest tests/test_e2e_power.py -m "e2e or slow"
+All of it is `slow` (each cell is a full VM deployment under TCG; the default run keeps the driver-level tests
+against the same emulators, tests/test_power_emulators.py). Alone:
+.venv/bin/python -m pytest tests/test_e2e_power.py -m slow
 """
 from __future__ import annotations
 
@@ -143,6 +144,7 @@ def _deploy_through_the_bmc(lab: PowerLab, driver: str, firmware: str) -> None:
         assert PASSWORD not in json.dumps(after), "a GET never returns the BMC password"
 
 
+@pytest.mark.slow
 def test_redfish_machine_is_powered_on_pxe_boots_installs_and_reaches_active(power_lab):
     _deploy_through_the_bmc(power_lab, "redfish", "uefi")
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import METALSTREAM
 from fixtures_e2e import esp_entries, service_with_image, wait_terminal
 
-pytestmark = [pytest.mark.e2e, pytest.mark.root]
+pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]  # ~8 min: its own image, two VM boots
 
 INSTALL_AGENT_TIMEOUT = 600
 REFUSAL_AGENT_TIMEOUT = 45
