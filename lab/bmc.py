@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,8 @@ class BmcAccess:
         return bmc
 
 
-class _Emulator:
-    """A child process with a log file, stopped by PID."""
+class _Emulator(ABC):
+    """A child process with a log file, stopped by PID; each emulator says how it knows it answers."""
 
     def __init__(self, work_dir: Path, *, timeout: float):
         self.work_dir = work_dir
@@ -93,8 +94,9 @@ class _Emulator:
                 raise OperationFailed(f"{what} did not answer within {self.timeout:.0f} s: {self.log_tail()}")
             time.sleep(0.3)
 
+    @abstractmethod
     def ready(self) -> bool:
-        raise NotImplementedError
+        """Whether the emulator answers its protocol yet."""
 
     @property
     def pid(self) -> int | None:

@@ -127,11 +127,11 @@ def _free(slot: threading.BoundedSemaphore) -> bool:
 
 def test_driver_for_picks_the_client_and_refuses_manual_power(tmp_path):
     config = ServiceConfig(data_dir=tmp_path, bmc_timeout=7, bmc_retries=5, bmc_concurrency=1)
-    redfish = driver_for({"driver": "redfish", "address": "https://10.1.1.1", "username": "u", "password": "p",
+    redfish = driver_for({"driver": "redfish", "address": "https://192.0.2.10", "username": "u", "password": "p",
                           "verify_tls": False, "system_id": None}, config)
     assert isinstance(redfish.driver, RedfishDriver) and redfish.driver.timeout == 7 and redfish.attempts == 5
     assert redfish.driver.access.verify_tls is False
-    ipmi = driver_for(BmcAccess("ipmi", "10.1.1.2:6230", "u", "p"), config)
+    ipmi = driver_for(BmcAccess("ipmi", "192.0.2.11:6230", "u", "p"), config)
     assert isinstance(ipmi.driver, IpmiDriver)
     for manual in (None, {"driver": "manual", "address": "", "username": None, "password": None}):
         with pytest.raises(NoPowerControl) as caught:
