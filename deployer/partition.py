@@ -43,7 +43,7 @@ _ROLE_ORDER = {"biosboot": 0, "esp": 1, "boot": 2}
 class Partition:
     number: int
     name: str  # GPT partition name
-    role: str  # biosboot | esp | boot | swap | root | data
+    role: str  # biosboot | esp | boot | swap | root | data | member
     start: int  # sectors
     size: int  # sectors
     type_guid: str
@@ -52,6 +52,7 @@ class Partition:
     fs_uuid: str | None = None  # chosen up front so fstab and grub.cfg can be written deterministically
     label: str | None = None
     fsoptions: str | None = None
+    member: str | None = None  # role "member": the kickstart's name for it (pv.01, raid.01, btrfs.01)
 
     @property
     def end(self) -> int:

@@ -140,7 +140,7 @@ def test_plan_reboot_is_absent_for_firmware_and_read_back_for_kexec():
     assert "reboot" not in firmware  # what a 1.2 agent reads: no field it does not know
     assert Plan.from_json(firmware).reboot_method == "firmware"
     document = _plan(reboot_method="kexec").to_json()
-    assert document["reboot"] == {"method": "kexec"} and document["format"] == "metalstream-plan/1.3"
+    assert document["reboot"] == {"method": "kexec"} and document["format"] == "metalstream-plan/1.4"
     assert Plan.from_json(document).reboot_method == "kexec"
 
 

@@ -141,7 +141,7 @@ def test_plan_with_several_image_urls_round_trips_as_minor_version_1():
             "http://s/images/debian.tar.zst")
     plan = Plan(image=ImageRef("debian", urls[0], manifest["sha256"], 10, manifest, urls=urls))
     document = json.loads(json.dumps(plan.to_json()))
-    assert document["format"] == "metalstream-plan/1.3"  # a 1.1 field, written by the 1.3 writer
+    assert document["format"] == "metalstream-plan/1.4"  # a 1.1 field, written by the 1.4 writer
     assert document["image"]["url"] == urls[0] and document["image"]["urls"] == list(urls)
     assert Plan.from_json(document) == plan
     assert Plan.from_json(document).to_json() == document

@@ -47,7 +47,7 @@ def _plan(**changes) -> Plan:
 def test_secure_boot_is_written_only_when_asked_for_and_round_trips():
     assert "secure_boot" not in _plan().to_json()
     document = json.loads(json.dumps(_plan(secure_boot=True, boot_mode="uefi").to_json()))
-    assert document["secure_boot"] is True and document["format"] == "metalstream-plan/1.3"
+    assert document["secure_boot"] is True and document["format"] == "metalstream-plan/1.4"
     assert Plan.from_json(document).secure_boot is True
     assert Plan.from_json({**document, "secure_boot": False}).secure_boot is False
 

@@ -26,7 +26,7 @@ def test_plan_contents(pxe_env):
     token = pxe_env.boot_token()
     plan = pxe_env.client.get("/api/v1/agent/plan", headers=_bearer(token)).get_json()
     image = pxe_env.client.get("/api/v1/images/tiny", headers=pxe_env.read).get_json()
-    assert plan["format"] == "metalstream-plan/1.3" and plan["deployment_id"] == dep["id"]
+    assert plan["format"] == "metalstream-plan/1.4" and plan["deployment_id"] == dep["id"]
     assert plan["image"] == {"name": "tiny", "url": "http://10.0.2.2:8080/images/tiny.tar.zst",
                              "sha256": image["sha256"], "size": image["size"], "manifest": image["manifest"]}
     assert plan["boot_mode"] == "bios" and plan["hostname"] == "node-17" and plan["storage"] is None

@@ -69,7 +69,7 @@ def test_secure_boot_is_carried_into_the_plan_and_shown(pxe_env, signed_image):
     assert dep["boot_path"] is None and dep["first_stage"] is None and dep["request"]["secure_boot"] is True
     assert _listed(pxe_env)[0]["secure_boot"]["requested"] is True
     plan = _plan(pxe_env)
-    assert plan["secure_boot"] is True and plan["format"] == "metalstream-plan/1.3"
+    assert plan["secure_boot"] is True and plan["format"] == "metalstream-plan/1.4"
 
 
 def test_what_the_installer_and_the_installed_system_reported_is_shown(pxe_env, signed_image):

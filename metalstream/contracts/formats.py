@@ -12,7 +12,8 @@ IMAGE = "metalstream-image"
 INSTALLER = "metalstream-installer"
 PLAN = "metalstream-plan"
 MAJOR_VERSIONS = {IMAGE: 1, INSTALLER: 1, PLAN: 1}
-MINOR_VERSIONS = {PLAN: 3}  # plan 1.1: image.urls (several sources of one image); 1.2: secure_boot; 1.3: reboot
+MINOR_VERSIONS = {PLAN: 4}  # plan 1.1: image.urls (several sources of one image); 1.2: secure_boot; 1.3: reboot;
+# 1.4: disks (hints per named disk), encryption (the LUKS passphrase), storage stacks (LVM, RAID, btrfs, LUKS, %pre)
 TITLES = {IMAGE: "image manifest", INSTALLER: "installer manifest", PLAN: "deploy plan"}
 ARTICLES = {IMAGE: "an", INSTALLER: "an", PLAN: "a"}
 

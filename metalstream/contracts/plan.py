@@ -20,7 +20,11 @@ from .formats import PLAN, PLAN_FORMAT, check_format
 from .manifests import read_image_manifest
 
 TOP_FIELDS = ("format", "deployment_id", "image", "disk_hints", "boot_mode", "storage", "hostname", "network",
-              "root_password_hash", "ssh_keys", "kernel_args", "report", "secure_boot", "reboot")
+              "root_password_hash", "ssh_keys", "kernel_args", "report", "secure_boot", "reboot",
+              "disks", "encryption")
+ENCRYPTION_FIELDS = ("passphrase",)
+MAX_DISKS = 64
+MAX_PASSPHRASE = 512
 REBOOT_FIELDS = ("method",)
 REBOOT_METHODS = ("firmware", "kexec")  # firmware: the machine resets; kexec: the installer jumps into the installed kernel
 IMAGE_FIELDS = ("name", "url", "urls", "sha256", "size", "manifest")
@@ -126,6 +130,10 @@ class Plan:
     report: dict | None = None
     secure_boot: bool = False  # boot the image's signed shim → grub → kernel; never an unsigned fallback
     reboot_method: str = "firmware"  # how the agent boots the installed system (plan 1.3 `reboot.method`)
+    # plan 1.4: hints for each disk the storage section names (`--ondisk=NAME`, `clearpart --drives=NAME`),
+    # by that name; the disk `disk_hints` selects is the one a layout without disk names uses
+    disks: dict[str, DiskHints] = field(default_factory=dict)
+    encryption_passphrase: str | None = field(default=None, repr=False)  # a secret: LUKS devices' passphrase
 
     @classmethod
     def from_json(cls, data: Any) -> "Plan":
@@ -152,6 +160,10 @@ class Plan:
             document["secure_boot"] = True
         if self.reboot_method != "firmware":
             document["reboot"] = {"method": self.reboot_method}
+        if self.disks:
+            document["disks"] = {name: hints.to_json() for name, hints in self.disks.items()}
+        if self.encryption_passphrase is not None:
+            document["encryption"] = {"passphrase": self.encryption_passphrase}
         return document
 
     @property
@@ -219,6 +231,34 @@ def read_reboot_method(data: Any, location: str = "plan.reboot") -> str:
     return rules.one_of(data.get("method", "firmware"), REBOOT_METHODS, f"{location}.method")
 
 
+def read_disks(data: Any, location: str = "plan.disks") -> dict[str, DiskHints]:
+    """`disks` (plan 1.4): {NAME: disk hints} for the disks a storage section names."""
+    if data is None:
+        return {}
+    rules.expect_object(data, location)
+    if len(data) > MAX_DISKS:
+        raise BadInput(f"at most {MAX_DISKS} disks", location=location)
+    disks = {}
+    for name, hints in data.items():
+        rules.text(name, f"{location} key", max_length=256, allow_empty=False)
+        disks[name] = DiskHints.from_json(hints, f"{location}.{name}")
+    return disks
+
+
+def read_encryption(data: Any, location: str = "plan.encryption") -> str | None:
+    """`encryption` (plan 1.4): {"passphrase": ...}, the LUKS passphrase; its value is never echoed in an error."""
+    if data is None:
+        return None
+    rules.expect_object(data, location, ENCRYPTION_FIELDS)
+    passphrase = data.get("passphrase")
+    if not isinstance(passphrase, str) or not passphrase:
+        raise BadInput("must be a non-empty string", location=f"{location}.passphrase")
+    if len(passphrase) > MAX_PASSPHRASE or any(ord(c) < 32 or ord(c) == 127 for c in passphrase):
+        raise BadInput(f"must be at most {MAX_PASSPHRASE} characters without control characters",
+                       location=f"{location}.passphrase")
+    return passphrase
+
+
 def read_plan(data: Any) -> Plan:
     """Check a plan document and return its typed form (BadInput located at `plan.FIELD`)."""
     rules.expect_object(data, "plan", TOP_FIELDS)
@@ -253,4 +293,6 @@ def read_plan(data: Any) -> Plan:
         report=report,
         secure_boot=secure_boot,
         reboot_method=read_reboot_method(data.get("reboot")),
+        disks=read_disks(data.get("disks")),
+        encryption_passphrase=read_encryption(data.get("encryption")),
     )

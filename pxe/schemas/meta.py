@@ -52,7 +52,7 @@ class DeployPlan(BaseModel):
     """The deploy plan (metalstream-plan/1.x; docs/contracts.md §2): the agent's reader judges it."""
 
     model_config = ConfigDict(extra="allow")
-    format: str = Field(examples=["metalstream-plan/1.3"])
+    format: str = Field(examples=["metalstream-plan/1.4"])
     deployment_id: str
     image: dict
     disk_hints: DiskHints
