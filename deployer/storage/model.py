@@ -25,6 +25,17 @@ def part_ref(disk_key: str, number: int) -> str:
 
 
 @dataclass(frozen=True)
+class TargetDisk:
+    """A disk chosen for the deployment, before anything is planned on it."""
+
+    key: str  # the storage section's name for it (sda, a key of the plan's `disks`), or "" for the only disk
+    path: str  # /dev/... or a disk image file
+    size: int  # bytes
+    sector_size: int = 512
+    names: tuple[str, ...] = ()  # every name it answers to (sda, /dev/sda, by-id links), for --ondisk and clearpart
+
+
+@dataclass(frozen=True)
 class PlannedDisk:
     key: str  # the name the storage section uses for the disk (sda, a key of the plan's `disks`), or "" for the only one
     path: str  # /dev/... or a disk image file
