@@ -57,6 +57,8 @@ class VmSpec:
     boot_first: str = "network"  # network | disk: which device the firmware tries first
     extra_taps: list[str] = field(default_factory=list)  # more NICs, on these taps (netdev ids n1, n2, ...)
     monitor: bool = False  # a qemu monitor on `monitor_socket` (for `LabVm.monitor`: set_link ...)
+    extra_disks: list[Path] = field(default_factory=list)  # more raw disks after `disk` (virtio, serials ms-NAME-dN)
+    serial_input: bool = False  # the console also on `serial_socket`, so a test can type (`LabVm.type_serial`)
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -103,6 +105,10 @@ class VmSpec:
         return self.dir / "serial.log"
 
     @property
+    def serial_socket(self) -> Path:
+        return self.dir / "serial.sock"
+
+    @property
     def pid_file(self) -> Path:
         return self.dir / "qemu.pid"
 
@@ -140,6 +146,21 @@ def _extra_nics(spec: VmSpec) -> list[str]:
     return argv
 
 
+def _serial(spec: VmSpec) -> list[str]:
+    if not spec.serial_input:
+        return ["-serial", f"file:{spec.serial_log}"]
+    return ["-chardev", f"socket,id=console,path={spec.serial_socket},server=on,wait=off,logfile={spec.serial_log}",
+            "-serial", "chardev:console"]
+
+
+def _extra_disks(spec: VmSpec, first_index: int) -> list[str]:
+    argv = []
+    for k, disk in enumerate(spec.extra_disks, start=1):
+        argv += ["-drive", f"file={disk},format=raw,if=none,id=disk{k},cache=unsafe",
+                 "-device", f"virtio-blk-pci,drive=disk{k},serial=ms-{spec.name}-d{k},bootindex={first_index + k}"]
+    return argv
+
+
 def qemu_argv(spec: VmSpec) -> list[str]:
     """The qemu command line for a lab VM: network first (bootindex 1), then its disk (bootindex 2), or the
     other way round with `boot_first="disk"`."""
@@ -156,13 +177,14 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "-smp", str(spec.cpus),
         "-display", "none",
         "-monitor", f"unix:{spec.monitor_socket},server=on,wait=off" if spec.monitor else "none",
-        "-serial", f"file:{spec.serial_log}",
+        *_serial(spec),
         "-pidfile", str(spec.pid_file),
         "-netdev", _netdev(spec),
         "-device", nic,
         *_extra_nics(spec),
         "-drive", f"file={spec.disk},format=raw,if=none,id=disk0,cache=unsafe",
         "-device", f"virtio-blk-pci,drive=disk0,serial=ms-{spec.name},bootindex={disk_index}",
+        *_extra_disks(spec, disk_index),
     ]
     if spec.firmware == "uefi":
         argv += [
@@ -241,6 +263,17 @@ class LabVm:
         """Wait until the serial console (from offset `since`) matches `pattern`; fail if qemu exits first."""
         return wait_for_serial(self.spec.serial_log, pattern, timeout=timeout, since=since,
                                who=f"VM {self.spec.name}", gone=self._exit_status)
+
+    def type_serial(self, text: str, *, timeout: float = 10) -> None:
+        """Type `text` on the serial console (a VM started with `serial_input`), e.g. a passphrase and "\\n"."""
+        if not self.spec.serial_input:
+            raise OperationFailed(f"VM {self.spec.name} has no console input (VmSpec.serial_input)")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(self.spec.serial_socket))
+            for char in text.encode():  # one byte at a time: a slow guest's UART would drop a burst
+                conn.sendall(bytes([char]))
+                time.sleep(0.02)
 
     def _exit_status(self) -> str | None:
         if self.process is not None and self.process.poll() is not None:

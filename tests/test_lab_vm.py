@@ -108,3 +108,19 @@ def test_vm_network_boots_and_fetches_the_ipxe_script(tmp_path, firmware):
         server.server_close()
     assert handler.requests == ["/boot.ipxe"]
     assert not Path(spec.pid_file).exists()
+
+
+def test_extra_disks_and_a_typeable_console(tmp_path):
+    extra = [tmp_path / "b.img", tmp_path / "c.img"]
+    spec = VmSpec("storage", lab_dir=tmp_path, extra_disks=extra, serial_input=True)
+    argv = qemu_argv(spec)
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive" and "if=none" in argv[i + 1]]
+    assert [d.split(",")[0] for d in drives] == [f"file={spec.disk}", f"file={extra[0]}", f"file={extra[1]}"]
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device" and a and "virtio-blk" in argv[i + 1]]
+    assert [d.rsplit("bootindex=", 1)[1] for d in devices] == ["2", "3", "4"]
+    assert "serial=ms-storage-d2" in devices[2]
+    chardev = argv[argv.index("-chardev") + 1]
+    assert f"path={spec.serial_socket}" in chardev and f"logfile={spec.serial_log}" in chardev
+    assert argv[argv.index("-serial") + 1] == "chardev:console"
+    plain = qemu_argv(VmSpec("plain", lab_dir=tmp_path))
+    assert "-chardev" not in plain and plain[plain.index("-serial") + 1].startswith("file:")
