@@ -34,7 +34,10 @@ TYPE_GUIDS = {
     "/home": "933AC7E1-2EB4-4F13-B844-0E14E2AEF915",
     "/srv": "3B8F8425-20E0-4F3B-907F-1A25A76F98E8",
     "linux": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+    "raid": "A19D880F-05FC-4D3B-A006-743F0F84911E",  # Linux RAID: members `raid.*`
+    "lvm": "E6D6D379-F507-44C2-A23C-238F2A3DF928",  # Linux LVM: members `pv.*`
 }
+MEMBER_TYPES = {"raid.": "raid", "pv.": "lvm", "btrfs.": "linux"}
 DATA_FSTYPES = ("ext4", "xfs")
 _ROLE_ORDER = {"biosboot": 0, "esp": 1, "boot": 2}
 
@@ -85,7 +88,9 @@ class Layout:
 
 
 @dataclass
-class _Request:
+class Request:
+    """One partition to place: its role, what goes on it and how it is sized (`where` locates its spec)."""
+
     role: str
     mountpoint: str | None
     fstype: str | None
@@ -96,6 +101,8 @@ class _Request:
     fsoptions: str | None = None
     where: str = "storage"
     final_mib: int = field(default=0)
+    member: str | None = None  # role "member": pv.01, raid.01, btrfs.01
+    source: int | None = None  # index of the `part` in storage.partitions it comes from
 
 
 def recommended_swap_mib(memory_mib: int, *, hibernation: bool = False) -> int:
@@ -143,21 +150,28 @@ def _role_of(part: PartSpec) -> str:
     return "data"
 
 
-def _request_from_part(part: PartSpec, index: int, memory_mib: int | None) -> _Request:
+def request_from_part(part: PartSpec, index: int, memory_mib: int | None) -> Request:
     where = f"storage.partitions[{index}]" + (f" (kickstart line {part.line})" if part.line else "")
     role = _role_of(part)
+    if part.member:
+        size = part.size_mib if part.size_mib is not None else 1
+        if size <= 0:
+            raise BadInput("size must be positive", location=where)
+        return Request("member", None, None, size, part.grow, part.max_size_mib, where=where, member=part.mountpoint,
+                       source=index)
     if role == "biosboot":
-        return _Request("biosboot", None, None, BIOS_BOOT_MIB, where=where)
+        return Request("biosboot", None, None, BIOS_BOOT_MIB, where=where, source=index)
     if role == "esp":
         size = part.size_mib or ESP_DEFAULT_MIB
         if size < ESP_MIN_MIB:
             raise BadInput(f"the ESP must be at least {ESP_MIN_MIB} MiB (FAT32), got {size} MiB", location=where)
-        return _Request("esp", "/boot/efi", "vfat", size, part.grow, part.max_size_mib, part.label, part.fsoptions,
-                        where)
+        return Request("esp", "/boot/efi", "vfat", size, part.grow, part.max_size_mib, part.label, part.fsoptions,
+                       where, source=index)
     if role == "swap":
         size = _swap_mib(where, memory_mib, part.hibernation) if part.recommended or part.hibernation \
             else part.size_mib or SWAP_DEFAULT_MIB
-        return _Request("swap", "swap", "swap", size, part.grow, part.max_size_mib, part.label, None, where)
+        return Request("swap", "swap", "swap", size, part.grow, part.max_size_mib, part.label, None, where,
+                       source=index)
     if not part.mountpoint.startswith("/"):
         raise BadInput(f"unsupported mount point {part.mountpoint!r} (/..., swap, biosboot)", location=where)
     fstype = part.fstype or "ext4"
@@ -168,36 +182,39 @@ def _request_from_part(part: PartSpec, index: int, memory_mib: int | None) -> _R
     size = part.size_mib if part.size_mib is not None else default
     if size <= 0:
         raise BadInput("size must be positive", location=where)
-    return _Request(role, part.mountpoint, fstype, size, part.grow, part.max_size_mib, part.label, part.fsoptions,
-                    where)
+    return Request(role, part.mountpoint, fstype, size, part.grow, part.max_size_mib, part.label, part.fsoptions,
+                   where, source=index)
 
 
-def _boot_requests(boot_mode: str, *, with_boot: bool = False) -> list[_Request]:
+def boot_requests(boot_mode: str, *, with_boot: bool = False) -> list[Request]:
     requests = []
     if boot_mode in ("bios", "both"):
-        requests.append(_Request("biosboot", None, None, BIOS_BOOT_MIB, where="boot_mode"))
+        requests.append(Request("biosboot", None, None, BIOS_BOOT_MIB, where="boot_mode"))
     if boot_mode in ("uefi", "both"):
-        requests.append(_Request("esp", "/boot/efi", "vfat", ESP_DEFAULT_MIB, where="boot_mode"))
+        requests.append(Request("esp", "/boot/efi", "vfat", ESP_DEFAULT_MIB, where="boot_mode"))
     if with_boot:
-        requests.append(_Request("boot", "/boot", "ext4", BOOT_DEFAULT_MIB, where="storage.reqpart"))
+        requests.append(Request("boot", "/boot", "ext4", BOOT_DEFAULT_MIB, where="storage.reqpart"))
     return requests
 
 
-def _requests(storage: DeploySpec | None, boot_mode: str, memory_mib: int | None) -> list[_Request]:
+def _requests(storage: DeploySpec | None, boot_mode: str, memory_mib: int | None) -> list[Request]:
     if storage is None or not storage.partitions:
         auto = storage.autopart if storage else None
         with_boot = bool(storage and storage.reqpart_add_boot and not (auto and auto.noboot))
-        requests = _boot_requests(boot_mode, with_boot=with_boot)
+        requests = boot_requests(boot_mode, with_boot=with_boot)
         if auto is not None and not auto.noswap:
             size = _swap_mib("storage.autopart", memory_mib, True) if auto.hibernation else SWAP_DEFAULT_MIB
-            requests.append(_Request("swap", "swap", "swap", size, where="storage.autopart"))
+            requests.append(Request("swap", "swap", "swap", size, where="storage.autopart"))
         fstype = (auto.fstype if auto and auto.fstype else "ext4")
         if fstype not in DATA_FSTYPES:
             raise BadInput(f"unsupported root filesystem {fstype!r} (use {' or '.join(DATA_FSTYPES)})",
                            location="storage.autopart.fstype")
-        requests.append(_Request("root", "/", fstype, ROOT_MIN_MIB, grow=True, where="storage.autopart"))
+        requests.append(Request("root", "/", fstype, ROOT_MIN_MIB, grow=True, where="storage.autopart"))
         return requests
-    requests = [_request_from_part(p, i, memory_mib) for i, p in enumerate(storage.partitions)]
+    requests = [request_from_part(p, i, memory_mib) for i, p in enumerate(storage.partitions)]
+    for r in requests:
+        if r.role == "member":  # stacks are planned by deployer.storage
+            raise BadInput(f"unsupported mount point {r.member!r} (/..., swap, biosboot)", location=r.where)
     seen: dict[str, str] = {}
     for r in requests:
         key = r.mountpoint or r.role
@@ -211,18 +228,23 @@ def _requests(storage: DeploySpec | None, boot_mode: str, memory_mib: int | None
     if storage.reqpart or boot_code and not roles & {"biosboot", "esp"}:
         # `reqpart`, or (anaconda's convenience) a layout that names no boot partition: add what the firmware needs
         with_boot = storage.reqpart and storage.reqpart_add_boot
-        missing = [r for r in _boot_requests(boot_mode, with_boot=with_boot) if r.role not in roles]
+        missing = [r for r in boot_requests(boot_mode, with_boot=with_boot) if r.role not in roles]
         requests = missing + requests
     elif boot_code:
         needed = {"biosboot": "part biosboot --fstype=biosboot --size=1", "esp": "part /boot/efi --fstype=efi --size=600"}
-        for req in _boot_requests(boot_mode):
+        for req in boot_requests(boot_mode):
             if req.role not in roles:
                 raise BadInput(f"boot mode {boot_mode!r} needs a {req.role} partition: add `{needed[req.role]}` "
                                "or `reqpart`", location="storage.partitions")
+    return sort_requests(requests)
+
+
+def sort_requests(requests: list[Request]) -> list[Request]:
+    """Disk order: biosboot, ESP, /boot, then the rest as given."""
     return sorted(requests, key=lambda r: _ROLE_ORDER.get(r.role, 3))
 
 
-def _grow(requests: list[_Request], free_mib: int) -> None:
+def grow(requests: list[Request], free_mib: int) -> None:
     """Share free space among growing partitions in proportion to their base size, honouring --maxsize."""
     for r in requests:
         r.final_mib = r.size_mib
@@ -249,35 +271,60 @@ def plan_layout(disk_size: int, boot_mode: str, storage: DeploySpec | None = Non
                 new_uuid: Callable[[], str] = lambda: str(uuidlib.uuid4())) -> Layout:
     """GPT layout for a disk of `disk_size` bytes on a machine with `memory_bytes` of memory (needed only to size
     swap from memory). Raises BadInput when the disk is too small or the spec is wrong."""
+    check_boot_mode(boot_mode)
+    requests = _requests(storage, boot_mode, memory_bytes // MIB if memory_bytes is not None else None)
+    layout = place(requests, disk_size, sector_size, new_uuid)
+    root_mib = layout.length(layout.root) // MIB
+    root_need = root_need_mib(image_bytes)
+    if root_mib < root_need:
+        raise BadInput(f"disk too small: / would get {root_mib} MiB but the image needs {root_need} MiB "
+                       f"({image_bytes / MIB:.0f} MiB unpacked + headroom); disk is {disk_size / MIB:.0f} MiB",
+                       location="disk")
+    return layout
+
+
+def check_boot_mode(boot_mode: str) -> None:
     if boot_mode not in ("bios", "uefi", "both"):
         raise BadInput(f"unknown boot mode {boot_mode!r}", location="boot_mode")
-    requests = _requests(storage, boot_mode, memory_bytes // MIB if memory_bytes is not None else None)
+
+
+def root_need_mib(image_bytes: int) -> int:
+    """What / must hold: the unpacked image plus headroom, at least ROOT_MIN_MIB."""
+    return max(ROOT_MIN_MIB, -(-int(image_bytes * ROOT_HEADROOM) // MIB))
+
+
+def usable_mib(disk_size: int, sector_size: int) -> int:
+    """Whole MiB a GPT leaves for partitions: less the first MiB and the backup table, 1 MiB aligned."""
     per_mib = MIB // sector_size
     total_sectors = disk_size // sector_size
     backup_sectors = GPT_ENTRIES_BYTES // sector_size + 1
     usable_end = (total_sectors - backup_sectors) // per_mib * per_mib  # first sector past the last whole MiB
-    available_mib = usable_end // per_mib - 1  # minus the first MiB (protective MBR, GPT header and entries)
+    return usable_end // per_mib - 1  # minus the first MiB (protective MBR, GPT header and entries)
+
+
+def place(requests: list[Request], disk_size: int, sector_size: int, new_uuid: Callable[[], str], *,
+          location: str = "disk") -> Layout:
+    """Size `requests` (growing ones share the free space) and lay them out in order from the second MiB;
+    BadInput at `location` when their fixed sizes do not fit."""
+    per_mib = MIB // sector_size
+    available_mib = usable_mib(disk_size, sector_size)
     fixed_mib = sum(r.size_mib for r in requests)
-    root_need = max(ROOT_MIN_MIB, -(-int(image_bytes * ROOT_HEADROOM) // MIB))
     if fixed_mib > available_mib:
         raise BadInput(f"disk too small: {disk_size / MIB:.0f} MiB, the layout needs at least {fixed_mib + 2} MiB",
-                       location="disk")
-    _grow(requests, available_mib - fixed_mib)
-    root = next(r for r in requests if r.role == "root")
-    if root.final_mib < root_need:
-        raise BadInput(f"disk too small: / would get {root.final_mib} MiB but the image needs {root_need} MiB "
-                       f"({image_bytes / MIB:.0f} MiB unpacked + headroom); disk is {disk_size / MIB:.0f} MiB",
-                       location="disk")
+                       location=location)
+    grow(requests, available_mib - fixed_mib)
     partitions, start = [], per_mib
     for number, r in enumerate(requests, start=1):
         size = r.final_mib * per_mib
-        name = {"biosboot": "bios", "esp": "esp", "swap": "swap", "root": "root"}.get(r.role) \
+        name = {"biosboot": "bios", "esp": "esp", "swap": "swap", "root": "root"}.get(r.role) or r.member \
             or (r.mountpoint or "data").strip("/").replace("/", "-")
+        member_type = next((t for prefix, t in MEMBER_TYPES.items() if r.member and r.member.startswith(prefix)), None)
         partitions.append(Partition(
             number=number, name=name, role=r.role, start=start, size=size,
-            type_guid=TYPE_GUIDS.get(r.role) or TYPE_GUIDS.get(r.mountpoint or "", TYPE_GUIDS["linux"]),
+            type_guid=TYPE_GUIDS[member_type] if member_type else
+            TYPE_GUIDS.get(r.role) or TYPE_GUIDS.get(r.mountpoint or "", TYPE_GUIDS["linux"]),
             fstype=r.fstype, mountpoint=r.mountpoint, fs_uuid=_fs_uuid(r.fstype, new_uuid),
-            label=r.label, fsoptions=r.fsoptions))
+            label=r.label, fsoptions=r.fsoptions, member=r.member))
         start += size
     return Layout(disk_size=disk_size, sector_size=sector_size, partitions=tuple(partitions))
 
