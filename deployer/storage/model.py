@@ -97,6 +97,7 @@ class LogicalVolume:
     pool: str | None = None  # thin volumes: their pool's name
     chunk_kib: int | None = None  # thin pools
     line: int | None = None
+    metadata_mib: int | None = None  # thin pools: their metadata LV (lvm keeps a spare of the same size in the VG)
 
     @property
     def ref(self) -> str:
@@ -148,6 +149,26 @@ class StoragePlan:
     def boot(self) -> Filesystem:
         """The filesystem holding /boot: a separate /boot, or the root."""
         return next((f for f in self.filesystems if f.mountpoint == "/boot"), self.root)
+
+    @property
+    def crypts(self) -> list[Crypt]:
+        """Every LUKS device, in creation order (crypttab's lines; the passphrase opens each)."""
+        return [d for d in self.devices if isinstance(d, Crypt)]
+
+    @property
+    def arrays(self) -> list[Array]:
+        return [d for d in self.devices if isinstance(d, Array)]
+
+    @property
+    def volume_groups(self) -> list[VolumeGroup]:
+        return [d for d in self.devices if isinstance(d, VolumeGroup)]
+
+    @property
+    def btrfs_volumes(self) -> list[BtrfsVolume]:
+        return [d for d in self.devices if isinstance(d, BtrfsVolume)]
+
+    def disk(self, key: str) -> PlannedDisk:
+        return next(d for d in self.disks if d.key == key)
 
     def device(self, ref: str) -> StackDevice | None:
         return next((d for d in self.devices if d.ref == ref), None)
