@@ -42,6 +42,9 @@ BUILD_LEFTOVERS = ("/etc/resolv.conf", "/etc/hostname", EXCLUDE_PIN, UNSAFE_IO)
 LEGACY_ENV = "METALSTREAM_BUILD_LEGACY"
 INSTALL_TIMEOUT = 3600.0
 INITRAMFS_CONF = "/etc/initramfs-tools/initramfs.conf"
+# cryptsetup-initramfs: its hook, and the setting that makes the hook add cryptsetup without a crypttab root.
+CRYPTROOT_HOOK = "/usr/share/initramfs-tools/hooks/cryptroot"
+CRYPTSETUP_CONF_HOOK = "/etc/cryptsetup-initramfs/conf-hook"
 
 
 class DebianBackend:
@@ -137,14 +140,12 @@ class DebianBackend:
         return sorted(packages, key=lambda p: (p["name"], p["arch"]))
 
     def prepare_initramfs(self, root: Path) -> None:
-        """Generic initramfs: every storage/network module, not only what the build machine uses."""
-        conf = rootfs.resolve(root, INITRAMFS_CONF)
-        if conf.is_file():
-            text = conf.read_text()
-            text = re.sub(r"(?m)^MODULES=.*$", "MODULES=most", text)
-            if "MODULES=most" not in text:
-                text += "\nMODULES=most\n"
-            rootfs.write_file(root, INITRAMFS_CONF, text, mode=None)
+        """Generic initramfs: every storage/network module, not only what the build machine uses, and
+        cryptsetup whenever cryptsetup-initramfs is installed (its hook adds it only for a root it sees
+        in the build root's crypttab, which is empty: the deployer writes crypttab per machine)."""
+        set_conf_line(root, INITRAMFS_CONF, "MODULES", "most")
+        if rootfs.resolve(root, CRYPTROOT_HOOK).is_file():
+            set_conf_line(root, CRYPTSETUP_CONF_HOOK, "CRYPTSETUP", "y", create=True)
 
     def initramfs_argv(self, kernel_version: str) -> list[str]:
         # -c would refuse an existing one (the kernel's postinst made it); -d then -c rebuilds it reproducibly.
@@ -227,3 +228,17 @@ def explain_failure(exc: CommandError, ctx: BuildContext) -> Exception:
     if match:
         return OperationFailed(f"package repository unreachable: {match.group(0).strip()}")
     return exc
+
+
+def set_conf_line(root: Path, path: str, key: str, value: str, *, create: bool = False) -> None:
+    """KEY=VALUE in the shell-style configuration file `path` inside `root`: an existing (or commented
+    out) KEY= line is replaced, else the line is appended. A missing file is left alone unless `create`."""
+    conf = rootfs.resolve(root, path)
+    if not conf.is_file() and not create:
+        return
+    text = conf.read_text() if conf.is_file() else ""
+    line = f"{key}={value}"
+    text, count = re.subn(rf"(?m)^#?\s*{re.escape(key)}=.*$", line, text)
+    if not count:
+        text += ("" if not text or text.endswith("\n") else "\n") + line + "\n"
+    rootfs.write_file(root, path, text, mode=None)

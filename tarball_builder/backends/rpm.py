@@ -33,6 +33,11 @@ from ..spec import SplitKickstart
 from . import rpm_plan
 
 QUERY_FORMAT = r"%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n"
+# dracut modules for the storage stacks a deploy layout may build, each with the program that says its tools are
+# in the image: the generic initramfs assembles, activates and unlocks them at boot whenever the image can.
+DRACUT_STORAGE_MODULES = (("mdraid", "mdadm"), ("lvm", "lvm"), ("crypt", "cryptsetup"), ("btrfs", "btrfs"))
+DRACUT_STORAGE_CONF = "/etc/dracut.conf.d/90-metalstream-storage.conf"
+PROGRAM_DIRS = ("usr/sbin", "usr/bin", "sbin", "bin")
 
 # Run by the chroot's namespace shell before dnf: "$1" root, "$2" cache directory, then dnf's argv.
 _BIND_CACHE = r"""
@@ -132,10 +137,17 @@ class RpmBackend:
         return f"/boot/initramfs-{kernel_version}.img"
 
     def prepare_initramfs(self, root: Path) -> None:
-        """Called before the initramfs stage runs dracut in the root: dracut must be in the image."""
+        """Called before the initramfs stage runs dracut in the root: dracut must be in the image; the dracut
+        modules of the storage stacks whose tools the image has (mdadm, lvm, cryptsetup, btrfs) are added by a
+        dracut.conf.d file that ships with the image (its own later dracut runs keep them)."""
         if not any((Path(root) / p).exists() for p in ("usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut")):
             raise BadInput("a kernel is installed but dracut is not: add dracut to %packages "
                            "(it writes the generic initramfs every kernel needs)")
+        modules = storage_dracut_modules(root)
+        if modules:
+            rootfs.write_file(root, DRACUT_STORAGE_CONF,
+                              "# metalstream: the storage stacks whose tools this image has (tarball_builder)\n"
+                              f'add_dracutmodules+=" {" ".join(modules)} "\n')
 
     def cache_globs(self) -> list[str]:
         globs = ["var/cache/dnf/*", "var/cache/dnf/.*", "var/cache/yum/*", "var/lib/dnf/*",
@@ -145,6 +157,12 @@ class RpmBackend:
             # index; never rpmdb.sqlite-wal, which may hold committed transactions.
             globs += [f"{dbdir}/__db.*", f"{dbdir}/.rpm.lock", f"{dbdir}/.dbenv.lock", f"{dbdir}/rpmdb.sqlite-shm"]
         return globs
+
+
+def storage_dracut_modules(root: Path) -> list[str]:
+    """The dracut modules of DRACUT_STORAGE_MODULES whose program is installed in `root`."""
+    return [module for module, program in DRACUT_STORAGE_MODULES
+            if any(rootfs.resolve(root, f"/{d}/{program}").is_file() for d in PROGRAM_DIRS)]
 
 
 def parse_package_list(text: str) -> list[dict[str, str]]:
