@@ -1,6 +1,7 @@
 """pytest fixtures for the build tests (imported by conftest.py)."""
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 from pathlib import Path
@@ -95,6 +96,47 @@ def debian_minimal_image(tmp_path_factory) -> Path:
 def debian_secureboot_image(tmp_path_factory) -> Path:
     """kickstarts/debian-secureboot.ks: debian-minimal plus Debian's signed shim and grub."""
     return built_image(tmp_path_factory, "debian-secureboot")
+
+
+@pytest.fixture(scope="session")
+def debian_storage_image(tmp_path_factory) -> Path:
+    """kickstarts/debian-storage.ks: debian-minimal plus lvm2, thin-provisioning-tools, mdadm, cryptsetup
+    (with cryptsetup-initramfs) and btrfs-progs, and no disk layout of its own (the storage tests bring theirs)."""
+    return built_image(tmp_path_factory, "debian-storage")
+
+
+def initramfs_files(data: bytes) -> dict[str, bytes | None]:
+    """{name: content} of every entry of an initramfs (None for anything but a regular file): the newc cpio
+    archives it concatenates, plain, zstd- or gzip-compressed (update-initramfs falls back to gzip when the image
+    has no zstd), read without unpacking."""
+    files: dict[str, bytes | None] = {}
+    offset = 0
+    while offset < len(data):
+        if data[offset] == 0:  # padding between archives
+            offset += 1
+        elif data[offset:offset + 4] == bytes.fromhex("28b52ffd"):
+            data = subprocess.run(["zstd", "-dc"], input=data[offset:], capture_output=True, check=True).stdout
+            offset = 0
+        elif data[offset:offset + 2] == bytes.fromhex("1f8b"):
+            data, offset = gzip.decompress(data[offset:]), 0
+        elif data[offset:offset + 6] == b"070701":
+            offset = _read_newc(data, offset, files)
+        else:
+            raise AssertionError(f"initramfs: unknown data at offset {offset}: {data[offset:offset + 8]!r}")
+    return files
+
+
+def _read_newc(data: bytes, offset: int, files: dict[str, bytes | None]) -> int:
+    """Read one newc archive starting at `offset` into `files`; return the offset after its trailer."""
+    while True:
+        fields = [int(data[offset + 6 + 8 * i:offset + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, name_size = fields[1], fields[6], fields[11]
+        name = data[offset + 110:offset + 110 + name_size - 1].decode()
+        offset = (offset + 110 + name_size + 3) & ~3
+        if name == "TRAILER!!!":
+            return offset
+        files[name.removeprefix("./")] = data[offset:offset + size] if mode & 0o170000 == 0o100000 else None
+        offset = (offset + size + 3) & ~3
 
 
 def tar_listing(tarball: Path) -> list[str]:
