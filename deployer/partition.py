@@ -126,7 +126,7 @@ def _swap_mib(where: str, memory_mib: int | None, hibernation: bool) -> int:
     return recommended_swap_mib(memory_mib, hibernation=hibernation)
 
 
-def _fs_uuid(fstype: str | None, new_uuid: Callable[[], str]) -> str | None:
+def fs_uuid(fstype: str | None, new_uuid: Callable[[], str]) -> str | None:
     if fstype in (None, "biosboot"):
         return None
     value = new_uuid()
@@ -323,7 +323,7 @@ def place(requests: list[Request], disk_size: int, sector_size: int, new_uuid: C
             number=number, name=name, role=r.role, start=start, size=size,
             type_guid=TYPE_GUIDS[member_type] if member_type else
             TYPE_GUIDS.get(r.role) or TYPE_GUIDS.get(r.mountpoint or "", TYPE_GUIDS["linux"]),
-            fstype=r.fstype, mountpoint=r.mountpoint, fs_uuid=_fs_uuid(r.fstype, new_uuid),
+            fstype=r.fstype, mountpoint=r.mountpoint, fs_uuid=fs_uuid(r.fstype, new_uuid),
             label=r.label, fsoptions=r.fsoptions, member=r.member))
         start += size
     return Layout(disk_size=disk_size, sector_size=sector_size, partitions=tuple(partitions))
