@@ -250,13 +250,16 @@ def read_encryption(data: Any, location: str = "plan.encryption") -> str | None:
     if data is None:
         return None
     rules.expect_object(data, location, ENCRYPTION_FIELDS)
-    passphrase = data.get("passphrase")
-    if not isinstance(passphrase, str) or not passphrase:
-        raise BadInput("must be a non-empty string", location=f"{location}.passphrase")
-    if len(passphrase) > MAX_PASSPHRASE or any(ord(c) < 32 or ord(c) == 127 for c in passphrase):
-        raise BadInput(f"must be at most {MAX_PASSPHRASE} characters without control characters",
-                       location=f"{location}.passphrase")
-    return passphrase
+    return read_passphrase(data.get("passphrase"), f"{location}.passphrase")
+
+
+def read_passphrase(value: Any, location: str) -> str:
+    """A LUKS passphrase: 1-512 characters, no control characters; the refusal never quotes it."""
+    if not isinstance(value, str) or not value:
+        raise BadInput("must be a non-empty string", location=location)
+    if len(value) > MAX_PASSPHRASE or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise BadInput(f"must be at most {MAX_PASSPHRASE} characters without control characters", location=location)
+    return value
 
 
 def read_plan(data: Any) -> Plan:
