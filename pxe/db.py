@@ -113,6 +113,9 @@ deployments = Table(
     Column("power_claimed_at", Float, nullable=True),
     Column("powered_at", Float, nullable=True),  # when the BMC accepted the power-on
     Column("boot_restored_at", Float, nullable=True),  # when the boot device was set back to disk after installed
+    # the LUKS passphrase of an encrypted layout (issue 13): ciphertext only (pxe.secretbox); only the agent's plan
+    # carries it, never an answer
+    Column("encryption_passphrase_sealed", Text, nullable=True),
 )
 
 machines = Table(

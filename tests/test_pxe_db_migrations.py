@@ -21,12 +21,13 @@ from fixtures_pxe import DATABASES
 
 DUMPS = Path(__file__).parent / "data" / "pxe_db"
 SEPARATOR = ";\n\n"
-HEAD = "0006"
+HEAD = "0007"
 # Columns later revisions add to old tables, with the value old rows get.
 ADDED_COLUMNS = {"events": {"seq": None},
                  "deployments": {"boot_path": None, "first_stage": None, "installer_secure_boot": None,
                                  "target_secure_boot": None, "machine_id": None, "power_claimed_at": None,
-                                 "powered_at": None, "boot_restored_at": None}}
+                                 "powered_at": None, "boot_restored_at": None,
+                                 "encryption_passphrase_sealed": None}}
 
 
 def _without(rows: list[dict], columns) -> list[dict]:
@@ -199,7 +200,7 @@ def test_an_empty_database_gets_every_migration_and_matches_the_tables(database)
     assert schema_differences(url) == []
     assert scalar(url, "SELECT version_num FROM alembic_version") == [HEAD]
     # A metalstream from before migrations reads this and refuses the database (its limit was 1).
-    assert scalar(url, "SELECT version FROM schema_version") == [6]
+    assert scalar(url, "SELECT version FROM schema_version") == [7]
 
 
 @pytest.mark.parametrize("commit", sorted(LEGACY_TABLES))
@@ -223,7 +224,7 @@ def test_a_database_from_before_migrations_is_upgraded_and_loses_nothing(databas
             assert _without(after[table], ADDED_COLUMNS.get(table, {})) == before[table], table
             assert all(row[column] == value for row in after[table]  # added columns hold their defaults
                        for column, value in ADDED_COLUMNS.get(table, {}).items()), table
-    assert after["schema_version"] == [{"version": 6}]
+    assert after["schema_version"] == [{"version": 7}]
     assert scalar(url, "SELECT version_num FROM alembic_version") == [HEAD]
     # The upgraded database is the schema a new database gets, names of indexes and constraints included.
     assert schema_differences(url) == []
@@ -334,7 +335,7 @@ def test_concurrent_upgrades_migrate_once(database, start):
     assert schema_differences(url) == []
     after = snapshot(url)
     assert {t: _without(after[t], ADDED_COLUMNS.get(t, {})) for t in rows} == rows
-    assert after["schema_version"] == [{"version": 6}] and after["alembic_version"] == [{"version_num": HEAD}]
+    assert after["schema_version"] == [{"version": 7}] and after["alembic_version"] == [{"version_num": HEAD}]
 
 
 def test_the_legacy_dumps_are_what_they_claim():
