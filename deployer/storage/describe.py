@@ -4,7 +4,7 @@ its first part and named "(above)" under the others. Deterministic: the same pla
 from __future__ import annotations
 
 from ..partition import MIB
-from .model import Array, BtrfsVolume, Crypt, Filesystem, LogicalVolume, StoragePlan, VolumeGroup, part_ref
+from .model import Array, Crypt, Filesystem, LogicalVolume, StoragePlan, VolumeGroup, part_ref
 
 INDENT = "  "
 
