@@ -84,3 +84,11 @@ def test_ignoredisk_removes_candidates():
     read_only = [Disk("sda", "/dev/sda", 20 * GIB, read_only=True)]
     with pytest.raises(BadInput, match="no disk matches sda"):
         choose_disks(plan(DeploySpec(partitions=[PartSpec("/", ondisk="sda")])), read_only)
+
+
+def test_disk_hints_pick_which_named_disk_is_first():
+    storage = DeploySpec(ignoredisk=IgnoreDisk(only_use=["sda", "sdc"]))
+    assert [d.key for d in choose_disks(plan(storage, disk_hints=DiskHints(serial="S-C")), DISKS)] == ["sdc", "sda"]
+    with pytest.raises(BadInput, match="match 0 of the disks the storage section names") as e:
+        choose_disks(plan(storage, disk_hints=DiskHints(serial="S-B")), DISKS)
+    assert e.value.location == "plan.disk_hints"

@@ -417,3 +417,21 @@ def test_the_plan_names_its_devices_in_creation_order():
     assert p.stack_under("lv:vg/root")[:3] == ["lv:vg/root", p.crypts[0].ref, "md:pv"]
     assert isinstance(p.device("md:pv"), Array) and isinstance(p.device(p.crypts[0].ref), Crypt)
     assert isinstance(p.device("vg:vg"), VolumeGroup) and not isinstance(p.device("vg:vg"), BtrfsVolume)
+
+
+def test_plain_layout_with_several_chosen_disks_goes_on_the_first():
+    expected = plan_layout(20 * GIB, "uefi", DeploySpec(autopart=AutoPart()), new_uuid=counter_uuids())
+    p = plan(DeploySpec(autopart=AutoPart()), "uefi", two())
+    assert [d.key for d in p.disks] == ["sda"] and p.disks[0].layout == expected
+    cleared = plan(DeploySpec(autopart=AutoPart(), clearpart=ClearPart(mode="all")), "uefi", two())
+    assert [(d.key, len(d.layout.partitions)) for d in cleared.disks] == [("sda", 2), ("sdb", 0)]
+    assert cleared.notes == ("sdb: cleared (clearpart), no partitions",)
+
+
+def test_esp_on_a_logical_volume_is_refused():
+    spec = DeploySpec(partitions=[PartSpec("pv.1", size_mib=1, grow=True)], volgroups=[VolGroupSpec("vg", ["pv.1"])],
+                      logvols=[LogVolSpec("/", "root", "vg", size_mib=2048),
+                               LogVolSpec("/boot/efi", "esp", "vg", size_mib=600, fstype="efi", line=7)])
+    with pytest.raises(BadInput, match="ESP cannot be a logical volume") as e:
+        plan(spec)
+    assert e.value.location == "storage.logvols[1] (kickstart line 7)"

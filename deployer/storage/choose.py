@@ -3,8 +3,9 @@
 The storage section names disks (`bootloader --boot-drive`, `ignoredisk --only-use`, `clearpart --drives`,
 `part --ondisk/--ondrive`) and the plan may give hints for names (`disks`: {NAME: hints}); each name is one
 disk: found by its hints when the plan gives some, else by the name itself (sda, /dev/sda, a by-path link).
-The first name (in that order) is the first disk, which takes the partitions naming no disk. A layout naming
-no disk takes the one disk the plan's `disk_hints` select (deployer.disks.select_disk). `ignoredisk` filters
+The first disk takes the partitions naming no disk: the one the plan's `disk_hints` match if given (exactly one
+of the named disks must), else the first name in that order. A layout naming no disk takes the one disk the
+plan's `disk_hints` select (deployer.disks.select_disk). `ignoredisk` filters
 the candidates; a name matching no disk or several, or two names meaning one disk, is a BadInput naming the
 candidates.
 """
@@ -55,7 +56,21 @@ def choose_disks(plan: Plan, available: list[Disk]) -> list[TargetDisk]:
                            "disk", location=where)
         taken[disk.path] = name
         chosen[name] = _target(name, disk)
-    return list(chosen.values())
+    return _hinted_first(plan.disk_hints, list(chosen.values()), pool)
+
+
+def _hinted_first(hints: DiskHints, chosen: list[TargetDisk], pool: list[Disk]) -> list[TargetDisk]:
+    """The plan's `disk_hints`, given, pick which of the named disks is first (takes partitions naming no disk)."""
+    if not hints.given():
+        return chosen
+    inventory = {d.path: d for d in pool}
+    matched = [t for t in chosen if _matches(inventory[t.path], hints)]
+    wanted = ", ".join(f"{k}={v}" for k, v in hints.given().items())
+    if len(matched) != 1:
+        disks = "; ".join(inventory[t.path].describe() for t in (matched or chosen))
+        raise BadInput(f"the disk hints ({wanted}) match {len(matched)} of the disks the storage section names, "
+                       f"not one: {disks}", location="plan.disk_hints")
+    return [matched[0], *(t for t in chosen if t is not matched[0])]
 
 
 def _at(location: str, line: int | None) -> str:

@@ -20,7 +20,7 @@ Errors are BadInput located at the spec (`storage.logvols[1] (kickstart line 14)
 from __future__ import annotations
 
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from metalstream.contracts.deployspec import BtrfsSpec, DeploySpec, LogVolSpec, PartSpec, RaidSpec
@@ -51,8 +51,14 @@ def plan_storage(spec: DeploySpec | None, boot_mode: str, disks: list[TargetDisk
     memory_mib = memory_bytes // MIB if memory_bytes is not None else None
     if needs_expanding(spec):
         spec = expand_autopart(spec)
-    if len(disks) == 1 and (spec is None or not spec.stacked):
-        return _plain(spec, boot_mode, disks[0], image_bytes, memory_bytes, new_uuid)
+    parts = spec.partitions if spec else []
+    if (spec is None or not spec.stacked) and (
+            len(disks) == 1 or all(not p.ondisk or _answers_to(disks[0], p.ondisk) for p in parts)):
+        plain = _plain(spec, boot_mode, disks[0], image_bytes, memory_bytes, new_uuid)
+        cleared = tuple(PlannedDisk(d.key, d.path, Layout(d.size, d.sector_size, ())) for d in disks[1:]
+                        if _cleared(spec, d))
+        return replace(plain, disks=plain.disks + cleared,
+                       notes=tuple(f"{d.key or d.path}: cleared (clearpart), no partitions" for d in cleared))
     return _Planner(spec, boot_mode, disks, memory_mib, new_uuid).plan(image_bytes)
 
 
@@ -159,7 +165,7 @@ class _Planner:
         planned = []
         for disk in self.disks:
             wanted = sort_requests(requests[disk.key])
-            if not wanted and not self._cleared(disk):
+            if not wanted and not _cleared(self.spec, disk):
                 continue
             layout = place(wanted, disk.size, disk.sector_size, self.new_uuid, location=f"disk {disk.key or disk.path}")
             planned.append(PlannedDisk(disk.key, disk.path, layout))
@@ -167,11 +173,6 @@ class _Planner:
                 self.notes.append(f"{disk.key or disk.path}: cleared (clearpart), no partitions")
             self._partition_devices(disk, layout, wanted)
         return planned
-
-    def _cleared(self, disk: TargetDisk) -> bool:
-        clear = self.spec.clearpart
-        return bool(clear and clear.mode == "all" and (not clear.drives or any(
-            _answers_to(disk, name) for name in clear.drives)))
 
     def _boot_partitions(self, requests: dict[str, list[Request]]) -> None:
         spec, first = self.spec, self.disks[0].key
@@ -195,10 +196,12 @@ class _Planner:
                                    f"`{needed[req.role]}` or `reqpart`", location="storage.partitions")
         if not boot_code or self.boot_mode == "uefi":
             return
-        for key in self._disks_holding("/boot" if "/boot" in mounts else "/"):
+        boot = "/boot" if "/boot" in mounts else "/"
+        for key in self._disks_holding(boot):
             if not any(r.role == "biosboot" for r in requests[key]):
                 requests[key].insert(0, boot_requests("bios")[0])
-                self.notes.append(f"BIOS boot partition added on {key} (it holds /boot): grub goes on every such disk")
+                self.notes.append(f"BIOS boot partition added on {key} (it holds {boot}): grub goes on every "
+                                  "such disk")
 
     def _disks_holding(self, mountpoint: str) -> list[str]:
         """Keys of the disks under the device mounted at `mountpoint`, traced through the spec's member names."""
@@ -375,6 +378,9 @@ class _Planner:
                 size = min(size, self.sizes[f"lv:{group.name}/{lv.poolname}"])
             self.sizes[volume.ref] = size
             self.wheres[volume.ref] = where
+            if lv.mountpoint == "/boot/efi":
+                raise BadInput("the ESP cannot be a logical volume: the firmware reads only partitions (and RAID1 "
+                               "members with metadata 1.0)", location=where)
             if lv.thinpool:
                 if lv.mountpoint not in ("none", ""):
                     raise BadInput("a thin pool holds thin volumes, not a filesystem: mount point none",
@@ -441,6 +447,13 @@ class _Planner:
         if encrypted and plan.boot is root:
             raise BadInput("an encrypted / needs a separate, unencrypted /boot (part /boot --size=1024): the boot "
                            "loader reads the kernel before anyone can type the passphrase", location=where)
+
+
+def _cleared(spec: DeploySpec | None, disk: TargetDisk) -> bool:
+    """`clearpart --all` covers the disk: planned with an empty partition table even if nothing goes on it."""
+    clear = spec.clearpart if spec else None
+    return bool(clear and clear.mode == "all" and (not clear.drives or any(
+        _answers_to(disk, name) for name in clear.drives)))
 
 
 def _answers_to(disk: TargetDisk, name: str) -> bool:
