@@ -435,3 +435,10 @@ def test_esp_on_a_logical_volume_is_refused():
     with pytest.raises(BadInput, match="ESP cannot be a logical volume") as e:
         plan(spec)
     assert e.value.location == "storage.logvols[1] (kickstart line 7)"
+
+
+def test_encrypted_btrfs_autopart_encrypts_the_btrfs_and_swap_partitions():
+    p = plan(DeploySpec(autopart=AutoPart(scheme="btrfs", encrypted=True, noswap=False)))
+    assert [c.backing for c in p.crypts] == ["part::3", "part::4"]
+    assert p.btrfs_volumes[0].members == (p.crypts[1].ref,)
+    assert [f.device for f in p.filesystems if f.fstype == "swap"] == [p.crypts[0].ref]

@@ -11,9 +11,9 @@ The layouts (the ESP or BIOS boot partition is added by the planner, per boot mo
          a volume labelled `system` with the subvolumes `root` (/) and `home` (/home, not with --nohome).
 - plain --encrypted: /boot + swap (not with --noswap) + / growing, swap and / encrypted.
 Anaconda names the volume group and btrfs label after the product (`fedora`, `rhel`, `rl`); an image-neutral
-deployer cannot, so both are `system`. `--encrypted` encrypts the PV, the btrfs partition or the plain
-partitions; /boot stays outside the encryption (the boot loader reads it before anyone types a passphrase), so
-`--noboot` with `--encrypted` is refused.
+deployer cannot, so both are `system`. `--encrypted` encrypts the PV, the btrfs and swap partitions or the
+plain partitions (as anaconda does); /boot stays outside the encryption (the boot loader reads it before anyone
+types a passphrase), so `--noboot` with `--encrypted` is refused.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def expand_autopart(spec: DeploySpec) -> DeploySpec:
         return replace(spec, autopart=None, partitions=parts)
     if auto.scheme == "btrfs":
         if swap:
-            parts.append(PartSpec("swap", fstype="swap", line=line, **swap))
+            parts.append(PartSpec("swap", fstype="swap", line=line, **swap, **crypt))
         parts.append(PartSpec("btrfs.autopart", size_mib=ROOT_MIN_MIB, grow=True, line=line, **crypt))
         volumes = [BtrfsSpec("none", members=["btrfs.autopart"], label=BTRFS_LABEL, line=line),
                    BtrfsSpec("/", subvol=True, name="root", volume=BTRFS_LABEL, line=line)]
