@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from ..partition import MIB
 from .model import Array, Crypt, Filesystem, LogicalVolume, StoragePlan, VolumeGroup, part_ref
+from .planner import LUKS_HEADER_MIB, array_mib
 
 INDENT = "  "
 
 
 def describe(plan: StoragePlan) -> str:
+    sizes = _sizes(plan)
     consumers: dict[str, list[str]] = {}
     for device in plan.devices:
         for below in _built_on(device):
@@ -26,7 +28,7 @@ def describe(plan: StoragePlan) -> str:
                 lines.append(f"{pad}{_name(plan, above)} (above)")
                 continue
             shown.add(above)
-            lines.append(pad + _device(plan, above))
+            lines.append(pad + _device(plan, above, sizes))
             tree(above, depth + 1)
 
     for disk in plan.disks:
@@ -65,15 +67,29 @@ def _name(plan: StoragePlan, ref: str) -> str:
     return f"btrfs {device.label or device.uuid}"
 
 
-def _device(plan: StoragePlan, ref: str) -> str:
+def _sizes(plan: StoragePlan) -> dict[str, int]:
+    """MiB of every partition, array and LUKS device (volume groups and volumes carry their own)."""
+    sizes = {part_ref(d.key, p.number): d.layout.length(p) // MIB for d in plan.disks for p in d.layout.partitions}
+    for device in plan.devices:
+        if isinstance(device, Array):
+            active = device.members[:len(device.members) - device.spares]
+            sizes[device.ref] = array_mib(device.level, [sizes[m] for m in active])
+        elif isinstance(device, Crypt):
+            sizes[device.ref] = sizes.get(device.backing, 0) - LUKS_HEADER_MIB[device.luks_version]
+        elif isinstance(device, LogicalVolume):
+            sizes[device.ref] = device.size_mib
+    return sizes
+
+
+def _device(plan: StoragePlan, ref: str, sizes: dict[str, int]) -> str:
     d = plan.device(ref)
     name = _name(plan, ref)
     if isinstance(d, Array):
         spare = f" + {d.spares} spare" if d.spares else ""
-        return (f"{name}: {d.level}, {len(d.members) - d.spares} members{spare}, metadata {d.metadata}, "
-                f"uuid {d.uuid}")
+        return (f"{name}: {d.level}, {sizes[ref]} MiB, {len(d.members) - d.spares} members{spare}, "
+                f"metadata {d.metadata}, uuid {d.uuid}")
     if isinstance(d, Crypt):
-        return f"{name}: {d.luks_version.upper()}, cipher {d.cipher or 'default'}"
+        return f"{name}: {d.luks_version.upper()}, {sizes[ref]} MiB, cipher {d.cipher or 'default'}"
     if isinstance(d, VolumeGroup):
         return f"{name}: {d.size_mib} MiB, PE {d.pesize_kib // 1024} MiB, {len(d.pvs)} PV(s)"
     if isinstance(d, LogicalVolume):

@@ -318,7 +318,7 @@ class _Planner:
             array = Array(name, level, tuple(m.ref for m in members), raid.spares, "1.0" if esp else "1.2",
                           raid.chunksize_kib, ":".join(hexdigits[k:k + 8] for k in range(0, 32, 8)), raid.line)
             self.devices.append(array)
-            self.sizes[array.ref] = _array_mib(level, [m.size_mib for m in members[:active]])
+            self.sizes[array.ref] = array_mib(level, [m.size_mib for m in members[:active]])
             self.wheres[array.ref] = where
             if raid.mountpoint.startswith(("pv.", "btrfs.")):
                 self._add_member(raid.mountpoint, self._encrypt(array.ref, raid, where) if raid.encrypted
@@ -466,7 +466,7 @@ def _kind_of(name: str) -> str:
         next(p for p in ("pv.", "raid.", "btrfs.") if name.startswith(p))]
 
 
-def _array_mib(level: str, sizes: list[int]) -> int:
+def array_mib(level: str, sizes: list[int]) -> int:
     """Usable size of an array over active members of `sizes` MiB (less mdadm's superblock area per member)."""
     smallest = min(sizes) - 1
     count = len(sizes)
