@@ -442,3 +442,11 @@ def test_encrypted_btrfs_autopart_encrypts_the_btrfs_and_swap_partitions():
     assert [c.backing for c in p.crypts] == ["part::3", "part::4"]
     assert p.btrfs_volumes[0].members == (p.crypts[1].ref,)
     assert [f.device for f in p.filesystems if f.fstype == "swap"] == [p.crypts[0].ref]
+
+
+def test_encrypted_plain_autopart_encrypts_root_and_swap_and_keeps_boot_plain():
+    p = plan(DeploySpec(autopart=AutoPart(encrypted=True, noswap=False, cipher="aes-xts-plain64", line=2)), "both")
+    assert [q.role for q in p.disks[0].layout.partitions] == ["biosboot", "esp", "boot", "swap", "root"]
+    assert [(c.backing, c.cipher, c.line) for c in p.crypts] == [("part::4", "aes-xts-plain64", 2),
+                                                                 ("part::5", "aes-xts-plain64", 2)]
+    assert p.root.device == p.crypts[1].ref and p.boot.device == "part::3"
