@@ -1,5 +1,6 @@
 """Checks of a deployment request against its image and kickstart (after the request model, pxe.schemas.deployments,
-has checked its fields): Secure Boot and a forced boot path the deployment can take."""
+has checked its fields): Secure Boot, a forced boot path the deployment can take, the LUKS passphrase an encrypted
+layout needs and the disk names its per-disk hints use."""
 from __future__ import annotations
 
 from metalstream.contracts import secureboot
@@ -33,3 +34,55 @@ def check_boot_path(request: dict, storage: dict | None) -> None:
                                secure_boot_requested(request, storage))
     if refusal:
         raise BadInput(refusal, location="boot_path")
+
+
+def _kickstart_lines(lines: list[int | None]) -> str:
+    known = sorted({line for line in lines if line})
+    return f" (kickstart line{'s' if len(known) > 1 else ''} {', '.join(map(str, known))})" if known else ""
+
+
+def encrypted_lines(storage: dict | None) -> list[int | None]:
+    """The kickstart lines of the devices its storage section encrypts (`--encrypted`); empty: none."""
+    storage = storage or {}
+    devices = [*storage.get("partitions", []), *storage.get("logvols", []), *storage.get("raids", []),
+               *([storage["autopart"]] if storage.get("autopart") else [])]
+    return [device.get("line") for device in devices if device.get("encrypted")]
+
+
+def check_encryption(storage: dict | None, passphrase: str | None) -> None:
+    """An encrypted layout needs the passphrase; a layout that encrypts nothing is given none (a passphrase there is
+    a mistake: the disks would be plaintext). BadInput at `encryption_passphrase`; its value is never quoted.
+    (A kickstart sent to the service has no `%include`, so its whole layout is known here.)"""
+    lines = encrypted_lines(storage)
+    if lines and passphrase is None:
+        raise BadInput(f"is required: the kickstart encrypts devices with --encrypted{_kickstart_lines(lines)}, and "
+                       "their LUKS passphrase comes from here, never from the kickstart",
+                       location="encryption_passphrase")
+    if passphrase is not None and not lines:
+        raise BadInput("the deployment's layout encrypts nothing (no --encrypted in its kickstart): leave the "
+                       "passphrase out, or encrypt a device", location="encryption_passphrase")
+
+
+def named_disks(storage: dict | None) -> set[str]:
+    """The disk names a kickstart's storage section uses: `part --ondisk`, `clearpart --drives`, `ignoredisk
+    --only-use/--drives`, `bootloader --boot-drive`."""
+    storage = storage or {}
+    ignoredisk, clearpart = storage.get("ignoredisk") or {}, storage.get("clearpart") or {}
+    names = {part.get("ondisk") for part in storage.get("partitions", [])}
+    names |= {*ignoredisk.get("only_use", []), *ignoredisk.get("ignore", []), *clearpart.get("drives", [])}
+    names.add((storage.get("bootloader") or {}).get("boot_drive"))
+    return {name for name in names if name}
+
+
+def check_disk_names(request: dict, storage: dict | None) -> None:
+    """Per-disk hints (`disks`) only for disk names the kickstart uses (a layout without disk names goes to the disk
+    `disk_hints` selects). BadInput at `disks.NAME`."""
+    hinted = request.get("disks") or {}
+    if not hinted:
+        return
+    named = named_disks(storage)
+    for name in hinted:
+        if name not in named:
+            used = f"it names {', '.join(sorted(named))}" if named else "it names no disk: use disk_hints"
+            raise BadInput(f"the kickstart's storage section does not use this disk name ({used})",
+                           location=f"disks.{name}")

@@ -6,6 +6,7 @@ workers can never move a deployment along an illegal edge; the loser of a race s
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -20,6 +21,7 @@ from metalstream.errors import BadInput
 from . import db, machines, metrics, states, tokens, webhooks
 from .errors import Conflict, NotFound
 from .plan import secure_boot_requested
+from .secretbox import SecretBox
 
 
 def request_digest(request: dict) -> str:
@@ -32,14 +34,17 @@ def scoped_idempotency_key(token_id: str, key: str) -> str:
 
 
 def create(engine: Engine, request: dict, storage: dict | None, idempotency_key: str | None, *,
-           machine_id: str | None = None) -> tuple[dict, bool]:
+           machine_id: str | None = None, passphrase: str | None = None, box: SecretBox | None = None
+           ) -> tuple[dict, bool]:
     """Insert a pending deployment; return (deployment, created). Replays of an idempotency key return the original.
 
     `machine_id`: the machine it installs (else the machine owning the MAC, if any), which becomes `deploying`
-    (Conflict if that machine already has an open deployment)."""
+    (Conflict if that machine already has an open deployment). `passphrase` (the LUKS passphrase) is stored sealed
+    by `box`; a replay must carry the same one."""
     digest = request_digest(request)
+    sealed = None if passphrase is None else box.seal(passphrase)
     if idempotency_key is not None:
-        replay = _by_idempotency_key(engine, idempotency_key, digest)
+        replay = _by_idempotency_key(engine, idempotency_key, digest, passphrase, box)
         if replay is not None:
             return replay, False
     now = time.time()
@@ -52,13 +57,14 @@ def create(engine: Engine, request: dict, storage: dict | None, idempotency_key:
             conn.execute(db.deployments.insert().values(
                 id=dep_id, mac=request["mac"], open_mac=request["mac"], idempotency_key=idempotency_key,
                 request_sha256=digest, image_name=request["image"], request=request, storage=storage,
-                state=states.PENDING, created_at=now, updated_at=now, machine_id=machine_id))
+                state=states.PENDING, created_at=now, updated_at=now, machine_id=machine_id,
+                encryption_passphrase_sealed=sealed))
             _event(conn, dep_id, states.PENDING, None, "deployment created")
             webhooks.deployment_changed(conn, dep_id, "deployment created")
             machines.on_deployment_transition(conn, {"id": dep_id, "machine_id": machine_id}, states.PENDING)
     except IntegrityError:
         if idempotency_key is not None:
-            replay = _by_idempotency_key(engine, idempotency_key, digest)
+            replay = _by_idempotency_key(engine, idempotency_key, digest, passphrase, box)
             if replay is not None:
                 return replay, False
         other = open_for_mac(engine, request["mac"])
@@ -68,15 +74,27 @@ def create(engine: Engine, request: dict, storage: dict | None, idempotency_key:
     return get(engine, dep_id), True
 
 
-def _by_idempotency_key(engine: Engine, key: str, digest: str) -> dict | None:
+def _by_idempotency_key(engine: Engine, key: str, digest: str, passphrase: str | None,
+                       box: SecretBox | None) -> dict | None:
+    """The deployment made with `key`, if the request (and the passphrase, which the digest leaves out) is the same."""
     with engine.connect() as conn:
-        row = conn.execute(select(db.deployments.c.id, db.deployments.c.request_sha256)
+        row = conn.execute(select(db.deployments.c.id, db.deployments.c.request_sha256,
+                                  db.deployments.c.encryption_passphrase_sealed)
                            .where(db.deployments.c.idempotency_key == key)).first()
     if row is None:
         return None
-    if row.request_sha256 != digest:
+    stored = row.encryption_passphrase_sealed
+    same_passphrase = (stored is None) == (passphrase is None) and (
+        stored is None or hmac.compare_digest(box.unseal(stored).encode(), passphrase.encode()))
+    if row.request_sha256 != digest or not same_passphrase:
         raise Conflict("Idempotency-Key was already used for a different request", details={"field": "Idempotency-Key"})
     return get(engine, row.id)
+
+
+def passphrase_of(box: SecretBox, row) -> str | None:
+    """The deployment's LUKS passphrase, unsealed: for its agent's plan only."""
+    sealed = row["encryption_passphrase_sealed"]
+    return None if sealed is None else box.unseal(sealed)
 
 
 def _event(conn: Connection, dep_id: str, state: str, phase: str | None, message: str | None,
@@ -115,6 +133,7 @@ def _public(row, event_rows, now: float) -> dict:
                         "installer": row["installer_secure_boot"], "target": row["target_secure_boot"]},
         "events": [dict(e) for e in event_rows] if event_rows is not None else None,
         "machine": row["machine_id"],
+        "encryption_passphrase_set": row["encryption_passphrase_sealed"] is not None,
     }
 
 

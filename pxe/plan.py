@@ -36,10 +36,11 @@ def secure_boot_requested(request: dict, storage: dict | None) -> bool:
 
 def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image: dict, base_url: str,
                deploy_public_key: str, mirrors: tuple[MirrorRule, ...] = (), client_address: str | None = None,
-               reboot_method: str = "firmware") -> dict:
+               reboot_method: str = "firmware", encryption_passphrase: str | None = None) -> dict:
     """The plan for one deployment. Top-level request values win over the deploy-time kickstart's;
     `client_address` (the agent's, as this request came from it) selects the image mirrors; `reboot_method`
-    is the service's default for a request that names none."""
+    is the service's default for a request that names none. The plan carries `encryption_passphrase` (a secret):
+    it goes to the agent as the answer and nowhere else (not logged, not in events)."""
     spec = DeploySpec.from_dict(storage) if storage else None
     if spec and "secure_boot" in request:  # the agent's reader also honours the kickstart's: the request decided
         spec = replace(spec, secure_boot=None)
@@ -65,5 +66,7 @@ def build_plan(*, deployment_id: str, request: dict, storage: dict | None, image
         report={"events_url": f"{base_url}{EVENTS_PATH}", "result_url": f"{base_url}{RESULT_PATH}"},
         secure_boot=secure_boot_requested(request, storage),
         reboot_method=request.get("reboot_method") or reboot_method,
+        disks={name: DiskHints(**hints) for name, hints in (request.get("disks") or {}).items()},
+        encryption_passphrase=encryption_passphrase,
     )
     return Plan.from_json(plan.to_json()).to_json()  # the agent's reader is the judge of what is sent

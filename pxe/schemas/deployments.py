@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field
 
 from metalstream.contracts import rules
-from metalstream.contracts.plan import REBOOT_METHODS, DiskHints, read_ssh_keys
+from metalstream.contracts.plan import REBOOT_METHODS, DiskHints, read_disks, read_passphrase, read_ssh_keys
 from metalstream.errors import BadInput
 
 from ..bootpath import BOOT_PATH_CHOICES
@@ -48,6 +48,10 @@ DiskHintsInput = model_of(DiskHints, "Which disk to install to (all optional; do
                           min_size_gib=(Number | None, None), max_size_gib=(Number | None, None))
 
 
+def _disks(value: Any, location: str) -> dict:
+    return {name: hints.to_json() for name, hints in read_disks(value, location).items()}
+
+
 class DeploymentCreate(Request):
     """A deployment: which machine (`mac`, or a registered `machine`), which image, and how."""
 
@@ -83,6 +87,16 @@ class DeploymentCreate(Request):
         None, description="the network boot path a UEFI client is sent on: auto (the loader DHCP named), ipxe or "
                           "shim-grub (400 for shim-grub with boot_mode bios, and for ipxe with Secure Boot). "
                           "Default: `metalstream serve --boot-path`")
+    disks: Annotated[dict[str, DiskHintsInput] | None, optional(_disks)] = Field(
+        None, description="hints for each disk the kickstart's storage section names (`part --ondisk=NAME`, "
+                          "`clearpart --drives=NAME`, `ignoredisk`, `bootloader --boot-drive`), by that name; 400 for "
+                          "a name the kickstart does not use")
+    encryption_passphrase: Annotated[str | None, optional(read_passphrase)] = Field(
+        None, json_schema_extra={"writeOnly": True},
+        description="the LUKS passphrase of the kickstart's `--encrypted` devices: required when the kickstart "
+                    "encrypts a device, refused when it encrypts nothing. Stored encrypted, given only to the "
+                    "deployment's agent in its plan, never answered (`encryption_passphrase_set` says whether one "
+                    "is held)")
 
     @shape
     def _shape(cls, data: Any) -> Any:
@@ -94,10 +108,13 @@ class DeploymentCreate(Request):
         return data
 
     def request(self) -> dict:
-        """The normalised request as stored (kickstart still unparsed); fields added later only when given."""
+        """The normalised request as stored (kickstart still unparsed); fields added later only when given. Never
+        the passphrase: it is stored apart, sealed (pxe.deployments.create)."""
         optional_fields = {"secure_boot": self.secure_boot, "reboot_method": self.reboot_method,
                            "machine": self.machine, "boot_path": self.boot_path,
-                           "network": None if self.network is None else as_json(self.network)}
+                           "network": None if self.network is None else as_json(self.network),
+                           "disks": None if self.disks is None else {
+                               name: hints.model_dump() for name, hints in self.disks.items()}}
         return {
             "mac": self.mac, "image": self.image, "image_sha256": self.image_sha256, "hostname": self.hostname,
             "disk_hints": (self.disk_hints.model_dump() if self.disk_hints else DiskHints().to_json()),
@@ -156,6 +173,7 @@ class Deployment(BaseModel):
     events: list[dict] | None = None
     machine: str | None = Field(None, description="the id of the machine it installs (null: a MAC of no "
                                                   "registered machine)")
+    encryption_passphrase_set: bool = Field(description="a LUKS passphrase is held for its agent (never answered)")
 
 
 class DeploymentList(BaseModel):

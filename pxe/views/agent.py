@@ -45,7 +45,8 @@ def plan():
     return jsonify(build_plan(deployment_id=row["id"], request=row["request"], storage=row["storage"], image=image,
                               base_url=base_url(), deploy_public_key=svc.deploy_public_key,
                               mirrors=svc.config.mirror_rules, client_address=request.remote_addr,
-                              reboot_method=svc.config.reboot_method))
+                              reboot_method=svc.config.reboot_method,
+                              encryption_passphrase=deployments.passphrase_of(svc.secrets, row)))
 
 
 @bp.post("/events")

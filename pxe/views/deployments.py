@@ -7,7 +7,7 @@ from metalstream.errors import BadInput
 
 from .. import deployments, imagestore, machines
 from ..kickstart_input import deploy_spec_from_text
-from ..deployment_checks import check_boot_path, check_secure_boot
+from ..deployment_checks import check_boot_path, check_disk_names, check_encryption, check_secure_boot
 from ..schemas.base import parse
 from ..schemas.deployments import DeploymentCreate, DeploymentFilters
 from .common import json_body, require_api_token, service
@@ -24,7 +24,8 @@ def create_deployment():
     key = request.headers.get("Idempotency-Key")
     if key is not None and (not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable()):
         raise BadInput(f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters", location="Idempotency-Key")
-    req = parse(DeploymentCreate, json_body()).request()
+    body = parse(DeploymentCreate, json_body())
+    req = body.request()
     machine_id, req["mac"] = machines.resolve_for_deployment(svc.engine, req.get("machine"), req["mac"])
     image = imagestore.get(svc.engine, req["image"])  # 404 naming the field `image`
     if req["image_sha256"] is not None and req["image_sha256"] != image["sha256"]:
@@ -32,8 +33,11 @@ def create_deployment():
     storage = deploy_spec_from_text(req["kickstart"]) if req["kickstart"] else None
     check_secure_boot(req, storage, image)
     check_boot_path(req, storage)
+    check_encryption(storage, body.encryption_passphrase)
+    check_disk_names(req, storage)
     scoped_key = None if key is None else deployments.scoped_idempotency_key(g.api_token["id"], key)
-    deployment, created = deployments.create(svc.engine, req, storage, scoped_key, machine_id=machine_id)
+    deployment, created = deployments.create(svc.engine, req, storage, scoped_key, machine_id=machine_id,
+                                             passphrase=body.encryption_passphrase, box=svc.secrets)
     g.audit_target = deployment["id"]
     response = jsonify(deployment)
     response.status_code = 201 if created else 200
