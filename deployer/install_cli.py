@@ -7,6 +7,7 @@ import sys
 import click
 
 from metalstream.errors import BadInput
+from metalstream.secret_input import read_secret_line
 
 from .remote import run_ssh_install, ssh_options
 
@@ -55,6 +56,9 @@ def _print_dry_run(result, out) -> None:
 @click.option("--root-password-hash", metavar="HASH", help="crypt(3) hash for root, e.g. from `openssl passwd -6`.")
 @click.option("--kernel-args", default=None, metavar="ARGS",
               help="Extra kernel command line (e.g. 'console=ttyS0,115200').")
+@click.option("--encryption-passphrase-file", default=None, metavar="FILE|-",
+              help="The LUKS passphrase of the layout's --encrypted devices: this file's first line (-: stdin); "
+                   "replaces the plan's. Never on the command line.")
 @click.option("--dry-run", is_flag=True, help="Print the chosen disk, the partition plan and the sfdisk script; "
                                              "write nothing.")
 @click.option("--json", "as_json", is_flag=True,
@@ -68,7 +72,8 @@ def _print_dry_run(result, out) -> None:
 @ssh_options
 def install_command(image: str | None, target: str, plan_file: str | None, boot: str | None, size: str | None,
                     wipe: bool, hostname: str | None, ssh_keys: tuple[str, ...], root_password_hash: str | None,
-                    kernel_args: str | None, dry_run: bool, as_json: bool, ca: str | None, ssh_target: str | None,
+                    kernel_args: str | None, encryption_passphrase_file: str | None, dry_run: bool, as_json: bool,
+                    ca: str | None, ssh_target: str | None,
                     ssh_identity: str | None, ssh_known_hosts: str | None) -> int:
     """Install an image onto a block device or a disk image file on this machine.
 
@@ -96,6 +101,8 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     if plan_file is None and image is None:
         raise BadInput("give an image manifest (IMAGE.json or URL) or --plan PLAN.json", location="IMAGE")
     pinned = ca_option_path(ca)
+    passphrase = None if encryption_passphrase_file is None else read_secret_line(
+        encryption_passphrase_file, "--encryption-passphrase-file")
     if ssh_target:
         forwarded = [*(["--boot", boot] if boot else []), *(["--size", size] if size else []),
                      *(["--wipe"] if wipe else []), *(["--hostname", hostname] if hostname else []),
@@ -104,7 +111,7 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
                      *(["--kernel-args", kernel_args] if kernel_args is not None else []),
                      *(["--dry-run"] if dry_run else []), *(["--json"] if as_json else [])]
         return run_ssh_install(ssh_target, ssh_identity, ssh_known_hosts, image, target, plan_file, forwarded,
-                               ca=pinned)
+                               ca=pinned, passphrase=passphrase)
     if plan_file and image:
         raise BadInput("give either IMAGE or --plan (the plan names its image)", location="IMAGE")
     verify = trust(pinned)
@@ -112,7 +119,7 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
         require_https(image, "IMAGE", pinned)
     plan = with_options(load_plan_file(plan_file) if plan_file else local_plan(image, verify=verify), boot_mode=boot,
                         hostname=hostname, ssh_keys=ssh_keys, root_password_hash=root_password_hash,
-                        kernel_args=kernel_args, wipe=wipe)
+                        kernel_args=kernel_args, wipe=wipe, encryption_passphrase=passphrase)
     for n, url in enumerate(plan.image.urls):
         require_https(url, f"plan.image.urls[{n}]", pinned)
     check_source_trusted(plan.image.url, verify)  # before the target is created or opened

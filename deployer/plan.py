@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlparse
 from metalstream.contracts import rules
 from metalstream.contracts.deployspec import ClearPart, DeploySpec
 from metalstream.contracts.manifests import load_document, read_image_manifest
-from metalstream.contracts.plan import ImageRef, Plan, read_ssh_keys
+from metalstream.contracts.plan import ImageRef, Plan, read_passphrase, read_ssh_keys
 from metalstream.errors import BadInput
 
 
@@ -52,8 +52,9 @@ def read_manifest(source: str, *, verify: bool | str = True) -> tuple[dict, str]
 
 def with_options(plan: Plan, *, boot_mode: str | None = None, hostname: str | None = None,
                  ssh_keys: list[str] | tuple[str, ...] = (), root_password_hash: str | None = None,
-                 kernel_args: str | None = None, wipe: bool = False) -> Plan:
-    """`plan` with `metalstream install`'s options applied; each option checked by the plan's own rule."""
+                 kernel_args: str | None = None, wipe: bool = False, encryption_passphrase: str | None = None) -> Plan:
+    """`plan` with `metalstream install`'s options applied; each option checked by the plan's own rule
+    (`encryption_passphrase`: read from --encryption-passphrase-file)."""
     changes: dict = {"ssh_keys": [*plan.ssh_keys, *read_ssh_keys(list(ssh_keys), "--ssh-key")]}
     if boot_mode is not None:
         changes["boot_mode"] = rules.boot_mode(boot_mode, "--boot")
@@ -63,6 +64,8 @@ def with_options(plan: Plan, *, boot_mode: str | None = None, hostname: str | No
         changes["root_password_hash"] = rules.password_hash(root_password_hash, "--root-password-hash")
     if kernel_args is not None:
         changes["kernel_args"] = rules.kernel_args(kernel_args, "--kernel-args")
+    if encryption_passphrase is not None:
+        changes["encryption_passphrase"] = read_passphrase(encryption_passphrase, "--encryption-passphrase-file")
     if wipe:
         changes["storage"] = dataclasses.replace(plan.storage or DeploySpec(),
                                                  clearpart=ClearPart(mode="all", initlabel=True))

@@ -203,9 +203,10 @@ def _upload_plan(session: _Session, plan: str, remote_dir: str, note: Callable[[
 def install_over_ssh(host: str, user: str, port: int, key: str | None, image_source: str | None, disk: str,
                      plan: str | None, *, install_args: Sequence[str] = (), python: str = "python3",
                      known_hosts: str | None = None, connect_timeout: float = 30.0, ca: Path | None = None,
-                     out: TextIO | None = None, err: TextIO | None = None) -> int:
+                     passphrase: str | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run `metalstream install IMAGE --to DISK [--plan PLAN] [--ca CA] INSTALL_ARGS` on the host; return its
-    exit code. A pinned CA is uploaded, so the host checks https sources with it."""
+    exit code. A pinned CA is uploaded, so the host checks https sources with it; a LUKS `passphrase` goes into a
+    file in the private temp dir (never into the remote command line) and is removed with it."""
     import tempfile
 
     out = out or sys.stdout
@@ -232,6 +233,9 @@ def install_over_ssh(host: str, user: str, port: int, key: str | None, image_sou
         if ca is not None:
             session.upload(Path(ca), f"{remote_dir}/ca.pem", note)
             argv += ["--ca", f"{remote_dir}/ca.pem"]
+        if passphrase is not None:
+            session.sftp.putfo(io.BytesIO(passphrase.encode() + b"\n"), f"{remote_dir}/passphrase")
+            argv += ["--encryption-passphrase-file", f"{remote_dir}/passphrase"]
         argv += list(install_args)
         command = (f"cd {shlex.quote(remote_dir)} && echo $$ > pid && exec {shlex.quote(python)} deployer.pyz "
                    + shlex.join(argv))
@@ -265,13 +269,14 @@ def ssh_options(command: Callable) -> Callable:
 
 def run_ssh_install(ssh_target: str, identity: str | None, known_hosts: str | None, image: str | None,
                     disk: str, plan: str | None, install_args: Sequence[str], *, python: str = "python3",
-                    ca: Path | None = None) -> int:
+                    ca: Path | None = None, passphrase: str | None = None) -> int:
     """What `install --ssh` does with its options; `install_args` are the other install options to forward,
-    `ca` the pinned CA (uploaded)."""
+    `ca` the pinned CA and `passphrase` the LUKS passphrase (both uploaded)."""
     target = parse_ssh_target(ssh_target)
     if identity and not os.path.isfile(identity):
         raise BadInput(f"no such key file {identity}", location="--ssh-identity")
     if known_hosts and not os.path.isfile(known_hosts):
         raise BadInput(f"no such file {known_hosts}", location="--ssh-known-hosts")
     return install_over_ssh(target.host, target.user, target.port, identity, image, disk, plan,
-                            install_args=install_args, known_hosts=known_hosts, python=python, ca=ca)
+                            install_args=install_args, known_hosts=known_hosts, python=python, ca=ca,
+                            passphrase=passphrase)

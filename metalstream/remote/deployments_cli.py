@@ -5,7 +5,9 @@ from pathlib import Path
 
 import click
 
+from metalstream.contracts.plan import DISK_HINT_FIELDS, HINT_SIZE_FIELDS, DiskHints, read_passphrase
 from metalstream.errors import BadInput
+from metalstream.secret_input import read_secret_line
 
 from .options import Api, remote_command
 from .output import Column, seconds, size, when
@@ -36,6 +38,49 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
+def _hint_value(key: str, value: str, location: str):
+    if key in HINT_SIZE_FIELDS:
+        try:
+            number = float(value)
+        except ValueError:
+            raise BadInput(f"{key} must be a number of GiB, got {value!r}", location=location) from None
+        return int(number) if number.is_integer() else number
+    if key == "rotational":
+        if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+            raise BadInput(f"rotational must be true or false, got {value!r}", location=location)
+        return value.lower() in ("true", "yes", "1")
+    return value
+
+
+def parse_disk_option(text: str) -> tuple[str, dict]:
+    """`--disk NAME=KEY=VALUE[,KEY=VALUE...]` → (NAME, its hints as the API takes them), checked by the plan's rule
+    (BadInput at `--disk NAME...`)."""
+    name, _, hints = text.partition("=")
+    if not name or not hints:
+        raise BadInput(f"{text!r} is not NAME=KEY=VALUE[,KEY=VALUE...] (keys: {', '.join(DISK_HINT_FIELDS)})",
+                       location="--disk")
+    location = f"--disk {name}"
+    given = {}
+    for item in hints.split(","):
+        key, equals, value = item.partition("=")
+        if not equals or key not in DISK_HINT_FIELDS:
+            raise BadInput(f"{item!r} is not KEY=VALUE with KEY one of {', '.join(DISK_HINT_FIELDS)}",
+                           location=location)
+        given[key] = _hint_value(key, value, location)
+    DiskHints.from_json(given, location)
+    return name, given
+
+
+def _disks(options: tuple[str, ...]) -> dict:
+    disks = {}
+    for text in options:
+        name, hints = parse_disk_option(text)
+        if name in disks:
+            raise BadInput(f"disk {name} is given twice", location=f"--disk {name}")
+        disks[name] = hints
+    return disks
+
+
 @click.command("deploy")
 @remote_command()
 @click.option("--image", required=True, metavar="NAME", help="A registered image (`metalstream images list`).")
@@ -57,6 +102,12 @@ def _lines(path: Path) -> list[str]:
 @click.option("--ssh-address", default=None, metavar="HOST:PORT",
               help="Where the service's activation check reaches the installed system (default: the address "
                    "its agent called from, port 22).")
+@click.option("--disk", "disk_options", multiple=True, metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+              help="Hints for a disk the kickstart names (--ondisk=NAME ...): serial, wwn, by_path, model, name, "
+                   "min_size_gib, max_size_gib, rotational; e.g. sdb=serial=ABC,min_size_gib=10 (repeatable).")
+@click.option("--encryption-passphrase-file", default=None, type=click.Path(dir_okay=False, allow_dash=True),
+              metavar="FILE|-", help="The LUKS passphrase of the kickstart's --encrypted devices: this file's first "
+                                     "line (-: stdin). Never on the command line.")
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="Sent as Idempotency-Key: running the command again with the same key answers the deployment "
                    "the first run made instead of making another (safe retries from scripts).")
@@ -64,12 +115,14 @@ def _lines(path: Path) -> list[str]:
 @interval_option
 @timeout_option
 def deploy(api: Api, image, mac, machine, hostname, kickstart, ssh_key_files, boot_mode, kernel_args, reboot_method,
-           boot_path, ssh_address, idempotency_key, wait, interval, timeout):
+           boot_path, ssh_address, disk_options, encryption_passphrase_file, idempotency_key, wait, interval, timeout):
     """Deploy IMAGE to a machine: create a deployment the machine's next network boot installs.
 
     \b
     Examples:
       metalstream deploy --image debian-minimal --mac 52:54:00:12:34:56 --hostname node1 --wait
+      metalstream deploy --image debian-minimal --machine db1 --kickstart luks-raid.ks \
+          --disk sda=serial=S1 --disk sdb=serial=S2 --encryption-passphrase-file ~/db1.passphrase
       id=$(metalstream deploy --image debian-minimal --machine rack1-07 -o value -c id)
       metalstream deployment watch "$id"
     """
@@ -86,6 +139,12 @@ def deploy(api: Api, image, mac, machine, hostname, kickstart, ssh_key_files, bo
         body["ssh_keys"] = keys
     if kernel_args:
         body["kernel_args"] = list(kernel_args)
+    if disk_options:
+        body["disks"] = _disks(disk_options)
+    if encryption_passphrase_file is not None:
+        location = "--encryption-passphrase-file"
+        body["encryption_passphrase"] = read_passphrase(read_secret_line(encryption_passphrase_file, location),
+                                                        location)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     deployment = api.client.post("/api/v1/deployments", body, headers=headers)
     if not wait:
