@@ -481,3 +481,46 @@ def test_images_upload_refuses_a_missing_tarball_and_a_wrong_sha256(cli, pxe_ser
     (tmp_path / "img" / "cli-badsum.tar.zst").unlink()
     missing = cli("images", "upload", str(manifest))
     assert missing.returncode == 2 and "not beside the manifest" in missing.stderr
+
+
+ENCRYPTED_KS = ("zerombr\nclearpart --all --initlabel --drives=sda,sdb\n"
+                "part /boot/efi --fstype=efi --size=200 --ondisk=sda\npart /boot --fstype=ext4 --size=512 --ondisk=sda\n"
+                "part / --fstype=ext4 --size=2000 --grow --encrypted --ondisk=sdb\n")
+
+
+def test_deploy_an_encrypted_layout_on_named_disks(cli, pxe_server, tmp_path):
+    """--disk hints and the passphrase from a file or stdin reach the agent's plan; no answer, no output and not the
+    service's log carries the passphrase; a bad --disk or an empty passphrase is refused before any request."""
+    passphrase = "luks-Hq2#remote-cli-unique-3307"
+    kickstart, secret = tmp_path / "luks.ks", tmp_path / "passphrase"
+    kickstart.write_text(ENCRYPTED_KS)
+    secret.write_text(passphrase + "\n")
+    common = ("deploy", "--image", pxe_server.small_image, "--kickstart", str(kickstart), "-o", "json",
+              "--disk", "sda=serial=S-ONE", "--disk", "sdb=min_size_gib=10,rotational=false")
+    outputs = []
+    from_file = cli(*common, "--mac", "52:54:00:c1:02:01", "--encryption-passphrase-file", str(secret))
+    from_stdin = subprocess.run([*METALSTREAM, *common, "--mac", "52:54:00:c1:02:02",
+                                 "--encryption-passphrase-file", "-"], input=passphrase + "\n",
+                                capture_output=True, text=True, cwd=REPO, timeout=300, env=cli.env)
+    for result, mac in ((from_file, "52:54:00:c1:02:01"), (from_stdin, "52:54:00:c1:02:02")):
+        dep = json.loads(_ok(result))
+        outputs += [result.stdout, result.stderr]
+        try:
+            assert dep["encryption_passphrase_set"] is True
+            assert dep["request"]["disks"]["sdb"]["min_size_gib"] == 10
+            plan = AgentPlayer(pxe_server.url, mac).plan()
+            assert plan["encryption"] == {"passphrase": passphrase}
+            assert plan["disks"]["sda"]["serial"] == "S-ONE" and plan["disks"]["sdb"]["rotational"] is False
+        finally:
+            outputs.append(_ok(cli("deployment", "cancel", dep["id"], "-o", "json")))
+    missing = cli(*common, "--mac", "52:54:00:c1:02:03")
+    assert missing.returncode == 2 and "(field encryption_passphrase)" in missing.stderr, missing.stderr
+    bad_disk = cli(*common, "--mac", "52:54:00:c1:02:03", "--disk", "sdc=colour=blue",
+                   "--encryption-passphrase-file", str(secret))
+    assert bad_disk.returncode == 2 and "--disk sdc" in bad_disk.stderr, bad_disk.stderr
+    secret.write_text("\n")
+    empty = cli(*common, "--mac", "52:54:00:c1:02:03", "--encryption-passphrase-file", str(secret))
+    assert empty.returncode == 2 and "--encryption-passphrase-file" in empty.stderr, empty.stderr
+    assert _api(pxe_server, "/api/v1/deployments?mac=52:54:00:c1:02:03")["deployments"] == []
+    for text in (*outputs, missing.stdout + missing.stderr, pxe_server.log_path.read_text()):
+        assert passphrase not in text
