@@ -35,6 +35,11 @@ print('esp:', esp.read('/EFI/BOOT/hello.txt').decode().strip())
 truncate -s 320M /tmp/disk.img
 mkfs.ext4 -q -F /tmp/disk.img && echo "ext4: ok"
 mkfs.xfs -q -f /tmp/disk.img && echo "xfs: ok"
+mkfs.btrfs -q -f /tmp/disk.img >/dev/null && btrfs inspect-internal dump-super /tmp/disk.img | grep -q '^magic.*_BHRfS_M \[match\]' \
+    && echo "btrfs: ok"
+mdadm --version 2>&1 | grep -q "^mdadm - v4" && lvm version | grep -q "^  LVM version" && cryptsetup --version \
+    | grep -q "^cryptsetup 2" && thin_check -V | grep -q . && dmsetup --version | grep -q "^Library version" \
+    && lvmconfig activation/monitoring global/use_lvmpolld | tr '\\n' ' ' && echo "storage tools: ok"
 """
 
 
@@ -85,7 +90,15 @@ def test_initramfs_holds_the_agent_its_runtime_and_only_the_chosen_modules(insta
                    f"{tree}/kernel/drivers/nvme/host/nvme.ko", f"{tree}/kernel/drivers/ata/ahci.ko",
                    f"{tree}/kernel/fs/ext4/ext4.ko", f"{tree}/kernel/fs/xfs/xfs.ko", f"{tree}/kernel/fs/vfat/vfat.ko"
                    if f"{tree}/kernel/fs/vfat/vfat.ko" in names else f"{tree}/kernel/fs/fat/vfat.ko",
-                   f"{tree}/kernel/crypto/crc32c_generic.ko"):
+                   f"{tree}/kernel/crypto/crc32c_generic.ko",
+                   # the storage stacks of the deploy layouts
+                   "usr/sbin/mdadm", "usr/sbin/lvm", "usr/sbin/vgcreate", "usr/sbin/dmsetup", "usr/sbin/thin_check",
+                   "usr/sbin/cryptsetup", "usr/bin/btrfs", "usr/sbin/mkfs.btrfs", "usr/sbin/wipefs",
+                   "usr/lib/udev/rules.d/55-dm.rules", "usr/lib/udev/rules.d/95-dm-notify.rules",
+                   "usr/lib/udev/rules.d/63-md-raid-arrays.rules",
+                   *(f"{tree}/kernel/drivers/md/{m}.ko" for m in ("md-mod", "raid0", "raid1", "raid10", "raid456",
+                                                                  "dm-mod", "dm-crypt", "dm-thin-pool")),
+                   f"{tree}/kernel/fs/btrfs/btrfs.ko", f"{tree}/kernel/crypto/xts.ko"):
         assert needed in names, needed
     modules = [n for n in names if n.startswith(f"{tree}/") and ".ko" in n]
     assert len(modules) == manifest["module_count"]
@@ -93,7 +106,9 @@ def test_initramfs_holds_the_agent_its_runtime_and_only_the_chosen_modules(insta
     # (grub's modules: the deployer builds the target's boot images from the target's own module directory)
     for dropped in ("boot", "usr/share/doc", "usr/share/man", "usr/share/locale", "var/lib/dpkg",
                     "var/lib/apt", "usr/lib/python3.11/test", "usr/lib/grub/x86_64-efi", "usr/lib/grub/i386-pc/boot.img",
-                    "usr/bin/perl", "usr/lib/apt", "usr/sbin/dhclient"):
+                    "usr/bin/perl", "usr/lib/apt", "usr/sbin/dhclient", "usr/sbin/dmeventd", "usr/sbin/mdmon",
+                    "usr/lib/udev/rules.d/64-md-raid-assembly.rules", "usr/lib/udev/rules.d/69-lvm.rules",
+                    "usr/lib/x86_64-linux-gnu/libgnutls.so.30", "usr/share/grub/unicode.pf2"):
         assert not any(n == dropped or n.startswith(dropped + "/") for n in names), dropped
     assert not any("/deployer/__pycache__/" in n and "cpython-311.pyc" not in n for n in names)
     assert "usr/lib/python3/dist-packages/deployer/__pycache__/agent.cpython-311.pyc" in names
@@ -185,7 +200,9 @@ def test_unpacked_initramfs_runs_the_agent_and_every_program_finds_its_libraries
     assert "--server" in agent.stdout and "--token" in agent.stdout
     assert missing.stdout.strip() == ""
     assert "virtio_net.ko" in resolved.stdout and "failover.ko" in resolved.stdout
-    assert disks.stdout.splitlines()[-3:] == ["esp: hello from the installer", "ext4: ok", "xfs: ok"]
+    assert disks.stdout.splitlines()[-5:] == [
+        "esp: hello from the installer", "ext4: ok", "xfs: ok", "btrfs: ok",
+        "monitoring=0 use_lvmpolld=0 storage tools: ok"]
 
 
 def test_same_root_gives_the_same_initramfs(installer_build, tmp_path):

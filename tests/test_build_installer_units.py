@@ -84,6 +84,16 @@ def test_selection_globs_and_missing_modules():
     "usr/bin/grub-mkrescue", "usr/bin/grub-mkstandalone", "usr/sbin/grub-macbless",
     # the installer's grub modules: boot images are built from the target's
     "usr/lib/grub/x86_64-efi/normal.mod", "usr/lib/grub/i386-pc/boot.img", "usr/lib/grub/i386-pc/moddep.lst",
+    # storage tools the agent never runs; no automatic assembly or activation of what is found on the disks
+    "usr/bin/btrfs-convert", "usr/bin/btrfstune", "usr/sbin/mdmon", "usr/sbin/dmeventd", "usr/sbin/lvmpolld",
+    "usr/lib/x86_64-linux-gnu/device-mapper/libdevmapper-event-lvm2thin.so",
+    "usr/lib/x86_64-linux-gnu/liblvm2cmd.so.2.03", "usr/sbin/veritysetup",
+    "usr/lib/udev/rules.d/64-md-raid-assembly.rules", "usr/lib/udev/rules.d/69-lvm.rules",
+    # libraries nothing loads, grub's font, pzstd
+    "usr/lib/x86_64-linux-gnu/libgnutls.so.30.34.3", "usr/lib/x86_64-linux-gnu/libp11-kit.so.0",
+    "usr/lib/x86_64-linux-gnu/libnettle.so.8.6", "usr/lib/x86_64-linux-gnu/libdb-5.3.so", "usr/sbin/arpd",
+    "usr/lib/python3.11/lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so", "usr/lib/python3.11/sqlite3/dbapi2.py",
+    "usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6", "usr/share/grub/unicode.pf2", "usr/bin/pzstd",
 ])
 def test_trimming_drops(path):
     assert not keep(path)
@@ -97,6 +107,13 @@ def test_trimming_drops(path):
     "usr/share/zoneinfo", "usr/share/zoneinfo/Etc/UTC", "usr/share/zoneinfo/UTC",
     "usr/lib/x86_64-linux-gnu/gconv/IBM850.so", "usr/lib/x86_64-linux-gnu/gconv/gconv-modules",
     "usr/sbin/grub-install", "usr/sbin/grub-probe", "usr/bin/grub-editenv", "usr/sbin/kexec",
+    # the storage stacks' tools, libraries and the udev rules that name and sync their devices
+    "usr/sbin/mdadm", "usr/sbin/lvm", "usr/sbin/dmsetup", "usr/sbin/thin_check", "usr/sbin/pdata_tools",
+    "usr/sbin/cryptsetup", "usr/bin/btrfs", "usr/sbin/mkfs.btrfs", "usr/lib/x86_64-linux-gnu/libdevmapper.so.1.02.1",
+    "usr/lib/x86_64-linux-gnu/libdevmapper-event.so.1.02.1", "usr/lib/x86_64-linux-gnu/libcryptsetup.so.12",
+    "usr/lib/udev/rules.d/55-dm.rules", "usr/lib/udev/rules.d/56-lvm.rules", "usr/lib/udev/rules.d/95-dm-notify.rules",
+    "usr/lib/udev/rules.d/63-md-raid-arrays.rules", "usr/lib/udev/rules.d/64-btrfs.rules",
+    "usr/lib/x86_64-linux-gnu/libidn2.so.0", "usr/sbin/ldconfig", "usr/bin/zstd",
 ])
 def test_trimming_keeps(path):
     assert keep(path)

@@ -26,6 +26,11 @@ WANTED_MODULES: tuple[str, ...] = (
     "ena", "gve", "atlantic", "sfc",
     # file systems and what the deployer does with disks
     "ext4", "xfs", "vfat", "fat", "nls_*", "loop", "efivarfs", "crc32c*", "dm_mod",
+    # storage stacks of the deploy layouts: software RAID, LVM (thin pools), LUKS, btrfs
+    "md_mod", "raid0", "raid1", "raid10", "raid456", "dm_thin_pool", "dm_crypt", "btrfs",
+    # the ciphers and hashes of LUKS (cryptsetup's default aes-xts-plain64, anaconda's --cipher choices) and
+    # the kernel crypto API's user-space sockets cryptsetup uses to encrypt key slots
+    "aes*", "xts", "ecb", "cbc", "essiv", "sha256*", "sha512*", "af_alg", "algif_skcipher", "algif_hash",
 )
 
 

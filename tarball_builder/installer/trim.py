@@ -35,6 +35,8 @@ DROPPED_TREES: tuple[str, ...] = (
     # grub's platform modules: the deployer builds the target's boot images from the *target's* own module
     # directory (deployer.bootloader), so the installer's copy never runs; grub-bios-setup lives there (KEPT_INSIDE).
     "usr/lib/grub/i386-pc", "usr/lib/grub/x86_64-efi",
+    # dmeventd's plugins, p11-kit's modules, python's sqlite3 (see DROPPED_FILES: storage, unused libraries)
+    "usr/lib/x86_64-linux-gnu/device-mapper", "usr/lib/x86_64-linux-gnu/pkcs11", "usr/lib/python3.*/sqlite3",
 )
 # Kept although inside a dropped tree (directories on the way included).
 KEPT_INSIDE: frozenset[str] = frozenset({
@@ -61,6 +63,25 @@ DROPPED_FILES: tuple[str, ...] = (
     "usr/bin/grub-mkfont", "usr/bin/grub-mklayout", "usr/bin/grub-mknetdir", "usr/bin/grub-mkpasswd-pbkdf2",
     "usr/bin/grub-mkrescue", "usr/bin/grub-mkstandalone", "usr/bin/grub-mount", "usr/bin/grub-render-label",
     "usr/bin/grub-script-check", "usr/bin/grub-syslinux2cfg", "usr/sbin/grub-macbless",
+    # Storage stacks: the installer creates them (mkfs.btrfs, btrfs, mdadm, lvm, cryptsetup) and never converts,
+    # images, tunes or rescues them, runs external-metadata (IMSM/DDF) arrays, polls or monitors LVs (its
+    # lvm.conf says monitoring = 0: dmeventd, its plugins and their liblvm2cmd stay behind), nor verity/integrity.
+    "usr/bin/btrfs-convert", "usr/bin/btrfs-image", "usr/bin/btrfstune", "usr/bin/btrfs-map-logical",
+    "usr/bin/btrfs-find-root", "usr/bin/btrfs-select-super", "usr/sbin/mdmon", "usr/sbin/lvmpolld",
+    "usr/sbin/dmeventd", "usr/lib/x86_64-linux-gnu/liblvm2cmd.so*",
+    "usr/lib/x86_64-linux-gnu/libdevmapper-event-lvm2*", "usr/sbin/veritysetup", "usr/sbin/integritysetup",
+    # Libraries and files nothing here loads (found by reading every ELF file's NEEDED entries and grepping for
+    # dlopen'ed names): GnuTLS and its crypto and PKCS#11 libraries (apt's, dropped above), Berkeley DB (iproute2's
+    # arpd, PAM's userdb, python's dbm) and SQLite (python's sqlite3): the agent uses neither; grub's font is for
+    # grub-install, which the deployer does not run; pzstd: the agent streams with zstd.
+    "usr/lib/x86_64-linux-gnu/libgnutls*", "usr/lib/x86_64-linux-gnu/libp11-kit*", "usr/lib/x86_64-linux-gnu/libtasn1*",
+    "usr/lib/x86_64-linux-gnu/libnettle*", "usr/lib/x86_64-linux-gnu/libhogweed*",
+    "usr/lib/x86_64-linux-gnu/libdb-5*", "usr/sbin/arpd", "usr/lib/x86_64-linux-gnu/security/pam_userdb.so",
+    "usr/lib/python3.*/lib-dynload/_dbm.*", "usr/lib/x86_64-linux-gnu/libsqlite3*",
+    "usr/lib/python3.*/lib-dynload/_sqlite3.*", "usr/share/grub/unicode.pf2", "usr/bin/pzstd",
+    # Automatic assembly and activation: the installer never starts an old array or volume group it finds on a
+    # disk by itself (they would hold the disks the agent wipes); the agent starts exactly what it builds.
+    "usr/lib/udev/rules.d/64-md-raid-assembly.rules", "usr/lib/udev/rules.d/69-lvm.rules",
 )
 # Directories kept (empty) although their content is dropped.
 KEPT_EMPTY: frozenset[str] = frozenset({"var/cache", "var/log", "var/tmp", "tmp", "run"})
