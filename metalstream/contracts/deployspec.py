@@ -13,7 +13,9 @@ device (`encrypted`); its passphrase is never here: it is a secret of the deploy
 """
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from functools import partial
 from typing import Any, get_args, get_origin, get_type_hints
 
 from ..errors import BadInput
@@ -136,7 +138,7 @@ class BtrfsSpec:
 class PreScript:
     """A `%pre` section: run in the installer before the disks are chosen."""
 
-    script: str
+    script: str = field(metadata={"check": lambda value, location: script_text(value, location)})
     interpreter: str = "/bin/sh"
     erroronfail: bool = False
     log: str | None = None
@@ -259,7 +261,24 @@ def from_dict(cls: type, data: Any, location: str) -> Any:
     for name in required:
         if name not in data:
             raise BadInput("is required", location=rules.field(location, name))
-    return cls(**{name: _convert(hints[name], value, rules.field(location, name)) for name, value in data.items()})
+    checks = {f.name: f.metadata.get("check") for f in fields(cls)}
+    return cls(**{name: (checks[name] or partial(_convert, hints[name]))(value, rules.field(location, name))
+                  for name, value in data.items()})
+
+
+MAX_SCRIPT = 1024 * 1024
+_SCRIPT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def script_text(value: Any, location: str) -> str:
+    """A script body: text of lines (newlines and tabs allowed, no other control character), at most 1 MiB."""
+    if not isinstance(value, str):
+        raise BadInput("expected a string", location=location)
+    if _SCRIPT_CONTROL.search(value.replace("\r\n", "\n")):
+        raise BadInput("contains a control character other than newline and tab", location=location)
+    if len(value) > MAX_SCRIPT:
+        raise BadInput(f"longer than {MAX_SCRIPT} characters", location=location)
+    return value
 
 
 def _convert(hint: Any, value: Any, location: str) -> Any:
