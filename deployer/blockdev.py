@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import time
 from contextlib import ExitStack, contextmanager
@@ -70,6 +71,31 @@ def open_target(path: str, *, create_size: int | None = None) -> Target:
         sector = int(proc.run(["blockdev", "--getss", path]).stdout.strip())
         return Target(path, size, False, sector)
     raise BadInput(f"{path} is neither a block device nor a regular file", location="--to")
+
+
+def refuse_if_in_use(target: Target, *, location: str = "--to") -> None:
+    """A block device that is mounted, swapped on, or held (dm, md), or an image file already attached to a
+    loop device, is never touched."""
+    if target.is_file:
+        attached = proc.run(["losetup", "--associated", target.path], check=False).stdout.strip() \
+            if os.path.exists(target.path) else ""
+        if attached:
+            raise BadInput(f"{target.path} is in use (attached: {attached.splitlines()[0].split(':')[0]}); "
+                           "refusing to touch it", location=location)
+        return
+    own = re.compile(re.escape(target.path) + r"(p?\d+)?")
+    busy = []
+    for table in ("/proc/mounts", "/proc/swaps"):
+        with open(table) as f:
+            busy += [line.split()[0] for line in f if line.strip() and own.fullmatch(line.split()[0])]
+    name = os.path.basename(target.path)
+    for block in [name, *sorted(p for p in os.listdir(f"/sys/class/block/{name}") if p.startswith(name))] \
+            if os.path.isdir(f"/sys/class/block/{name}") else []:
+        holders_dir = f"/sys/class/block/{block}/holders"
+        busy += [f"held by {h}" for h in (os.listdir(holders_dir) if os.path.isdir(holders_dir) else [])]
+    if busy:
+        raise BadInput(f"{target.path} is in use ({', '.join(sorted(set(busy)))}); refusing to touch it",
+                       location=location)
 
 
 def existing_signatures(target: Target) -> tuple[str, ...]:
@@ -142,16 +168,19 @@ def partition_devices(target: Target, layout: Layout, *, timeout: float = WAIT_T
 
 
 def mkfs_argv(part: Partition, device: str) -> list[str] | None:
-    if part.fstype == "ext4":
-        return ["mkfs.ext4", "-F", "-q", "-U", part.fs_uuid, *(["-L", part.label] if part.label else []), device]
-    if part.fstype == "xfs":
-        return ["mkfs.xfs", "-f", "-q", "-m", f"uuid={part.fs_uuid}", *(["-L", part.label] if part.label else []),
-                device]
-    if part.fstype == "vfat":
-        return ["mkfs.vfat", "-F", "32", "-i", part.fs_uuid.replace("-", ""), "-n", (part.label or "EFI")[:11],
-                device]
-    if part.fstype == "swap":
-        return ["mkswap", "-U", part.fs_uuid, *(["-L", part.label] if part.label else []), device]
+    return fs_argv(part.fstype, part.fs_uuid, part.label, device)
+
+
+def fs_argv(fstype: str | None, fs_uuid: str | None, label: str | None, device: str) -> list[str] | None:
+    """The mkfs (mkswap) command making `fstype` on `device` with the planned UUID; None: nothing to make."""
+    if fstype == "ext4":
+        return ["mkfs.ext4", "-F", "-q", "-U", fs_uuid, *(["-L", label] if label else []), device]
+    if fstype == "xfs":
+        return ["mkfs.xfs", "-f", "-q", "-m", f"uuid={fs_uuid}", *(["-L", label] if label else []), device]
+    if fstype == "vfat":
+        return ["mkfs.vfat", "-F", "32", "-i", fs_uuid.replace("-", ""), "-n", (label or "EFI")[:11], device]
+    if fstype == "swap":
+        return ["mkswap", "-U", fs_uuid, *(["-L", label] if label else []), device]
     return None  # biosboot: raw, grub writes it
 
 
@@ -163,9 +192,10 @@ def make_filesystems(layout: Layout, devices: dict[int, str]) -> None:
 
 
 @contextmanager
-def mounted(device: str, mountpoint: Path, fstype: str | None = None) -> Iterator[Path]:
+def mounted(device: str, mountpoint: Path, fstype: str | None = None, options: str | None = None) -> Iterator[Path]:
     mountpoint.mkdir(parents=True, exist_ok=True)
-    proc.run(["mount", *(["-t", fstype] if fstype else []), device, mountpoint])
+    proc.run(["mount", *(["-t", fstype] if fstype else []), *(["-o", options] if options else []), device,
+              mountpoint])
     try:
         yield mountpoint
     finally:
