@@ -23,6 +23,8 @@ from metalstream.errors import OperationFailed
 from .esp import Esp
 from .grubimage import read_grub_image
 from .partition import Layout, Partition
+from .storage.bootargs import plan_boot_fs
+from .storage.model import StoragePlan
 from .shim import FALLBACK, REMOVABLE_DIR, REMOVABLE_LOADER, ShimChain, find_shim_chain
 
 EFI_MODULES = ("part_gpt", "part_msdos", "fat", "ext2", "xfs", "normal", "configfile", "search", "search_fs_uuid",
@@ -37,30 +39,41 @@ SIGNED_GRUB_NEEDS = ("part_gpt", "search", "configfile", "normal", "linux", "tes
 
 @dataclass(frozen=True)
 class BootFs:
-    """The filesystem holding /boot: its UUID and the path of /boot inside it ("/boot" or "")."""
+    """The filesystem holding /boot: its UUID, the path of /boot inside it ("/boot" or "", below the btrfs
+    subvolume's directory) and the grub modules that reach the device it sits on (RAID, LVM)."""
     uuid: str
     fstype: str
     prefix: str
+    modules: tuple[str, ...] = ()
 
 
-def boot_fs(layout: Layout) -> BootFs:
-    boot = next((p for p in layout.partitions if p.mountpoint == "/boot"), None)
-    part: Partition = boot or layout.root
+def boot_fs(source: Layout | StoragePlan) -> BootFs:
+    if isinstance(source, StoragePlan):
+        return BootFs(*plan_boot_fs(source))
+    boot = next((p for p in source.partitions if p.mountpoint == "/boot"), None)
+    part: Partition = boot or source.root
     return BootFs(part.fs_uuid, part.fstype, "" if boot else "/boot")
+
+
+def root_uuid(source: Layout | StoragePlan) -> str:
+    return source.root.uuid if isinstance(source, StoragePlan) else source.root.fs_uuid
 
 
 def _grub_word(word: str) -> str:
     return word if _SAFE_WORD.fullmatch(word) else "'" + word.replace("'", "'\\''") + "'"
 
 
-def grub_cfg(layout: Layout, kernels: list[Kernel], *, title: str, kernel_args: str, timeout: int = 3) -> str:
-    """grub.cfg finding /boot by filesystem UUID, booting root=UUID=... with the manifest's kernel+initramfs."""
+def grub_cfg(layout: Layout | StoragePlan, kernels: list[Kernel], *, title: str, kernel_args: str,
+             timeout: int = 3) -> str:
+    """grub.cfg finding /boot by filesystem UUID, booting root=UUID=... with the manifest's kernel+initramfs.
+    For a StoragePlan the stack's kernel arguments (storage_kernel_args) belong in `kernel_args`."""
     if not kernels:
         raise OperationFailed("the image manifest lists no kernel: nothing to boot")
     boot = boot_fs(layout)
-    args = " ".join(_grub_word(w) for w in ["root=UUID=" + layout.root.fs_uuid, "ro", *kernel_args.split()])
+    args = " ".join(_grub_word(w) for w in ["root=UUID=" + root_uuid(layout), "ro", *kernel_args.split()])
     lines = ["# written by metalstream at deploy time; no grub-mkconfig ran on this system",
-             f"set timeout={timeout}", "set default=0", "insmod part_gpt", f"insmod {_grub_module(boot.fstype)}",
+             f"set timeout={timeout}", "set default=0", "insmod part_gpt",
+             *(f"insmod {m}" for m in boot.modules), f"insmod {_grub_module(boot.fstype)}",
              f"search --no-floppy --fs-uuid --set=root {boot.uuid}"]
     if "console=ttyS0" in kernel_args:
         lines += ["serial --unit=0 --speed=115200", "terminal_input console serial",
@@ -77,7 +90,13 @@ def _grub_module(fstype: str) -> str:
     return "ext2" if fstype.startswith("ext") else fstype
 
 
-def early_cfg(layout: Layout) -> str:
+def with_boot_modules(modules: tuple[str, ...], layout: Layout | StoragePlan) -> tuple[str, ...]:
+    """A grub image's modules plus what its early config needs to find /boot (RAID, LVM, btrfs)."""
+    boot = boot_fs(layout)
+    return (*modules, *(m for m in (*boot.modules, _grub_module(boot.fstype)) if m not in modules))
+
+
+def early_cfg(layout: Layout | StoragePlan) -> str:
     """Embedded in the grub image: find the /boot filesystem by UUID and read its grub.cfg."""
     boot = boot_fs(layout)
     return (f"search --no-floppy --fs-uuid --set=root {boot.uuid}\n"
@@ -118,7 +137,7 @@ class UefiLoader:
     loader: str  # the ESP path an NVRAM entry starts (efibootmgr --loader)
 
 
-def install_uefi(root: Path, layout: Layout, esp: Esp, work: Path, *, image_esp: Path | None = None,
+def install_uefi(root: Path, layout: Layout | StoragePlan, esp: Esp, work: Path, *, image_esp: Path | None = None,
                  require_signed: bool = False) -> UefiLoader:
     """The image's shim + signed grub as its distribution installs them, else a grub-mkimage image at
     EFI/BOOT/BOOTX64.EFI. `image_esp` is the image's /boot/efi content (RPM family: the chain is there);
@@ -132,13 +151,13 @@ def install_uefi(root: Path, layout: Layout, esp: Esp, work: Path, *, image_esp:
                               f"(Debian: /{DEBIAN_SHIM} and /{DEBIAN_GRUB}; RPM family: /boot/efi/EFI/<vendor>/"
                               "shimx64.efi and grubx64.efi): an unsigned grub would not boot")
     image = work / "BOOTX64.EFI"
-    mkimage(root, "x86_64-efi", EFI_MODULES, early_cfg(layout), image)
+    mkimage(root, "x86_64-efi", with_boot_modules(EFI_MODULES, layout), early_cfg(layout), image)
     _copy_modules(root, "x86_64-efi")
     esp.put_file(image, "/EFI/BOOT/BOOTX64.EFI")
     return UefiLoader("grub-mkimage x86_64-efi", REMOVABLE_LOADER)
 
 
-def _install_shim_chain(chain: ShimChain, root: Path, layout: Layout, esp: Esp, work: Path, *,
+def _install_shim_chain(chain: ShimChain, root: Path, layout: Layout | StoragePlan, esp: Esp, work: Path, *,
                         require_signed: bool) -> str:
     """The chain onto the ESP; its description. A signed grub lacking modules grub.cfg needs is refused
     before anything is written when `require_signed` (Secure Boot on: it could not load them), else noted."""
@@ -165,12 +184,13 @@ def _install_shim_chain(chain: ShimChain, root: Path, layout: Layout, esp: Esp, 
     return chain.describe()
 
 
-def _not_built_in(grub: Path, layout: Layout) -> list[str]:
+def _not_built_in(grub: Path, layout: Layout | StoragePlan) -> list[str]:
     """Modules grub.cfg needs that the signed grub does not carry (empty when it cannot be told)."""
     image = read_grub_image(grub.read_bytes())
     if image is None:
         return []
-    needed = (*SIGNED_GRUB_NEEDS, _grub_module(boot_fs(layout).fstype))
+    boot = boot_fs(layout)
+    needed = (*SIGNED_GRUB_NEEDS, *boot.modules, _grub_module(boot.fstype))
     return [module for module in needed if module not in image.modules]
 
 
@@ -194,7 +214,8 @@ def _grub_bios_setup() -> str:
         "grub-bios-setup")
 
 
-def install_bios(root: Path, layout: Layout, disk: str, work: Path, *, boot_device: str | None = None) -> str:
+def install_bios(root: Path, layout: Layout | StoragePlan, disk: str, work: Path, *,
+                 boot_device: str | None = None) -> str:
     """grub core.img into the BIOS boot partition and boot.img into the protective MBR, via grub-bios-setup.
 
     Like grub-install, the images and modules go to /boot/grub/i386-pc. grub-bios-setup insists on
@@ -205,7 +226,7 @@ def install_bios(root: Path, layout: Layout, disk: str, work: Path, *, boot_devi
     """
     _copy_modules(root, "i386-pc")
     grub_dir = root / "boot/grub/i386-pc"
-    mkimage(root, "i386-pc", BIOS_MODULES, early_cfg(layout), grub_dir / "core.img")
+    mkimage(root, "i386-pc", with_boot_modules(BIOS_MODULES, layout), early_cfg(layout), grub_dir / "core.img")
     shutil.copy(root / "usr/lib/grub/i386-pc/boot.img", grub_dir / "boot.img")
     device_map = work / "device.map"
     device_map.write_text(f"(hd0)\t{disk}\n" + (f"(hd1)\t{boot_device}\n" if boot_device else ""))

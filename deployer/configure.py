@@ -21,27 +21,58 @@ from metalstream.rootfs import make_dirs, resolve, write_file
 
 from .network import configure_network, network_stack, networkd_files, networkmanager_files  # noqa: F401
 from .partition import Layout
+from .storage.luks import crypttab_text
+from .storage.md import mdadm_conf
+from .storage.model import StoragePlan
 
 log = logging.getLogger("metalstream.configure")
 
 
-def fstab_text(layout: Layout) -> str:
+def fstab_text(layout: Layout | StoragePlan) -> str:
+    if isinstance(layout, StoragePlan):
+        entries = [(f.uuid, f.mountpoint, f.fstype, f.options, f.subvol) for f in layout.filesystems]
+    else:
+        entries = [(p.fs_uuid, p.mountpoint, p.fstype, p.fsoptions, None) for p in layout.partitions if p.fstype]
     lines = ["# /etc/fstab: written by metalstream at deploy time (by filesystem UUID)",
              "# <file system>  <mount point>  <type>  <options>  <dump>  <pass>"]
-    for p in layout.partitions:
-        if p.fstype is None:
+    for uuid_, mountpoint, fstype, fsoptions, subvol in entries:
+        if fstype == "swap":
+            lines.append(f"UUID={uuid_}  none  swap  {fsoptions or 'sw'}  0  0")
             continue
-        if p.fstype == "swap":
-            lines.append(f"UUID={p.fs_uuid}  none  swap  {p.fsoptions or 'sw'}  0  0")
-            continue
-        if p.fstype == "vfat":
+        if fstype == "vfat":
             # nofail: a machine booted through BIOS must not hang waiting for its ESP
-            lines.append(f"UUID={p.fs_uuid}  {p.mountpoint}  vfat  {p.fsoptions or 'umask=0077,nofail'}  0  2")
+            lines.append(f"UUID={uuid_}  {mountpoint}  vfat  {fsoptions or 'umask=0077,nofail'}  0  2")
             continue
-        options = p.fsoptions or ("defaults,errors=remount-ro" if p.fstype == "ext4" else "defaults")
-        passno = 0 if p.fstype == "xfs" else 1 if p.mountpoint == "/" else 2
-        lines.append(f"UUID={p.fs_uuid}  {p.mountpoint}  {p.fstype}  {options}  0  {passno}")
+        if fstype == "btrfs":  # several subvolumes share the UUID; btrfs needs no boot-time fsck
+            options = ",".join([*([f"subvol={subvol}"] if subvol else []), fsoptions or "defaults"])
+            lines.append(f"UUID={uuid_}  {mountpoint}  btrfs  {options}  0  0")
+            continue
+        options = fsoptions or ("defaults,errors=remount-ro" if fstype == "ext4" else "defaults")
+        passno = 0 if fstype == "xfs" else 1 if mountpoint == "/" else 2
+        lines.append(f"UUID={uuid_}  {mountpoint}  {fstype}  {options}  0  {passno}")
     return "\n".join(lines) + "\n"
+
+
+def mdadm_conf_path(root: Path) -> str:
+    """Debian keeps mdadm.conf in /etc/mdadm/, the RPM family in /etc/."""
+    debian = resolve(root, "etc/mdadm").is_dir() or resolve(root, "etc/debian_version").exists()
+    return "etc/mdadm/mdadm.conf" if debian else "etc/mdadm.conf"
+
+
+def write_storage_files(root: Path, storage: StoragePlan) -> dict:
+    """crypttab and mdadm.conf for the stacks the plan built (the running system's; the initramfs is told on
+    the kernel command line: deployer.storage.bootargs)."""
+    done = {}
+    if storage.crypts:
+        write_file(root, "etc/crypttab", crypttab_text(storage.crypts), mode=0o600)
+        done["crypttab"] = len(storage.crypts)
+    if storage.arrays:
+        path = mdadm_conf_path(root)
+        make_dirs(root, os.path.dirname(path))
+        existing = resolve(root, path)
+        write_file(root, path, mdadm_conf(existing.read_text() if existing.is_file() else "", storage.arrays))
+        done["mdadm_conf"] = "/" + path
+    return done
 
 
 def set_hostname(root: Path, hostname: str) -> None:
@@ -131,14 +162,18 @@ def ssh_host_keys(root: Path, forge: HostKeyForge | None = None) -> bool:
     return True
 
 
-def configure_target(root: Path, plan: Plan, layout: Layout, host_keys: HostKeyForge | None = None) -> dict:
-    """Apply the plan's per-machine settings to the unpacked tree at `root`; returns what was done."""
+def configure_target(root: Path, plan: Plan, layout: Layout | StoragePlan,
+                     host_keys: HostKeyForge | None = None) -> dict:
+    """Apply the plan's per-machine settings to the unpacked tree at `root`; returns what was done.
+    `layout`: the single disk's layout, or the whole StoragePlan (also writes crypttab and mdadm.conf)."""
     storage = plan.storage
     hostname = plan.hostname or (storage.hostname if storage else None)
     network = plan.network or (storage.network if storage else [])
     keys = list(plan.ssh_keys) + [k.key for k in (storage.ssh_keys if storage else []) if k.user == "root"]
     write_file(root, "etc/fstab", fstab_text(layout))
     done = {"fstab": True, "machine_id": fresh_machine_id(root)}
+    if isinstance(layout, StoragePlan):
+        done.update(write_storage_files(root, layout))
     if hostname:
         set_hostname(root, hostname)
         done["hostname"] = hostname
@@ -151,6 +186,6 @@ def configure_target(root: Path, plan: Plan, layout: Layout, host_keys: HostKeyF
         add_authorized_keys(root, keys)
         done["ssh_keys"] = len(keys)
     deployment = {"deployment_id": plan.deployment_id, "image": plan.image.name, "sha256": plan.image.sha256,
-                  "root_uuid": layout.root.fs_uuid}
+                  "root_uuid": layout.root.uuid if isinstance(layout, StoragePlan) else layout.root.fs_uuid}
     write_file(root, "etc/metalstream/deployment.json", json.dumps(deployment, indent=2) + "\n")
     return done
