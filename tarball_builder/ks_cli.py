@@ -12,6 +12,7 @@ import click
 from metalstream.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
 
 from .kickstart import SYNTAX_NAME, KickstartError, analyse_kickstart, as_strict, parse_kickstart
+from .kickstart.storage_summary import storage_lines
 from .templating import TEMPLATE_SUFFIX, is_template, parse_vars
 
 VAR_OPTION = click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE",
@@ -42,7 +43,9 @@ def ks() -> None:
 @ks.command("lint", help=f"""Check kickstarts; print every problem as FILE:LINE: severity: message.
 
 Validates with pykickstart ({SYNTAX_NAME} syntax) and metalstream's own rules. What the pipeline
-ignores is a warning, and each file's summary lists every ignored command and option. Exit 0 when there
+ignores is a warning, and each file's summary lists every ignored command and option and, one
+`FILE: storage:` line each, the storage stacks (RAID, LUKS, LVM, btrfs), %pre scripts and %includes read
+at deploy time. Exit 0 when there
 is no error (warnings alone pass unless --strict), 2 when any kickstart has an error. --json prints the
 build and deploy specs of each valid kickstart.
 
@@ -71,6 +74,8 @@ def lint(files: tuple[str, ...], strict: bool, as_json: bool, var_pairs: tuple[s
         ignored = ignored_items(diagnostics)
         if ignored:
             click.echo(f"{file}: ignored: {', '.join(ignored)}", err=True)
+        for line in storage_lines(split.deploy) if split is not None else []:
+            click.echo(f"{file}: storage: {line}", err=True)
         failed = failed or errors > 0
         if as_json and not errors and split is not None:
             documents.append(_document(split))

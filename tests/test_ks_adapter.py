@@ -51,14 +51,14 @@ def test_parse_raises_kickstart_error_with_all_diagnostics(tmp_path: Path) -> No
 
 def test_cosmetic_commands_and_sections_are_warnings_naming_what_is_ignored(tmp_path: Path) -> None:
     ks = write(tmp_path, HEADER + "text\nreboot\nfirstboot --disable\nbootloader --driveorder=sda\n"
-                                  "%pre\necho hi\n%end\n" + PACKAGES + "%addon com_redhat_kdump --disable\n%end\n")
+                                  "%pre-install\necho hi\n%end\n" + PACKAGES + "%addon com_redhat_kdump --disable\n%end\n")
     diagnostics = lint_kickstart(ks)
     assert located(diagnostics) == [("test.ks", line, "warning") for line in (5, 6, 7, 8, 9, 15)]
-    assert [d.ignored for d in diagnostics] == ["text", "reboot", "firstboot", "bootloader --driveorder", "%pre",
-                                                "%addon com_redhat_kdump"]
+    assert [d.ignored for d in diagnostics] == ["text", "reboot", "firstboot", "bootloader --driveorder",
+                                                "%pre-install", "%addon com_redhat_kdump"]
     messages = [d.message for d in diagnostics]
     assert "`reboot`" in messages[1] and "always reboots" in messages[1]
-    assert "%pre scripts are not run" in messages[4]
+    assert "%pre-install scripts are not run" in messages[4]
     assert "com_redhat_kdump" in messages[5]
     split = parse_kickstart(ks)  # warnings alone do not fail
     assert split.warnings == diagnostics
@@ -86,13 +86,13 @@ def test_other_anaconda_addons_are_ignored_by_name(tmp_path: Path) -> None:
 
 
 def test_what_would_change_the_result_is_an_error_at_its_line(tmp_path: Path) -> None:
-    ks = write(tmp_path, HEADER + "logvol / --vgname=vg --name=root --size=1\nlang en_US.UTF-8 --addsupport=de_DE.UTF-8\n"
+    ks = write(tmp_path, HEADER + "iscsiname iqn.2026-01.example:node\nlang en_US.UTF-8 --addsupport=de_DE.UTF-8\n"
                                   "part / --size=1 --grow --noformat\nbootloader --iscrypted --password=x\n"
                                   "%certificate --filename=a.pem --dir=/etc/pki\nX\n%end\n" + PACKAGES)
     diagnostics = [d for d in lint_kickstart(ks) if not d.message.startswith("no EFI system or BIOS boot partition")]
     assert located(diagnostics) == [("test.ks", line, "error") for line in (5, 6, 7, 8, 8, 9)]
     messages = [d.message for d in diagnostics]
-    assert messages[0].startswith("`logvol`: not supported yet")
+    assert messages[0].startswith("`iscsiname`: not supported yet")
     assert messages[1].startswith("lang --addsupport: not supported")
     assert messages[2].startswith("part --noformat: not supported")
     assert {messages[3], messages[4]} == {"bootloader --iscrypted: not supported: a GRUB password is not supported yet",

@@ -6,6 +6,7 @@ tests/data/ks/corpus/NAME.ks (or NAME.ks.j2) is one case; NAME.expect.json says 
      "vars": {"host": "web1"},                          # --var values, for *.ks.j2 (optional)
      "diagnostics": ["FILE:LINE: severity: message"],   # exactly, in order; a trailing "..." matches a prefix
      "ignored": ["text", "network --activate"],         # the per-file summary of ignored items (optional)
+     "storage": ["LVM vg0 on pv.01: root -> / ..."],    # the per-file `storage:` lines (optional)
      "build": {...}, "deploy": {...},                    # clean cases: the specs, written as the fields that
                                                          # differ from the dataclass defaults (filled in here)
      "xfail_reason": "..."}                              # a known front-end defect left for later (optional);
@@ -32,6 +33,8 @@ import pytest
 from conftest import REPO, run_cli
 from deployer.network import networkd_files, networkmanager_files
 from deployer.partition import check_disk_use, plan_layout
+from deployer.storage.model import TargetDisk
+from deployer.storage.planner import plan_storage
 from metalstream.contracts.deployspec import DeploySpec
 from metalstream.contracts.plan import ImageRef, Plan
 from tarball_builder.backends.apt_sources import from_repos, render
@@ -67,7 +70,7 @@ def cli_flags(expect: dict) -> tuple[str, ...]:
 
 def _chunks(stderr: str, files: list[str]) -> dict[str, dict]:
     """Split `ks lint` stderr into each file's diagnostics, summary verdict and ignored list (files in order)."""
-    results = {f: {"diagnostics": [], "ignored": [], "verdict": None} for f in files}
+    results = {f: {"diagnostics": [], "ignored": [], "storage": [], "verdict": None} for f in files}
     pending: list[str] = []
     index = 0
     for line in stderr.splitlines():
@@ -79,6 +82,8 @@ def _chunks(stderr: str, files: list[str]) -> dict[str, dict]:
             index += 1
         elif index > 0 and line.startswith(f"{files[index - 1]}: ignored: "):
             results[files[index - 1]]["ignored"] = line.split(": ignored: ", 1)[1].split(", ")
+        elif index > 0 and line.startswith(f"{files[index - 1]}: storage: "):
+            results[files[index - 1]]["storage"].append(line.split(": storage: ", 1)[1])
         else:
             pending.append(line)
     assert index == len(files), f"summary lines missing from ks lint's output:\n{stderr}"
@@ -165,6 +170,8 @@ def test_lint_gives_exactly_the_expected_outcome(linted, name):
     expect, got = expectation(name), linted[name]
     assert _matches(expect["diagnostics"], got["diagnostics"]), "\n".join(got["diagnostics"])
     assert got["ignored"] == expect.get("ignored", [])
+    if "storage" in expect:
+        assert got["storage"] == expect["storage"]
     clean = "build" in expect
     assert got["verdict"] == ("ok" if clean else "FAILED")
     if not clean:
@@ -205,10 +212,16 @@ def _rootpw_crypted(element, _value):
 
 
 _rootpw_crypted.flag = True
-_PART = {"--fstype": _eq("fstype"), "--size": _eq("size_mib", int), "--grow": _flag("grow"),
-         "--maxsize": _eq("max_size_mib", int), "--ondisk": _eq("ondisk"), "--label": _eq("label"),
-         "--fsoptions": _eq("fsoptions"), "--recommended": _flag("recommended"),
-         "--hibernation": _flag("hibernation")}
+def _level(field):
+    """`--level=1`, `--level=RAID1`, `--data=1`: the spec holds "raid1"."""
+    return lambda element, value: element.get(field) in (value.lower(), f"raid{value.lower().removeprefix('raid')}")
+
+
+_LUKS = {"--encrypted": _flag("encrypted"), "--luks-version": _eq("luks_version"), "--cipher": _eq("cipher")}
+_FS = {"--fstype": _eq("fstype"), "--label": _eq("label"), "--fsoptions": _eq("fsoptions")}
+_PART = {**_FS, **_LUKS, "--size": _eq("size_mib", int), "--grow": _flag("grow"),
+         "--maxsize": _eq("max_size_mib", int), "--ondisk": _eq("ondisk"), "--ondrive": _eq("ondisk"),
+         "--recommended": _flag("recommended"), "--hibernation": _flag("hibernation")}
 _REPO = {"--name": _eq("name"), "--baseurl": _eq("baseurl"), "--mirrorlist": _eq("mirrorlist"),
          "--metalink": _eq("metalink"), "--cost": _eq("cost", int), "--excludepkgs": _items("excludepkgs"),
          "--includepkgs": _items("includepkgs"), "--install": _flag("install")}
@@ -239,8 +252,20 @@ OPTIONS = {
     "zerombr": {},
     "reqpart": {"--add-boot": _flag("reqpart_add_boot")},
     "autopart": {"--type": _eq("scheme"), "--fstype": _eq("fstype"), "--nohome": _flag("nohome"),
-                 "--noswap": _flag("noswap"), "--noboot": _flag("noboot"), "--hibernation": _flag("hibernation")},
+                 "--noswap": _flag("noswap"), "--noboot": _flag("noboot"), "--hibernation": _flag("hibernation"),
+                 **_LUKS},
     "part": _PART, "partition": _PART,
+    "volgroup": {"--pesize": _eq("pesize_kib", int), "--reserved-space": _eq("reserved_space_mib", int),
+                 "--reserved-percent": _eq("reserved_percent", int)},
+    "logvol": {**_FS, **_LUKS, "--vgname": _eq("vgname"), "--name": _eq("name"), "--size": _eq("size_mib", int),
+               "--grow": _flag("grow"), "--maxsize": _eq("max_size_mib", int), "--percent": _eq("percent", int),
+               "--thinpool": _flag("thinpool"), "--thin": _flag("thin"), "--poolname": _eq("poolname"),
+               "--chunksize": _eq("chunksize_kib", int), "--recommended": _flag("recommended"),
+               "--hibernation": _flag("hibernation")},
+    "raid": {**_FS, **_LUKS, "--level": _level("level"), "--device": lambda e, v: e.get("device") in (v, f"md{v}"),
+             "--spares": _eq("spares", int), "--chunksize": _eq("chunksize_kib", int)},
+    "btrfs": {"--data": _level("data_level"), "--metadata": _level("metadata_level"), "--label": _eq("label"),
+              "--subvol": _flag("subvol"), "--name": _eq("name")},
     "bootloader": {"--append": _eq("append"), "--location": _eq("location"), "--timeout": _eq("timeout", int),
                    "--boot-drive": _eq("boot_drive"), "--disabled": _flag("location", "none")},
     "network": {"--device": _eq("device"), "--bootproto": _eq("bootproto"), "--ip": _eq("ip"),
@@ -261,6 +286,11 @@ OPTIONS = {
 POSITIONAL = {
     "lang": _eq("lang"), "keyboard": _eq("keyboard"), "timezone": _eq("name"),
     "part": _eq("mountpoint"), "partition": _eq("mountpoint"), "sshkey": _eq("key"),
+    "volgroup": lambda e, v: [e.get("name"), *e.get("pvs", [])] == v.split(), "logvol": _eq("mountpoint"),
+    "raid": lambda e, v: [e.get("mountpoint"), *e.get("members", [])] == v.split(),
+    "btrfs": lambda e, v: v.split() in ([e.get("mountpoint"), *e.get("members", [])],
+                                        [e.get("mountpoint"), f"LABEL={e.get('volume')}"],
+                                        [e.get("mountpoint"), e.get("volume")]),
     "rootpw": lambda e, v: e.get("password") == v or (e.get("lock") and e.get("password") is None),
 }
 
@@ -273,6 +303,8 @@ def _carriers(command: str, build: dict, deploy: dict) -> tuple[list[dict], bool
         "user": build["users"], "group": build["groups"], "sshkey": build["ssh_keys"] + deploy["ssh_keys"],
         "ignoredisk": [deploy["ignoredisk"]], "clearpart": [deploy["clearpart"]], "autopart": [deploy["autopart"]],
         "part": deploy["partitions"], "partition": deploy["partitions"], "bootloader": [deploy["bootloader"]],
+        "volgroup": deploy.get("volgroups", []), "logvol": deploy.get("logvols", []), "raid": deploy.get("raids", []),
+        "btrfs": deploy.get("btrfs", []),
         "network": deploy["network"],
     }
     if command in listed:
@@ -366,6 +398,11 @@ class Accounting:
             return
         if name == "%packages":
             self._packages(shown, number, body)
+            return
+        if name == "%pre":
+            text = "".join(line + "\n" for line in body)
+            if not any(s["line"] == number and s["script"] == text for s in self.deploy.get("pre_scripts", [])):
+                self.problems.append(f"{where}: %pre: no script with this line and exactly this body")
             return
         if name == "%addon":
             self._addon(where, words[1] if len(words) > 1 else "", body)
@@ -508,20 +545,35 @@ def test_debian_sources_are_planned(linted, name):
     assert _bootable_has_a_kernel(build, _deploy)
 
 
+def _plan_stacks(plan: Plan) -> None:
+    """A layout with LVM, RAID, btrfs or LUKS: the agent's storage planner lays it out on the disks it names."""
+    storage = plan.storage
+    names = sorted({p.ondisk for p in storage.partitions if p.ondisk}) or ["sda"]
+    disks = [TargetDisk(key=n, path=f"/dev/{n}", size=DISK_BYTES, names=(n, f"/dev/{n}")) for n in names]
+    stacks = plan_storage(storage, plan.boot_mode, disks, image_bytes=GIB, memory_bytes=MEMORY_BYTES)
+    mounts = [fs.mountpoint for fs in stacks.filesystems]
+    assert "/" in mounts
+    wanted = [x.mountpoint for x in [*storage.partitions, *storage.logvols, *storage.raids, *storage.btrfs]]
+    assert {m for m in wanted if m.startswith("/")} <= set(mounts)
+
+
 @pytest.mark.parametrize("name", _cases(clean_only=True, xfail_key="xfail_deploy"))
 def test_the_agents_planner_accepts_the_deploy_spec(linted, name):
     build, deploy = _specs(linted, name)
     image = ImageRef(name="corpus", url="http://127.0.0.1/corpus.tar.zst", sha256="0" * 64, size=GIB)
     boot_mode = "uefi" if (deploy.get("secure_boot") or {}).get("required") else "both"
     plan = Plan.from_json(Plan(image=image, storage=DeploySpec.from_dict(deploy), boot_mode=boot_mode).to_json())
-    layout = plan_layout(DISK_BYTES, plan.boot_mode, plan.storage, image_bytes=GIB, memory_bytes=MEMORY_BYTES)
-    mounts = [p.mountpoint for p in layout.partitions]
-    assert "/" in mounts
-    for part in plan.storage.partitions:
-        assert part.mountpoint in mounts or part.mountpoint == "swap" and "swap" in [p.role for p in layout.partitions]
-    check_disk_use(plan.storage, disk_names=("sda", "/dev/sda"), existing=())
-    if plan.wipe_allowed:
-        check_disk_use(plan.storage, disk_names=("sda", "/dev/sda"), existing=("gpt",))
+    if plan.storage.stacked:
+        _plan_stacks(plan)
+    else:
+        layout = plan_layout(DISK_BYTES, plan.boot_mode, plan.storage, image_bytes=GIB, memory_bytes=MEMORY_BYTES)
+        mounts = [p.mountpoint for p in layout.partitions]
+        assert "/" in mounts
+        for part in plan.storage.partitions:
+            assert part.mountpoint in mounts or part.mountpoint == "swap" and "swap" in [p.role for p in layout.partitions]
+        check_disk_use(plan.storage, disk_names=("sda", "/dev/sda"), existing=())
+        if plan.wipe_allowed:
+            check_disk_use(plan.storage, disk_names=("sda", "/dev/sda"), existing=("gpt",))
     render = networkmanager_files if build.distribution.family == "rpm" else networkd_files
     files = render(plan.storage.network, {"eth0": "52:54:00:00:00:01", "eth1": "52:54:00:00:00:02"})
     assert bool(files) == bool(plan.storage.network)

@@ -223,6 +223,17 @@ def test_no_option_is_dropped_silently(name: str) -> None:
         assert finding.severity == "error" or finding.ignored == f"{name} {option}", (option, finding)
 
 
+# Layouts for the storage stacks' options ({...}: options of one line).
+_LV = ("part /boot --size=500\npart pv.01 --size=100 --grow\nvolgroup vg pv.01 {vg}\n"
+       "logvol / --vgname=vg --name=root --size=1000 {lv}")
+_THIN = ("part /boot --size=500\npart pv.01 --size=100 --grow\nvolgroup vg pv.01\n"
+         "logvol none --vgname=vg --name=pool --thinpool --size=2000 {pool}\n"
+         "logvol / --vgname=vg --name=root --thin --poolname=pool --size=1000")
+_RAID = ("part /boot --size=500\npart raid.01 --size=100 --grow\npart raid.02 --size=100 --grow\n"
+         "raid / --device=md0 raid.01 raid.02 {raid}")
+_BTRFS = ("part /boot --size=500\npart btrfs.01 --size=100 --grow\nbtrfs none --label=fs {volume} btrfs.01\n"
+          "btrfs / --subvol --name=root fs")
+
 # Each honoured option: a line with it and a variant without it (or with another value) give different specs.
 HONOURED = [
     ("url --url", "url --url=http://MIRROR/a/", "url --url=http://MIRROR/b/"),
@@ -287,6 +298,58 @@ HONOURED = [
     ("part --label", "part / --size=100 --label=root", "part / --size=100"),
     ("part --recommended", "part / --size=100\npart swap --recommended", "part / --size=100\npart swap --size=100"),
     ("part --hibernation", "part / --size=100\npart swap --hibernation", "part / --size=100\npart swap --recommended"),
+    ("autopart --type", "autopart --type=lvm", "autopart --type=plain"),
+    ("autopart --encrypted", "autopart --type=lvm --encrypted", "autopart --type=lvm"),
+    ("autopart --luks-version", "autopart --encrypted --luks-version=luks1", "autopart --encrypted"),
+    ("autopart --cipher", "autopart --encrypted --cipher=aes-xts-plain64", "autopart --encrypted"),
+    ("part --encrypted", "part /boot --size=500\npart / --size=100 --encrypted", "part /boot --size=500\npart / --size=100"),
+    ("part --luks-version", "part / --size=100\npart /srv --size=100 --encrypted --luks-version=luks1",
+     "part / --size=100\npart /srv --size=100 --encrypted"),
+    ("part --cipher", "part / --size=100\npart /srv --size=100 --encrypted --cipher=aes-xts-plain64",
+     "part / --size=100\npart /srv --size=100 --encrypted"),
+    ("volgroup --pesize", _LV.format(vg="--pesize=8192", lv=""), _LV.format(vg="", lv="")),
+    ("volgroup --reserved-space", _LV.format(vg="--reserved-space=100", lv=""), _LV.format(vg="", lv="")),
+    ("volgroup --reserved-percent", _LV.format(vg="--reserved-percent=5", lv=""), _LV.format(vg="", lv="")),
+    ("logvol --vgname", _LV.format(vg="", lv="").replace("=vg", "=a").replace("vg pv", "a pv"), _LV.format(vg="", lv="")),
+    ("logvol --name", _LV.format(vg="", lv=""), _LV.format(vg="", lv="").replace("=root", "=slash")),
+    ("logvol --fstype", _LV.format(vg="", lv="--fstype=xfs"), _LV.format(vg="", lv="--fstype=ext4")),
+    ("logvol --size", _LV.format(vg="", lv=""), _LV.format(vg="", lv="").replace("=1000", "=2000")),
+    ("logvol --grow", _LV.format(vg="", lv="--grow"), _LV.format(vg="", lv="")),
+    ("logvol --maxsize", _LV.format(vg="", lv="--grow --maxsize=3000"), _LV.format(vg="", lv="--grow")),
+    ("logvol --percent", _LV.format(vg="", lv="").replace("--size=1000", "--percent=50"), _LV.format(vg="", lv="")),
+    ("logvol --label", _LV.format(vg="", lv="--label=root"), _LV.format(vg="", lv="")),
+    ("logvol --fsoptions", _LV.format(vg="", lv="--fsoptions=noatime"), _LV.format(vg="", lv="")),
+    ("logvol --encrypted", _LV.format(vg="", lv="--encrypted"), _LV.format(vg="", lv="")),
+    ("logvol --luks-version", _LV.format(vg="", lv="--encrypted --luks-version=luks1"),
+     _LV.format(vg="", lv="--encrypted")),
+    ("logvol --cipher", _LV.format(vg="", lv="--encrypted --cipher=aes-xts-plain64"), _LV.format(vg="", lv="--encrypted")),
+    ("logvol --recommended", _LV.format(vg="", lv="") + "\nlogvol swap --vgname=vg --name=swap --recommended",
+     _LV.format(vg="", lv="") + "\nlogvol swap --vgname=vg --name=swap --size=100"),
+    ("logvol --hibernation", _LV.format(vg="", lv="") + "\nlogvol swap --vgname=vg --name=swap --hibernation",
+     _LV.format(vg="", lv="") + "\nlogvol swap --vgname=vg --name=swap --recommended"),
+    ("logvol --thinpool", _THIN.format(pool=""), _LV.format(vg="", lv="")),
+    ("logvol --thin", _THIN.format(pool=""), _LV.format(vg="", lv="")),
+    ("logvol --poolname", _THIN.format(pool=""), _THIN.format(pool="").replace("=pool", "=tp")),
+    ("logvol --chunksize", _THIN.format(pool="--chunksize=128"), _THIN.format(pool="")),
+    ("raid --level", _RAID.format(raid="--level=1"), _RAID.format(raid="--level=0")),
+    ("raid --device", _RAID.format(raid="--level=1"), _RAID.format(raid="--level=1").replace("md0", "md1")),
+    ("raid --spares", _RAID.format(raid="--level=1 --spares=1 raid.03") + "\npart raid.03 --size=100",
+     _RAID.format(raid="--level=1 raid.03") + "\npart raid.03 --size=100"),
+    ("raid --fstype", _RAID.format(raid="--level=1 --fstype=xfs"), _RAID.format(raid="--level=1 --fstype=ext4")),
+    ("raid --chunksize", _RAID.format(raid="--level=0 --chunksize=64"), _RAID.format(raid="--level=0")),
+    ("raid --label", _RAID.format(raid="--level=1 --label=root"), _RAID.format(raid="--level=1")),
+    ("raid --fsoptions", _RAID.format(raid="--level=1 --fsoptions=noatime"), _RAID.format(raid="--level=1")),
+    ("raid --encrypted", _RAID.format(raid="--level=1 --encrypted"), _RAID.format(raid="--level=1")),
+    ("raid --luks-version", _RAID.format(raid="--level=1 --encrypted --luks-version=luks1"),
+     _RAID.format(raid="--level=1 --encrypted")),
+    ("raid --cipher", _RAID.format(raid="--level=1 --encrypted --cipher=aes-xts-plain64"),
+     _RAID.format(raid="--level=1 --encrypted")),
+    ("btrfs --data", _BTRFS.format(volume="--data=single"), _BTRFS.format(volume="")),
+    ("btrfs --metadata", _BTRFS.format(volume="--metadata=single"), _BTRFS.format(volume="")),
+    ("btrfs --label", _BTRFS.format(volume=""), _BTRFS.format(volume="").replace("=fs", "=data").replace(" fs", " data")),
+    ("btrfs --subvol", _BTRFS.format(volume=""), "part /boot --size=500\npart btrfs.01 --size=100 --grow\n"
+                                                 "btrfs / --label=fs btrfs.01"),
+    ("btrfs --name", _BTRFS.format(volume=""), _BTRFS.format(volume="").replace("=root", "=slash")),
     ("bootloader --append", "bootloader --append=quiet", "bootloader"),
     ("bootloader --location", "bootloader --location=none", "bootloader --location=mbr"),
     ("bootloader --timeout", "bootloader --timeout=3", "bootloader"),

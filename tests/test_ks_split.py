@@ -123,14 +123,14 @@ def test_autopart_and_hostname_only_network(tmp_path: Path) -> None:
     assert split.build.repos == []  # Debian without repo lines: the build machine's own apt sources
 
 
-def test_autopart_lvm_is_an_error_never_a_different_layout(tmp_path: Path) -> None:
+def test_autopart_lvm_is_carried_as_the_lvm_scheme_and_warns_without_lvm2(tmp_path: Path) -> None:
     ks = tmp_path / "lvm.ks"
     ks.write_text("%addon org_metalstream_image\nfamily=debian\nrelease=bookworm\n%end\n"
                   "autopart --type=lvm\n%packages\nlinux-image-amd64\n%end\n")
-    with pytest.raises(KickstartError) as caught:
-        parse_kickstart(ks)
-    assert [(d.line, d.severity) for d in caught.value.diagnostics] == [(5, "error")]
-    assert "autopart --type=lvm: not supported yet" in caught.value.diagnostics[0].message
+    split = parse_kickstart(ks)
+    assert (split.deploy.autopart.scheme, split.deploy.autopart.line) == ("lvm", 5)
+    assert [(d.line, d.severity) for d in split.warnings] == [(5, "warning")]
+    assert "the layout uses LVM but %packages lacks lvm2" in split.warnings[0].message
 
 
 def test_debian_minimal_sample() -> None:

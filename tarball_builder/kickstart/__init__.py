@@ -11,8 +11,9 @@
 Steps: read each file (rendering only templates: *.j2, or every file with template=True) and expand
 %include (source), parse with pykickstart at a pinned syntax version (adapter), warn about what the
 pipeline does not support (support), find the distribution (command line > addon > the URLs), read
-the deploy settings (deploy_addon), split (build_split, deploy_split), and warn when Secure Boot is
-asked for without the signed packages. Every problem is located; a missing %include does not stop
+the deploy settings (deploy_addon), split (build_split, deploy_split with storage_split and storage_checks),
+and warn when Secure Boot is asked for without the signed packages or a storage stack without its tools
+(stack_tools). Every problem is located; a missing %include does not stop
 the analysis of the rest.
 """
 from __future__ import annotations
@@ -54,6 +55,7 @@ from .deploy_addon import check_signed_packages, read_deploy_settings  # noqa: E
 from .deploy_split import split_deploy  # noqa: E402
 from .diagnostics import Findings  # noqa: E402
 from .source import expand  # noqa: E402
+from .stack_tools import check_stack_tools, stack_lines  # noqa: E402
 from .support import check_support  # noqa: E402
 
 __all__ = ["KickstartError", "parse_kickstart", "parse_deploy_kickstart", "lint_kickstart", "analyse_kickstart",
@@ -96,7 +98,7 @@ def parse_deploy_kickstart(path: str | Path, *, variables: dict | None = None, s
     if source is not None:
         parsed = _parse(source, findings)
         check_support(parsed, findings)
-        deploy = split_deploy(parsed, findings, read_deploy_settings(parsed, findings))
+        deploy = split_deploy(parsed, findings, read_deploy_settings(parsed, findings), source.deferred)
         deploy.ssh_keys = ssh_keys(parsed, findings)
     diagnostics = findings.sorted()
     problems = [d for d in diagnostics if d.severity == "error" or strict]
@@ -129,9 +131,10 @@ def analyse_kickstart(path: str | Path, *, variables: dict | None = None, templa
     # Without a usable distribution the split still runs (family "" skips family rules) to find every problem.
     build = split_build(parsed, source.text.splitlines(), distribution or Distribution("", ""), findings)
     settings = read_deploy_settings(parsed, findings)
-    deploy = split_deploy(parsed, findings, settings)
+    deploy = split_deploy(parsed, findings, settings, source.deferred)
     deploy.ssh_keys = [replace(key) for key in build.ssh_keys]
     check_signed_packages(settings, distribution or Distribution("", ""), build.packages, findings)
+    check_stack_tools(stack_lines(parsed), distribution or Distribution("", ""), build.packages, findings)
     diagnostics = findings.sorted()
     if findings.errors or distribution is None:
         return None, diagnostics

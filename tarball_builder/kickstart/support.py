@@ -22,14 +22,16 @@ BUILD_COMMANDS = frozenset({
     "rootpw", "user", "group", "sshkey",
 })
 DEPLOY_COMMANDS = frozenset({
-    "ignoredisk", "clearpart", "zerombr", "reqpart", "autopart", "part", "partition", "bootloader", "network",
+    "ignoredisk", "clearpart", "zerombr", "reqpart", "autopart", "part", "partition", "volgroup", "logvol", "raid",
+    "btrfs", "bootloader", "network",
 })
-SUPPORTED_SECTIONS = frozenset({"%packages", "%post", "%addon"})
+SUPPORTED_SECTIONS = frozenset({"%packages", "%post", "%pre", "%addon"})
 
 # Options (any spelling pykickstart accepts for the same option) the split carries into a spec.
 # `network` is checked by its own split (network_split).
+_LUKS = frozenset({"--encrypted", "--luks-version", "--cipher"})
 _PART = frozenset({"--fstype", "--grow", "--maxsize", "--ondisk", "--size", "--fsoptions", "--label",
-                   "--recommended", "--hibernation"})
+                   "--recommended", "--hibernation"}) | _LUKS
 OPTIONS: dict[str, frozenset[str]] = {
     "url": frozenset({"--url", "--mirrorlist", "--metalink"}),
     "repo": frozenset({"--name", "--baseurl", "--mirrorlist", "--metalink", "--cost", "--excludepkgs", "--includepkgs",
@@ -50,14 +52,20 @@ OPTIONS: dict[str, frozenset[str]] = {
     "clearpart": frozenset({"--all", "--initlabel", "--linux", "--none", "--disklabel", "--drives", "--list"}),
     "zerombr": frozenset(),
     "reqpart": frozenset({"--add-boot"}),
-    "autopart": frozenset({"--type", "--nolvm", "--fstype", "--nohome", "--noboot", "--noswap", "--hibernation"}),
+    "autopart": frozenset({"--type", "--nolvm", "--fstype", "--nohome", "--noboot", "--noswap", "--hibernation"}) | _LUKS,
     "part": _PART,
     "partition": _PART,
+    "volgroup": frozenset({"--pesize", "--reserved-space", "--reserved-percent"}),
+    "logvol": frozenset({"--vgname", "--name", "--fstype", "--size", "--grow", "--maxsize", "--percent", "--thinpool",
+                         "--thin", "--poolname", "--chunksize", "--recommended", "--hibernation", "--label",
+                         "--fsoptions"}) | _LUKS,
+    "raid": frozenset({"--level", "--device", "--spares", "--fstype", "--chunksize", "--label", "--fsoptions"}) | _LUKS,
+    "btrfs": frozenset({"--data", "--metadata", "--label", "--subvol", "--name"}),
     "bootloader": frozenset({"--append", "--location", "--timeout", "--boot-drive", "--disabled"}),
 }
 
 _BUILD_NETWORK = "packages are fetched with the build machine's own network settings"
-_ONE_DISK = "metalstream installs onto one disk, chosen by the plan"
+_BOOT_DISKS = "the agent installs the bootloader on the disks that hold /boot"
 _COSMETIC_PART = {"--asprimary": "GPT has no primary/logical partitions"}
 COSMETIC: dict[str, dict[str, str]] = {
     "url": {"--proxy": _BUILD_NETWORK, "--noverifyssl": "certificates are always checked"},
@@ -65,19 +73,32 @@ COSMETIC: dict[str, dict[str, str]] = {
     "clearpart": {"--cdl": "DASD (s390x) only"},
     "part": _COSMETIC_PART,
     "partition": _COSMETIC_PART,
-    "bootloader": {"--driveorder": _ONE_DISK, "--default": "the image's kernel is the default entry"},
+    "bootloader": {"--driveorder": _BOOT_DISKS, "--default": "the image's kernel is the default entry"},
 }
 
-_NOT_YET_STORAGE = "LVM, RAID, btrfs and encrypted storage are not supported yet (plain GPT partitions only)"
-_ENCRYPTION = ("--encrypted", "--passphrase", "--escrowcert", "--backuppassphrase", "--cipher", "--luks-version",
-               "--pbkdf", "--pbkdf-memory", "--pbkdf-time", "--pbkdf-iterations")
+_PASSPHRASE = ("the passphrase comes from the deploy plan (`encryption.passphrase`), never from the kickstart, "
+               "which is stored with the image and in the service")
+_KEY_OPTIONS = {"--passphrase": _PASSPHRASE,
+                "--escrowcert": "escrow certificates and backup passphrases are not supported",
+                "--backuppassphrase": "escrow certificates and backup passphrases are not supported",
+                **dict.fromkeys(("--pbkdf", "--pbkdf-memory", "--pbkdf-time", "--pbkdf-iterations"),
+                                "cryptsetup's default key derivation is used")}
+_NEW = "every device is created anew (existing data is never kept)"
+_EXISTING = dict.fromkeys(("--noformat", "--useexisting"), _NEW)
 # Why an option is refused, where a better reason than "would change the result" exists.
 REFUSED: dict[str, dict[str, str]] = {
-    "part": {**dict.fromkeys(_ENCRYPTION, _NOT_YET_STORAGE),
+    "part": {**_KEY_OPTIONS,
              "--noformat": "every partition is formatted (existing data is never kept)",
              "--onpart": "partitions are always created anew", "--resize": "partitions are always created anew",
-             "--onbiosdisk": _ONE_DISK},
-    "autopart": dict.fromkeys(_ENCRYPTION, _NOT_YET_STORAGE),
+             "--onbiosdisk": "name the disk with --ondisk"},
+    "autopart": _KEY_OPTIONS,
+    "logvol": {**_KEY_OPTIONS, **_EXISTING, "--resize": _NEW,
+               **dict.fromkeys(("--cachesize", "--cachemode", "--cachepvs"), "LVM cache volumes are not supported"),
+               "--metadatasize": "the thin pool's metadata size is LVM's default",
+               "--profile": "LVM profiles are not supported"},
+    "raid": {**_KEY_OPTIONS, **_EXISTING},
+    "volgroup": _EXISTING,
+    "btrfs": _EXISTING,
     "url": dict.fromkeys(("--sslcacert", "--sslclientcert", "--sslclientkey"),
                          "TLS client settings for repositories are not supported yet"),
     "repo": dict.fromkeys(("--sslcacert", "--sslclientcert", "--sslclientkey"),
@@ -101,17 +122,16 @@ COSMETIC_COMMANDS = {
 }
 _SOURCE = "install sources other than `url` and `repo` are not supported"
 NOT_SUPPORTED_COMMANDS = {
-    **dict.fromkeys(("logvol", "volgroup", "raid", "btrfs", "dmraid", "multipath", "snapshot", "iscsi",
-                     "iscsiname", "fcoe", "zfcp", "nvdimm", "zipl", "mount"),
-                    "not supported yet: only plain GPT partitions (`part`, `autopart --type=plain`)"),
+    **dict.fromkeys(("dmraid", "multipath", "snapshot", "iscsi", "iscsiname", "fcoe", "zfcp", "nvdimm", "zipl",
+                     "mount"),
+                    "not supported yet: metalstream creates new partitions, LVM, md RAID, btrfs and LUKS on local "
+                    "disks (`part`, `volgroup`, `logvol`, `raid`, `btrfs`, `autopart`)"),
     **dict.fromkeys(("cdrom", "harddrive", "nfs", "liveimg", "ostreesetup", "ostreecontainer", "bootc"),
                     "not supported: install sources other than `url` and `repo`"),
 }
 _NOT_YET = "not supported by metalstream yet (ignoring it would change the result)"
 
 IGNORED_SECTIONS = {
-    "%pre": "%pre scripts are not run when the image is built (an %include of a file they write is deferred to "
-            "deploy time): ignored",
     "%pre-install": "%pre-install scripts are not run: ignored",
     "%onerror": "%onerror scripts are not run (the agent reports a failed install): ignored",
     "%traceback": "%traceback scripts are not run: ignored",
