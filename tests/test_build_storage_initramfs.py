@@ -95,9 +95,10 @@ def test_debian_storage_image_initramfs_assembles_activates_and_unlocks(debian_s
     files = initramfs_files(tar_member(tarball, f".{kernel['initramfs']}"))
     modules = {Path(name).name.split(".ko")[0].replace("-", "_") for name in files
                if name.startswith(f"usr/lib/modules/{version}/") and ".ko" in name}
-    for program in ("usr/sbin/mdadm", "usr/sbin/lvm", "usr/sbin/dmsetup", "usr/sbin/cryptsetup", "usr/sbin/thin_check",
+    for program in ("usr/sbin/mdadm", "usr/sbin/lvm", "usr/sbin/dmsetup", "usr/sbin/cryptsetup", "usr/sbin/pdata_tools",
                     "usr/bin/btrfs", "usr/lib/cryptsetup/askpass"):
         assert files.get(program), program
+    assert "usr/sbin/thin_check" in files  # (a link to pdata_tools)
     assert {"md_mod", "raid0", "raid1", "raid10", "raid456", "dm_mod", "dm_crypt", "dm_thin_pool", "btrfs",
             "xts"} <= modules
     # RAID: udev's incremental assembly, then local-block's scan (which starts a degraded array after a while).
