@@ -98,6 +98,9 @@ def _autopart(parsed: Parsed, findings: Findings, original) -> AutoPart:
     ap = parsed.handler.autopart
     line = parsed.line_of("autopart")
     scheme = AUTOPART_SCHEMES.get(ap.type, "plain") if ap.type is not None else "plain"
+    if ap.type is None:
+        findings.warn(line, "autopart without --type makes plain partitions here (anaconda's default is LVM): "
+                            "say which with --type=plain, lvm, thinp or btrfs")
     fstype = ap.fstype or None
     if scheme == "btrfs" and fstype not in (None, "btrfs"):
         findings.error(line, f"autopart --type=btrfs --fstype={fstype}: the btrfs layout's file system is btrfs")
