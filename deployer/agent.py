@@ -265,6 +265,9 @@ def _load_kexec(plan, outcome, ops: KexecOps) -> kexec.RebootChoice:
     layout, target = getattr(outcome, "layout", None), getattr(outcome, "target", None)
     if layout is None or target is None:
         return kexec.RebootChoice(kexec.FIRMWARE, "the install did not say which disk it wrote")
+    if getattr(outcome, "stacked", False):
+        return kexec.RebootChoice(kexec.FIRMWARE, "/boot and / sit on RAID, LVM, LUKS, btrfs or several disks: "
+                                                  "the firmware boots them through grub")
     boot = boot_fs(layout)
     part = next(p for p in layout.partitions if p.fs_uuid == boot.uuid)
     kernel_args = " ".join(a for a in (plan.kernel_args, plan.storage.bootloader.append

@@ -8,9 +8,9 @@ nothing rather than a half-written system. Reporter.result is sent once, success
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -18,17 +18,22 @@ from pathlib import Path
 
 from metalstream import rootfs
 from metalstream.contracts.plan import Plan
-from metalstream.errors import BadInput, MetalstreamError
+from metalstream.errors import MetalstreamError
 
 from . import blockdev, bootloader
 from .blockdev import Target
 from .configure import HostKeyForge, configure_target
-from .disks import list_disks, select_disk
+from .disks import list_disks
 from .esp import Esp
-from .partition import Layout, check_disk_use, plan_layout, render_sfdisk
+from .partition import Layout, check_disk_use, render_sfdisk
 from .plan import memory_bytes
 from .report import Reporter
 from .shim import planned_uefi_loader
+from .storage.apply import AppliedStorage, apply_storage
+from .storage.bootargs import initramfs_kind, storage_kernel_args
+from .storage.choose import choose_disks
+from .storage.model import StoragePlan, TargetDisk
+from .storage.planner import plan_storage
 from .stream import ImageVerificationError, StreamResult, stream_image
 from .tls import Verify, check_source_trusted
 
@@ -46,6 +51,13 @@ class InstallResult:
     bootloaders: list[str] = field(default_factory=list)
     configured: dict = field(default_factory=dict)
     uefi_loader: str | None = None  # dry run: the UEFI loader chain the manifest promises; None: BIOS only
+    storage: StoragePlan | None = None  # every disk and device of the install (layout: its first disk's)
+    targets: list[Target] = field(default_factory=list)  # every disk written, first disk first
+
+    @property
+    def stacked(self) -> bool:
+        """More than one plain disk's partitions: RAID, LUKS, LVM, btrfs or several disks."""
+        return self.storage is not None and (len(self.storage.disks) > 1 or bool(self.storage.devices))
 
 
 class _Phases:
@@ -61,46 +73,42 @@ class _Phases:
         self.reporter.event(phase, message)
 
 
-def resolve_target(plan: Plan, target: str | Target | None) -> Target:
-    """The disk to install on: the given path/Target, or the one the plan's hints select."""
-    if isinstance(target, Target):
-        return target
-    if target is not None:
-        return blockdev.open_target(target)
-    storage = plan.storage
-    disk = select_disk(list_disks(), plan.disk_hints,
-                       only_use=storage.ignoredisk.only_use if storage and storage.ignoredisk else [],
-                       ignore=storage.ignoredisk.ignore if storage and storage.ignoredisk else [])
-    log.info("disk chosen: %s", disk.describe())
-    return Target(disk.path, disk.size, False, disk.logical_sector_size)
+Targets = str | Target | dict[str, str | Target] | None
 
 
-def _refuse_if_in_use(target: Target) -> None:
-    """A block device that is mounted, swapped on, or held (dm, md) is never touched."""
-    if target.is_file:
-        return
-    own = re.compile(re.escape(target.path) + r"(p?\d+)?")
-    busy = []
-    for table in ("/proc/mounts", "/proc/swaps"):
-        with open(table) as f:
-            busy += [line.split()[0] for line in f if line.strip() and own.fullmatch(line.split()[0])]
-    name = os.path.basename(target.path)
-    holders_dir = f"/sys/class/block/{name}/holders"
-    busy += [f"held by {h}" for h in (os.listdir(holders_dir) if os.path.isdir(holders_dir) else [])]
-    if busy:
-        raise BadInput(f"{target.path} is in use ({', '.join(sorted(set(busy)))}); refusing to touch it",
-                       location="--to")
+def _target_disks(plan: Plan, target: Targets) -> list[tuple[TargetDisk, Target]]:
+    """The disks to write: the given path/Target (the only disk), the given {storage name: path/Target}, or
+    the disks the plan's names and hints choose (deployer.storage.choose)."""
+    if target is None:
+        chosen = choose_disks(plan, list_disks())
+        for disk in chosen:
+            log.info("disk chosen for %s: %s", disk.key or "the layout", disk.path)
+        return [(d, Target(d.path, d.size, False, d.sector_size)) for d in chosen]
+    given = target if isinstance(target, dict) else {"": target}
+    disks = []
+    for key, value in given.items():
+        t = value if isinstance(value, Target) else blockdev.open_target(value)
+        names = tuple(dict.fromkeys((key, *t.names))) if key else t.names
+        disks.append((TargetDisk(key, t.path, t.size, t.sector_size, names), t))
+    return disks
 
 
-def prepare(plan: Plan, target: str | Target | None, *, wipe_flag: str = "--wipe") -> tuple[Target, Layout]:
-    """Every decision, no write: the target, permission to overwrite it, and the partition layout."""
-    resolved = resolve_target(plan, target)
-    _refuse_if_in_use(resolved)
-    layout = plan_layout(resolved.size, plan.boot_mode, plan.storage, image_bytes=plan.image.uncompressed_size,
-                         sector_size=resolved.sector_size, memory_bytes=memory_bytes())
-    existing = blockdev.existing_signatures(resolved)
-    check_disk_use(plan.storage, disk_names=resolved.names, existing=existing, wipe_flag=wipe_flag)
-    return resolved, layout
+def prepare_storage(plan: Plan, target: Targets, *, wipe_flag: str = "--wipe") -> tuple[list[Target], StoragePlan]:
+    """Every decision for every disk, no write: the disks, permission to overwrite each, and the storage plan
+    (a plain layout on one disk is exactly `prepare`'s)."""
+    disks = _target_disks(plan, target)
+    for _, t in disks:
+        blockdev.refuse_if_in_use(t)
+    storage = plan_storage(plan.storage, plan.boot_mode, [d for d, _ in disks],
+                           image_bytes=plan.image.uncompressed_size, memory_bytes=memory_bytes())
+    permission = plan.storage if len(disks) == 1 or plan.storage is None \
+        else dataclasses.replace(plan.storage, partitions=[])  # --ondisk was checked by the planner
+    written = {d.path for d in storage.disks}
+    for disk, t in disks:
+        if disk.path in written:
+            check_disk_use(permission, disk_names=disk.names or t.names, existing=blockdev.existing_signatures(t),
+                           wipe_flag=wipe_flag)
+    return [t for d, t in disks if d.path in written], storage
 
 
 def _move_boot_efi(root: Path, esp: Esp | None, keep: Path) -> int:
@@ -115,14 +123,18 @@ def _move_boot_efi(root: Path, esp: Esp | None, keep: Path) -> int:
     return esp.put_tree(keep, "/")
 
 
-def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target, devices: dict[int, str],
-                         esp: Esp | None, work: Path, phase: _Phases, image_esp: Path) -> list[str]:
+def _install_bootloaders(plan: Plan, root: Path, result: InstallResult, applied: AppliedStorage, esp: Esp | None,
+                         work: Path, phase: _Phases, image_esp: Path) -> list[str]:
+    storage, layout = result.storage, result.layout
+    boot_source = storage if result.stacked else layout
     kernels = plan.image.kernels
     kernel_args = " ".join(a for a in (plan.kernel_args,
                                        plan.storage.bootloader.append if plan.storage and plan.storage.bootloader
-                                       else "") if a)
+                                       else "",
+                                       *(storage_kernel_args(storage, initramfs_kind(root)) if result.stacked
+                                         else ())) if a)
     timeout = plan.storage.bootloader.timeout if plan.storage and plan.storage.bootloader else None
-    bootloader.write_grub_cfg(root, bootloader.grub_cfg(layout, kernels, title=plan.image.name,
+    bootloader.write_grub_cfg(root, bootloader.grub_cfg(boot_source, kernels, title=plan.image.name,
                                                         kernel_args=kernel_args,
                                                         timeout=3 if timeout is None else timeout))
     if plan.storage and plan.storage.bootloader and plan.storage.bootloader.location == "none":
@@ -130,30 +142,54 @@ def _install_bootloaders(plan: Plan, root: Path, layout: Layout, target: Target,
         return ["grub.cfg only"]
     done = []
     if plan.boot_mode in ("bios", "both"):
-        boot = next((p for p in layout.partitions if p.mountpoint == "/boot"), layout.root)
-        done.append(bootloader.install_bios(root, layout, target.path, work,
-                                            boot_device=devices[boot.number] if target.via_offset_loops else None))
+        boot_device = applied.path(storage.boot.device)
+        for disk in storage.disks:  # every disk with a BIOS boot partition: any one of them boots a RAID1
+            target = applied.targets[disk.key]
+            if disk.layout.by_role("biosboot") is None:
+                continue
+            done.append(bootloader.install_bios(root, boot_source, target.path, work,
+                                                boot_device=boot_device if target.via_offset_loops else None)
+                        + (f" on {target.path}" if result.stacked else ""))
     if plan.boot_mode in ("uefi", "both"):
-        uefi = bootloader.install_uefi(root, layout, esp, work, image_esp=image_esp, require_signed=plan.secure_boot)
+        uefi = bootloader.install_uefi(root, boot_source, esp, work, image_esp=image_esp,
+                                       require_signed=plan.secure_boot)
         done.append(uefi.description)
-        if not target.via_offset_loops and bootloader.add_efi_boot_entry(target.path, layout.by_role("esp").number,
-                                                                          plan.image.name, uefi.loader):
-            done.append(f"efibootmgr entry for {uefi.loader}")
+        for disk_path, number in _esp_partitions(storage, applied):
+            if bootloader.add_efi_boot_entry(disk_path, number, plan.image.name, uefi.loader):
+                done.append(f"efibootmgr entry for {uefi.loader}" + (f" on {disk_path}" if result.stacked else ""))
     return done
 
 
-def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, dry_run: bool = False,
+def _esp_partitions(storage: StoragePlan, applied: AppliedStorage) -> list[tuple[str, int]]:
+    """(disk, partition number) of the ESP, or of each member of an ESP on RAID1, on block devices only."""
+    esp = next((f for f in storage.filesystems if f.fstype == "vfat"), None)
+    if esp is None:
+        return []
+    refs = storage.stack_under(esp.device)
+    found = []
+    for ref in refs:
+        if ref.startswith("part:"):
+            _, key, number = ref.split(":")
+            target = applied.targets[key]
+            if not target.via_offset_loops:
+                found.append((target.path, int(number)))
+    return found
+
+
+def run_install(plan: Plan, target: Targets, reporter: Reporter, *, dry_run: bool = False,
                 wipe_flag: str = "--wipe", tls_verify: Verify = True) -> InstallResult:
-    """Install `plan` onto `target` (path, Target, or None = choose by the plan's disk hints); an https
-    image's certificate is checked with `tls_verify` (deployer.tls.trust)."""
+    """Install `plan` onto `target` (path, Target, {storage name: path/Target} for several disks, or None =
+    choose by the plan's disk names and hints); an https image's certificate is checked with `tls_verify`."""
     phase = _Phases(reporter)
     try:
         phase("start", f"installing image {plan.image.name} (deployment {plan.deployment_id})")
-        phase("disk", "choosing the disk and planning the layout")
-        resolved, layout = prepare(plan, target, wipe_flag=wipe_flag)
-        result = InstallResult(resolved, layout, render_sfdisk(layout), dry_run, root_uuid=layout.root.fs_uuid)
-        phase("disk", f"target {resolved.path} ({resolved.size / (1 << 30):.1f} GiB"
-                      f"{', image file' if resolved.is_file else ''})")
+        phase("disk", "choosing the disks and planning the storage")
+        targets, storage = prepare_storage(plan, target, wipe_flag=wipe_flag)
+        layout = storage.disks[0].layout
+        result = InstallResult(targets[0], layout, render_sfdisk(layout), dry_run, root_uuid=storage.root.uuid,
+                               storage=storage, targets=targets)
+        for t in targets:
+            phase("disk", f"target {t.path} ({t.size / (1 << 30):.1f} GiB{', image file' if t.is_file else ''})")
         if dry_run:
             if plan.boot_mode in ("uefi", "both"):
                 manifest = plan.image.manifest
@@ -163,8 +199,8 @@ def run_install(plan: Plan, target: str | Target | None, reporter: Reporter, *, 
         _check_other_sources_trusted(plan, tls_verify)
         with tempfile.TemporaryDirectory(prefix="metalstream-install-") as tmp:
             work = Path(tmp)
-            _apply(plan, resolved, layout, work, phase, result, tls_verify)
-        phase("finish", f"installed {plan.image.name} on {resolved.path}")
+            _apply(plan, work, phase, result, tls_verify)
+        phase("finish", f"installed {plan.image.name} on {', '.join(t.path for t in targets)}")
         reporter.result(success=True, phase="finish", root_uuid=result.root_uuid)
         return result
     except MetalstreamError as exc:
@@ -182,41 +218,52 @@ def _check_other_sources_trusted(plan: Plan, tls_verify: Verify) -> None:
         check_source_trusted(url, tls_verify)
 
 
-def _apply(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phases, result: InstallResult,
-           tls_verify: Verify) -> None:
-    phase("partition", f"wiping old signatures and writing a GPT with {len(layout.partitions)} partitions")
+def _apply(plan: Plan, work: Path, phase: _Phases, result: InstallResult, tls_verify: Verify) -> None:
+    storage = result.storage
+    phase("partition", "wiping old signatures and writing "
+          + "; ".join(f"a GPT with {len(d.layout.partitions)} partitions" + (f" on {d.path}" if result.stacked else "")
+                      for d in storage.disks))
     with HostKeyForge(work / "host-keys") as host_keys:
-        _write_disk(plan, target, layout, work, phase, result, host_keys, tls_verify)
+        _write_disk(plan, work, phase, result, host_keys, tls_verify)
     os.sync()
 
 
-def _write_disk(plan: Plan, target: Target, layout: Layout, work: Path, phase: _Phases, result: InstallResult,
-                host_keys: HostKeyForge, tls_verify: Verify) -> None:
-    blockdev.wipe(target)
-    blockdev.write_table(target, layout)
-    with blockdev.partition_devices(target, layout) as devices:
-        phase("mkfs", ", ".join(f"{p.fstype} on #{p.number}" for p in layout.partitions if p.fstype))
-        blockdev.make_filesystems(layout, devices)
-        esp_part = layout.by_role("esp")
-        esp = Esp(devices[esp_part.number]) if esp_part else None
-        with blockdev.mounted_tree(layout, devices, work / "root") as root:
-            phase("stream", "streaming " + " or ".join(plan.image.urls))
-            result.stream = stream_image(
-                plan.image.urls, root, sha256=plan.image.sha256, size=plan.image.size, verify=tls_verify,
-                progress=lambda done, total: phase.reporter.event("stream", "streaming image", done, total))
-            phase.current = "verify"
-            if result.stream.sha256 != plan.image.sha256:  # stream_image checks too; never trust one place only
-                raise ImageVerificationError(f"image sha256 {result.stream.sha256} != plan {plan.image.sha256}")
-            phase("verify", f"sha256 {result.stream.sha256[:16]}... matches the plan "
-                            f"({result.stream.bytes_read} bytes from {result.stream.origin}, "
-                            f"{result.stream.resumes} resume(s), {result.stream.failovers} failover(s))")
-            phase("configure", "fstab, hostname, network, keys, machine-id")
-            image_esp = work / "image-boot-efi"
-            moved = _move_boot_efi(root, esp, image_esp)
-            result.configured = configure_target(root, plan, layout, host_keys)
-            result.configured["esp_files"] = moved
-            phase("bootloader", f"boot mode {plan.boot_mode}")
-            result.bootloaders = _install_bootloaders(plan, root, layout, target, devices, esp, work, phase,
-                                                      image_esp)
-            phase("bootloader", "installed: " + ", ".join(result.bootloaders))
-            phase("finish", "writing everything to the disk and unmounting")
+def _write_disk(plan: Plan, work: Path, phase: _Phases, result: InstallResult, host_keys: HostKeyForge,
+                tls_verify: Verify) -> None:
+    storage = result.storage
+    with apply_storage(storage, plan.encryption_passphrase, work) as applied:
+        phase("mkfs", ", ".join(_made(storage)))
+        esp_fs = next((f for f in storage.filesystems if f.fstype == "vfat"), None)
+        esp = Esp(applied.path(esp_fs.device)) if esp_fs else None
+        root = applied.root
+        phase("stream", "streaming " + " or ".join(plan.image.urls))
+        result.stream = stream_image(
+            plan.image.urls, root, sha256=plan.image.sha256, size=plan.image.size, verify=tls_verify,
+            progress=lambda done, total: phase.reporter.event("stream", "streaming image", done, total))
+        phase.current = "verify"
+        if result.stream.sha256 != plan.image.sha256:  # stream_image checks too; never trust one place only
+            raise ImageVerificationError(f"image sha256 {result.stream.sha256} != plan {plan.image.sha256}")
+        phase("verify", f"sha256 {result.stream.sha256[:16]}... matches the plan "
+                        f"({result.stream.bytes_read} bytes from {result.stream.origin}, "
+                        f"{result.stream.resumes} resume(s), {result.stream.failovers} failover(s))")
+        phase("configure", "fstab, hostname, network, keys, machine-id"
+              + (", crypttab" if storage.crypts else "") + (", mdadm.conf" if storage.arrays else ""))
+        image_esp = work / "image-boot-efi"
+        moved = _move_boot_efi(root, esp, image_esp)
+        result.configured = configure_target(root, plan, storage if result.stacked else result.layout, host_keys)
+        result.configured["esp_files"] = moved
+        phase("bootloader", f"boot mode {plan.boot_mode}")
+        result.bootloaders = _install_bootloaders(plan, root, result, applied, esp, work, phase, image_esp)
+        phase("bootloader", "installed: " + ", ".join(result.bootloaders))
+        phase("finish", "writing everything to the disk and unmounting")
+
+
+def _made(storage: StoragePlan) -> list[str]:
+    """What the mkfs phase makes, as `fstype on #N` for partitions (the plain layout's wording)."""
+    made = []
+    for f in storage.filesystems:
+        where = f"#{f.device.rsplit(':', 1)[1]}" if f.device.startswith("part:") and len(storage.disks) == 1 \
+            else f.device
+        if (f"{f.fstype} on {where}") not in made:
+            made.append(f"{f.fstype} on {where}")
+    return made

@@ -1,6 +1,7 @@
 """`metalstream install`: the same install the agent does, onto a block device or a disk image file."""
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -29,20 +30,48 @@ def parse_size(text: str) -> int:
 def _print_dry_run(result, out) -> None:
     from .partition import describe
 
-    t = result.target
-    out.write(f"disk: {t.path} ({t.size} bytes, {t.size / (1 << 30):.1f} GiB"
-              f"{', disk image file' if t.is_file else ', block device'})\n\n")
-    out.write("partition plan:\n" + describe(result.layout) + "\n\n")
-    out.write("sfdisk script:\n" + result.sfdisk_script + "\n")
+    if result.stacked:
+        from .partition import render_sfdisk
+        from .storage.describe import describe as describe_storage
+
+        out.write("storage plan:\n" + describe_storage(result.storage) + "\n\n")
+        for disk in result.storage.disks:
+            out.write(f"partition plan of {disk.key or disk.path} ({disk.path}):\n" + describe(disk.layout) + "\n\n")
+            out.write("sfdisk script:\n" + render_sfdisk(disk.layout) + "\n")
+    else:
+        t = result.target
+        out.write(f"disk: {t.path} ({t.size} bytes, {t.size / (1 << 30):.1f} GiB"
+                  f"{', disk image file' if t.is_file else ', block device'})\n\n")
+        out.write("partition plan:\n" + describe(result.layout) + "\n\n")
+        out.write("sfdisk script:\n" + result.sfdisk_script + "\n")
     if result.uefi_loader:
         out.write(f"UEFI loader chain: {result.uefi_loader}\n\n")
     out.write("dry run: nothing was written\n")
 
 
+_NAMED = re.compile(r"([A-Za-z0-9_.:-]+)=(.+)")
+
+
+def _targets(given: tuple[str, ...]) -> str | dict[str, str]:
+    """One --to PATH, or several --to NAME=PATH (the storage section's disk names)."""
+    if len(given) == 1 and not (_NAMED.fullmatch(given[0]) and not os.path.exists(given[0])):
+        return given[0]
+    named = {}
+    for value in given:
+        match = _NAMED.fullmatch(value)
+        if match is None:
+            raise BadInput(f"{value!r}: with several disks give each as NAME=PATH", location="--to")
+        if match.group(1) in named:
+            raise BadInput(f"disk {match.group(1)} is given twice", location="--to")
+        named[match.group(1)] = match.group(2)
+    return named
+
+
 @click.command("install")
 @click.argument("image", required=False, metavar="IMAGE.json|URL")
-@click.option("--to", "target", required=True, metavar="DEVICE|FILE",
-              help="Block device (/dev/sdX) or disk image file to install onto.")
+@click.option("--to", "targets", required=True, multiple=True, metavar="DEVICE|FILE|NAME=DEVICE|FILE",
+              help="Block device (/dev/sdX) or disk image file to install onto; for a layout on several disks, "
+                   "each as NAME=PATH with the name the plan's storage uses (repeatable).")
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False), metavar="PLAN.json",
               help="A deploy plan (docs/contracts.md); then IMAGE may be omitted.")
 @click.option("--boot", type=click.Choice(["bios", "uefi", "both"]), default=None,
@@ -70,10 +99,10 @@ def _print_dry_run(result, out) -> None:
                    "(default: https is checked against the system trust store). A server that fails the check is "
                    "refused before the target is touched.")
 @ssh_options
-def install_command(image: str | None, target: str, plan_file: str | None, boot: str | None, size: str | None,
-                    wipe: bool, hostname: str | None, ssh_keys: tuple[str, ...], root_password_hash: str | None,
-                    kernel_args: str | None, encryption_passphrase_file: str | None, dry_run: bool, as_json: bool,
-                    ca: str | None, ssh_target: str | None,
+def install_command(image: str | None, targets: tuple[str, ...], plan_file: str | None, boot: str | None,
+                    size: str | None, wipe: bool, hostname: str | None, ssh_keys: tuple[str, ...],
+                    root_password_hash: str | None, kernel_args: str | None, encryption_passphrase_file: str | None,
+                    dry_run: bool, as_json: bool, ca: str | None, ssh_target: str | None,
                     ssh_identity: str | None, ssh_known_hosts: str | None) -> int:
     """Install an image onto a block device or a disk image file on this machine.
 
@@ -103,7 +132,10 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     pinned = ca_option_path(ca)
     passphrase = None if encryption_passphrase_file is None else read_secret_line(
         encryption_passphrase_file, "--encryption-passphrase-file")
+    target = _targets(targets)
     if ssh_target:
+        if isinstance(target, dict):
+            raise BadInput("--ssh installs onto one disk: give one --to", location="--to")
         forwarded = [*(["--boot", boot] if boot else []), *(["--size", size] if size else []),
                      *(["--wipe"] if wipe else []), *(["--hostname", hostname] if hostname else []),
                      *[a for k in ssh_keys for a in ("--ssh-key", k)],
@@ -123,7 +155,16 @@ def install_command(image: str | None, target: str, plan_file: str | None, boot:
     for n, url in enumerate(plan.image.urls):
         require_https(url, f"plan.image.urls[{n}]", pinned)
     check_source_trusted(plan.image.url, verify)  # before the target is created or opened
-    resolved = open_target(target, create_size=parse_size(size) if size else None)
+    create_size = parse_size(size) if size else None
+    if isinstance(target, dict):
+        if as_json:
+            raise BadInput("--json reports one disk: give one --to", location="--json")
+        given = {name: open_target(path, create_size=create_size) for name, path in target.items()}
+        result = run_install(plan, given, ConsoleReporter(sys.stdout), dry_run=dry_run, tls_verify=verify)
+        if dry_run:
+            _print_dry_run(result, sys.stdout)
+        return 0
+    resolved = open_target(target, create_size=create_size)
     if as_json:
         import json
 
