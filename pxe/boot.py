@@ -8,7 +8,8 @@ background sweeper (pxe.supervisor), never by a boot request.
 
 Each boot path a machine can take records itself on the deployment as its config is served
 (`BOOT_PATHS`): iPXE's per-MAC script over HTTP, GRUB's per-MAC config over HTTP, or GRUB's
-per-MAC config over TFTP after the signed shim and grub (the Secure Boot path).
+per-MAC config over TFTP after the signed shim and grub (the Secure Boot path), or the Secure Boot path's RAM disk
+image over UEFI HTTP boot (pxe.httpboot).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ BOOT_PATHS = {
     "ipxe": "iPXE over HTTP",
     "grub-http": "GRUB over HTTP",
     "shim-grub": "signed shim + grub over TFTP",
+    "shim-grub-http": "signed shim + grub over UEFI HTTP boot (RAM disk image)",
 }
 
 

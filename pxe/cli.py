@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import click
@@ -320,6 +321,11 @@ def _boot_paths(installer: dict | None, tftp_port: int | None, boot_path: str = 
         lines.append(f"boot path signed shim + grub over TFTP (Secure Boot): udp/{tftp_port} serves shimx64.efi, "
                      "grubx64.efi, grub/grub.cfg, grub/MAC.cfg, installer/vmlinuz and installer/initrd.img "
                      "(metalstream dnsmasq-config --uefi-loader shim)")
+    if _carries_signed_loaders(installer):
+        lines.append("boot path signed shim + grub over UEFI HTTP boot (Secure Boot): /boot/secureboot.img is a RAM "
+                     "disk image with shim, grub, the machine's config (by its MAC in this host's neighbour table) "
+                     "and the installer (metalstream dnsmasq-config --uefi-loader shim --dhcp-range ...)"
+                     + ("" if shutil.which("mcopy") else "; mtools is not installed: the image cannot be built"))
     if tftp_port is not None:
         lines.append(_uefi_default_line(boot_path))
     return lines
@@ -506,9 +512,10 @@ def dnsmasq_config(server_url, subnet, tftp_server, interface, uefi_loader, dhcp
 
     By default it is proxy DHCP: it hands out no leases, the existing DHCP server keeps doing that and
     dnsmasq only adds the PXE boot answer. With --dhcp-range, dnsmasq is the network's DHCP server.
-    UEFI HTTP boot clients are offered nothing (the signed GRUB of the Secure Boot path cannot fetch over
-    HTTP); they fall back to PXE. Save it as /etc/dnsmasq.d/metalstream.conf (check it with
-    `dnsmasq --test -C FILE`).
+    UEFI HTTP boot clients (client architecture 16) get the service's Secure Boot RAM disk image
+    (SERVER_URL/boot/secureboot.img: signed shim, signed GRUB, the machine's config and the installer) with
+    --uefi-loader shim --dhcp-range; otherwise they are offered nothing and fall back to PXE. Save it as
+    /etc/dnsmasq.d/metalstream.conf (check it with `dnsmasq --test -C FILE`).
 
     \b
     Examples:

@@ -4,6 +4,9 @@ server (the default), or dnsmasq as the only DHCP server of an isolated provisio
 Legacy BIOS PXE ROMs get iPXE (undionly.kpxe) over TFTP. UEFI x86-64 PXE clients get either iPXE
 (snponly.efi) or, for Secure Boot, the distribution's signed shim (shimx64.efi), which loads
 grubx64.efi and grub/grub.cfg from the same TFTP server. iPXE then fetches the boot script over HTTP.
+With the signed shim, UEFI HTTP boot clients (architecture 16, vendor class HTTPClient) are offered the URL of
+the service's Secure Boot RAM disk image (pxe.httpboot), when dnsmasq is the DHCP server (--dhcp-range): in
+proxy mode dnsmasq answers PXE clients only.
 
 Boot file names are given with their suffix: dnsmasq (2.76 and later) then adds no PXE layer suffix
 (".0"), so the client asks the TFTP server for exactly that name.
@@ -15,6 +18,7 @@ import re
 
 from metalstream.errors import BadInput
 
+from .httpboot import IMAGE_NAME
 from .render import SAFE_URL
 
 _IFACE = re.compile(r"^[A-Za-z0-9._-]{1,15}\Z")
@@ -28,6 +32,8 @@ UEFI_LOADERS: dict[str, tuple[str, str]] = {
 # DHCP option 93 values of x86-64 UEFI PXE clients. Given as numbers: dnsmasq swapped its names for
 # them (x86-64_EFI, BC_EFI) in 2.76, and firmware in the field sends either.
 UEFI_X64_ARCHES = (7, 9)
+UEFI_HTTP_X64_ARCH = 16
+HTTP_BOOT_IMAGE = f"/boot/{IMAGE_NAME}"
 LEASE_TIME = "12h"
 
 
@@ -64,8 +70,7 @@ def dnsmasq_config(*, server_url: str, subnet: str, tftp_server: str, interface:
     lines += [
         f"# Legacy BIOS PXE ROMs get iPXE ({BIOS_LOADER}) over TFTP from {tftp}.",
         *_uefi_comment(uefi_loader, uefi_file, tftp),
-        "# UEFI HTTP boot clients (architecture 16) are offered nothing and fall back to PXE: the signed",
-        "# GRUB of the Secure Boot path cannot fetch over HTTP.",
+        *_http_boot_comment(uefi_loader, dhcp_range is not None, server_url),
         "# iPXE, once running, gets the boot script's URL.",
         "port=0",
         "log-dhcp",
@@ -91,6 +96,13 @@ def dnsmasq_config(*, server_url: str, subnet: str, tftp_server: str, interface:
             f"dhcp-boot=tag:bios,tag:!ipxe,{BIOS_LOADER},,{tftp}",
             f"dhcp-boot=tag:uefi-x64,tag:!ipxe,{uefi_file},,{tftp}",
         ]
+        if uefi_loader == "shim":
+            # UEFI requires an HTTP boot offer to carry the vendor class HTTPClient back (option 60).
+            lines += [
+                f"dhcp-match=set:uefi-http,option:client-arch,{UEFI_HTTP_X64_ARCH}",
+                f"dhcp-boot=tag:uefi-http,{server_url}{HTTP_BOOT_IMAGE}",
+                "dhcp-option-force=tag:uefi-http,60,HTTPClient",
+            ]
     lines += [f"dhcp-boot=tag:ipxe,{server_url}/boot.ipxe", ""]
     return "\n".join(lines)
 
@@ -102,6 +114,18 @@ def _uefi_comment(uefi_loader: str, uefi_file: str, tftp) -> list[str]:
     return [f"# UEFI x86-64 PXE clients get the signed shim ({uefi_file}) over TFTP from {tftp}; shim loads",
             "# grubx64.efi and GRUB reads grub/grub.cfg, the installer's kernel and initramfs from the same",
             "# TFTP server."]
+
+
+def _http_boot_comment(uefi_loader: str, full_dhcp: bool, server_url: str) -> list[str]:
+    if uefi_loader == "shim" and full_dhcp:
+        return [f"# UEFI HTTP boot clients (architecture 16) get {server_url}{HTTP_BOOT_IMAGE}: a disk image",
+                "# the firmware boots from a RAM disk (signed shim, signed GRUB, this machine's config, the",
+                "# installer), as the signed GRUB cannot fetch over HTTP."]
+    if uefi_loader == "shim":
+        return ["# UEFI HTTP boot clients (architecture 16) are offered nothing and fall back to PXE: dnsmasq's",
+                "# proxy DHCP answers PXE clients only (with --dhcp-range they get the Secure Boot image)."]
+    return ["# UEFI HTTP boot clients (architecture 16) are offered nothing and fall back to PXE (with",
+            "# --uefi-loader shim --dhcp-range they get the Secure Boot RAM disk image over HTTP)."]
 
 
 def parse_dhcp_range(value: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[str, str]:

@@ -126,13 +126,14 @@ class Renderer:
         return self._render("local.grub.j2", mac=_check(mac, _SAFE_WORD, "MAC") if mac else None,
                             root_uuid=_check(root_uuid, _SAFE_FS_UUID, "filesystem UUID") if root_uuid else None)
 
-    # The signed network GRUB of the Secure Boot path reads everything over TFTP (it has no http module):
-    # its chain config, the per-MAC config, the kernel and the initramfs.
+    # The signed network GRUB of the Secure Boot path has no http module: it reads its chain config, the per-MAC
+    # config, the kernel and the initramfs over TFTP, or (UEFI HTTP boot, pxe.httpboot) from its RAM disk.
     def chain_tftp_grub(self) -> str:
         return self._render("tftp-chain.grub.j2")
 
-    def installer_tftp_grub(self, boot: InstallerBoot) -> str:
-        return self._render("tftp-installer.grub.j2", **_installer_values(boot, None))
+    def installer_tftp_grub(self, boot: InstallerBoot, *, source: str = "over TFTP") -> str:
+        """`source`: where GRUB reads /installer/vmlinuz and /installer/initrd.img from, for the header."""
+        return self._render("tftp-installer.grub.j2", source=source, **_installer_values(boot, None))
 
     def no_installer_grub(self, mac: str) -> str:
         return self._render("no-installer.grub.j2", mac=_check(mac, _SAFE_WORD, "MAC"))

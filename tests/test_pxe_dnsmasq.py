@@ -48,11 +48,27 @@ def test_shim_loader_goes_to_uefi_pxe_clients_only():
         'pxe-service=tag:!ipxe,9,"metalstream shim + GRUB (UEFI Secure Boot)",shimx64.efi,10.0.0.5',
     ]
     assert f"dhcp-boot=tag:ipxe,{URL}/boot.ipxe" in settings
-    # UEFI HTTP boot (architecture 16, vendor class HTTPClient) is never offered the shim path.
+    # Proxy DHCP: dnsmasq answers PXE clients only, so UEFI HTTP boot (architecture 16) is offered nothing here.
     assert not any("HTTPClient" in line or ",16," in line or "client-arch,16" in line for line in settings)
     comments = " ".join(line for line in _lines(uefi_loader="shim") if line.startswith("#"))
     assert "UEFI HTTP boot clients (architecture 16) are offered nothing" in comments
-    assert "cannot fetch over HTTP" in comments.replace("# ", "")
+    assert "proxy DHCP answers PXE clients only" in comments.replace("# ", "")
+
+
+def test_with_the_shim_and_dhcp_range_uefi_http_boot_gets_the_secure_boot_image():
+    """Architecture 16 (UEFI HTTP boot, x86-64) gets the URL of the service's RAM disk image, and the offer carries
+    the vendor class HTTPClient back, as UEFI requires of an HTTP boot offer."""
+    settings = _settings(uefi_loader="shim", dhcp_range="10.0.0.100,10.0.0.199")
+    http = ["dhcp-match=set:uefi-http,option:client-arch,16", f"dhcp-boot=tag:uefi-http,{URL}/boot/secureboot.img",
+            "dhcp-option-force=tag:uefi-http,60,HTTPClient"]
+    assert [line for line in settings if "uefi-http" in line] == http
+    assert "dhcp-boot=tag:uefi-x64,tag:!ipxe,shimx64.efi,,10.0.0.5" in settings  # PXE clients: as before
+    comments = " ".join(line for line in _lines(uefi_loader="shim", dhcp_range="10.0.0.100,10.0.0.199")
+                        if line.startswith("#")).replace("# ", "")
+    assert f"UEFI HTTP boot clients (architecture 16) get {URL}/boot/secureboot.img" in comments
+    # iPXE for UEFI: HTTP boot clients are offered nothing (they fall back to PXE)
+    assert not any("uefi-http" in line or "HTTPClient" in line
+                   for line in _settings(dhcp_range="10.0.0.100,10.0.0.199"))
 
 
 def test_dhcp_range_makes_dnsmasq_the_dhcp_server_and_names_boot_files_in_the_offer():
@@ -75,8 +91,9 @@ def test_help_explains_every_option():
     text = " ".join(result.stdout.split())
     for option in ("--server-url", "--subnet", "--tftp-server", "--interface", "--uefi-loader", "--dhcp-range"):
         assert option in text
-    for phrase in ("shimx64.efi", "grubx64.efi", "client architecture 7 and 9", "UEFI HTTP boot clients are offered "
-                   "nothing", "isolated provisioning network", "[default: ipxe]"):
+    for phrase in ("shimx64.efi", "grubx64.efi", "client architecture 7 and 9", "UEFI HTTP boot clients (client "
+                   "architecture 16) get the service's Secure Boot RAM disk image", "/boot/secureboot.img",
+                   "isolated provisioning network", "[default: ipxe]"):
         assert phrase in text, phrase
 
 
@@ -185,3 +202,7 @@ def test_each_client_asks_for_exactly_the_file_served(pxe_lan, mode):
                 (loader, arch, answers[arch])
         for arch in (7, 0):  # iPXE chained from either loader
             assert probe(arch, ipxe=True)["boot_file"] == "http://10.77.0.1:8080/boot.ipxe", (loader, arch)
+        if loader == "shim" and mode:  # UEFI HTTP boot, dnsmasq as the DHCP server: the Secure Boot image
+            http_boot = probe(16)
+            assert (http_boot["boot_file"], http_boot["offer"]["vendor_class"]) == (
+                "http://10.77.0.1:8080/boot/secureboot.img", "HTTPClient"), http_boot

@@ -166,8 +166,8 @@ class Deployment(BaseModel):
     root_uuid: str | None = None
     check_message: str | None = None
     request: dict = Field(description="the request as sent, secrets replaced by their sha256")
-    boot_path: str | None = Field(description="how the machine reached the installer: ipxe, grub-http or "
-                                              "shim-grub (null until its boot script is served)")
+    boot_path: str | None = Field(description="how the machine reached the installer: ipxe, grub-http, "
+                                              "shim-grub or shim-grub-http (null until its boot script is served)")
     first_stage: FirstStage | None = Field(description="the last first-stage loader it fetched over TFTP")
     secure_boot: SecureBootState
     events: list[dict] | None = None
