@@ -69,7 +69,7 @@ def lint(files: tuple[str, ...], strict: bool, as_json: bool, var_pairs: tuple[s
         for diagnostic in shown:
             click.echo(str(diagnostic), err=True)
         errors = sum(d.severity == "error" for d in shown)
-        warnings = len(shown) - errors
+        warnings = sum(d.severity == "warning" for d in shown)
         click.echo(f"{file}: {'FAILED' if errors else 'ok'} ({errors} error(s), {warnings} warning(s))", err=True)
         ignored = ignored_items(diagnostics)
         if ignored:

@@ -139,7 +139,7 @@ class Diagnostic:
     file: str
     line: int | None
     message: str
-    severity: str = "error"  # error | warning
+    severity: str = "error"  # error | warning | note (what the deploy needs besides the kickstart; --strict keeps it)
     ignored: str | None = None  # on a warning: the command or option it says is ignored ("text", "rootpw --allow-ssh")
 
     def __str__(self) -> str:

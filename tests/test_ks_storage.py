@@ -313,10 +313,13 @@ def test_a_layout_the_agent_cannot_build_as_written_is_an_error_at_its_line(tmp_
 
 # ------------------------------------------------------------------------------------------------- warnings
 
-def test_encrypted_needs_the_passphrase_in_the_plan_said_once(tmp_path: Path) -> None:
-    got = warnings(lint(tmp_path, LVM))
-    assert got == [(7, "--encrypted: the deploy plan must carry `encryption.passphrase` (the agent refuses a plan "
-                       "without one; the kickstart never holds it)")]
+def test_encrypted_needs_the_passphrase_in_the_plan_said_once_as_a_note(tmp_path: Path) -> None:
+    diagnostics = lint(tmp_path, LVM)
+    assert [(d.line, d.severity, d.message) for d in diagnostics] == [
+        (7, "note", "--encrypted: the deploy plan must carry `encryption.passphrase` (the agent refuses a plan "
+                    "without one; the kickstart never holds it)")]
+    assert lint_kickstart(tmp_path / "s.ks", strict=True) == diagnostics  # not a problem of the kickstart
+    assert parse_kickstart(tmp_path / "s.ks", strict=True).deploy.logvols[-1].encrypted
 
 
 @pytest.mark.parametrize(("header", "packages", "expected"), [
@@ -340,6 +343,13 @@ def test_raid_without_mdadm_names_the_groups_that_may_bring_it(tmp_path: Path) -
                         RPM, "%packages\n@core\n@server-product\nkernel\n%end\n"))
     assert got == [(9, "the layout uses RAID but %packages lacks mdadm (unless @server-product brings it): the "
                        "image's initramfs could not bring the RAID stack up at boot (add mdadm)")]
+
+
+def test_two_members_of_a_redundant_array_on_one_disk_is_a_warning(tmp_path: Path) -> None:
+    layout = BOOT + "part raid.01 --size=1024 --ondisk=sda\npart raid.02 --size=1024 --ondrive=sda\n" \
+                    "raid / --level=1 --device=md0 raid.01 raid.02\n"
+    assert warnings(lint(tmp_path, layout)) == [
+        (9, "raid /: raid.01 and raid.02 are both on sda: the array does not survive losing that disk")]
 
 
 # --------------------------------------------------------------------------------------------------- the CLI

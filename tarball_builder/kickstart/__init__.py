@@ -79,7 +79,7 @@ def parse_kickstart(path: str | Path, *, variables: dict | None = None, strict: 
     add-on); `template=True` renders every file as a Jinja2 template, not only *.j2 ones."""
     split, diagnostics = analyse_kickstart(path, variables=variables, template=template, family=family,
                                            release=release)
-    problems = [d for d in diagnostics if d.severity == "error" or strict]
+    problems = [d for d in diagnostics if d.severity == "error" or strict and d.severity == "warning"]
     if problems or split is None:
         raise KickstartError([as_strict(d) for d in problems] or diagnostics)
     return split
@@ -101,7 +101,7 @@ def parse_deploy_kickstart(path: str | Path, *, variables: dict | None = None, s
         deploy = split_deploy(parsed, findings, read_deploy_settings(parsed, findings), source.deferred)
         deploy.ssh_keys = ssh_keys(parsed, findings)
     diagnostics = findings.sorted()
-    problems = [d for d in diagnostics if d.severity == "error" or strict]
+    problems = [d for d in diagnostics if d.severity == "error" or strict and d.severity == "warning"]
     if problems or deploy is None:
         raise KickstartError([as_strict(d) for d in problems] or diagnostics)
     return deploy
@@ -155,7 +155,7 @@ def _parse(source, findings: Findings):
 
 
 def as_strict(diagnostic: Diagnostic) -> Diagnostic:
-    """The diagnostic as --strict reports it: every warning is an error."""
-    if diagnostic.severity == "error":
+    """The diagnostic as --strict reports it: every warning is an error (notes stay notes)."""
+    if diagnostic.severity != "warning":
         return diagnostic
     return replace(diagnostic, severity="error", message=f"{diagnostic.message} (--strict)")

@@ -20,7 +20,8 @@ from .adapter import AUTOPART_SCHEMES, CLEARPART_MODES, SCRIPT_PRE, Parsed
 from .deploy_addon import DeploySettings
 from .diagnostics import Findings
 from .network_split import split_network as _network
-from .storage_checks import Layout, check_storage
+from .storage_checks import check_storage
+from .storage_layout import Layout
 
 FSTYPES = ("ext4", "xfs", "vfat", "efi", "swap", "biosboot")
 ROOT_FSTYPES = ("ext4", "xfs")

@@ -35,6 +35,10 @@ class Findings:
     def warn(self, line: int | None, message: str) -> None:
         self._add(line or 0, Diagnostic(*self.locate(line), message, "warning"))
 
+    def note(self, line: int | None, message: str) -> None:
+        """Not a problem of the kickstart: something the deployment must bring besides it (--strict leaves it be)."""
+        self._add(line or 0, Diagnostic(*self.locate(line), message, "note"))
+
     def ignore(self, line: int | None, what: str, reason: str) -> None:
         """A warning that `what` (a command, "command --option" or "%section --option") is ignored, because `reason`."""
         file, at = self.locate(line)
