@@ -266,6 +266,9 @@ BAD = [
     ("esp-on-raid0", "part / --size=1 --grow\n" + "part raid.01 --size=512\npart raid.02 --size=512\n"
                      "raid /boot/efi --level=0 --device=esp raid.01 raid.02\n",
      [(8, f"raid /boot/efi: cannot be on RAID0: {GRUB}")]),
+    ("boot-on-encrypted-members", "part / --size=1 --grow\npart raid.01 --size=512 --encrypted\n"
+                                  "part raid.02 --size=512 --encrypted\nraid /boot --level=1 --device=boot raid.01 raid.02\n",
+     [(8, f"raid /boot: cannot be on LUKS: {GRUB}")]),
     ("root-on-lvm-without-boot", "part pv.01 --size=1024 --grow\nvolgroup vg pv.01\n"
                                  "logvol / --vgname=vg --name=root --size=1 --grow\n",
      [(7, f"/ is on LVM and the layout has no /boot: add `part /boot --size=1024` ({GRUB})")]),

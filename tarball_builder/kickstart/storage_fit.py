@@ -38,8 +38,9 @@ def check_boot(layout: Layout, findings: Findings) -> None:
         if volume.mountpoint in BOOT_MOUNTS:
             findings.error(line, f"btrfs {volume.mountpoint}: cannot be on btrfs: {GRUB_READS}")
     for line, raid in layout.raids:
-        if raid.mountpoint in BOOT_MOUNTS and (raid.level != "raid1" or raid.encrypted):
-            kind = "LUKS" if raid.encrypted else raid.level.upper()
+        encrypted = raid.encrypted or any(p.encrypted for _l, p in layout.parts if p.mountpoint in raid.members)
+        if raid.mountpoint in BOOT_MOUNTS and (raid.level != "raid1" or encrypted):
+            kind = "LUKS" if encrypted else raid.level.upper()
             findings.error(line, f"raid {raid.mountpoint}: cannot be on {kind}: {GRUB_READS}")
     if layout.autopart is not None:
         line, auto = layout.autopart
