@@ -22,6 +22,7 @@ from metalstream.errors import MetalstreamError
 
 from . import blockdev, bootloader
 from .blockdev import Target
+from .deferred import Resolver, run_deploy_time
 from .configure import HostKeyForge, configure_target
 from .disks import list_disks
 from .esp import Esp
@@ -177,12 +178,16 @@ def _esp_partitions(storage: StoragePlan, applied: AppliedStorage) -> list[tuple
 
 
 def run_install(plan: Plan, target: Targets, reporter: Reporter, *, dry_run: bool = False,
-                wipe_flag: str = "--wipe", tls_verify: Verify = True) -> InstallResult:
+                wipe_flag: str = "--wipe", tls_verify: Verify = True,
+                resolve_includes: Resolver | None = None) -> InstallResult:
     """Install `plan` onto `target` (path, Target, {storage name: path/Target} for several disks, or None =
-    choose by the plan's disk names and hints); an https image's certificate is checked with `tls_verify`."""
+    choose by the plan's disk names and hints); an https image's certificate is checked with `tls_verify`.
+    The plan's %pre scripts run first (also in a dry run: they decide the layout), then `resolve_includes`
+    merges the storage commands of the %includes they wrote (deployer.deferred)."""
     phase = _Phases(reporter)
     try:
         phase("start", f"installing image {plan.image.name} (deployment {plan.deployment_id})")
+        plan = run_deploy_time(plan, resolve_includes, phase)
         phase("disk", "choosing the disks and planning the storage")
         targets, storage = prepare_storage(plan, target, wipe_flag=wipe_flag)
         layout = storage.disks[0].layout

@@ -122,6 +122,7 @@ def install_command(image: str | None, targets: tuple[str, ...], plan_file: str 
       metalstream install out/debian.json --to /dev/sda --wipe --ssh root@rescue-host
     """
     from .blockdev import open_target
+    from .deferred import front_end_resolver
     from .install import run_install
     from .plan import load_plan_file, local_plan, with_options
     from .report import ConsoleReporter
@@ -155,12 +156,14 @@ def install_command(image: str | None, targets: tuple[str, ...], plan_file: str 
     for n, url in enumerate(plan.image.urls):
         require_https(url, f"plan.image.urls[{n}]", pinned)
     check_source_trusted(plan.image.url, verify)  # before the target is created or opened
+    resolver = front_end_resolver() if plan.storage and plan.storage.deferred_includes else None
     create_size = parse_size(size) if size else None
     if isinstance(target, dict):
         if as_json:
             raise BadInput("--json reports one disk: give one --to", location="--json")
         given = {name: open_target(path, create_size=create_size) for name, path in target.items()}
-        result = run_install(plan, given, ConsoleReporter(sys.stdout), dry_run=dry_run, tls_verify=verify)
+        result = run_install(plan, given, ConsoleReporter(sys.stdout), dry_run=dry_run, tls_verify=verify,
+                             resolve_includes=resolver)
         if dry_run:
             _print_dry_run(result, sys.stdout)
         return 0
@@ -171,10 +174,12 @@ def install_command(image: str | None, targets: tuple[str, ...], plan_file: str 
         from .existing import read_existing
         from .install_json import install_report
         existing = read_existing(resolved)  # before the install wipes it
-        result = run_install(plan, resolved, ConsoleReporter(sys.stderr), dry_run=dry_run, tls_verify=verify)
+        result = run_install(plan, resolved, ConsoleReporter(sys.stderr), dry_run=dry_run, tls_verify=verify,
+                             resolve_includes=resolver)
         click.echo(json.dumps(install_report(plan, result, existing), indent=2))
         return 0
-    result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run, tls_verify=verify)
+    result = run_install(plan, resolved, ConsoleReporter(sys.stdout), dry_run=dry_run, tls_verify=verify,
+                         resolve_includes=resolver)
     if dry_run:
         _print_dry_run(result, sys.stdout)
     return 0
