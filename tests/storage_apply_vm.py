@@ -27,7 +27,7 @@ sleep 30
 """
 
 
-def overlay(work: Path) -> Path:
+def overlay(work: Path, image: Path | None = None) -> Path:
     """The appended archive: /ms-init and /opt/ms with the packages and the check scripts (newc, uncompressed:
     the kernel unpacks concatenated archives in order, later files replacing earlier ones)."""
     tree = work / "overlay"
@@ -37,6 +37,10 @@ def overlay(work: Path) -> Path:
         shutil.copytree(REPO / package, tree / "opt/ms" / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("storage_plans.py", "storage_apply_checks.py"):
         shutil.copy(REPO / "tests" / name, tree / "opt/ms" / name)
+    if image is not None:  # a manifest and its tarball: the checks also run whole installs of it
+        (tree / "opt/ms/image").mkdir()
+        for path in (image, image.with_suffix(".tar.zst")):
+            shutil.copy(path, tree / "opt/ms/image" / path.name)
     (tree / "ms-init").write_text(INIT)
     os.chmod(tree / "ms-init", 0o755)
     files = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
@@ -47,12 +51,13 @@ def overlay(work: Path) -> Path:
     return archive
 
 
-def run_checks(kernel: Path, initramfs: Path, work: Path) -> list[dict]:
-    """Boot, run tests/storage_apply_checks.py on two fresh 4 GiB virtio disks, return its results."""
+def run_checks(kernel: Path, initramfs: Path, work: Path, image: Path | None = None) -> list[dict]:
+    """Boot, run tests/storage_apply_checks.py on two fresh 4 GiB virtio disks (and whole installs of the image
+    whose manifest is `image`), return its results."""
     work.mkdir(parents=True, exist_ok=True)
     combined = work / "initramfs"
     with open(combined, "wb") as out:
-        for part in (initramfs, overlay(work)):
+        for part in (initramfs, overlay(work, image)):
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out)
     disks = []

@@ -85,3 +85,25 @@ def btrfs_plan(path: str, size: int = 3 * GIB) -> StoragePlan:
     return StoragePlan(disks=(disk,), devices=(volume,), filesystems=(
         *_esp_boot_filesystems(disk), Filesystem(volume.ref, "btrfs", "/", volume.uuid, subvol="root"),
         Filesystem(volume.ref, "btrfs", "/home", volume.uuid, subvol="home", options="compress=zstd")))
+
+
+def install_specs() -> dict[str, tuple]:
+    """Deploy specs for whole installs in the installer VM: name -> (boot mode, spec, {disk: path}, passphrase)."""
+    from metalstream.contracts.deployspec import (ClearPart, DeploySpec, LogVolSpec, PartSpec, RaidSpec,
+                                                  VolGroupSpec)
+
+    lvm_luks = DeploySpec(zerombr=True, clearpart=ClearPart("all"), reqpart=True, reqpart_add_boot=True,
+                          partitions=[PartSpec("pv.01", size_mib=2000, grow=True, encrypted=True)],
+                          volgroups=[VolGroupSpec("vgsys", ["pv.01"])],
+                          logvols=[LogVolSpec("/", "root", "vgsys", fstype="ext4", size_mib=1500, grow=True),
+                                   LogVolSpec("swap", "swap", "vgsys", size_mib=128)])
+    raid = DeploySpec(zerombr=True, clearpart=ClearPart("all"), partitions=[
+        PartSpec("biosboot", fstype="biosboot", size_mib=1, ondisk="vda"),
+        PartSpec("biosboot", fstype="biosboot", size_mib=1, ondisk="vdb"),
+        *(PartSpec(f"raid.{kind}{n}", size_mib=size, grow=kind == "r", ondisk=disk)
+          for kind, size in (("e", 512), ("b", 400), ("r", 1500)) for n, disk in ((1, "vda"), (2, "vdb")))],
+        raids=[RaidSpec("/boot/efi", "esp", "raid1", ["raid.e1", "raid.e2"], fstype="efi"),
+               RaidSpec("/boot", "boot", "raid1", ["raid.b1", "raid.b2"], fstype="ext4"),
+               RaidSpec("/", "root", "raid1", ["raid.r1", "raid.r2"], fstype="ext4")])
+    return {"install-luks-lvm-uefi": ("uefi", lvm_luks, {"vda": "/dev/vda"}, PASSPHRASE),
+            "install-raid1-both": ("both", raid, {"vda": "/dev/vda", "vdb": "/dev/vdb"}, None)}

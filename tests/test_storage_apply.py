@@ -2,12 +2,15 @@
 
 btrfs and the plain parts run on this machine (loop devices over disk image files). md and device-mapper
 (RAID, LVM, LUKS) need a kernel that has them, which this machine's may not: those stacks are applied inside
-the installer (its kernel, its mdadm/lvm/cryptsetup) booted in qemu, once for all of them
-(tests/storage_apply_vm.py; about 5 minutes under TCG, so `slow`: `pytest -m slow tests/test_storage_apply.py`).
+the installer (its kernel, its mdadm/lvm/cryptsetup) booted in qemu, once for all of them, which then also
+runs two whole installs of the synthetic image (LUKS on LVM for UEFI, RAID1 on two disks for BIOS and UEFI)
+and reads back what they wrote (tests/storage_apply_vm.py; about 6 minutes under TCG on a loaded machine, so
+`slow`: `pytest -m slow tests/test_storage_apply.py`).
 The configure and boot-argument outputs per stack are checked as text.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -211,12 +214,12 @@ def test_refusals_come_before_the_first_write(tmp_path):
 # -- apply in the installer VM: LVM, RAID1, LUKS on LVM ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def vm_results(installer_build, tmp_path_factory) -> dict[str, dict]:
+def vm_results(installer_build, synthetic_image, tmp_path_factory) -> dict[str, dict]:
     from storage_apply_vm import run_checks
 
     manifest, out, _ = installer_build
     results = run_checks(out / manifest["kernel"]["file"], out / manifest["initramfs"]["file"],
-                         tmp_path_factory.mktemp("apply-vm"))
+                         tmp_path_factory.mktemp("apply-vm"), synthetic_image)
     return {r["name"]: r for r in results}
 
 
@@ -275,7 +278,41 @@ def test_vm_luks_root_on_lvm_with_the_planned_uuid(vm_results):
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.root
-@pytest.mark.parametrize("name", ["lvm", "raid1", "luks"])
+def test_vm_install_luks_on_lvm_uefi_tells_the_initramfs_to_unlock_root(vm_results):
+    result = _applied(vm_results, "install-luks-lvm-uefi")
+    assert result["bootloaders"] == ["grub-mkimage x86_64-efi"] and result["configured"]["crypttab"] == "1"
+    written = result["written"]
+    crypttab = next(v for k, v in written.items() if k.endswith(":etc/crypttab"))
+    name, source, key, options = _lines(crypttab)[0].split()
+    assert (source, key, options) == (f"UUID={name.removeprefix('luks-')}", "none", "luks,discard")
+    grub = next(v for k, v in written.items() if k.endswith(":grub/grub.cfg"))
+    assert f"root=UUID={result['root_uuid']} ro cryptopts=target={name},{source.replace('UUID=', 'source=UUID=')}," \
+           "luks,discard" in grub
+    fstab = next(v for k, v in written.items() if k.startswith("/dev/mapper/vgsys-root:etc/fstab"))
+    assert f"UUID={result['root_uuid']}  /  ext4" in fstab and "  none  swap  sw  0  0" in fstab
+    assert PASSPHRASE not in json.dumps(result)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.root
+def test_vm_install_raid1_puts_grub_on_both_disks_and_the_esp_on_md(vm_results):
+    result = _applied(vm_results, "install-raid1-both")
+    assert result["bootloaders"] == ["grub-bios-setup i386-pc on /dev/vda", "grub-bios-setup i386-pc on /dev/vdb",
+                                     "grub-mkimage x86_64-efi"]
+    written = result["written"]
+    assert written["assemble"].count("has been started with 2 drives") == 3
+    grub = next(v for k, v in written.items() if k.endswith(":grub/grub.cfg"))
+    assert "insmod part_gpt\ninsmod mdraid1x\ninsmod ext2\n" in grub
+    conf = next(v for k, v in written.items() if k.endswith(":etc/mdadm.conf"))
+    assert [line.split()[1] for line in _lines(conf) if line] == ["/dev/md/esp", "/dev/md/boot", "/dev/md/root"]
+    assert "ARRAY /dev/md/esp metadata=1.0 UUID=" in conf
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.root
+@pytest.mark.parametrize("name", ["lvm", "raid1", "luks", "install-luks-lvm-uefi", "install-raid1-both"])
 def test_vm_teardown_leaves_no_array_mapping_loop_or_mount(vm_results, name):
     after = vm_results[name]["after"]
     assert not [line for line in after["mdstat"].splitlines() if line.startswith("md")], after["mdstat"]
