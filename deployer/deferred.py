@@ -53,7 +53,7 @@ def run_deploy_time(plan: Plan, resolve: Resolver | None, event: Callable[[str, 
     if storage is None or not (storage.pre_scripts or storage.deferred_includes):
         return plan
     if storage.pre_scripts:
-        event("pre", f"running {len(storage.pre_scripts)} %pre script(s)")
+        event("disk", f"running {len(storage.pre_scripts)} %pre script(s)")
         run_pre_scripts(storage.pre_scripts, warn=lambda message: _warn(event, message))
     if not storage.deferred_includes:
         return dataclasses.replace(plan, storage=dataclasses.replace(storage, pre_scripts=[]))
@@ -64,13 +64,13 @@ def run_deploy_time(plan: Plan, resolve: Resolver | None, event: Callable[[str, 
     included = read_includes(storage.deferred_includes)
     merged = resolve(storage, included)
     for include, text in included:
-        event("pre", f"storage from %include {include.path} ({len(text.splitlines())} lines)")
+        event("disk", f"storage from %include {include.path} ({len(text.splitlines())} lines)")
     return dataclasses.replace(plan, storage=dataclasses.replace(merged, pre_scripts=[], deferred_includes=[]))
 
 
 def _warn(event: Callable[[str, str], None], message: str) -> None:
     log.warning("%s", message)
-    event("pre", f"warning: {message}")
+    event("disk", f"warning: {message}")
 
 
 def front_end_resolver() -> Resolver:

@@ -22,8 +22,8 @@ from metalstream.errors import MetalstreamError
 
 from . import blockdev, bootloader
 from .blockdev import Target
-from .deferred import Resolver, run_deploy_time
 from .configure import HostKeyForge, configure_target
+from .deferred import Resolver, run_deploy_time
 from .disks import list_disks
 from .esp import Esp
 from .partition import Layout, check_disk_use, render_sfdisk

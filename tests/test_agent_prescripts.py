@@ -92,8 +92,8 @@ def test_deploy_time_runs_the_pre_then_hands_the_written_text_to_the_resolver(tm
     plan = run_deploy_time(_plan(storage), resolve, lambda phase, message: events.append((phase, message)))
     assert seen == [[(DeferredInclude(path=str(include), line=5), "part / --grow\n")]]
     assert plan.storage.pre_scripts == [] and plan.storage.deferred_includes == []
-    assert events == [("pre", "running 1 %pre script(s)"),
-                      ("pre", f"storage from %include {include} (1 lines)")]
+    assert events == [("disk", "running 1 %pre script(s)"),
+                      ("disk", f"storage from %include {include} (1 lines)")]
 
 
 def test_without_a_resolver_a_deferred_include_is_refused_after_the_pre(tmp_path):
