@@ -86,14 +86,15 @@ def parse_kickstart(path: str | Path, *, variables: dict | None = None, strict: 
 
 
 def parse_deploy_kickstart(path: str | Path, *, variables: dict | None = None, strict: bool = False,
-                           template: bool = False) -> DeploySpec:
+                           template: bool = False, defer_includes: bool = False) -> DeploySpec:
     """The deploy spec of a deploy-time kickstart (layout, bootloader, network, keys) at `path`.
 
     Such a kickstart needs no %addon and no %packages; build commands in it are validated but unused.
+    `defer_includes`: every `%include` is left for the machine to read at deploy time (none is opened here).
     Raises KickstartError listing every problem (and, with strict=True, every warning).
     """
     findings = Findings(str(path))
-    source = expand(str(path), variables, findings, template)
+    source = expand(str(path), variables, findings, template, defer_includes=defer_includes)
     deploy = None
     if source is not None:
         parsed = _parse(source, findings)

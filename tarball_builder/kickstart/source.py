@@ -12,7 +12,8 @@ A problem in one file does not stop the others: a missing or unreadable include 
 `%include` line and the rest is expanded and parsed (`incomplete` then says that text is missing).
 An include that only exists on the machine being installed is deferred to deploy time, not an error:
 a path some `%pre` script of the kickstart mentions (the script writes it), or any path under the
-runtime directories /tmp, /run and /dev/shm.
+runtime directories /tmp, /run and /dev/shm. With `defer_includes` (a kickstart sent to the service) every
+`%include` is deferred and no included file is ever opened here.
 """
 from __future__ import annotations
 
@@ -42,8 +43,12 @@ class DeferredInclude:
 
     @property
     def message(self) -> str:
-        why = (f"written by %pre at {self.written_by}" if self.written_by else
-               "a runtime path (/tmp, /run, /dev/shm) that exists only on the machine being installed")
+        if self.written_by:
+            why = f"written by %pre at {self.written_by}"
+        elif self.path.startswith(RUNTIME_DIRS):
+            why = "a runtime path (/tmp, /run, /dev/shm) that exists only on the machine being installed"
+        else:
+            why = "read on the machine being installed, after its %pre scripts"
         return f"%include {self.path}: deferred to deploy time ({why})"
 
     def to_dict(self) -> dict:
@@ -77,13 +82,14 @@ class _Expansion:
     source: ExpandedSource
     lines: list[str] = field(default_factory=list)
     pre_scripts: list[tuple[str, int, str]] = field(default_factory=list)  # (file, header line, body)
+    defer_includes: bool = False  # every %include is read on the machine, none here
 
 
 def expand(path: str, variables: dict[str, str] | None, findings: Findings,
-           template: bool = False) -> ExpandedSource | None:
+           template: bool = False, defer_includes: bool = False) -> ExpandedSource | None:
     """Render and expand the kickstart at `path`; problems go to `findings`. None only when the kickstart
     itself cannot be read or rendered (there is nothing to parse)."""
-    state = _Expansion(variables, template, findings, ExpandedSource())
+    state = _Expansion(variables, template, findings, ExpandedSource(), defer_includes=defer_includes)
     findings.origins = state.source.origins  # grows as files are read: problems found on the way sort in place
     if not _expand_file(Path(path), state, stack=[]):
         return None
@@ -169,7 +175,10 @@ def _deferred(include: str, file: str, line: int, state: _Expansion) -> Deferred
     for pre_file, pre_line, body in state.pre_scripts:
         if mentioned.search(body):
             return DeferredInclude(include, file, line, written_by=f"{pre_file}:{pre_line}")
-    if include.startswith(RUNTIME_DIRS):
+    if include.startswith(RUNTIME_DIRS) or state.defer_includes:
+        if not include.startswith("/"):
+            state.findings.error_at(file, line, f"%include {include}: a file read on the machine at deploy time "
+                                                "needs an absolute path")
         return DeferredInclude(include, file, line)
     return None
 
