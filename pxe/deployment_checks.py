@@ -52,15 +52,21 @@ def encrypted_lines(storage: dict | None) -> list[int | None]:
 def check_encryption(storage: dict | None, passphrase: str | None) -> None:
     """An encrypted layout needs the passphrase; a layout that encrypts nothing is given none (a passphrase there is
     a mistake: the disks would be plaintext). BadInput at `encryption_passphrase`; its value is never quoted.
-    (A kickstart sent to the service has no `%include`, so its whole layout is known here.)"""
+    A layout with a deferred `%include` is only known on the machine: a passphrase is then accepted (the agent's
+    planner refuses an encrypted layout without one, before any write)."""
     lines = encrypted_lines(storage)
     if lines and passphrase is None:
         raise BadInput(f"is required: the kickstart encrypts devices with --encrypted{_kickstart_lines(lines)}, and "
                        "their LUKS passphrase comes from here, never from the kickstart",
                        location="encryption_passphrase")
-    if passphrase is not None and not lines:
+    if passphrase is not None and not lines and not deferred_layout(storage):
         raise BadInput("the deployment's layout encrypts nothing (no --encrypted in its kickstart): leave the "
                        "passphrase out, or encrypt a device", location="encryption_passphrase")
+
+
+def deferred_layout(storage: dict | None) -> bool:
+    """Part of the layout is in a `%include` the machine's %pre writes: the service cannot see all of it."""
+    return bool((storage or {}).get("deferred_includes"))
 
 
 def named_disks(storage: dict | None) -> set[str]:
@@ -78,7 +84,7 @@ def check_disk_names(request: dict, storage: dict | None) -> None:
     """Per-disk hints (`disks`) only for disk names the kickstart uses (a layout without disk names goes to the disk
     `disk_hints` selects). BadInput at `disks.NAME`."""
     hinted = request.get("disks") or {}
-    if not hinted:
+    if not hinted or deferred_layout(storage):  # the deferred part may name the disks: the agent's choice checks
         return
     named = named_disks(storage)
     for name in hinted:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .schemas.agent import Event, EventAccepted, Result, ResultAccepted
+from .schemas.agent import Event, EventAccepted, MergedStorage, Result, ResultAccepted, StorageIncludes
 from .schemas.common import BmcFailure, Error
 from .schemas.deployments import Deployment, DeploymentCreate, DeploymentFilters, DeploymentList
 from .schemas.images import Image, ImageAdd, ImageList
@@ -117,6 +117,9 @@ OPERATIONS: tuple[Operation, ...] = (
               agent=True),
     Operation("post", "/api/v1/agent/result", "Report the final result", "agent", {"200": ResultAccepted},
               body=Result, agent=True),
+    Operation("post", "/api/v1/agent/storage", "Merge the storage commands of the deferred %includes the %pre "
+              "scripts wrote (read on the machine) into the deployment's storage", "agent", {"200": MergedStorage},
+              body=StorageIncludes, agent=True),
     Operation("post", "/api/v1/agent/inspection", "Report this machine's hardware facts (inspection token: enlist "
               "or refresh; agent token: refresh the deployment's machine)", "agent", {"200": InspectionAccepted},
               body=InspectionReport, agent=True, conflicts=True),

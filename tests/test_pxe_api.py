@@ -430,7 +430,7 @@ def test_deploy_time_kickstart_becomes_the_plans_storage(pxe_env):
 @pytest.mark.parametrize("text,field,words", [
     ("clearpart --all\npart / --fstype=ext4 --size=abc\n", "kickstart:2", "size"),
     ("part / --fstype=ext4 --size=100\nfrobnicate\n", "kickstart:2", "frobnicate"),
-    ("part / --size=100\n%include /etc/shadow\n", "kickstart:2", "%include"),
+    ("part / --size=100\n%ksappend http://127.0.0.1/more.ks\n", "kickstart:2", "%ksappend"),
     ("{% include 'x' %}\n", "kickstart:1", "template"),
     ("clearpart --all\npart / --size=99999999999999999999\n", "kickstart:2", "larger than any disk"),
 ])

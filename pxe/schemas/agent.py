@@ -57,3 +57,26 @@ class EventAccepted(BaseModel):
 class ResultAccepted(BaseModel):
     accepted: bool
     state: str = Field(description="the deployment's state after the result")
+
+
+MAX_INCLUDES = 8
+MAX_INCLUDE_TEXT = 256 * 1024  # deployer.deferred reads no more
+
+
+class IncludedText(Request):
+    """One deferred `%include` as the agent read it on the machine after the %pre scripts ran."""
+
+    path: str = Field(min_length=2, max_length=4096, pattern=r"^/[^\x00]*$")
+    line: int | None = Field(None, ge=1, le=rules.MAX_INT)
+    text: str = Field(max_length=MAX_INCLUDE_TEXT)
+
+
+class StorageIncludes(Request):
+    """The texts of the deployment's deferred `%include`s, each the one its kickstart names at that line."""
+
+    includes: list[IncludedText] = Field(min_length=1, max_length=MAX_INCLUDES)
+
+
+class MergedStorage(BaseModel):
+    storage: dict = Field(description="the deployment's storage (deploy spec) with the included storage commands "
+                                      "merged in, to install instead of the plan's")

@@ -5,10 +5,10 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
-from .. import authguard, deployments, imagestore, states
+from .. import authguard, deployments, imagestore, kickstart_input, states
 from ..errors import Unauthorized
 from ..plan import build_plan
-from ..schemas.agent import Event, Result
+from ..schemas.agent import Event, Result, StorageIncludes
 from ..schemas.base import parse
 from . import inspection as inspection_views
 from .common import base_url, bearer_token, json_body, service
@@ -65,6 +65,17 @@ def result():
     svc = service()
     new_state = deployments.record_result(svc.engine, g.deployment, outcome, check_after=time.time())
     return jsonify({"accepted": True, "state": new_state})
+
+
+@bp.post("/storage")
+def storage():
+    """The deployment's storage with the storage commands of its deferred %includes merged in (the agent read them
+    on the machine after the %pre scripts; it has no kickstart front end of its own)."""
+    body = parse(StorageIncludes, json_body())
+    _seen()
+    merged = kickstart_input.merge_deferred(g.deployment["storage"],
+                                            [(i.path, i.line, i.text) for i in body.includes])
+    return jsonify({"storage": merged})
 
 
 bp.add_url_rule("/inspection", "inspection", inspection_views.report, methods=["POST"])
