@@ -24,7 +24,9 @@ from metalstream.errors import BadInput, MetalstreamError, OperationFailed
 
 from . import inspect, kexec
 from .agentlog import AgentLog
+from .deferred import Resolver
 from .firmware import read_secure_boot
+from .include_service import service_resolver
 from .inspect_agent import send_facts
 from .report import ConsoleReporter, HttpReporter, TeeReporter
 from .retry import answer_with_backoff
@@ -147,7 +149,8 @@ def run_agent(options: AgentOptions, *, out: TextIO, reboot: Callable[[], None] 
         if collect_facts is not None:  # the service refreshes the machine's hardware facts on every deployment
             send_facts(session, server, verify=verify, collect=collect_facts)
         held = _HeldResult(reporter)
-        code, outcome = _install(plan, options, held, service, verify)
+        code, outcome = _install(plan, options, held, service, verify,
+                                 service_resolver(session, server, verify=verify))
         method = kexec.FIRMWARE
         if code == 0:
             try:
@@ -211,12 +214,13 @@ class _HeldResult:
             self.held = None
 
 
-def _install(plan, options: AgentOptions, reporter: _HeldResult, service: HttpReporter, verify: Verify):
-    """(exit code, the install's result or None)."""
+def _install(plan, options: AgentOptions, reporter: _HeldResult, service: HttpReporter, verify: Verify,
+             resolve_includes: Resolver):
+    """(exit code, the install's result or None); the service merges deferred %includes (`resolve_includes`)."""
     from .install import run_install
 
     try:
-        outcome = run_install(plan, options.target, reporter, tls_verify=verify)
+        outcome = run_install(plan, options.target, reporter, tls_verify=verify, resolve_includes=resolve_includes)
     except MetalstreamError as exc:
         log.error("install failed in phase %s: %s", service.phase or "start", exc)
         if not service.result_sent:

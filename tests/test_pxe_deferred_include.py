@@ -3,6 +3,15 @@ wrote and the service's kickstart front end merges it into the deployment's stor
 from __future__ import annotations
 
 import json
+import threading
+
+import pytest
+import requests
+
+from deployer.deferred import run_deploy_time
+from deployer.include_service import service_resolver
+from metalstream.contracts.plan import Plan
+from metalstream.errors import BadInput
 
 from fixtures_pxe import PXE_MAC
 
@@ -94,3 +103,46 @@ def test_a_passphrase_with_a_deferred_layout_is_accepted(pxe_env):
                                         "encryption_passphrase": "correct horse battery"})
     assert response.status_code == 201, response.get_json()
     assert "correct horse" not in json.dumps(response.get_json())
+
+
+@pytest.fixture
+def served(pxe_env):
+    """The service of pxe_env over real HTTP on loopback (the agent's requests session talks to it)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, pxe_env.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+def _agent_session(pxe_env) -> requests.Session:
+    session = requests.Session()
+    session.headers.update(_agent(pxe_env))
+    return session
+
+
+def test_the_agent_runs_the_pre_and_the_service_merges_what_it_wrote(pxe_env, served, tmp_path):
+    include = tmp_path / "part-include"
+    pxe_env.pending(kickstart=f"%pre --erroronfail\nn=$(ls /sys/block | wc -l)\necho \"part / --fstype=xfs --grow\" "
+                              f"> {include}\n%end\npart /boot/efi --fstype=efi --size=200\n%include {include}\n")
+    session = _agent_session(pxe_env)
+    plan = Plan.from_json(session.get(f"{served}/api/v1/agent/plan", timeout=10).json())
+    events = []
+    merged = run_deploy_time(plan, service_resolver(session, served, verify=True),
+                             lambda phase, message: events.append(message))
+    assert [(p.mountpoint, p.fstype) for p in merged.storage.partitions] == [("/boot/efi", "efi"), ("/", "xfs")]
+    assert merged.storage.pre_scripts == [] and merged.storage.deferred_includes == []
+    assert events[-1] == f"storage from %include {include} (1 lines)"
+
+
+def test_the_agent_fails_with_the_services_located_refusal(pxe_env, served, tmp_path):
+    include = tmp_path / "part-include"
+    pxe_env.pending(kickstart=f"%pre\nprintf 'part /srv --size=100\\n' > {include}\n%end\n%include {include}\n")
+    session = _agent_session(pxe_env)
+    plan = Plan.from_json(session.get(f"{served}/api/v1/agent/plan", timeout=10).json())
+    with pytest.raises(BadInput) as caught:
+        run_deploy_time(plan, service_resolver(session, served, verify=True), lambda phase, message: None)
+    assert str(caught.value).startswith(f"{include}:1: the layout has no `/`")
