@@ -65,7 +65,15 @@ def run_deploy_time(plan: Plan, resolve: Resolver | None, event: Callable[[str, 
     merged = resolve(storage, included)
     for include, text in included:
         event("disk", f"storage from %include {include.path} ({len(text.splitlines())} lines)")
+    if plan.encryption_passphrase is None and _encrypts(merged):  # the service could not see this layout
+        raise BadInput("the layout encrypts devices (--encrypted) but the plan gives no passphrase "
+                       "(encryption_passphrase)", location=include_location(storage.deferred_includes[0]))
     return dataclasses.replace(plan, storage=dataclasses.replace(merged, pre_scripts=[], deferred_includes=[]))
+
+
+def _encrypts(spec: DeploySpec) -> bool:
+    devices = [*spec.partitions, *spec.logvols, *spec.raids, *([spec.autopart] if spec.autopart else [])]
+    return any(getattr(device, "encrypted", False) for device in devices)
 
 
 def _warn(event: Callable[[str, str], None], message: str) -> None:

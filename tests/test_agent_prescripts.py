@@ -148,3 +148,16 @@ def test_install_stops_before_any_write_when_the_include_is_wrong(synthetic_imag
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{include}:1: the layout has no `/`" in result.stderr
     assert Path(disk).read_bytes().count(0) == 1 << 30  # untouched
+
+
+def test_an_included_encrypted_layout_without_a_passphrase_is_refused_before_the_disks(tmp_path):
+    include = tmp_path / "part-include"
+    storage = DeploySpec(pre_scripts=[PreScript(
+        script=f"printf 'part /boot --size=1024\\npart / --grow --size=1000 --encrypted\\n' > {include}\n")],
+                         deferred_includes=[DeferredInclude(path=str(include), line=5)])
+    from tarball_builder.kickstart.fragment import merge_includes
+
+    with pytest.raises(BadInput) as caught:
+        run_deploy_time(_plan(storage), merge_includes, lambda phase, message: None)
+    assert str(caught.value) == (f"%include {include} (kickstart line 5): the layout encrypts devices (--encrypted) "
+                                 "but the plan gives no passphrase (encryption_passphrase)")
