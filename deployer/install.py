@@ -236,8 +236,7 @@ def _apply(plan: Plan, work: Path, phase: _Phases, result: InstallResult, tls_ve
 def _write_disk(plan: Plan, work: Path, phase: _Phases, result: InstallResult, host_keys: HostKeyForge,
                 tls_verify: Verify) -> None:
     storage = result.storage
-    with apply_storage(storage, plan.encryption_passphrase, work) as applied:
-        phase("mkfs", ", ".join(_made(storage)))
+    with apply_storage(storage, plan.encryption_passphrase, work, phase=phase) as applied:
         esp_fs = next((f for f in storage.filesystems if f.fstype == "vfat"), None)
         esp = Esp(applied.path(esp_fs.device)) if esp_fs else None
         root = applied.root
@@ -261,14 +260,3 @@ def _write_disk(plan: Plan, work: Path, phase: _Phases, result: InstallResult, h
         result.bootloaders = _install_bootloaders(plan, root, result, applied, esp, work, phase, image_esp)
         phase("bootloader", "installed: " + ", ".join(result.bootloaders))
         phase("finish", "writing everything to the disk and unmounting")
-
-
-def _made(storage: StoragePlan) -> list[str]:
-    """What the mkfs phase makes, as `fstype on #N` for partitions (the plain layout's wording)."""
-    made = []
-    for f in storage.filesystems:
-        where = f"#{f.device.rsplit(':', 1)[1]}" if f.device.startswith("part:") and len(storage.disks) == 1 \
-            else f.device
-        if (f"{f.fstype} on {where}") not in made:
-            made.append(f"{f.fstype} on {where}")
-    return made

@@ -60,6 +60,7 @@ def run_checks(kernel: Path, initramfs: Path, work: Path, image: Path | None = N
         for part in (initramfs, overlay(work, image)):
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out)
+            out.write(bytes(-out.tell() % 4))  # the kernel finds the next archive on a 4-byte boundary, skipping zeros
     disks = []
     for name in ("vda", "vdb"):
         disk = work / f"{name}.img"

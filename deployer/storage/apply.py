@@ -20,7 +20,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from metalstream import proc
 from metalstream.errors import BadInput, OperationFailed
@@ -60,7 +60,9 @@ def disk_target(disk: PlannedDisk) -> Target:
 
 
 @contextmanager
-def apply_storage(plan: StoragePlan, passphrase: str | None, work: Path) -> Iterator[AppliedStorage]:
+def apply_storage(plan: StoragePlan, passphrase: str | None, work: Path, *,
+                  phase: Callable[[str, str], None] | None = None) -> Iterator[AppliedStorage]:
+    """`phase(name, message)` is told when the filesystems are made ("mkfs"), for the install's reporting."""
     if plan.crypts and not passphrase:
         raise BadInput("the layout encrypts devices but the plan gives no passphrase", location="encryption")
     targets = {disk.key: disk_target(disk) for disk in plan.disks}
@@ -78,12 +80,26 @@ def apply_storage(plan: StoragePlan, passphrase: str | None, work: Path) -> Iter
                 applied.devices[part_ref(disk.key, number)] = device
         for device in plan.devices:
             _create(device, plan, applied, passphrase, stack, work)
+        if phase is not None:
+            phase("mkfs", ", ".join(made(plan)))
         for fs in plan.filesystems:
             argv = blockdev.fs_argv(fs.fstype, fs.uuid, fs.label, applied.path(fs.device))
             if argv:  # btrfs was made with its volume
                 proc.run(argv)
         stack.enter_context(_mounted_tree(plan, applied))
         yield applied
+
+
+def made(plan: StoragePlan) -> list[str]:
+    """The filesystems as `fstype on #N` (a partition of the only disk: the plain layout's wording) or on the
+    reference of the device that holds them."""
+    found = []
+    for f in plan.filesystems:
+        where = f"#{f.device.rsplit(':', 1)[1]}" if f.device.startswith("part:") and len(plan.disks) == 1 \
+            else f.device
+        if f"{f.fstype} on {where}" not in found:
+            found.append(f"{f.fstype} on {where}")
+    return found
 
 
 def _wipe_signatures(device: str) -> None:
