@@ -65,9 +65,13 @@ def run_deploy_time(plan: Plan, resolve: Resolver | None, event: Callable[[str, 
     merged = resolve(storage, included)
     for include, text in included:
         event("disk", f"storage from %include {include.path} ({len(text.splitlines())} lines)")
-    if plan.encryption_passphrase is None and _encrypts(merged):  # the service could not see this layout
+    # The service could not see this layout: its passphrase rule (pxe.deployment_checks) applies here.
+    if plan.encryption_passphrase is None and _encrypts(merged):
         raise BadInput("the layout encrypts devices (--encrypted) but the plan gives no passphrase "
                        "(encryption_passphrase)", location=include_location(storage.deferred_includes[0]))
+    if plan.encryption_passphrase is not None and not _encrypts(merged):
+        raise BadInput("the plan gives a passphrase but the layout encrypts nothing (no --encrypted): the disks "
+                       "would be plaintext", location=include_location(storage.deferred_includes[0]))
     return dataclasses.replace(plan, storage=dataclasses.replace(merged, pre_scripts=[], deferred_includes=[]))
 
 

@@ -2,6 +2,7 @@
 `metalstream install` writes onto a disk image file."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -161,3 +162,15 @@ def test_an_included_encrypted_layout_without_a_passphrase_is_refused_before_the
         run_deploy_time(_plan(storage), merge_includes, lambda phase, message: None)
     assert str(caught.value) == (f"%include {include} (kickstart line 5): the layout encrypts devices (--encrypted) "
                                  "but the plan gives no passphrase (encryption_passphrase)")
+
+
+def test_a_passphrase_for_an_included_layout_that_encrypts_nothing_is_refused(tmp_path):
+    include = tmp_path / "part-include"
+    storage = DeploySpec(pre_scripts=[PreScript(script=f"echo 'part / --grow --size=1000' > {include}\n")],
+                         deferred_includes=[DeferredInclude(path=str(include), line=5)])
+    from tarball_builder.kickstart.fragment import merge_includes
+
+    plan = dataclasses.replace(_plan(storage), encryption_passphrase="not for plaintext")
+    with pytest.raises(BadInput, match="encrypts nothing") as caught:
+        run_deploy_time(plan, merge_includes, lambda phase, message: None)
+    assert "not for plaintext" not in str(caught.value)
