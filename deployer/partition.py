@@ -170,6 +170,8 @@ def request_from_part(part: PartSpec, index: int, memory_mib: int | None) -> Req
     if role == "swap":
         size = _swap_mib(where, memory_mib, part.hibernation) if part.recommended or part.hibernation \
             else part.size_mib or SWAP_DEFAULT_MIB
+        if part.recommended and part.max_size_mib is not None:
+            size = min(size, part.max_size_mib)
         return Request("swap", "swap", "swap", size, part.grow, part.max_size_mib, part.label, None, where,
                        source=index)
     if not part.mountpoint.startswith("/"):

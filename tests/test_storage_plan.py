@@ -450,3 +450,24 @@ def test_encrypted_plain_autopart_encrypts_root_and_swap_and_keeps_boot_plain():
     assert [(c.backing, c.cipher, c.line) for c in p.crypts] == [("part::4", "aes-xts-plain64", 2),
                                                                  ("part::5", "aes-xts-plain64", 2)]
     assert p.root.device == p.crypts[1].ref and p.boot.device == "part::3"
+
+
+def test_autopart_swap_from_memory_takes_at_most_a_tenth_of_the_disk():
+    """anaconda's swap_suggestion: a 12 GiB machine would get 6 GiB of swap, but on a 6 GiB disk at most 614 MiB."""
+    from deployer.storage.planner import plan_storage
+    from deployer.storage.model import TargetDisk
+    from metalstream.contracts.deployspec import AutoPart, DeploySpec
+
+    for scheme in ("lvm", "btrfs"):
+        spec = DeploySpec(autopart=AutoPart(scheme=scheme, noswap=False, nohome=False))
+        plan = plan_storage(spec, "uefi", [TargetDisk("", "disk.img", 6 << 30)], image_bytes=1 << 30,
+                            memory_bytes=12 << 30)
+        swap = [f for f in plan.filesystems if f.fstype == "swap"]
+        assert len(swap) == 1
+        text = " ".join(plan.notes)
+        sizes = [lv.size_mib for lv in plan.devices if getattr(lv, "name", "") == "swap"] or \
+            [p.size * 512 // (1 << 20) for d in plan.disks for p in d.layout.partitions if p.role == "swap"]
+        assert sizes and sizes[0] <= 6 * 1024 // 10 + 4, (scheme, sizes, text)
+    big = plan_storage(DeploySpec(autopart=AutoPart(scheme="lvm", noswap=False)), "uefi",
+                       [TargetDisk("", "disk.img", 200 << 30)], image_bytes=1 << 30, memory_bytes=12 << 30)
+    assert [lv.size_mib for lv in big.devices if getattr(lv, "name", "") == "swap"] == [6 * 1024]

@@ -29,6 +29,7 @@ BTRFS_LABEL = "system"
 THIN_POOL = "pool00"
 ROOT_MAX_WITH_HOME_MIB = 70 * GIB_MIB
 HOME_MIN_MIB = 500
+MAX_SWAP_DISK_RATIO = 10  # anaconda's swap_suggestion: recommended swap takes at most a tenth of the disk
 
 
 def needs_expanding(spec: DeploySpec | None) -> bool:
@@ -36,8 +37,9 @@ def needs_expanding(spec: DeploySpec | None) -> bool:
     return bool(auto and (auto.scheme != "plain" or auto.encrypted))
 
 
-def expand_autopart(spec: DeploySpec) -> DeploySpec:
-    """`spec` with its autopart replaced by the commands anaconda's layout for it amounts to."""
+def expand_autopart(spec: DeploySpec, disk_mib: int | None = None) -> DeploySpec:
+    """`spec` with its autopart replaced by the commands anaconda's layout for it amounts to, on a disk of
+    `disk_mib` MiB (which caps the swap sized from memory, as anaconda does, unless it is for hibernation)."""
     auto = spec.autopart
     where = "storage.autopart" + (f" (kickstart line {auto.line})" if auto.line else "")
     if auto.scheme not in ("plain", "lvm", "thinp", "btrfs"):
@@ -50,7 +52,9 @@ def expand_autopart(spec: DeploySpec) -> DeploySpec:
     crypt = {"encrypted": auto.encrypted, "luks_version": auto.luks_version, "cipher": auto.cipher}
     fstype = auto.fstype or "ext4"
     parts = [] if auto.noboot else [PartSpec("/boot", fstype="ext4", size_mib=BOOT_DEFAULT_MIB, line=line)]
-    swap = None if auto.noswap else {"recommended": not auto.hibernation, "hibernation": auto.hibernation}
+    swap = None if auto.noswap else {"recommended": not auto.hibernation, "hibernation": auto.hibernation,
+                                     "max_size_mib": disk_mib // MAX_SWAP_DISK_RATIO
+                                     if disk_mib and not auto.hibernation else None}
     home = not auto.nohome
     if auto.scheme == "plain":
         if swap:

@@ -81,8 +81,11 @@ def _base_extents(i: int, lv: LogVolSpec, pe_kib: int, memory_mib: int | None, n
             raise BadInput("swap sized from memory (--recommended/--hibernation) needs the machine's memory size",
                            location=where("logvols", i, lv.line))
         size = recommended_swap_mib(memory_mib, hibernation=lv.hibernation)
+        if lv.max_size_mib is not None and size > lv.max_size_mib:
+            size = lv.max_size_mib
         notes.append(f"swap {lv.vgname}/{lv.name}: {size} MiB for {memory_mib} MiB of memory"
-                     + (" (hibernation)" if lv.hibernation else ""))
+                     + (" (hibernation)" if lv.hibernation else "")
+                     + (" (at most --maxsize / a tenth of the disk)" if size == lv.max_size_mib else ""))
     elif lv.size_mib is not None:
         size = lv.size_mib
     elif lv.grow:

@@ -50,7 +50,7 @@ def plan_storage(spec: DeploySpec | None, boot_mode: str, disks: list[TargetDisk
         raise BadInput("no disk chosen", location="disk")
     memory_mib = memory_bytes // MIB if memory_bytes is not None else None
     if needs_expanding(spec):
-        spec = expand_autopart(spec)
+        spec = expand_autopart(spec, disks[0].size // MIB if disks else None)
     parts = spec.partitions if spec else []
     if (spec is None or not spec.stacked) and (
             len(disks) == 1 or all(not p.ondisk or _answers_to(disks[0], p.ondisk) for p in parts)):
