@@ -245,3 +245,22 @@ def pxe_server(request, tmp_path_factory, pxe_installer, pxe_server_database) ->
     service.public_url = service.url
     with service:
         yield PxeServer(service, admin, "big", big_size, "small", tftp_port, pxe_server_database, db_url)
+
+
+def write_signed_installer(directory: Path, *, kernel_repeats: int = 400, initrd_bytes: int = 200_000) -> Path:
+    """A fake installer manifest in `directory` carrying (fake, small) signed loaders: shim and network grub beside
+    its kernel (for the Secure Boot TFTP and HTTP boot tests)."""
+    import os
+
+    from metalstream.contracts.manifests import file_entry, installer_manifest, write_document
+
+    (directory / "vmlinuz").write_bytes(b"MZ fake signed kernel\n" * kernel_repeats)
+    (directory / "initrd.img").write_bytes(os.urandom(initrd_bytes))
+    (directory / "shimx64.efi").write_bytes(b"MZ fake shim\n" * 700)
+    (directory / "grubx64.efi").write_bytes(b"MZ fake grubnetx64\n" * 900)
+    manifest = installer_manifest(
+        name="installer", kernel=file_entry(directory / "vmlinuz"), initramfs=file_entry(directory / "initrd.img"),
+        kernel_version="6.1.0-test", created=1700000000, kickstart_sha256="0" * 64,
+        initramfs_uncompressed_size=initrd_bytes, file_count=2, module_count=0, agent_sha256="0" * 64,
+        secure_boot={"shim": file_entry(directory / "shimx64.efi"), "grub": file_entry(directory / "grubx64.efi")})
+    return write_document(directory / "installer.json", manifest)

@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from conftest import require_tools
-from fixtures_pxe import PXE_MAC
-from metalstream.contracts.manifests import file_entry, installer_manifest, write_document
+from fixtures_pxe import PXE_MAC, write_signed_installer
+from metalstream.contracts.manifests import write_document
 from pxe import deployments, httpboot
 
 OTHER_MAC = "52:54:00:ab:cd:ef"
@@ -23,17 +23,7 @@ OTHER_MAC = "52:54:00:ab:cd:ef"
 @pytest.fixture(scope="module")
 def signed_installer(tmp_path_factory) -> Path:
     """A fake installer carrying (fake, small) signed loaders; the kernel's size is odd on purpose."""
-    directory = tmp_path_factory.mktemp("signed-installer")
-    (directory / "vmlinuz").write_bytes(b"MZ fake signed kernel\n" * 401)
-    (directory / "initrd.img").write_bytes(os.urandom(3_000_001))
-    (directory / "shimx64.efi").write_bytes(b"MZ fake shim\n" * 700)
-    (directory / "grubx64.efi").write_bytes(b"MZ fake grubnetx64\n" * 900)
-    manifest = installer_manifest(
-        name="installer", kernel=file_entry(directory / "vmlinuz"), initramfs=file_entry(directory / "initrd.img"),
-        kernel_version="6.1.0-test", created=1700000000, kickstart_sha256="0" * 64,
-        initramfs_uncompressed_size=3_000_001, file_count=2, module_count=0, agent_sha256="0" * 64,
-        secure_boot={"shim": file_entry(directory / "shimx64.efi"), "grub": file_entry(directory / "grubx64.efi")})
-    return write_document(directory / "installer.json", manifest)
+    return write_signed_installer(tmp_path_factory.mktemp("signed-installer"), kernel_repeats=401, initrd_bytes=3000001)
 
 
 class LiveService:

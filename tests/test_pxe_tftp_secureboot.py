@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_pxe import PXE_MAC, free_udp_port
-from metalstream.contracts.manifests import file_entry, installer_manifest, write_document
+from fixtures_pxe import PXE_MAC, free_udp_port, write_signed_installer
+from metalstream.contracts.manifests import installer_manifest
 from pxe import deployments, firststage_store, supervisor, tftp
 
 ARP_HEADER = "IP address       HW type     Flags       HW address            Mask     Device\n"
@@ -28,17 +28,7 @@ def arp_line(address: str, mac: str, flags: str = "0x2", device: str = "lo") -> 
 @pytest.fixture(scope="session")
 def signed_installer(tmp_path_factory) -> Path:
     """A fake installer that carries (fake, small) signed loaders: shim and network grub beside its kernel."""
-    directory = tmp_path_factory.mktemp("signed-installer")
-    (directory / "vmlinuz").write_bytes(b"MZ fake signed kernel\n" * 400)
-    (directory / "initrd.img").write_bytes(os.urandom(200_000))
-    (directory / "shimx64.efi").write_bytes(b"MZ fake shim\n" * 700)
-    (directory / "grubx64.efi").write_bytes(b"MZ fake grubnetx64\n" * 900)
-    manifest = installer_manifest(
-        name="installer", kernel=file_entry(directory / "vmlinuz"), initramfs=file_entry(directory / "initrd.img"),
-        kernel_version="6.1.0-test", created=1700000000, kickstart_sha256="0" * 64,
-        initramfs_uncompressed_size=200_000, file_count=2, module_count=0, agent_sha256="0" * 64,
-        secure_boot={"shim": file_entry(directory / "shimx64.efi"), "grub": file_entry(directory / "grubx64.efi")})
-    return write_document(directory / "installer.json", manifest)
+    return write_signed_installer(tmp_path_factory.mktemp("signed-installer"), kernel_repeats=400, initrd_bytes=200000)
 
 
 class Tftp:
