@@ -14,7 +14,6 @@ import requests
 
 from conftest import require_tools
 from fixtures_pxe import PXE_MAC, write_signed_installer
-from metalstream.contracts.manifests import write_document
 from pxe import deployments, httpboot
 
 OTHER_MAC = "52:54:00:ab:cd:ef"
