@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from fixtures_pxe import PXE_MAC, free_udp_port, write_signed_installer
-from metalstream.contracts.manifests import installer_manifest
 from pxe import deployments, firststage_store, supervisor, tftp
 
 ARP_HEADER = "IP address       HW type     Flags       HW address            Mask     Device\n"
