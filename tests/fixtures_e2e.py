@@ -159,3 +159,21 @@ def qemu_processes_for(spec) -> list[str]:
     from lab.vm import qemu_processes_using
 
     return qemu_processes_using(spec.disk)
+
+
+def ssh_run(lab: E2eLab, port: int, command: str) -> str:
+    """Run `command` as root on a deployed lab VM (SSH on loopback `port`, the service's deploy key); its stdout.
+    Fails the test when the command exits non-zero."""
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect("127.0.0.1", port=port, username="root", key_filename=str(lab.service.data_dir / "deploy_key"),
+                       timeout=30, banner_timeout=30, auth_timeout=30, look_for_keys=False, allow_agent=False)
+        _, stdout, stderr = client.exec_command(command, timeout=60)
+        out = stdout.read().decode()
+        assert stdout.channel.recv_exit_status() == 0, f"{command!r}: {stderr.read().decode()}"
+        return out
+    finally:
+        client.close()

@@ -14,29 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_e2e import DEPLOY_TIMEOUT, lab_vm_spec
+from fixtures_e2e import DEPLOY_TIMEOUT, lab_vm_spec, ssh_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]
 
 IPXE_BANNER = re.compile(r"iPXE \d+\.\d+")  # printed by the NIC's boot ROM each time the firmware starts it
 GRUB_BOOTING = "Booting `"  # grub starting a menu entry
 TIMES: dict[str, float] = {}
-
-
-def _ssh(lab, port: int, command: str) -> str:
-    import paramiko
-
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    try:
-        client.connect("127.0.0.1", port=port, username="root", key_filename=str(lab.service.data_dir / "deploy_key"),
-                       timeout=30, banner_timeout=30, auth_timeout=30, look_for_keys=False, allow_agent=False)
-        _, stdout, stderr = client.exec_command(command, timeout=30)
-        out = stdout.read().decode()
-        assert stdout.channel.recv_exit_status() == 0, stderr.read().decode()
-        return out
-    finally:
-        client.close()
 
 
 def _deploy(lab, name: str, reboot_method: str) -> dict:
@@ -58,9 +42,9 @@ def _deploy(lab, name: str, reboot_method: str) -> dict:
         seconds = clock.since("vm_power_on")
         assert final["state"] == "active", (f"deployment ended {final['state']}: {final.get('error')} "
                                             f"{final.get('check_message')}\nserial log: {spec.serial_log}")
-        root_uuid = _ssh(lab, spec.ssh_port, "findmnt -no UUID /").strip()
-        cmdline = _ssh(lab, spec.ssh_port, "cat /proc/cmdline").strip()
-        efi = _ssh(lab, spec.ssh_port, "test -d /sys/firmware/efi && echo uefi || echo none").strip()
+        root_uuid = ssh_run(lab, spec.ssh_port, "findmnt -no UUID /").strip()
+        cmdline = ssh_run(lab, spec.ssh_port, "cat /proc/cmdline").strip()
+        efi = ssh_run(lab, spec.ssh_port, "test -d /sys/firmware/efi && echo uefi || echo none").strip()
         serial = vm.serial_text()
     TIMES[reboot_method] = seconds
     print(f"power-on -> active with a {reboot_method} reboot: {seconds:.1f} s")
