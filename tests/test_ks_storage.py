@@ -271,9 +271,9 @@ BAD = [
      [(8, f"raid /boot: cannot be on LUKS: {GRUB}")]),
     ("root-on-lvm-without-boot", "part pv.01 --size=1024 --grow\nvolgroup vg pv.01\n"
                                  "logvol / --vgname=vg --name=root --size=1 --grow\n",
-     [(7, f"/ is on LVM and the layout has no /boot: add `part /boot --size=1024` ({GRUB})")]),
+     [(7, f"/ is on LVM and the layout has no /boot: add `part /boot --size=1024` or `reqpart --add-boot` ({GRUB})")]),
     ("root-on-btrfs-without-boot", "part btrfs.01 --size=1024\nbtrfs / --label=r btrfs.01\n",
-     [(6, f"/ is on btrfs and the layout has no /boot: add `part /boot --size=1024` ({GRUB})")]),
+     [(6, f"/ is on btrfs and the layout has no /boot: add `part /boot --size=1024` or `reqpart --add-boot` ({GRUB})")]),
     ("lv-larger-than-vg", BOOT + "part pv.01 --size=1024\npart pv.02 --size=1024\nvolgroup vg pv.01 pv.02\n"
                           "logvol / --vgname=vg --name=root --size=2049\n",
      [(10, "logvol /: --size=2049 MiB is larger than volume group vg (at most 2048 MiB from its fixed-size members)")]),
@@ -373,3 +373,14 @@ def test_ks_lint_prints_the_stacks_and_the_json_carries_them(tmp_path: Path) -> 
     assert document["volgroups"][0]["pvs"] == ["pv.01"] and document["logvols"][0]["mountpoint"] == "/"
     assert document["deferred_includes"] == [{"path": "/tmp/more", "line": 18}]
     assert document["pre_scripts"][0]["interpreter"] == "/usr/bin/bash"
+
+
+def test_reqpart_add_boot_gives_a_stacked_root_its_plain_boot(tmp_path):
+    """`reqpart --add-boot` makes the plain /boot grub reads, so / may sit on btrfs, LVM or LUKS."""
+    from tarball_builder.kickstart import parse_deploy_kickstart
+
+    ks = tmp_path / "deploy.ks"
+    ks.write_text("zerombr\nclearpart --all --initlabel\nreqpart --add-boot\npart btrfs.01 --size=3000 --grow\n"
+                  "btrfs none --label=system btrfs.01\nbtrfs / --subvol --name=root system\n")
+    spec = parse_deploy_kickstart(ks)
+    assert spec.reqpart_add_boot and [b.name for b in spec.btrfs if b.subvol] == ["root"]

@@ -45,7 +45,8 @@ def split_deploy(parsed: Parsed, findings: Findings, settings: DeploySettings, d
     spec.zerombr = bool(h.zerombr.zerombr)
     spec.reqpart = bool(h.reqpart.reqpart)
     spec.reqpart_add_boot = bool(h.reqpart.reqpart and h.reqpart.addBoot)
-    layout = Layout(ignoredisk=spec.ignoredisk, complete=parsed.complete and not deferred)
+    layout = Layout(ignoredisk=spec.ignoredisk, complete=parsed.complete and not deferred,
+                    reqpart_boot=spec.reqpart_add_boot)
     if h.autopart.autopart:
         spec.autopart = _autopart(parsed, findings, original)
         layout.autopart = (parsed.line_of("autopart"), spec.autopart)

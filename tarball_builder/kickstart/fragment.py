@@ -124,6 +124,7 @@ def _merge(base: DeploySpec, fragment: _Fragment, findings: Findings) -> tuple[D
         logvols=[(placed(v), v) for v in base.logvols] + got.logvols,
         raids=[(placed(r), r) for r in base.raids] + got.raids,
         btrfs=[(placed(b), b) for b in base.btrfs] + got.btrfs,
+        reqpart_boot=base.reqpart_add_boot or fragment.spec.reqpart_add_boot,
     )
     one = fragment.spec
     merged = dataclasses.replace(

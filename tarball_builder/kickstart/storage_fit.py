@@ -48,11 +48,11 @@ def check_boot(layout: Layout, findings: Findings) -> None:
             findings.error(line, f"autopart --noboot: the {auto.scheme}{' encrypted' if auto.encrypted else ''} "
                                  f"layout needs its plain /boot: {GRUB_READS}")
     root = _root_stack(layout)
-    has_boot = any(m == "/boot" for _line, m, _what in mounts(layout))
+    has_boot = layout.reqpart_boot or any(m == "/boot" for _line, m, _what in mounts(layout))
     if root is not None and not has_boot and layout.complete:
         line, kind = root
         findings.error(line, f"/ is on {kind} and the layout has no /boot: add `part /boot --size=1024` "
-                             f"({GRUB_READS})")
+                             f"or `reqpart --add-boot` ({GRUB_READS})")
 
 
 def _pv_size(name: str, layout: Layout) -> int | None:

@@ -26,6 +26,7 @@ class Layout:
     autopart: tuple[int, AutoPart] | None = None
     ignoredisk: IgnoreDisk | None = None
     complete: bool = True  # False: a deferred or missing %include may hold more storage lines
+    reqpart_boot: bool = False  # `reqpart --add-boot`: the agent adds a plain /boot
 
 
 def mounts(layout: Layout) -> list[tuple[int, str, str]]:
