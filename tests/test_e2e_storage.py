@@ -49,6 +49,23 @@ btrfs /home --subvol --name=home system
 part /srv --fstype=ext4 --size=500 --grow --ondisk=vdb
 bootloader --timeout=1
 """
+PRE_BTRFS_TWO_DISKS = """zerombr
+clearpart --all --initlabel --drives=vda,vdb
+reqpart --add-boot
+bootloader --timeout=1
+%pre --erroronfail
+set -- $(ls /sys/block | grep '^vd' | sort)
+[ $# -ge 2 ] || { echo "two disks wanted, found: $*" >&2; exit 1; }
+cat > /tmp/storage-include <<LAYOUT
+part btrfs.01 --size=3000 --grow --ondisk=$1
+btrfs none --label=system --data=single btrfs.01
+btrfs / --subvol --name=root system
+btrfs /home --subvol --name=home system
+part /srv --fstype=ext4 --size=500 --grow --ondisk=$2
+LAYOUT
+%end
+%include /tmp/storage-include
+"""
 LUKS_ON_LVM = """zerombr
 clearpart --all --initlabel
 reqpart --add-boot
@@ -143,11 +160,12 @@ def test_autopart_lvm_boots_on_its_volume_group(storage_lab):
     assert swap and boot == "ext4", (swap, boot)
 
 
-def test_btrfs_subvolumes_and_a_second_disk_by_name(storage_lab):
-    """Acceptance 3 and 5: btrfs root and home subvolumes on vda; /srv on vdb, chosen by --ondisk and a serial hint."""
+def test_pre_writes_a_btrfs_layout_over_two_disks(storage_lab):
+    """Acceptance 3, 5 and 6: a %pre finds the two disks and writes the layout the kickstart %includes — btrfs root
+    and home subvolumes on vda, /srv on vdb, which the plan's serial hint must match."""
     lab, _ = storage_lab
-    vm, spec, _ = _deploy(storage_lab, "st-btrfs", "uefi", BTRFS_TWO_DISKS, disks=2,
-                          hints={"vdb": {"serial": "ms-st-btrfs-d1"}})
+    vm, spec, final = _deploy(storage_lab, "st-btrfs", "uefi", PRE_BTRFS_TWO_DISKS, disks=2,
+                              hints={"vdb": {"serial": "ms-st-btrfs-d1"}})
     with vm:
         mounts = ssh_run(lab, spec.ssh_port, "findmnt -rno TARGET,FSTYPE,OPTIONS / /home /srv")
         subvols = ssh_run(lab, spec.ssh_port, "btrfs subvolume list /")
@@ -158,6 +176,8 @@ def test_btrfs_subvolumes_and_a_second_disk_by_name(storage_lab):
     assert rows["/home"][0] == "btrfs" and "subvol=/home" in rows["/home"][1], mounts
     assert rows["/srv"][0] == "ext4" and srv_serial == "ms-st-btrfs-d1", (mounts, srv_disk, srv_serial)
     assert re.search(r"path root$", subvols, re.M) and re.search(r"path home$", subvols, re.M), subvols
+    assert any("storage from %include /tmp/storage-include" in (e["message"] or "") for e in final["events"]), \
+        [e["message"] for e in final["events"]]
 
 
 def test_a_wrong_disk_hint_fails_before_the_first_write(storage_lab):
