@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metalstream import rootfs
 from metalstream.contracts.plan import Plan
-from metalstream.errors import MetalstreamError
+from metalstream.errors import BadInput, MetalstreamError
 
 from . import blockdev, bootloader
 from .blockdev import Target
@@ -102,6 +102,11 @@ def prepare_storage(plan: Plan, target: Targets, *, wipe_flag: str = "--wipe") -
         blockdev.refuse_if_in_use(t)
     storage = plan_storage(plan.storage, plan.boot_mode, [d for d, _ in disks],
                            image_bytes=plan.image.uncompressed_size, memory_bytes=memory_bytes())
+    if storage.crypts and not plan.encryption_passphrase:
+        first = storage.crypts[0]
+        raise BadInput("the layout encrypts devices (--encrypted) but the plan gives no passphrase "
+                       "(plan `encryption.passphrase`; `--encryption-passphrase-file`)",
+                       location="storage" + (f" (kickstart line {first.line})" if first.line else ""))
     permission = plan.storage if len(disks) == 1 or plan.storage is None \
         else dataclasses.replace(plan.storage, partitions=[])  # --ondisk was checked by the planner
     written = {d.path for d in storage.disks}

@@ -471,3 +471,24 @@ def test_autopart_swap_from_memory_takes_at_most_a_tenth_of_the_disk():
     big = plan_storage(DeploySpec(autopart=AutoPart(scheme="lvm", noswap=False)), "uefi",
                        [TargetDisk("", "disk.img", 200 << 30)], image_bytes=1 << 30, memory_bytes=12 << 30)
     assert [lv.size_mib for lv in big.devices if getattr(lv, "name", "") == "swap"] == [6 * 1024]
+
+
+def test_an_encrypted_layout_without_a_passphrase_is_refused_at_plan_time_at_its_line(tmp_path):
+    """`--encrypted` and no `encryption.passphrase`: refused while planning (also for --dry-run), at the kickstart
+    line of the first encrypted device, and the disk image file is never created."""
+    from deployer.blockdev import open_target
+    from deployer.install import prepare_storage
+    from metalstream.contracts.deployspec import PartSpec, VolGroupSpec
+    from metalstream.contracts.plan import ImageRef, Plan
+
+    spec = DeploySpec(reqpart=True, reqpart_add_boot=True,
+                      partitions=[PartSpec("pv.01", size_mib=3000, grow=True, encrypted=True, line=4)],
+                      volgroups=[VolGroupSpec("vg", ["pv.01"], line=5)],
+                      logvols=[LogVolSpec("/", "root", "vg", fstype="ext4", size_mib=2000, grow=True, line=6)])
+    image = ImageRef(name="img", url="/nonexistent/img.tar.zst", sha256="0" * 64, size=1)
+    disk = tmp_path / "disk.img"
+    with pytest.raises(BadInput, match="no passphrase") as refused:
+        prepare_storage(Plan(image=image, storage=spec, boot_mode="uefi"),
+                        {"vda": open_target(str(disk), create_size=6 << 30)})
+    assert refused.value.location == "storage (kickstart line 4)"
+    assert not disk.exists()
