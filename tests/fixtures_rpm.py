@@ -10,6 +10,11 @@ with the real rpmbuild and indexes it with createrepo_c (comps.xml gives the `ms
     msgrouped       mandatory member of @msgroup
     msexcluded      default member of @msgroup, for -msexcluded
     msrpm           stand-in for Fedora 36+'s rpm: answers `rpm --eval %{_dbpath}`, links the rpmdb like its %pre
+    msdracut        Provides: dracut; its /usr/bin/dracut writes a dummy initramfs naming the dracut.conf.d files
+    msmdadm, mslvm2, mscryptsetup, msbtrfs-progs
+                    Provides: mdadm, lvm2, cryptsetup, btrfs-progs; dummy programs at the real paths
+    msnetworkmanager
+                    Provides: NetworkManager; a dummy /usr/sbin/NetworkManager
 """
 from __future__ import annotations
 
