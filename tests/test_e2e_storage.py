@@ -167,7 +167,7 @@ def test_pre_writes_a_btrfs_layout_over_two_disks(storage_lab):
     vm, spec, final = _deploy(storage_lab, "st-btrfs", "uefi", PRE_BTRFS_TWO_DISKS, disks=2,
                               hints={"vdb": {"serial": "ms-st-btrfs-d1"}})
     with vm:
-        mounts = ssh_run(lab, spec.ssh_port, "findmnt -rno TARGET,FSTYPE,OPTIONS / /home /srv")
+        mounts = ssh_run(lab, spec.ssh_port, "for m in / /home /srv; do findmnt -rno TARGET,FSTYPE,OPTIONS -M $m; done")
         subvols = ssh_run(lab, spec.ssh_port, "btrfs subvolume list /")
         srv_disk = ssh_run(lab, spec.ssh_port, "lsblk -no PKNAME $(findmnt -no SOURCE /srv)").strip()
         srv_serial = ssh_run(lab, spec.ssh_port, f"cat /sys/block/{srv_disk}/serial").strip()
