@@ -5,7 +5,8 @@ system sits on the stack the kickstart asked for. (The agent builds RAID, LVM an
 host's kernel may have no device-mapper or md driver.)
 
 The image is kickstarts/debian-storage.ks (debian-minimal plus mdadm, lvm2, cryptsetup, btrfs-progs), built
-once per session. The RAID boots (whole and with each disk removed) and the LUKS boot are `slow`:
+once per session. The %pre-written btrfs layout on two disks, the RAID boots (whole and with each disk removed)
+and the LUKS boot are `slow`:
     .venv/bin/python -m pytest -m slow tests/test_e2e_storage.py -s
 """
 from __future__ import annotations
@@ -160,6 +161,7 @@ def test_autopart_lvm_boots_on_its_volume_group(storage_lab):
     assert swap and boot == "ext4", (swap, boot)
 
 
+@pytest.mark.slow
 def test_pre_writes_a_btrfs_layout_over_two_disks(storage_lab):
     """Acceptance 3, 5 and 6: a %pre finds the two disks and writes the layout the kickstart %includes — btrfs root
     and home subvolumes on vda, /srv on vdb, which the plan's serial hint must match."""
