@@ -36,6 +36,7 @@ from .storage.choose import choose_disks
 from .storage.model import StoragePlan, TargetDisk
 from .storage.planner import plan_storage
 from .stream import ImageVerificationError, StreamResult, stream_image
+from .writeback import EarlyWriteback
 from .tls import Verify, check_source_trusted
 
 log = logging.getLogger("metalstream.install")
@@ -245,23 +246,24 @@ def _write_disk(plan: Plan, work: Path, phase: _Phases, result: InstallResult, h
         esp_fs = next((f for f in storage.filesystems if f.fstype == "vfat"), None)
         esp = Esp(applied.path(esp_fs.device)) if esp_fs else None
         root = applied.root
-        phase("stream", "streaming " + " or ".join(plan.image.urls))
-        result.stream = stream_image(
-            plan.image.urls, root, sha256=plan.image.sha256, size=plan.image.size, verify=tls_verify,
-            progress=lambda done, total: phase.reporter.event("stream", "streaming image", done, total))
-        phase.current = "verify"
-        if result.stream.sha256 != plan.image.sha256:  # stream_image checks too; never trust one place only
-            raise ImageVerificationError(f"image sha256 {result.stream.sha256} != plan {plan.image.sha256}")
-        phase("verify", f"sha256 {result.stream.sha256[:16]}... matches the plan "
-                        f"({result.stream.bytes_read} bytes from {result.stream.origin}, "
-                        f"{result.stream.resumes} resume(s), {result.stream.failovers} failover(s))")
-        phase("configure", "fstab, hostname, network, keys, machine-id"
-              + (", crypttab" if storage.crypts else "") + (", mdadm.conf" if storage.arrays else ""))
-        image_esp = work / "image-boot-efi"
-        moved = _move_boot_efi(root, esp, image_esp)
-        result.configured = configure_target(root, plan, storage if result.stacked else result.layout, host_keys)
-        result.configured["esp_files"] = moved
-        phase("bootloader", f"boot mode {plan.boot_mode}")
-        result.bootloaders = _install_bootloaders(plan, root, result, applied, esp, work, phase, image_esp)
-        phase("bootloader", "installed: " + ", ".join(result.bootloaders))
+        with EarlyWriteback(root):  # until the bootloader is in: the final sync then finds little left
+            phase("stream", "streaming " + " or ".join(plan.image.urls))
+            result.stream = stream_image(
+                plan.image.urls, root, sha256=plan.image.sha256, size=plan.image.size, verify=tls_verify,
+                progress=lambda done, total: phase.reporter.event("stream", "streaming image", done, total))
+            phase.current = "verify"
+            if result.stream.sha256 != plan.image.sha256:  # stream_image checks too; never trust one place only
+                raise ImageVerificationError(f"image sha256 {result.stream.sha256} != plan {plan.image.sha256}")
+            phase("verify", f"sha256 {result.stream.sha256[:16]}... matches the plan "
+                            f"({result.stream.bytes_read} bytes from {result.stream.origin}, "
+                            f"{result.stream.resumes} resume(s), {result.stream.failovers} failover(s))")
+            phase("configure", "fstab, hostname, network, keys, machine-id"
+                  + (", crypttab" if storage.crypts else "") + (", mdadm.conf" if storage.arrays else ""))
+            image_esp = work / "image-boot-efi"
+            moved = _move_boot_efi(root, esp, image_esp)
+            result.configured = configure_target(root, plan, storage if result.stacked else result.layout, host_keys)
+            result.configured["esp_files"] = moved
+            phase("bootloader", f"boot mode {plan.boot_mode}")
+            result.bootloaders = _install_bootloaders(plan, root, result, applied, esp, work, phase, image_esp)
+            phase("bootloader", "installed: " + ", ".join(result.bootloaders))
         phase("finish", "writing everything to the disk and unmounting")
