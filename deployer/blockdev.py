@@ -129,7 +129,10 @@ def wipe(target: Target) -> None:
 
 
 def write_table(target: Target, layout: Layout) -> None:
-    proc.run(["sfdisk", "--quiet", "--wipe", "always", "--wipe-partitions", "always", target.path],
+    # An image file has no kernel partition table (its partitions are offset loops): telling the kernel
+    # would only cost sfdisk's 250 ms wait for it.
+    quiet_kernel = ["--no-tell-kernel"] if target.is_file else []
+    proc.run(["sfdisk", "--quiet", *quiet_kernel, "--wipe", "always", "--wipe-partitions", "always", target.path],
              input=render_sfdisk(layout))
     if not target.via_offset_loops:
         proc.run(["partx", "--update", target.path], check=False)  # sfdisk already told the kernel; belt and braces
