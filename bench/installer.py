@@ -98,7 +98,7 @@ def _deploy(installer_manifest: Path, image_manifest: Path, work: Path, method: 
     from pxe.cli import _engine
 
     data_dir = work / f"installer-service-{method}"
-    config, engine = _engine(data_dir, None)
+    config, engine = _engine(data_dir, None, create=True)
     image = _register_current(engine, config.image_dir, image_manifest)
     token = tokens.create_api_token(engine, "admin", "bench installer")
     engine.dispose()
