@@ -26,15 +26,15 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 from urllib.parse import unquote, urlparse
-
-import requests
-import urllib3
 
 from metalstream.errors import OperationFailed
 
 from .tls import TlsVerificationFailed, Verify, refusal, untrusted_certificate
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("metalstream.download")
 
@@ -122,6 +122,9 @@ class HttpSource:
 
     def read(self, offset: int, size: int | None) -> Iterator[bytes]:
         """The image from byte `offset`; `size` (when known) is what every answer must agree with."""
+        import requests
+        import urllib3
+
         response = self._get(offset)
         with response:
             end = self._check_response(response, offset, size)
@@ -141,6 +144,8 @@ class HttpSource:
                 raise _Retry(f"connection closed after {received} of {end} bytes")
 
     def _get(self, offset: int) -> requests.Response:
+        import requests
+
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
@@ -370,7 +375,13 @@ def _next_after(current: int, live: list[int]) -> int:
     return next((i for i in live if i > current), live[0])
 
 
-def open_source(url: str, *, session: requests.Session, retry: RetryPolicy, chunk_size: int = CHUNK_SIZE,
+def _http_session() -> requests.Session:
+    import requests  # here, not at the top: an install from a local image file does not pay its import (0.1 s)
+
+    return requests.Session()
+
+
+def open_source(url: str, *, session: requests.Session | None, retry: RetryPolicy, chunk_size: int = CHUNK_SIZE,
                 verify: Verify = True) -> Source:
     """The source for an http(s):// URL (certificates checked with `verify`), a file:// URL or a plain path."""
     parsed = urlparse(url)
@@ -392,6 +403,6 @@ def open_chunks(sources: str | Sequence[str], *, size: int | None = None, retry:
     if not urls:
         raise OperationFailed("no image source given")
     retry = retry or RetryPolicy()
-    session = requests.Session()
+    session = _http_session() if any(urlparse(url).scheme in ("http", "https") for url in urls) else None
     opened = [open_source(url, session=session, retry=retry, chunk_size=chunk_size, verify=verify) for url in urls]
     return ImageSources(opened, size=size, retry=retry, session=session)
