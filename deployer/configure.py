@@ -7,6 +7,7 @@ the image's pregenerated initramfs is kept. Every path is resolved inside the ta
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -118,8 +119,9 @@ def fresh_machine_id(root: Path) -> str:
 
 
 class HostKeyForge:
-    """`ssh-keygen -A` started into a scratch directory at the beginning of an install, so the few seconds
-    an RSA key takes overlap the image stream; `ssh_host_keys` moves the keys in if the target wants them.
+    """`ssh-keygen -A` started into a scratch directory at the beginning of an install, so the tenths of a
+    second of CPU an RSA key takes overlap the image stream; `ssh_host_keys` moves the keys in if the target
+    wants them.
     A context manager: the generator is stopped and its keys are discarded if they are not used."""
 
     def __init__(self, scratch: Path):
@@ -130,6 +132,9 @@ class HostKeyForge:
         if shutil.which("ssh-keygen") is not None:
             (self.scratch / "etc/ssh").mkdir(parents=True, exist_ok=True)
             self.process = proc.spawn(["ssh-keygen", "-A", "-f", self.scratch], stdout=subprocess.DEVNULL)
+            # The lowest priority: its CPU then comes from what the stream leaves idle, not from the stream.
+            with contextlib.suppress(OSError):  # only an optimisation
+                os.setpriority(os.PRIO_PROCESS, self.process.pid, 19)
         return self
 
     def keys(self) -> list[Path] | None:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 log = logging.getLogger("metalstream.writeback")
 
-INTERVAL = 0.5  # seconds between two syncfs calls (each waits for the previous write-back to finish)
+# Seconds between two syncfs calls: shorter leaves less to write once the stream ends, but each call also
+# commits the journal (bench/README.md, "Where the time goes").
+INTERVAL = 0.2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
