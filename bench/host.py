@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from deployer.blockdev import mounted
+from deployer.blockdev import attach_loop, detach_loop, mounted
 from metalstream import proc
 from metalstream.errors import CommandError
 
@@ -27,11 +27,11 @@ def sparse_file(path: Path, size: int) -> Path:
 
 @contextmanager
 def loop_device(image: Path) -> Iterator[str]:
-    device = proc.run(["losetup", "--find", "--show", image]).stdout.strip()
+    device = attach_loop(image)  # as the agent attaches image files: the same medium for every contender
     try:
         yield device
     finally:
-        proc.run(["losetup", "--detach", device], check=False)
+        detach_loop(device)
 
 
 @contextmanager

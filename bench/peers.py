@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from deployer.blockdev import mounted
+from deployer.blockdev import attach_loop, detach_loop, mounted
 from lab.shaped_link import ShapedLink, free_plan
 from metalstream import proc
 
@@ -147,12 +147,11 @@ def _atomic(path: Path, make: Callable[[Path], object]) -> None:
 @contextmanager
 def offset_loop(image: Path, offset: int, size: int) -> Iterator[str]:
     """A loop device over bytes [offset, offset+size) of IMAGE (this host's kernel shows no partitions)."""
-    device = proc.run(["losetup", "--find", "--show", "--offset", str(offset), "--sizelimit", str(size),
-                       image]).stdout.strip()
+    device = attach_loop(image, offset=offset, size=size)
     try:
         yield device
     finally:
-        proc.run(["losetup", "--detach", device], check=False)
+        detach_loop(device)
 
 
 def run_metalstream(source: Source, disk: Path, scratch: Path) -> None:
