@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from deployer.blockdev import attach_loop, detach_loop, mounted
+from deployer.blockdev import loop_device, mounted  # the agent's direct-I/O loops: one medium for all
 from metalstream import proc
 from metalstream.errors import CommandError
 
@@ -23,15 +23,6 @@ def sparse_file(path: Path, size: int) -> Path:
     with open(path, "wb") as handle:
         handle.truncate(size)
     return path
-
-
-@contextmanager
-def loop_device(image: Path) -> Iterator[str]:
-    device = attach_loop(image)  # as the agent attaches image files: the same medium for every contender
-    try:
-        yield device
-    finally:
-        detach_loop(device)
 
 
 @contextmanager

@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from deployer.blockdev import attach_loop, detach_loop, mounted
+from deployer.blockdev import loop_device, mounted
 from lab.shaped_link import ShapedLink, free_plan
 from metalstream import proc
 
@@ -144,16 +143,6 @@ def _atomic(path: Path, make: Callable[[Path], object]) -> None:
         partial.unlink(missing_ok=True)
 
 
-@contextmanager
-def offset_loop(image: Path, offset: int, size: int) -> Iterator[str]:
-    """A loop device over bytes [offset, offset+size) of IMAGE (this host's kernel shows no partitions)."""
-    device = attach_loop(image, offset=offset, size=size)
-    try:
-        yield device
-    finally:
-        detach_loop(device)
-
-
 def run_metalstream(source: Source, disk: Path, scratch: Path) -> None:
     argv = deploy.install_argv(source.location(source.files.manifest), disk)  # a path or a URL
     host.timed(source.client(argv))
@@ -164,7 +153,8 @@ def run_curtin(source: Source, disk: Path, scratch: Path) -> None:
     proc.run(["sfdisk", "--quiet", disk], input=f"label: gpt\n,{ESP_MIB}MiB,U\n,,L\n")
     parts = json.loads(proc.run(["sfdisk", "--json", disk]).stdout)["partitiontable"]["partitions"]
     (esp_start, esp_size), (root_start, root_size) = [(p["start"] * 512, p["size"] * 512) for p in parts]
-    with offset_loop(disk, esp_start, esp_size) as esp, offset_loop(disk, root_start, root_size) as root_dev:
+    with loop_device(disk, offset=esp_start, size=esp_size) as esp, \
+            loop_device(disk, offset=root_start, size=root_size) as root_dev:
         proc.run(["mkfs.vfat", "-F", "32", esp])
         proc.run(["mkfs.ext4", "-F", "-q", root_dev])
         with mounted(root_dev, scratch / "root", "ext4") as root:

@@ -159,25 +159,21 @@ def partition_devices(target: Target, layout: Layout, *, timeout: float = WAIT_T
         wait_for_nodes(list(nodes.values()), timeout=timeout)
         yield nodes
         return
-    loops: dict[int, str] = {}
+    with ExitStack() as loops:  # detached in reverse order on exit
+        yield {p.number: loops.enter_context(loop_device(target.path, offset=layout.offset(p), size=layout.length(p)))
+               for p in layout.partitions}
+
+
+@contextmanager
+def loop_device(path: str | os.PathLike, *, offset: int = 0, size: int | None = None) -> Iterator[str]:
+    """A loop device over bytes [offset, offset+size) of the file at `path`, detached on exit. Direct I/O: the
+    data is not cached twice (the loop device's page cache and the file's), so the final sync has less to do."""
+    device = proc.run(["losetup", "--find", "--show", "--direct-io=on", "--offset", str(offset),
+                       *(["--sizelimit", str(size)] if size is not None else []), path]).stdout.strip()
     try:
-        for p in layout.partitions:
-            loops[p.number] = attach_loop(target.path, offset=layout.offset(p), size=layout.length(p))
-        yield loops
+        yield device
     finally:
-        for device in reversed(list(loops.values())):
-            detach_loop(device)
-
-
-def attach_loop(path: str | os.PathLike, *, offset: int = 0, size: int | None = None) -> str:
-    """A loop device over bytes [offset, offset+size) of the file at `path`. Direct I/O: the data is not
-    cached twice (the loop device's page cache and the file's), so the final sync has a third less to do."""
-    return proc.run(["losetup", "--find", "--show", "--direct-io=on", "--offset", str(offset),
-                     *(["--sizelimit", str(size)] if size is not None else []), path]).stdout.strip()
-
-
-def detach_loop(device: str) -> None:
-    proc.run(["losetup", "--detach", device], check=False)
+        proc.run(["losetup", "--detach", device], check=False)
 
 
 def mkfs_argv(part: Partition, device: str) -> list[str] | None:

@@ -375,6 +375,10 @@ def _next_after(current: int, live: list[int]) -> int:
     return next((i for i in live if i > current), live[0])
 
 
+def _is_http(url: str) -> bool:
+    return urlparse(url).scheme in ("http", "https")
+
+
 def _http_session() -> requests.Session:
     import requests  # here, not at the top: an install from a local image file does not pay its import (0.1 s)
 
@@ -385,7 +389,7 @@ def open_source(url: str, *, session: requests.Session | None, retry: RetryPolic
                 verify: Verify = True) -> Source:
     """The source for an http(s):// URL (certificates checked with `verify`), a file:// URL or a plain path."""
     parsed = urlparse(url)
-    if parsed.scheme in ("http", "https"):
+    if _is_http(url):
         return HttpSource(url, session, retry=retry, chunk_size=chunk_size, verify=verify)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
@@ -403,6 +407,6 @@ def open_chunks(sources: str | Sequence[str], *, size: int | None = None, retry:
     if not urls:
         raise OperationFailed("no image source given")
     retry = retry or RetryPolicy()
-    session = _http_session() if any(urlparse(url).scheme in ("http", "https") for url in urls) else None
+    session = _http_session() if any(_is_http(url) for url in urls) else None
     opened = [open_source(url, session=session, retry=retry, chunk_size=chunk_size, verify=verify) for url in urls]
     return ImageSources(opened, size=size, retry=retry, session=session)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.blockdev import attach_loop, detach_loop
+from deployer.blockdev import loop_device
 from deployer.configure import HostKeyForge
 
 from conftest import require_root, require_tools
@@ -22,20 +22,17 @@ def _loop_attribute(device: str, name: str) -> str:
 
 
 @pytest.mark.root
-def test_attach_loop_uses_direct_io_over_the_given_byte_range(tmp_path):
+def test_loop_device_uses_direct_io_over_the_given_byte_range(tmp_path):
     require_root()
     require_tools("losetup")
     image = tmp_path / "disk.img"
     with open(image, "wb") as handle:
         handle.truncate(64 * MIB)
-    device = attach_loop(image, offset=MIB, size=32 * MIB)
-    try:
+    with loop_device(image, offset=MIB, size=32 * MIB) as device:
         assert _loop_attribute(device, "dio") == "1"
         assert _loop_attribute(device, "offset") == str(MIB)
         assert _loop_attribute(device, "sizelimit") == str(32 * MIB)
         assert _loop_attribute(device, "backing_file") == str(image)
-    finally:
-        detach_loop(device)
     listed = subprocess.run(["losetup", "--associated", str(image)], capture_output=True, text=True).stdout
     assert listed == ""
 
