@@ -241,10 +241,13 @@ class VirtualBmc(_Emulator):
             return False
         return self.ipmitool("power", "status", check=False).returncode == 0
 
-    def ipmitool(self, *args: str, password: str | None = None, check: bool = True) -> proc.Result:
-        """ipmitool -I lanplus against this BMC (the password goes through IPMI_PASSWORD)."""
+    def ipmitool(self, *args: str, password: str | None = None, check: bool = True,
+                 answer_within: float = 2) -> proc.Result:
+        """ipmitool -I lanplus against this BMC, one try (the password goes through IPMI_PASSWORD).
+        `answer_within`: seconds ipmitool waits for the answer. vbmcd answers a power change only once libvirt
+        has made it, and a destroy takes 1.6-2 s here."""
         return proc.run(["ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", str(self.port), "-U", self.username,
-                         "-E", "-R", "1", "-N", "2", *args],
+                         "-E", "-R", "1", "-N", str(round(answer_within)), *args],
                         env={"IPMI_PASSWORD": self.password if password is None else password},
                         timeout=60, check=check)
 

@@ -91,10 +91,10 @@ def test_ipmi_powers_the_domain_sets_its_boot_device_and_refuses_a_wrong_passwor
 
         bmc.ipmitool("chassis", "bootdev", "pxe")
         assert domain.boot_order() == ["network"]
-        bmc.ipmitool("power", "on")
+        bmc.ipmitool("power", "on", answer_within=10)
         domain.wait_state("running")
         assert bmc.ipmitool("power", "status").stdout.strip() == "Chassis Power is on"
-        bmc.ipmitool("power", "off")
+        bmc.ipmitool("power", "off", answer_within=10)
         domain.wait_state("shut off")
         bmc.ipmitool("chassis", "bootdev", "disk")
         assert domain.boot_order() == ["hd"]
