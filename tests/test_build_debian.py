@@ -27,6 +27,7 @@ from fixtures_build import (
 
 pytestmark = pytest.mark.root
 DATA = REPO / "tests/data/build"
+ZSTD_MAGIC = bytes.fromhex("28b52ffd")
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +81,8 @@ def test_debian_minimal_tarball_content(debian_minimal_image):
         assert "." + kernel["initramfs"] in paths
         size = next(int(line.split()[2]) for line in listing if line.split()[5] == "." + kernel["initramfs"])
         assert size > 10 * 2**20, "initramfs suspiciously small: not generic (MODULES=most)?"
+        initramfs = tar_member(tarball, "." + kernel["initramfs"])
+        assert initramfs.startswith(ZSTD_MAGIC), "the image has zstd: update-initramfs must not fall back to gzip"
     assert tar_member(tarball, "./etc/machine-id") == b""
     assert not [p for p in paths if p.startswith("./var/cache/apt/archives/") and p.endswith(".deb")]
     assert not [p for p in paths if p.startswith("./var/lib/apt/lists/") and p != "./var/lib/apt/lists/"

@@ -139,7 +139,7 @@ def test_debian_minimal_sample() -> None:
     assert (build.distribution.family, build.distribution.release, build.distribution.variant) == ("debian", "bookworm", "minbase")
     assert build.repos == []
     for package in ("linux-image-amd64", "systemd-sysv", "udev", "openssh-server", "grub-pc-bin",
-                    "grub-efi-amd64-bin", "grub2-common", "initramfs-tools", "ca-certificates"):
+                    "grub-efi-amd64-bin", "grub2-common", "initramfs-tools", "zstd", "ca-certificates"):
         assert package in build.packages.names
     assert build.rootpw.lock and not build.rootpw.password
     assert {"ssh", "systemd-networkd"} <= set(build.services_enabled)
